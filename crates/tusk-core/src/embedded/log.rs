@@ -1,0 +1,348 @@
+//! The embedded coordinator's durable state: a snapshot plus a write-ahead log.
+//!
+//! Every change is one [`Entry`] appended to `wal-<generation>.log` as a frame
+//! `[len: u32 LE][crc32: u32 LE][json]`. A single writer thread takes whatever entries are
+//! waiting, writes them with one `write` and one `fdatasync` (group commit), applies them to
+//! the in-memory records, and only then wakes the callers: a record is never visible before
+//! it is durable. When the log grows past a bound, the writer writes a snapshot of all records
+//! (temp file, fsync, rename, fsync of the directory) that names the next generation, and
+//! deletes the old log. A torn frame at the end of the log (kill -9 mid-write) is cut off on
+//! replay; it was never acknowledged.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::{Commit, UploadRecord, UploadState};
+
+/// One durable change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) enum Entry {
+    Create(UploadRecord),
+    Commit {
+        id: String,
+        commit: Commit,
+    },
+    Gone {
+        id: String,
+        purge_at: u64,
+    },
+    Purge {
+        id: String,
+    },
+    /// Fencing tokens below this may have been handed out; after a restart, start here.
+    TokenCeiling(u64),
+}
+
+/// The records and the token ceiling: what the log describes.
+#[derive(Debug, Default)]
+pub(super) struct Durable {
+    pub records: HashMap<String, UploadRecord>,
+    pub token_ceiling: u64,
+}
+
+impl Durable {
+    /// Applies one entry. The same function serves replay and live writes, so memory and
+    /// disk cannot disagree about what an entry means.
+    pub fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Create(record) => {
+                self.records.insert(record.id.clone(), record);
+            }
+            Entry::Commit { id, commit } => {
+                if let Some(r) = self.records.get_mut(&id) {
+                    r.offset += commit.append.iter().map(|s| s.len).sum::<u64>();
+                    r.segments.extend(commit.append);
+                    if commit.declare_length.is_some() {
+                        r.length = commit.declare_length;
+                    }
+                    r.expires_at = commit.expires_at;
+                }
+            }
+            Entry::Gone { id, purge_at } => {
+                if let Some(r) = self.records.get_mut(&id) {
+                    r.state = UploadState::Gone { purge_at };
+                    r.segments.clear();
+                }
+            }
+            Entry::Purge { id } => {
+                self.records.remove(&id);
+            }
+            Entry::TokenCeiling(t) => self.token_ceiling = self.token_ceiling.max(t),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    /// The log generation that continues this snapshot.
+    generation: u64,
+    token_ceiling: u64,
+    records: usize,
+}
+
+const SNAPSHOT: &str = "snapshot.jsonl";
+/// Past this many log bytes, the writer compacts into a snapshot.
+const COMPACT_AFTER_BYTES: u64 = 64 << 20;
+/// Most entries one group commit takes.
+const MAX_BATCH: usize = 4096;
+
+fn wal_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("wal-{generation:08}.log"))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads the snapshot and the log of its generation; returns the state, the generation and
+/// the log's valid length (a torn tail beyond it is truncated by the caller).
+pub(super) fn recover(dir: &Path) -> io::Result<(Durable, u64, u64)> {
+    let mut durable = Durable::default();
+    let mut generation = 0;
+    match File::open(dir.join(SNAPSHOT)) {
+        Ok(file) => {
+            let mut lines = BufReader::new(file).lines();
+            let header: SnapshotHeader =
+                serde_json::from_str(&lines.next().ok_or_else(|| corrupt("empty snapshot"))??)
+                    .map_err(corrupt)?;
+            generation = header.generation;
+            durable.token_ceiling = header.token_ceiling;
+            for line in lines {
+                let record: UploadRecord = serde_json::from_str(&line?).map_err(corrupt)?;
+                durable.records.insert(record.id.clone(), record);
+            }
+            if durable.records.len() != header.records {
+                return Err(corrupt("snapshot is missing records"));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut valid_len = 0u64;
+    match File::open(wal_path(dir, generation)) {
+        Ok(file) => {
+            let mut reader = BufReader::new(file);
+            while let Some(entry) = read_frame(&mut reader)? {
+                valid_len += 8 + entry.len() as u64;
+                let entry: Entry = serde_json::from_slice(&entry).map_err(corrupt)?;
+                durable.apply(entry);
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok((durable, generation, valid_len))
+}
+
+/// One frame's payload, or None at the end of the log or at a torn or corrupt tail.
+fn read_frame(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 8];
+    match reader.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let mut payload = vec![0u8; len];
+    match reader.read_exact(&mut payload) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if crc32fast::hash(&payload) != crc {
+        return Ok(None);
+    }
+    Ok(Some(payload))
+}
+
+fn append_frame(buf: &mut Vec<u8>, entry: &Entry) -> io::Result<()> {
+    let payload = serde_json::to_vec(entry).map_err(corrupt)?;
+    let len = u32::try_from(payload.len()).map_err(|_| corrupt("entry too large"))?;
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    buf.extend_from_slice(&payload);
+    Ok(())
+}
+
+struct Request {
+    entry: Entry,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
+/// Handle to the writer thread.
+pub(super) struct LogWriter {
+    tx: mpsc::Sender<Request>,
+}
+
+impl LogWriter {
+    /// Starts the writer thread over a recovered state. `state` is the shared in-memory
+    /// state the writer applies entries to once they are durable.
+    pub fn start(
+        dir: PathBuf,
+        generation: u64,
+        valid_len: u64,
+        state: Arc<Mutex<Durable>>,
+    ) -> io::Result<Self> {
+        let path = wal_path(&dir, generation);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // Cut a torn tail so new frames follow the last good one.
+        file.set_len(valid_len)?;
+        file.sync_all()?;
+        sync_dir(&dir)?;
+        let (tx, rx) = mpsc::channel::<Request>();
+        let mut writer = Writer {
+            dir,
+            generation,
+            file,
+            len: valid_len,
+            state,
+            failed: None,
+        };
+        std::thread::Builder::new()
+            .name("tusk-coord-log".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Self { tx })
+    }
+
+    /// Appends `entry` and waits until it is durable and applied.
+    pub async fn append(&self, entry: Entry) -> io::Result<()> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Request { entry, done })
+            .map_err(|_| io::Error::other("coordinator log writer stopped"))?;
+        rx.await
+            .map_err(|_| io::Error::other("coordinator log writer stopped"))?
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    generation: u64,
+    file: File,
+    len: u64,
+    state: Arc<Mutex<Durable>>,
+    /// After a failed write the log's tail is unknown; refuse everything from then on
+    /// rather than acknowledge changes that might not survive a restart.
+    failed: Option<String>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let result = self.write_batch(&batch);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "coordinator log write failed; refusing further changes");
+                self.failed.get_or_insert_with(|| e.to_string());
+            } else {
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                for r in &batch {
+                    state.apply(r.entry.clone());
+                }
+            }
+            for r in batch {
+                let reply = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                };
+                let _ = r.done.send(reply);
+            }
+            if self.failed.is_none() && self.len > COMPACT_AFTER_BYTES {
+                if let Err(e) = self.compact() {
+                    tracing::error!(error = %e, "coordinator snapshot failed; the log keeps growing");
+                }
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: &[Request]) -> io::Result<()> {
+        if let Some(reason) = &self.failed {
+            return Err(io::Error::other(format!(
+                "coordinator log is failed: {reason}"
+            )));
+        }
+        let mut buf = Vec::with_capacity(batch.len() * 256);
+        for r in batch {
+            append_frame(&mut buf, &r.entry)?;
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Writes every record into a new snapshot that names the next log generation, then
+    /// switches to that log. Entries applied so far are all in the snapshot; entries not yet
+    /// written go to the new log.
+    fn compact(&mut self) -> io::Result<()> {
+        let next = self.generation + 1;
+        let mut buf = Vec::new();
+        {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let header = SnapshotHeader {
+                generation: next,
+                token_ceiling: state.token_ceiling,
+                records: state.records.len(),
+            };
+            serde_json::to_writer(&mut buf, &header).map_err(corrupt)?;
+            buf.push(b'\n');
+            for record in state.records.values() {
+                serde_json::to_writer(&mut buf, record).map_err(corrupt)?;
+                buf.push(b'\n');
+            }
+        }
+        let new_log = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(wal_path(&self.dir, next))?;
+        new_log.sync_all()?;
+        let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
+        let mut file = File::create(&tmp)?;
+        file.write_all(&buf)?;
+        file.sync_all()?;
+        fs::rename(&tmp, self.dir.join(SNAPSHOT))?;
+        sync_dir(&self.dir)?;
+        let old = wal_path(&self.dir, self.generation);
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(wal_path(&self.dir, next))?;
+        self.generation = next;
+        self.len = 0;
+        fs::remove_file(old)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_tail_is_ignored() {
+        let mut buf = Vec::new();
+        append_frame(&mut buf, &Entry::TokenCeiling(7)).expect("frame");
+        append_frame(&mut buf, &Entry::TokenCeiling(9)).expect("frame");
+        buf.truncate(buf.len() - 3);
+        let mut reader = &buf[..];
+        assert!(read_frame(&mut reader).expect("read").is_some());
+        assert!(read_frame(&mut reader).expect("read").is_none());
+    }
+}

@@ -1,0 +1,292 @@
+//! The embedded coordinator: records durable on local disk, leases inside the process.
+//!
+//! For a single node. Fencing tokens still order writers (a request that lost its lease to
+//! a newer one cannot commit), and they survive restarts: the log records a ceiling that
+//! tokens handed out stay below, so a token is never reused and a write target stamped
+//! with it is never written twice.
+
+mod log;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{watch, Notify};
+
+use self::log::{Durable, Entry, LogWriter};
+use crate::{
+    Commit, CoordError, Coordinator, Lease, ReleaseRequest, UploadRecord, UploadState, WriteTarget,
+};
+
+/// Tokens are reserved in blocks so that handing one out costs no disk write.
+const TOKEN_BLOCK: u64 = 1 << 20;
+
+struct HeldLease {
+    token: u64,
+    next_seq: u32,
+    ask_release: watch::Sender<bool>,
+}
+
+pub struct EmbeddedCoordinator {
+    state: Arc<Mutex<Durable>>,
+    leases: Mutex<HashMap<String, HeldLease>>,
+    /// Woken whenever any lease is released; waiters re-check their upload.
+    released: Notify,
+    next_token: AtomicU64,
+    /// Ceiling already durable or requested; a new block is requested at half way.
+    requested_ceiling: AtomicU64,
+    log: LogWriter,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unavailable(e: std::io::Error) -> CoordError {
+    CoordError::Unavailable(format!("embedded coordinator log: {e}"))
+}
+
+impl EmbeddedCoordinator {
+    /// Opens (or creates) the coordinator state in `dir`, replaying its log.
+    pub async fn open(dir: impl Into<PathBuf>) -> Result<Arc<Self>, CoordError> {
+        let dir = dir.into();
+        let (durable, generation, valid_len) = {
+            let dir = dir.clone();
+            let shown = dir.display().to_string();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                log::recover(&dir)
+            })
+            .await
+            .map_err(|e| CoordError::Corrupt(e.to_string()))?
+            .map_err(|e| CoordError::Corrupt(format!("{shown}: {e}")))?
+        };
+        let first_token = durable.token_ceiling.max(1);
+        let state = Arc::new(Mutex::new(durable));
+        let log =
+            LogWriter::start(dir, generation, valid_len, state.clone()).map_err(unavailable)?;
+        let coord = Arc::new(Self {
+            state,
+            leases: Mutex::new(HashMap::new()),
+            released: Notify::new(),
+            next_token: AtomicU64::new(first_token),
+            requested_ceiling: AtomicU64::new(first_token + TOKEN_BLOCK),
+            log,
+        });
+        coord
+            .log
+            .append(Entry::TokenCeiling(first_token + TOKEN_BLOCK))
+            .await
+            .map_err(unavailable)?;
+        Ok(coord)
+    }
+
+    /// A fresh fencing token, larger than any handed out before, in this or an earlier run.
+    async fn next_token(&self) -> Result<u64, CoordError> {
+        let token = self.next_token.fetch_add(1, Ordering::SeqCst);
+        let requested = self.requested_ceiling.load(Ordering::SeqCst);
+        if token + TOKEN_BLOCK / 2 >= requested {
+            let new_ceiling = requested + TOKEN_BLOCK;
+            if self
+                .requested_ceiling
+                .compare_exchange(requested, new_ceiling, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                self.log
+                    .append(Entry::TokenCeiling(new_ceiling))
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        // Tokens beyond the durable ceiling would be reused after a crash: wait for it.
+        while token >= lock(&self.state).token_ceiling {
+            tokio::task::yield_now().await;
+            let requested = self.requested_ceiling.load(Ordering::SeqCst);
+            if token >= requested {
+                return Err(CoordError::Unavailable(
+                    "fencing token ceiling not persisted".into(),
+                ));
+            }
+        }
+        Ok(token)
+    }
+
+    fn check_holder(&self, id: &str, token: u64) -> Result<(), CoordError> {
+        match lock(&self.leases).get(id) {
+            Some(held) if held.token == token => Ok(()),
+            _ => Err(CoordError::LeaseLost),
+        }
+    }
+}
+
+#[async_trait]
+impl Coordinator for EmbeddedCoordinator {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn create(&self, record: &UploadRecord) -> Result<(), CoordError> {
+        if lock(&self.state).records.contains_key(&record.id) {
+            return Err(CoordError::AlreadyExists);
+        }
+        self.log
+            .append(Entry::Create(record.clone()))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<UploadRecord>, CoordError> {
+        Ok(lock(&self.state).records.get(id).cloned())
+    }
+
+    async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if !lock(&self.state).records.contains_key(id) {
+                return Err(CoordError::NotFound);
+            }
+            let released = self.released.notified();
+            tokio::pin!(released);
+            // Register for the wake-up before checking, so a release in between is not missed.
+            released.as_mut().enable();
+            let held_elsewhere = match lock(&self.leases).get(id) {
+                Some(held) => {
+                    held.ask_release.send_replace(true);
+                    true
+                }
+                None => false,
+            };
+            if !held_elsewhere {
+                let token = self.next_token().await?;
+                let (ask_release, release) = ReleaseRequest::channel();
+                let mut leases = lock(&self.leases);
+                // Another request may have taken it while we drew a token; then wait again.
+                if !leases.contains_key(id) {
+                    leases.insert(
+                        id.to_string(),
+                        HeldLease {
+                            token,
+                            next_seq: 0,
+                            ask_release,
+                        },
+                    );
+                    return Ok(Lease {
+                        upload_id: id.to_string(),
+                        token,
+                        release,
+                    });
+                }
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return Err(CoordError::Locked);
+            }
+        }
+    }
+
+    async fn renew(&self, upload_id: &str, token: u64) -> Result<(), CoordError> {
+        // In-process leases do not expire; renewal only confirms the token is current.
+        self.check_holder(upload_id, token)
+    }
+
+    async fn reserve(&self, lease: &Lease) -> Result<WriteTarget, CoordError> {
+        // Targets are stamped with the token, which is unique for all time, so the sequence
+        // number only has to be unique within this lease and needs no disk write.
+        let mut leases = lock(&self.leases);
+        match leases.get_mut(&lease.upload_id) {
+            Some(held) if held.token == lease.token => {
+                let seq = held.next_seq;
+                held.next_seq += 1;
+                Ok(WriteTarget {
+                    token: lease.token,
+                    seq,
+                })
+            }
+            _ => Err(CoordError::LeaseLost),
+        }
+    }
+
+    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<UploadRecord, CoordError> {
+        self.check_holder(&lease.upload_id, lease.token)?;
+        {
+            let state = lock(&self.state);
+            let record = state
+                .records
+                .get(&lease.upload_id)
+                .ok_or(CoordError::NotFound)?;
+            if record.offset != commit.expected_offset {
+                return Err(CoordError::OffsetChanged {
+                    expected: commit.expected_offset,
+                    found: record.offset,
+                });
+            }
+        }
+        self.log
+            .append(Entry::Commit {
+                id: lease.upload_id.clone(),
+                commit: commit.clone(),
+            })
+            .await
+            .map_err(unavailable)?;
+        lock(&self.state)
+            .records
+            .get(&lease.upload_id)
+            .cloned()
+            .ok_or(CoordError::NotFound)
+    }
+
+    async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError> {
+        self.check_holder(&lease.upload_id, lease.token)?;
+        self.log
+            .append(Entry::Gone {
+                id: lease.upload_id.clone(),
+                purge_at,
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn purge(&self, lease: &Lease) -> Result<(), CoordError> {
+        self.check_holder(&lease.upload_id, lease.token)?;
+        self.log
+            .append(Entry::Purge {
+                id: lease.upload_id.clone(),
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
+        let mut leases = lock(&self.leases);
+        if leases
+            .get(&lease.upload_id)
+            .is_some_and(|h| h.token == lease.token)
+        {
+            leases.remove(&lease.upload_id);
+        }
+        drop(leases);
+        self.released.notify_waiters();
+        Ok(())
+    }
+
+    async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {
+        let state = lock(&self.state);
+        Ok(state
+            .records
+            .values()
+            .filter(|r| match r.state {
+                UploadState::Gone { purge_at } => purge_at <= now,
+                UploadState::Active => r.expires_at.is_some_and(|t| t <= now),
+            })
+            .take(limit)
+            .map(|r| r.id.clone())
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), CoordError> {
+        Ok(())
+    }
+}

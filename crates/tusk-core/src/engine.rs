@@ -1,0 +1,634 @@
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::future::{select, Either};
+use tusk_protocol::{ChecksumHeader, ConcatRequest};
+
+use crate::body::{BodyEnd, BodyReader};
+use crate::{
+    unix_now, ByteStream, Commit, ConcatKind, CoordError, Coordinator, Error, Hasher, IncomingBody,
+    Lease, Segment, Storage, UploadRecord, UploadState,
+};
+
+/// Engine settings; the server binary fills them from its configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest upload accepted, `None` for no limit.
+    pub max_size: Option<u64>,
+    /// An unfinished upload without a PATCH for this long expires; `None` turns expiry off.
+    pub expire_after: Option<Duration>,
+    /// How long a terminated or expired upload answers 410 before it is forgotten (404).
+    pub tombstone_ttl: Duration,
+    /// How long a PATCH waits for another request to let go of the upload before 423.
+    pub lease_wait: Duration,
+    /// A PATCH body that sends nothing for this long is cut and its bytes committed.
+    pub network_timeout: Duration,
+    /// How often a streaming PATCH renews its lease.
+    pub lease_renew_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_size: None,
+            expire_after: Some(Duration::from_secs(7 * 24 * 3600)),
+            tombstone_ttl: Duration::from_secs(24 * 3600),
+            lease_wait: Duration::from_secs(3),
+            network_timeout: Duration::from_secs(60),
+            lease_renew_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A creation request, already parsed by the protocol layer.
+#[derive(Debug, Clone, Default)]
+pub struct CreateUpload {
+    /// `None` for a deferred length (or a final upload, whose length comes from its parts).
+    pub length: Option<u64>,
+    pub metadata: Option<String>,
+    /// Upload-Concat; a final upload's parts are given as upload IDs, resolved from URLs by
+    /// the HTTP layer.
+    pub concat: Option<(ConcatRequest, Vec<String>)>,
+}
+
+/// A PATCH request's headers, already parsed.
+#[derive(Debug, Clone)]
+pub struct PatchRequest {
+    pub offset: u64,
+    pub declare_length: Option<u64>,
+    pub checksum: Option<ChecksumHeader>,
+    /// The declared Content-Length, checked against the upload's length before reading.
+    pub content_length: Option<u64>,
+}
+
+/// What HEAD shows of an upload: the record, and for a final upload whether its offset
+/// and length may be shown yet.
+#[derive(Debug, Clone)]
+pub struct UploadView {
+    pub record: UploadRecord,
+    /// False for a final upload whose partials are not all finished (HEAD omits the offset).
+    pub offset_known: bool,
+}
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    pub expired: usize,
+    pub purged: usize,
+    pub failed: usize,
+}
+
+/// The tus operations over one storage and one coordinator.
+pub struct Engine {
+    storage: Arc<dyn Storage>,
+    coord: Arc<dyn Coordinator>,
+    config: EngineConfig,
+    /// Set once on shutdown: streaming PATCHes stop reading and commit, new writes get 503.
+    shutting_down: tokio::sync::watch::Sender<bool>,
+}
+
+/// Upload IDs carry 144 random bits: 18 bytes, 24 URL-safe base64 characters.
+fn new_upload_id() -> String {
+    let bytes: [u8; 18] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Engine {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        coord: Arc<dyn Coordinator>,
+        config: EngineConfig,
+    ) -> Self {
+        Self {
+            storage,
+            coord,
+            config,
+            shutting_down: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Starts a graceful shutdown: PATCHes in flight stop reading their bodies, commit what
+    /// arrived and release their leases; new creations and PATCHes are refused with 503.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutting_down.borrow()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
+        &self.coord
+    }
+
+    /// The tus extensions this engine and its storage support, for `Tus-Extension`.
+    pub fn extensions(&self) -> Vec<&'static str> {
+        let mut list = vec![
+            "creation",
+            "creation-with-upload",
+            "creation-defer-length",
+            "termination",
+            "checksum",
+        ];
+        if self.config.expire_after.is_some() {
+            list.push("expiration");
+        }
+        if self.storage.concatenation().is_some() {
+            list.extend(["concatenation", "concatenation-unfinished"]);
+        }
+        list
+    }
+
+    fn expiry_from_now(&self) -> Option<u64> {
+        self.config.expire_after.map(|d| unix_now() + d.as_secs())
+    }
+
+    /// Creates an upload and returns its record.
+    pub async fn create(&self, request: CreateUpload) -> Result<UploadRecord, Error> {
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        if let (Some(max), Some(length)) = (self.config.max_size, request.length) {
+            if length > max {
+                return Err(Error::TooLarge(
+                    "Upload-Length exceeds the maximum upload size",
+                ));
+            }
+        }
+        let concat = match request.concat {
+            None => None,
+            Some((ConcatRequest::Partial, _)) => Some(ConcatKind::Partial),
+            Some((ConcatRequest::Final(urls), parts)) => {
+                self.check_final_parts(&parts).await?;
+                Some(ConcatKind::Final {
+                    parts,
+                    header: format!("final;{}", urls.join(" ")),
+                })
+            }
+        };
+        let record = UploadRecord {
+            id: new_upload_id(),
+            offset: 0,
+            length: request.length,
+            metadata: request.metadata,
+            concat,
+            created_at: unix_now(),
+            expires_at: if request.length == Some(0) {
+                None
+            } else {
+                self.expiry_from_now()
+            },
+            state: UploadState::Active,
+            segments: Vec::new(),
+        };
+        self.coord.create(&record).await?;
+        if record.is_final() {
+            // Materialize at once when the partials are already finished.
+            return Ok(self.view(&record.id).await?.record);
+        }
+        Ok(record)
+    }
+
+    async fn check_final_parts(&self, parts: &[String]) -> Result<(), Error> {
+        if parts.is_empty() {
+            return Err(Error::InvalidConcat(
+                "a final upload names no partial uploads",
+            ));
+        }
+        let mut total: u64 = 0;
+        for id in parts {
+            let part = match self.coord.load(id).await? {
+                Some(r) if r.state == UploadState::Active => r,
+                _ => {
+                    return Err(Error::InvalidConcat(
+                        "a named partial upload does not exist",
+                    ))
+                }
+            };
+            if !part.is_partial() {
+                return Err(Error::InvalidConcat(
+                    "a named upload is not a partial upload",
+                ));
+            }
+            total = total.saturating_add(part.length.unwrap_or(0));
+        }
+        if let Some(max) = self.config.max_size {
+            if total > max {
+                return Err(Error::TooLarge(
+                    "the concatenated upload exceeds the maximum size",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads an upload that exists and is not gone.
+    async fn load_active(&self, id: &str) -> Result<UploadRecord, Error> {
+        match self.coord.load(id).await? {
+            None => Err(Error::NotFound),
+            Some(r) if r.state != UploadState::Active => Err(Error::Gone),
+            Some(r) => Ok(r),
+        }
+    }
+
+    /// The upload as HEAD shows it. A final upload whose partials have all finished is
+    /// assembled here, on first sight.
+    pub async fn view(&self, id: &str) -> Result<UploadView, Error> {
+        let record = self.load_active(id).await?;
+        let parts = match &record.concat {
+            Some(ConcatKind::Final { parts, .. })
+                if !record.is_finished() || record.length.is_none() =>
+            {
+                parts.clone()
+            }
+            _ => {
+                return Ok(UploadView {
+                    record,
+                    offset_known: true,
+                })
+            }
+        };
+        let mut partials = Vec::with_capacity(parts.len());
+        for part in &parts {
+            match self.coord.load(part).await? {
+                Some(p) if p.state == UploadState::Active => partials.push(p),
+                _ => {
+                    return Err(Error::InvalidConcat(
+                        "a partial upload of this final upload is gone",
+                    ))
+                }
+            }
+        }
+        if partials.iter().all(UploadRecord::is_finished) {
+            let record = self.assemble_final(record, &partials).await?;
+            return Ok(UploadView {
+                record,
+                offset_known: true,
+            });
+        }
+        let mut record = record;
+        // The length is known once every partial's length is, even before they finish.
+        record.length = partials.iter().map(|p| p.length).sum::<Option<u64>>();
+        Ok(UploadView {
+            record,
+            offset_known: false,
+        })
+    }
+
+    async fn assemble_final(
+        &self,
+        record: UploadRecord,
+        partials: &[UploadRecord],
+    ) -> Result<UploadRecord, Error> {
+        let concatenation = self
+            .storage
+            .concatenation()
+            .ok_or(Error::InvalidConcat("this storage cannot concatenate"))?;
+        let lease = self.acquire(&record.id).await?;
+        let result = async {
+            let current = self.load_active(&record.id).await?;
+            if current.is_finished() && current.length.is_some() {
+                return Ok(current); // another request assembled it meanwhile
+            }
+            let mut append = Vec::new();
+            let mut total = 0u64;
+            for partial in partials {
+                for segment in &partial.segments {
+                    let target = self.coord.reserve(&lease).await?;
+                    concatenation
+                        .copy_segment(&partial.id, segment, &record.id, target)
+                        .await?;
+                    append.push(Segment {
+                        target,
+                        len: segment.len,
+                    });
+                    total += segment.len;
+                }
+            }
+            let commit = Commit {
+                expected_offset: 0,
+                append,
+                declare_length: Some(total),
+                expires_at: None,
+            };
+            Ok(self.coord.commit(&lease, &commit).await?)
+        }
+        .await;
+        self.release(lease).await;
+        result
+    }
+
+    async fn acquire(&self, id: &str) -> Result<Lease, Error> {
+        match self.coord.acquire(id, self.config.lease_wait).await {
+            Ok(lease) => Ok(lease),
+            Err(CoordError::Locked) => Err(Error::Locked {
+                retry_after: self.config.lease_wait,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn release(&self, lease: Lease) {
+        let id = lease.upload_id.clone();
+        if let Err(error) = self.coord.release(lease).await {
+            // The lease runs out by itself; the next writer waits at most its TTL.
+            tracing::warn!(upload_id = %id, %error, "releasing a lease failed");
+        }
+    }
+
+    /// Appends a PATCH body to an upload: the commit protocol of docs/architecture.md.
+    ///
+    /// Returns the committed record. Bytes received before an interruption, an idle timeout
+    /// or a release request are committed; nothing is committed on a checksum mismatch or
+    /// a body beyond the upload's length.
+    pub async fn patch(
+        &self,
+        id: &str,
+        request: PatchRequest,
+        body: IncomingBody,
+    ) -> Result<UploadRecord, Error> {
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        // Checks that need no lease come first, so a wrong request never waits.
+        let record = self.load_active(id).await?;
+        if record.is_final() {
+            return Err(Error::PatchOnFinal);
+        }
+        if request.offset != record.offset {
+            return Err(Error::OffsetMismatch {
+                expected: record.offset,
+                got: request.offset,
+            });
+        }
+        let mut lease = self.acquire(id).await?;
+        let result = self.patch_under_lease(&mut lease, request, body).await;
+        self.release(lease).await;
+        result
+    }
+
+    async fn patch_under_lease(
+        &self,
+        lease: &mut Lease,
+        request: PatchRequest,
+        body: IncomingBody,
+    ) -> Result<UploadRecord, Error> {
+        // Reload: the previous holder may have committed while we waited for the lease.
+        let record = self.load_active(&lease.upload_id).await?;
+        if request.offset != record.offset {
+            return Err(Error::OffsetMismatch {
+                expected: record.offset,
+                got: request.offset,
+            });
+        }
+        let length = self.effective_length(&record, request.declare_length)?;
+        let limit = match (length, self.config.max_size) {
+            (Some(length), _) => length - record.offset,
+            (None, Some(max)) => max.saturating_sub(record.offset),
+            (None, None) => u64::MAX,
+        };
+        if request.content_length.is_some_and(|n| n > limit) {
+            return Err(Error::TooLarge("the body goes past the upload's length"));
+        }
+
+        let target = self.coord.reserve(lease).await?;
+        let hasher = request.checksum.as_ref().map(|c| Hasher::new(c.algorithm));
+        let mut reader = BodyReader::new(
+            body,
+            limit,
+            self.config.network_timeout,
+            &mut lease.release,
+            self.shutting_down.subscribe(),
+            hasher,
+        );
+        let written = {
+            let write = self
+                .storage
+                .write(&lease.upload_id, target, reader.chunks());
+            let keep_alive = keep_lease_alive(
+                self.coord.as_ref(),
+                &lease.upload_id,
+                lease.token,
+                self.config.lease_renew_interval,
+            );
+            match select(Box::pin(write), Box::pin(keep_alive)).await {
+                Either::Left((written, _)) => written.map_err(Error::from),
+                Either::Right(((), _)) => Err(Error::LeaseLost),
+            }
+        };
+        let written = match written {
+            Ok(n) => n,
+            Err(e) => {
+                self.discard(&lease.upload_id, target).await;
+                return Err(e);
+            }
+        };
+        let end = reader.end.unwrap_or(BodyEnd::Complete);
+        let digest = reader.take_digest();
+        drop(reader);
+        tracing::debug!(upload_id = %lease.upload_id, written, ?end, "body stored");
+
+        if end == BodyEnd::TooLarge {
+            self.discard(&lease.upload_id, target).await;
+            return Err(Error::TooLarge("the body goes past the upload's length"));
+        }
+        if let (Some(expected), Some(actual)) = (&request.checksum, digest) {
+            if end != BodyEnd::Complete {
+                self.discard(&lease.upload_id, target).await;
+                return Err(Error::IncompleteChecksummedBody);
+            }
+            if expected.digest != actual {
+                self.discard(&lease.upload_id, target).await;
+                return Err(Error::ChecksumMismatch);
+            }
+        }
+        if written == 0 && request.declare_length.is_none() {
+            self.discard(&lease.upload_id, target).await;
+            return Ok(record);
+        }
+        let new_offset = record.offset + written;
+        let finished = length == Some(new_offset);
+        let commit = Commit {
+            expected_offset: record.offset,
+            append: if written > 0 {
+                vec![Segment {
+                    target,
+                    len: written,
+                }]
+            } else {
+                vec![]
+            },
+            declare_length: request.declare_length.filter(|_| record.length.is_none()),
+            expires_at: if finished {
+                None
+            } else {
+                self.expiry_from_now()
+            },
+        };
+        match self.coord.commit(lease, &commit).await {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                if written > 0 {
+                    self.discard(&lease.upload_id, target).await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The upload's length after this request: the recorded one, or the one it declares.
+    fn effective_length(
+        &self,
+        record: &UploadRecord,
+        declared: Option<u64>,
+    ) -> Result<Option<u64>, Error> {
+        match (record.length, declared) {
+            (Some(set), Some(new)) if set != new => Err(Error::LengthAlreadySet(set)),
+            (Some(set), _) => Ok(Some(set)),
+            (None, Some(new)) => {
+                if self.config.max_size.is_some_and(|max| new > max) {
+                    return Err(Error::TooLarge(
+                        "Upload-Length exceeds the maximum upload size",
+                    ));
+                }
+                if new < record.offset {
+                    return Err(Error::TooLarge(
+                        "Upload-Length is below the upload's offset",
+                    ));
+                }
+                Ok(Some(new))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    async fn discard(&self, id: &str, target: crate::WriteTarget) {
+        if let Err(error) = self.storage.discard(id, target).await {
+            tracing::warn!(upload_id = %id, ?target, %error, "discarding an uncommitted target failed");
+        }
+    }
+
+    /// Terminates an upload: its bytes are deleted and it answers 410 until purged.
+    pub async fn terminate(&self, id: &str) -> Result<(), Error> {
+        self.load_active(id).await?;
+        let lease = self.acquire(id).await?;
+        let result = self.remove_under_lease(&lease).await;
+        self.release(lease).await;
+        result
+    }
+
+    async fn remove_under_lease(&self, lease: &Lease) -> Result<(), Error> {
+        self.load_active(&lease.upload_id).await?;
+        let purge_at = unix_now() + self.config.tombstone_ttl.as_secs();
+        // Mark gone first: a crash between the two leaves bytes for the sweeper, never a
+        // record that points at deleted bytes.
+        self.coord.mark_gone(lease, purge_at).await?;
+        self.storage.delete(&lease.upload_id).await?;
+        Ok(())
+    }
+
+    /// Committed bytes of an upload for GET: the record and a stream of `range` (clamped to
+    /// the committed offset by the caller). Takes no lease: reads never wait for writers.
+    pub async fn read(&self, id: &str, range: Range<u64>) -> Result<ByteStream, Error> {
+        let view = self.view(id).await?;
+        let record = view.record;
+        let end = range.end.min(record.offset);
+        let start = range.start.min(end);
+        Ok(self.storage.read(id, &record.segments, start..end).await?)
+    }
+
+    /// Expires overdue unfinished uploads and purges old tombstones; returns what it did.
+    pub async fn sweep_once(&self) -> Result<SweepReport, Error> {
+        let now = unix_now();
+        let mut report = SweepReport::default();
+        for id in self.coord.due_for_sweep(now, 1000).await? {
+            // A busy upload is not due; skip it rather than wait.
+            let lease = match self.coord.acquire(&id, Duration::ZERO).await {
+                Ok(lease) => lease,
+                Err(_) => continue,
+            };
+            let outcome = self.sweep_one(&lease, now).await;
+            self.release(lease).await;
+            match outcome {
+                Ok(Some(true)) => report.expired += 1,
+                Ok(Some(false)) => report.purged += 1,
+                Ok(None) => {}
+                Err(error) => {
+                    report.failed += 1;
+                    tracing::warn!(upload_id = %id, %error, "sweeping an upload failed");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Some(true): expired, Some(false): purged, None: no longer due.
+    async fn sweep_one(&self, lease: &Lease, now: u64) -> Result<Option<bool>, Error> {
+        let Some(record) = self.coord.load(&lease.upload_id).await? else {
+            return Ok(None);
+        };
+        match record.state {
+            UploadState::Gone { purge_at } if purge_at <= now => {
+                self.coord.purge(lease).await?;
+                Ok(Some(false))
+            }
+            UploadState::Active if record.expires_at.is_some_and(|t| t <= now) => {
+                self.remove_under_lease(lease).await?;
+                Ok(Some(true))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs [`Engine::sweep_once`] every `interval` until `shutdown` resolves.
+    pub async fn run_sweeper(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = ticker.tick() => {}
+            }
+            match self.sweep_once().await {
+                Ok(r) if r != SweepReport::default() => {
+                    tracing::info!(
+                        expired = r.expired,
+                        purged = r.purged,
+                        failed = r.failed,
+                        "sweep"
+                    )
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "sweep failed"),
+            }
+        }
+    }
+}
+
+/// Renews the lease every `interval`; resolves only when the lease is lost.
+async fn keep_lease_alive(
+    coord: &dyn Coordinator,
+    upload_id: &str,
+    token: u64,
+    interval: Duration,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match coord.renew(upload_id, token).await {
+            Ok(()) => {}
+            Err(CoordError::LeaseLost) => return,
+            Err(error) => tracing::warn!(%upload_id, %error, "renewing a lease failed; retrying"),
+        }
+    }
+}

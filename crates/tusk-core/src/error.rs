@@ -1,0 +1,56 @@
+use std::time::Duration;
+
+use tusk_protocol::ProtocolError;
+
+use crate::{CoordError, StorageError};
+
+/// Why a tus operation failed, by meaning. `tusk-http` maps each to its status in one table.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("upload not found")]
+    NotFound,
+    #[error("upload is gone (terminated or expired)")]
+    Gone,
+    #[error("upload is being written by another request; retry later")]
+    Locked { retry_after: Duration },
+    #[error("Upload-Offset {got} does not match the upload's offset {expected}")]
+    OffsetMismatch { expected: u64, got: u64 },
+    #[error("{0}")]
+    TooLarge(&'static str),
+    #[error("checksum mismatch: nothing of this request was stored")]
+    ChecksumMismatch,
+    #[error("a final concatenated upload cannot be patched")]
+    PatchOnFinal,
+    #[error("invalid concatenation: {0}")]
+    InvalidConcat(&'static str),
+    #[error("Upload-Length is already set to {0}")]
+    LengthAlreadySet(u64),
+    #[error("Upload-Length is required once the upload has all its bytes")]
+    LengthRequired,
+    #[error("the request body was interrupted before its checksum could be verified")]
+    IncompleteChecksummedBody,
+    #[error("another request took over this upload; HEAD for the current offset")]
+    LeaseLost,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("coordinator: {0}")]
+    Coordinator(CoordError),
+}
+
+impl From<CoordError> for Error {
+    fn from(e: CoordError) -> Self {
+        match e {
+            CoordError::NotFound => Error::NotFound,
+            CoordError::LeaseLost => Error::LeaseLost,
+            CoordError::OffsetChanged { expected, found } => Error::OffsetMismatch {
+                expected: found,
+                got: expected,
+            },
+            other => Error::Coordinator(other),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The Tusk upload engine, independent of the HTTP framework and of any backend.
+//!
+//! Two planes meet here (see docs/architecture.md):
+//! - the data plane, [`Storage`]: bytes only, written to targets reserved under a lease;
+//! - the control plane, [`Coordinator`]: upload records and leases with fencing tokens.
+//!
+//! [`Engine`] runs the tus operations on top of both, including the PATCH commit protocol:
+//! acquire the lease, check the offset, stream into a reserved target, commit with a
+//! compare-and-set on the fencing token, answer, release.
+
+mod body;
+mod checksum;
+mod coordinator;
+pub mod embedded;
+mod engine;
+mod error;
+mod record;
+mod storage;
+
+pub use body::{BodyError, IncomingBody};
+pub use checksum::Hasher;
+pub use coordinator::{Commit, CoordError, Coordinator, Lease, ReleaseRequest};
+pub use engine::{CreateUpload, Engine, EngineConfig, PatchRequest, SweepReport, UploadView};
+pub use error::Error;
+pub use record::{unix_now, ConcatKind, Segment, UploadRecord, UploadState, WriteTarget};
+pub use storage::{ByteStream, Chunks, Concatenation, Storage, StorageError};

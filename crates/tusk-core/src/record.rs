@@ -1,0 +1,84 @@
+use serde::{Deserialize, Serialize};
+
+/// Seconds since the Unix epoch, the time unit of every record field.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A place in storage that one lease holder reserved for one write.
+///
+/// Targets are stamped with the lease's fencing token, which is never handed out twice, so
+/// two writers can never be given the same target: a writer that lost its lease can waste
+/// space but never overwrite bytes another writer committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WriteTarget {
+    pub token: u64,
+    pub seq: u32,
+}
+
+/// Committed bytes of an upload held in one target; an upload's bytes are its segments in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub target: WriteTarget,
+    pub len: u64,
+}
+
+/// The concatenation extension's role of an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConcatKind {
+    Partial,
+    /// A final upload: the partial uploads' IDs in order, and the header value as the client
+    /// sent it (echoed by HEAD).
+    Final {
+        parts: Vec<String>,
+        header: String,
+    },
+}
+
+/// Whether an upload can still be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UploadState {
+    Active,
+    /// Terminated or expired; the record stays as a tombstone (answering 410) until
+    /// `purge_at`, then it is removed and the ID answers 404.
+    Gone {
+        purge_at: u64,
+    },
+}
+
+/// Everything the control plane knows about one upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub id: String,
+    /// Committed bytes; only these exist for clients, HEAD and GET.
+    pub offset: u64,
+    /// Total length, `None` while deferred (creation-defer-length) or, for a final upload,
+    /// unknown until its partials are known.
+    pub length: Option<u64>,
+    /// `Upload-Metadata` exactly as the client sent it.
+    pub metadata: Option<String>,
+    pub concat: Option<ConcatKind>,
+    pub created_at: u64,
+    /// When an unfinished upload expires; refreshed by every PATCH, `None` once finished or
+    /// when expiry is off.
+    pub expires_at: Option<u64>,
+    pub state: UploadState,
+    pub segments: Vec<Segment>,
+}
+
+impl UploadRecord {
+    pub fn is_finished(&self) -> bool {
+        self.length == Some(self.offset)
+    }
+
+    pub fn is_final(&self) -> bool {
+        matches!(self.concat, Some(ConcatKind::Final { .. }))
+    }
+
+    pub fn is_partial(&self) -> bool {
+        matches!(self.concat, Some(ConcatKind::Partial))
+    }
+}

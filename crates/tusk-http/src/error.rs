@@ -1,0 +1,93 @@
+//! The one table that maps engine errors to HTTP statuses.
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use tusk_core::{CoordError, Error};
+use tusk_protocol::ProtocolError;
+
+/// Status 460 of the checksum extension.
+const CHECKSUM_MISMATCH: u16 = 460;
+
+/// An engine error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl<E: Into<Error>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        Self(e.into())
+    }
+}
+
+fn status_of(error: &Error) -> StatusCode {
+    use StatusCode as S;
+    match error {
+        Error::Protocol(p) => match p {
+            ProtocolError::MissingTusResumable | ProtocolError::UnsupportedVersion => {
+                S::PRECONDITION_FAILED
+            }
+            ProtocolError::WrongContentType => S::UNSUPPORTED_MEDIA_TYPE,
+            ProtocolError::InvalidRange => S::RANGE_NOT_SATISFIABLE,
+            _ => S::BAD_REQUEST,
+        },
+        Error::NotFound => S::NOT_FOUND,
+        Error::Gone => S::GONE,
+        Error::Locked { .. } => S::LOCKED,
+        Error::OffsetMismatch { .. } | Error::LeaseLost => S::CONFLICT,
+        Error::TooLarge(_) => S::PAYLOAD_TOO_LARGE,
+        Error::ChecksumMismatch => S::from_u16(CHECKSUM_MISMATCH).unwrap_or(S::BAD_REQUEST),
+        Error::PatchOnFinal => S::FORBIDDEN,
+        Error::InvalidConcat(_)
+        | Error::LengthAlreadySet(_)
+        | Error::LengthRequired
+        | Error::IncompleteChecksummedBody => S::BAD_REQUEST,
+        Error::ShuttingDown | Error::Coordinator(CoordError::Unavailable(_)) => {
+            S::SERVICE_UNAVAILABLE
+        }
+        // Clients retry 5xx: a backend failure leaves the upload resumable.
+        Error::Storage(_) | Error::Coordinator(_) => S::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(&self.0);
+        // Internals never reach the client: 5xx get a generic reason, logged with the cause.
+        let reason = if status.is_server_error() {
+            tracing::warn!(error = %self.0, %status, "request failed");
+            match status {
+                StatusCode::SERVICE_UNAVAILABLE => "service unavailable, retry later".to_string(),
+                _ => "internal error, the upload is resumable: retry later".to_string(),
+            }
+        } else {
+            tracing::debug!(error = %self.0, %status, "request refused");
+            self.0.to_string()
+        };
+        let mut response = (status, format!("{reason}\n")).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match &self.0 {
+            Error::Protocol(
+                ProtocolError::MissingTusResumable | ProtocolError::UnsupportedVersion,
+            ) => {
+                headers.insert(
+                    tusk_protocol::headers::TUS_VERSION,
+                    HeaderValue::from_static(tusk_protocol::TUS_VERSION),
+                );
+            }
+            Error::Locked { retry_after } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after.as_secs().max(1)),
+                );
+            }
+            Error::ShuttingDown | Error::Coordinator(CoordError::Unavailable(_)) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

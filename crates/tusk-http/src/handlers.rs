@@ -1,0 +1,415 @@
+//! The tus methods.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, TryStreamExt};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use tusk_core::{BodyError, CreateUpload, Error, IncomingBody, PatchRequest, UploadRecord};
+use tusk_protocol::{self as tus, headers as h, ConcatRequest, ProtocolError};
+
+use crate::url::{self, Target};
+use crate::{download, ApiError, AppState};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// The single entry point: resolves method override and target, then runs the method.
+pub(crate) async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    let mut response = match route(&app, request).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    decorate(&app, response.headers_mut());
+    response
+}
+
+async fn route(app: &AppState, request: Request) -> Result<Response> {
+    let method = effective_method(&request);
+    let path = request.uri().path().to_string();
+    let target = url::target(&path, &app.config.base_path);
+    if method == Method::OPTIONS {
+        return Ok(options(app, request.headers()));
+    }
+    let id = match target {
+        Target::Elsewhere => return Ok(plain(StatusCode::NOT_FOUND, "not found")),
+        Target::Invalid => return Err(Error::NotFound.into()),
+        Target::Collection => None,
+        Target::Upload(id) => Some(id.to_string()),
+    };
+    // Downloads are plain HTTP (browsers, curl); every tus method needs the version header.
+    if method != Method::GET {
+        tus::check_tus_resumable(
+            request
+                .headers()
+                .get(h::TUS_RESUMABLE)
+                .map(HeaderValue::as_bytes),
+        )?;
+    }
+    match (method, id) {
+        (Method::POST, None) => create(app, request).await,
+        (Method::HEAD, Some(id)) => head(app, &id).await,
+        (Method::PATCH, Some(id)) => patch(app, &id, request).await,
+        (Method::DELETE, Some(id)) => terminate(app, &id).await,
+        (Method::GET, Some(id)) => get(app, &id, request.headers()).await,
+        _ => Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
+    }
+}
+
+/// `X-HTTP-Method-Override` lets clients behind restrictive proxies send PATCH, DELETE and
+/// HEAD as POST.
+fn effective_method(request: &Request) -> Method {
+    if request.method() == Method::POST {
+        if let Some(v) = request.headers().get(h::X_HTTP_METHOD_OVERRIDE) {
+            if let Ok(m) = Method::from_bytes(v.as_bytes()) {
+                if [
+                    Method::PATCH,
+                    Method::DELETE,
+                    Method::HEAD,
+                    Method::GET,
+                    Method::OPTIONS,
+                ]
+                .contains(&m)
+                {
+                    return m;
+                }
+            }
+        }
+    }
+    request.method().clone()
+}
+
+/// Headers every response carries.
+fn decorate(app: &AppState, headers: &mut HeaderMap) {
+    headers.insert(h::TUS_RESUMABLE, HeaderValue::from_static(tus::TUS_VERSION));
+    if let Some(origin) = &app.config.cors_allow_origin {
+        if let Ok(v) = HeaderValue::from_str(origin) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(h::CORS_EXPOSE_HEADERS),
+        );
+        if origin != "*" {
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{text}\n"),
+    )
+        .into_response()
+}
+
+fn header_str<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+) -> std::result::Result<Option<&'a str>, ProtocolError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| match name {
+            h::UPLOAD_METADATA => ProtocolError::InvalidMetadata("not visible ASCII"),
+            h::UPLOAD_CHECKSUM => ProtocolError::InvalidChecksum,
+            h::UPLOAD_CONCAT => ProtocolError::InvalidConcat("not visible ASCII"),
+            _ => ProtocolError::InvalidNumber("header"),
+        }),
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
+    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+        headers.insert(name, v);
+    }
+}
+
+fn options(app: &AppState, request: &HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    set(headers, h::TUS_VERSION, tus::TUS_VERSION);
+    set(headers, h::TUS_EXTENSION, app.engine.extensions().join(","));
+    set(
+        headers,
+        h::TUS_CHECKSUM_ALGORITHM,
+        tus::ChecksumAlgorithm::advertised(),
+    );
+    if let Some(max) = app.engine.config().max_size {
+        set(headers, h::TUS_MAX_SIZE, max);
+    }
+    if app.config.cors_allow_origin.is_some() && request.contains_key(header::ORIGIN) {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, HEAD, PATCH, OPTIONS, GET, DELETE"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(h::CORS_ALLOW_HEADERS),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    }
+    response
+}
+
+fn incoming(body: Body) -> IncomingBody {
+    Box::pin(
+        body.into_data_stream()
+            .map_err(|e| BodyError(e.to_string())),
+    )
+}
+
+fn content_length(headers: &HeaderMap) -> std::result::Result<Option<u64>, ProtocolError> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            tus::parse_upload_length(v.as_bytes())
+                .map_err(|_| ProtocolError::InvalidNumber("Content-Length"))
+        })
+        .transpose()
+}
+
+fn has_body(headers: &HeaderMap) -> std::result::Result<bool, ProtocolError> {
+    Ok(content_length(headers)?.is_some_and(|n| n > 0)
+        || headers.contains_key(header::TRANSFER_ENCODING))
+}
+
+fn is_offset_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case(tus::OFFSET_OCTET_STREAM)
+        })
+}
+
+fn checksum(
+    headers: &HeaderMap,
+) -> std::result::Result<Option<tus::ChecksumHeader>, ProtocolError> {
+    header_str(headers, h::UPLOAD_CHECKSUM)?
+        .map(tus::parse_checksum)
+        .transpose()
+}
+
+async fn create(app: &AppState, request: Request) -> Result<Response> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let length = headers
+        .get(h::UPLOAD_LENGTH)
+        .map(|v| tus::parse_upload_length(v.as_bytes()))
+        .transpose()?;
+    let deferred = headers
+        .get(h::UPLOAD_DEFER_LENGTH)
+        .map(|v| tus::parse_defer_length(v.as_bytes()))
+        .transpose()?;
+    let concat = header_str(headers, h::UPLOAD_CONCAT)?
+        .map(tus::parse_concat)
+        .transpose()?;
+    let concat = match concat {
+        None => None,
+        Some(ConcatRequest::Partial) => Some((ConcatRequest::Partial, Vec::new())),
+        Some(ConcatRequest::Final(urls)) => {
+            if length.is_some() || deferred.is_some() {
+                return Err(
+                    Error::InvalidConcat("a final upload must not carry Upload-Length").into(),
+                );
+            }
+            let ids = urls
+                .iter()
+                .map(|u| url::upload_id_of(u, &app.config.base_path))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(Error::InvalidConcat(
+                    "a partial upload URL is not an upload of this server",
+                ))?;
+            Some((ConcatRequest::Final(urls), ids))
+        }
+    };
+    let is_final = matches!(concat, Some((ConcatRequest::Final(_), _)));
+    if !is_final && length.is_some() == deferred.is_some() {
+        return Err(ProtocolError::LengthAndDeferLength.into());
+    }
+    let metadata = header_str(headers, h::UPLOAD_METADATA)?;
+    if let Some(raw) = metadata {
+        tus::parse_metadata(raw, app.config.max_metadata_bytes)?;
+    }
+    let with_upload = has_body(headers)?;
+    if with_upload && !is_offset_stream(headers) {
+        return Err(ProtocolError::WrongContentType.into());
+    }
+    if with_upload && is_final {
+        return Err(Error::PatchOnFinal.into());
+    }
+    let first_chunk = if with_upload {
+        Some(PatchRequest {
+            offset: 0,
+            declare_length: None,
+            checksum: checksum(headers)?,
+            content_length: content_length(headers)?,
+        })
+    } else {
+        None
+    };
+    let record = app
+        .engine
+        .create(CreateUpload {
+            length,
+            metadata: metadata.map(str::to_string),
+            concat,
+        })
+        .await?;
+    let location = format!(
+        "{}{}{}",
+        url::origin(headers, &parts.uri, app.config.behind_proxy),
+        app.config.base_path,
+        record.id
+    );
+    let (status, record, error) = match first_chunk {
+        None => (StatusCode::CREATED, record, None),
+        Some(patch) => match app.engine.patch(&record.id, patch, incoming(body)).await {
+            Ok(r) => (StatusCode::CREATED, r, None),
+            // The upload exists even when its first chunk failed; the client may resume it.
+            Err(e) => (StatusCode::CREATED, record, Some(e)),
+        },
+    };
+    let mut response = match error {
+        Some(e) => ApiError(e).into_response(),
+        None => status.into_response(),
+    };
+    let out = response.headers_mut();
+    set(out, "location", location);
+    if with_upload {
+        set(out, h::UPLOAD_OFFSET, record.offset);
+    }
+    expires(out, &record);
+    Ok(response)
+}
+
+fn expires(headers: &mut HeaderMap, record: &UploadRecord) {
+    if let Some(at) = record.expires_at.filter(|_| !record.is_finished()) {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
+        set(headers, h::UPLOAD_EXPIRES, tus::render_http_date(when));
+    }
+}
+
+async fn head(app: &AppState, id: &str) -> Result<Response> {
+    let view = app.engine.view(id).await?;
+    let record = &view.record;
+    let mut response = StatusCode::OK.into_response();
+    let out = response.headers_mut();
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if view.offset_known {
+        set(out, h::UPLOAD_OFFSET, record.offset);
+    }
+    match record.length {
+        Some(length) => set(out, h::UPLOAD_LENGTH, length),
+        None if !record.is_final() => set(out, h::UPLOAD_DEFER_LENGTH, 1),
+        None => {}
+    }
+    if let Some(m) = &record.metadata {
+        set(out, h::UPLOAD_METADATA, m);
+    }
+    match &record.concat {
+        Some(tusk_core::ConcatKind::Partial) => set(out, h::UPLOAD_CONCAT, "partial"),
+        Some(tusk_core::ConcatKind::Final { header, .. }) => set(out, h::UPLOAD_CONCAT, header),
+        None => {}
+    }
+    expires(out, record);
+    Ok(response)
+}
+
+async fn patch(app: &AppState, id: &str, request: Request) -> Result<Response> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    if !is_offset_stream(headers) {
+        return Err(ProtocolError::WrongContentType.into());
+    }
+    let offset = headers
+        .get(h::UPLOAD_OFFSET)
+        .ok_or(ProtocolError::MissingHeader("Upload-Offset"))
+        .and_then(|v| tus::parse_offset(v.as_bytes()))?;
+    let declare_length = headers
+        .get(h::UPLOAD_LENGTH)
+        .map(|v| tus::parse_upload_length(v.as_bytes()))
+        .transpose()?;
+    let request = PatchRequest {
+        offset,
+        declare_length,
+        checksum: checksum(headers)?,
+        content_length: content_length(headers)?,
+    };
+    let record = app.engine.patch(id, request, incoming(body)).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let out = response.headers_mut();
+    set(out, h::UPLOAD_OFFSET, record.offset);
+    expires(out, &record);
+    Ok(response)
+}
+
+async fn terminate(app: &AppState, id: &str) -> Result<Response> {
+    app.engine.terminate(id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn get(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Response> {
+    let view = app.engine.view(id).await?;
+    let record = view.record;
+    let total = if view.offset_known { record.offset } else { 0 };
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(value) => match tus::parse_range(value, total) {
+            Ok(Some(r)) => Some(r),
+            Ok(None) => {
+                let mut response =
+                    plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+                set(
+                    response.headers_mut(),
+                    "content-range",
+                    format!("bytes */{total}"),
+                );
+                return Ok(response);
+            }
+            // A Range header we do not understand is ignored (RFC 9110 allows it).
+            Err(_) => None,
+        },
+    };
+    let (status, start, end) = match range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.first, r.last + 1),
+        None => (StatusCode::OK, 0, total),
+    };
+    let stream = app.engine.read(id, start..end).await?;
+    let metadata = record
+        .metadata
+        .as_deref()
+        .and_then(|m| tus::parse_metadata(m, usize::MAX).ok())
+        .unwrap_or_default();
+    let (content_type, disposition) = download::presentation(&metadata);
+    let body = Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
+    let mut response = (status, body).into_response();
+    let out = response.headers_mut();
+    set(out, "content-type", content_type);
+    set(out, "content-disposition", disposition);
+    set(out, "content-length", end - start);
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            out,
+            "content-range",
+            format!("bytes {start}-{}/{total}", end - 1),
+        );
+    }
+    Ok(response)
+}

@@ -1,0 +1,41 @@
+//! Tusk's HTTP front: one axum handler that speaks tus over [`tusk_core::Engine`], the tower
+//! layers around it (CORS, method override, common headers), and the hyper server loop
+//! with its limits (header size, header read timeout).
+
+mod download;
+mod error;
+mod handlers;
+mod serve;
+mod url;
+
+use std::sync::Arc;
+
+use axum::Router;
+use tusk_core::Engine;
+
+pub use error::ApiError;
+pub use serve::{serve, ServeLimits};
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Path under which uploads live, with leading and trailing slash, e.g. `/files/`.
+    pub base_path: String,
+    /// Trust `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` for Location URLs.
+    pub behind_proxy: bool,
+    /// CORS allowed origin (`*` or one origin); `None` turns CORS headers off.
+    pub cors_allow_origin: Option<String>,
+    /// Largest `Upload-Metadata` header accepted, in bytes.
+    pub max_metadata_bytes: usize,
+}
+
+pub(crate) struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: HttpConfig,
+}
+
+/// The tus router for `engine`: every method on the base path and the upload URLs.
+pub fn router(engine: Arc<Engine>, config: HttpConfig) -> Router {
+    let state = Arc::new(AppState { engine, config });
+    Router::new().fallback(handlers::dispatch).with_state(state)
+}

@@ -1,0 +1,34 @@
+use thiserror::Error;
+
+/// Everything a client can get wrong in a tus request, by meaning.
+///
+/// The messages are short and safe to send back to the client as-is.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    #[error("missing Tus-Resumable header")]
+    MissingTusResumable,
+    #[error("unsupported tus version, this server speaks 1.0.0")]
+    UnsupportedVersion,
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("invalid {0} header: expected a non-negative decimal integer")]
+    InvalidNumber(&'static str),
+    #[error("Upload-Defer-Length must be 1")]
+    InvalidDeferLength,
+    #[error("send exactly one of Upload-Length and Upload-Defer-Length")]
+    LengthAndDeferLength,
+    #[error("invalid Upload-Metadata: {0}")]
+    InvalidMetadata(&'static str),
+    #[error("Upload-Metadata is larger than {0} bytes")]
+    MetadataTooLarge(usize),
+    #[error("invalid Upload-Checksum header: expected '<algorithm> <base64 digest>'")]
+    InvalidChecksum,
+    #[error("unsupported checksum algorithm")]
+    UnsupportedChecksumAlgorithm,
+    #[error("invalid Upload-Concat header: {0}")]
+    InvalidConcat(&'static str),
+    #[error("invalid Range header")]
+    InvalidRange,
+    #[error("Content-Type must be application/offset+octet-stream")]
+    WrongContentType,
+}

@@ -1,0 +1,294 @@
+//! Command line: the server flags (named after tusd's where the meaning is the same) and the
+//! `bench` subcommand. Each flag overrides one configuration key; [`FLAGS`] is the single
+//! table that ties them together, and feeds `--help` and `tusk config-reference`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tusk",
+    version,
+    about = "Tusk: a horizontally scalable tus resumable-upload server."
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeFlags,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve uploads (the default when no subcommand is given).
+    Serve(ServeFlags),
+    /// Run a load benchmark against any tus server and print one JSON line per scenario.
+    Bench(tusk_bench::BenchArgs),
+    /// Print the configuration reference as a Markdown table (the README's table).
+    ConfigReference,
+}
+
+/// Flags of the server. Each maps to a configuration key (see FLAGS).
+#[derive(Debug, Args, Default, Clone)]
+pub struct ServeFlags {
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long)]
+    pub port: Option<u16>,
+    #[arg(long)]
+    pub base_path: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    pub upload_dir: Option<PathBuf>,
+    #[arg(long, value_name = "BYTES")]
+    pub max_size: Option<u64>,
+    #[arg(long)]
+    pub behind_proxy: bool,
+    #[arg(long)]
+    pub disable_cors: bool,
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors_allow_origin: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub expire_after: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub tombstone_ttl: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub sweep_interval: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub lease_wait: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub network_timeout: Option<String>,
+    #[arg(long, value_name = "BYTES")]
+    pub max_metadata_size: Option<usize>,
+    #[arg(long, value_enum)]
+    pub log_format: Option<tusk_telemetry::LogFormat>,
+}
+
+/// One setting: its flag (if any), configuration key, default and meaning.
+pub struct Flag {
+    pub flag: &'static str,
+    pub key: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// The table behind `--help` annotations and the README reference.
+pub const FLAGS: &[Flag] = &[
+    Flag {
+        flag: "host",
+        help: "Address to listen on.",
+        key: "server.host",
+        default: "127.0.0.1",
+    },
+    Flag {
+        flag: "port",
+        help: "Port to listen on; 0 picks a free one.",
+        key: "server.port",
+        default: "8080",
+    },
+    Flag {
+        flag: "base-path",
+        help: "Path under which uploads are served; starts and ends with '/'.",
+        key: "server.base_path",
+        default: "/files/",
+    },
+    Flag {
+        flag: "behind-proxy",
+        help: "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for the URLs handed out.",
+        key: "server.behind_proxy",
+        default: "false",
+    },
+    Flag {
+        flag: "disable-cors",
+        help: "CORS headers on every response (the flag turns them off).",
+        key: "server.cors",
+        default: "true",
+    },
+    Flag {
+        flag: "cors-allow-origin",
+        help: "CORS allowed origin.",
+        key: "server.cors_allow_origin",
+        default: "*",
+    },
+    Flag {
+        flag: "network-timeout",
+        help: "A request body that sends nothing for this long is cut; its bytes are committed.",
+        key: "server.network_timeout",
+        default: "60s",
+    },
+    Flag {
+        flag: "upload-dir",
+        help: "Directory for upload bytes (fs storage).",
+        key: "storage.fs.dir",
+        default: "./data",
+    },
+    Flag {
+        flag: "max-size",
+        help: "Largest upload in bytes, advertised as Tus-Max-Size; 0 means no limit.",
+        key: "uploads.max_size",
+        default: "0",
+    },
+    Flag {
+        flag: "max-metadata-size",
+        help: "Largest Upload-Metadata header in bytes.",
+        key: "uploads.max_metadata_size",
+        default: "4096",
+    },
+    Flag {
+        flag: "expire-after",
+        help: "An unfinished upload idle this long expires; 0 turns expiry off.",
+        key: "uploads.expire_after",
+        default: "7d",
+    },
+    Flag {
+        flag: "tombstone-ttl",
+        help: "How long a terminated or expired upload answers 410 before 404.",
+        key: "uploads.tombstone_ttl",
+        default: "1d",
+    },
+    Flag {
+        flag: "sweep-interval",
+        help: "How often the expiry sweeper runs.",
+        key: "uploads.sweep_interval",
+        default: "60s",
+    },
+    Flag {
+        flag: "lease-wait",
+        help: "How long a request waits for another writer of the same upload before 423.",
+        key: "uploads.lease_wait",
+        default: "3s",
+    },
+    Flag {
+        flag: "log-format",
+        help: "Log format: text or json.",
+        key: "log.format",
+        default: "text",
+    },
+];
+
+/// Settings with no flag of their own (file or environment only).
+pub const FILE_ONLY: &[Flag] = &[
+    Flag {
+        flag: "",
+        help: "Time a client has to send a request's headers (slow-loris guard).",
+        key: "server.header_read_timeout",
+        default: "30s",
+    },
+    Flag {
+        flag: "",
+        help: "Largest request head (request line and headers) in bytes; beyond it 431.",
+        key: "server.max_header_bytes",
+        default: "65536",
+    },
+    Flag {
+        flag: "",
+        help: "On SIGTERM, how long in-flight requests get to commit and finish.",
+        key: "server.shutdown_drain",
+        default: "30s",
+    },
+    Flag {
+        flag: "",
+        help: "Storage backend for the bytes.",
+        key: "storage.backend",
+        default: "fs",
+    },
+    Flag {
+        flag: "",
+        help: "Bytes gathered per disk write; one PATCH holds about three.",
+        key: "storage.fs.write_window",
+        default: "1048576",
+    },
+    Flag {
+        flag: "",
+        help: "Coordinator for records and leases.",
+        key: "coordinator.backend",
+        default: "embedded",
+    },
+    Flag {
+        flag: "",
+        help: "Directory of the embedded coordinator's record log.",
+        key: "coordinator.embedded.dir",
+        default: "<storage.fs.dir>/.tusk",
+    },
+    Flag {
+        flag: "",
+        help: "tracing filter, e.g. info or tusk_core=debug; RUST_LOG overrides it.",
+        key: "log.level",
+        default: "info",
+    },
+];
+
+/// The environment variable of a configuration key.
+pub fn env_name(key: &str) -> String {
+    format!("TUSK_{}", key.replace('.', "__").to_ascii_uppercase())
+}
+
+/// The command with every flag's help annotated with its key, env variable and default.
+pub fn command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    for f in FLAGS {
+        cmd = cmd.mut_arg(f.flag.replace('-', "_"), |arg| {
+            arg.help(format!(
+                "{} [{} / {}; default {}]",
+                f.help,
+                f.key,
+                env_name(f.key),
+                f.default
+            ))
+        });
+    }
+    cmd
+}
+
+/// The README's configuration table.
+pub fn reference_markdown() -> String {
+    let mut out =
+        String::from("| key | flag | environment | default | meaning |\n|---|---|---|---|---|\n");
+    for f in FLAGS.iter().chain(FILE_ONLY) {
+        let flag = if f.flag.is_empty() {
+            String::new()
+        } else {
+            format!("`--{}`", f.flag)
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | `{}` | `{}` | {} |\n",
+            f.key,
+            flag,
+            env_name(f.key),
+            f.default,
+            f.help
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_in_the_table_exists() {
+        let cmd = command();
+        for f in FLAGS {
+            let id = f.flag.replace('-', "_");
+            assert!(
+                cmd.get_arguments().any(|a| a.get_id() == id.as_str()),
+                "{} missing",
+                f.flag
+            );
+        }
+        cmd.debug_assert();
+    }
+
+    #[test]
+    fn readme_has_the_current_reference() {
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains(&reference_markdown()),
+            "README.md's configuration table is stale: paste `tusk config-reference`"
+        );
+    }
+}

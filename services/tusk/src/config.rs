@@ -1,0 +1,208 @@
+//! Typed configuration: defaults < TOML file (`--config`) < `TUSK_*` environment variables
+//! (nested with `__`, e.g. `TUSK_SERVER__PORT=9000`) < command-line flags.
+//!
+//! Every field is documented here with its unit and default; `tusk --help` and the README's
+//! reference table are generated from the flag table in `cli.rs`, which names these keys.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tusk_telemetry::LogFormat;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub uploads: UploadsConfig,
+    pub storage: StorageConfig,
+    pub coordinator: CoordinatorConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1`.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one. Default 8080.
+    pub port: u16,
+    /// Path under which uploads live. Default `/files/`.
+    pub base_path: String,
+    /// Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for the URLs Tusk hands out.
+    pub behind_proxy: bool,
+    /// Send CORS headers. Default true.
+    pub cors: bool,
+    /// CORS allowed origin. Default `*`.
+    pub cors_allow_origin: String,
+    /// A request body that sends nothing for this long is cut (and its bytes committed).
+    /// Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub network_timeout: Duration,
+    /// Time a client has to send a request's headers (slow-loris guard). Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), bytes. Default 65536.
+    pub max_header_bytes: usize,
+    /// On SIGTERM, how long in-flight requests get to commit and finish. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_drain: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            base_path: "/files/".into(),
+            behind_proxy: false,
+            cors: true,
+            cors_allow_origin: "*".into(),
+            network_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 << 10,
+            shutdown_drain: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// Largest upload in bytes, advertised as Tus-Max-Size; 0 means no limit. Default 0.
+    pub max_size: u64,
+    /// Largest Upload-Metadata header, bytes. Default 4096.
+    pub max_metadata_size: usize,
+    /// An unfinished upload without a PATCH for this long expires; 0 turns expiry off.
+    /// Default 7d (the tus project's recommendation for general use).
+    #[serde(with = "humantime_serde")]
+    pub expire_after: Duration,
+    /// How long a terminated or expired upload answers 410 before it is forgotten. Default 1d.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_ttl: Duration,
+    /// How often the expiry sweeper runs. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// How long a request waits for another request writing the same upload to let go,
+    /// before it answers 423. Default 3s.
+    #[serde(with = "humantime_serde")]
+    pub lease_wait: Duration,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 0,
+            max_metadata_size: 4096,
+            expire_after: Duration::from_secs(7 * 24 * 3600),
+            tombstone_ttl: Duration::from_secs(24 * 3600),
+            sweep_interval: Duration::from_secs(60),
+            lease_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Which storage backend holds the bytes. Default `fs`.
+    pub backend: StorageBackend,
+    pub fs: FsConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// A local or shared directory.
+    #[default]
+    Fs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FsConfig {
+    /// Directory for upload bytes. Default `./data`.
+    pub dir: PathBuf,
+    /// Bytes gathered per disk write; a PATCH holds about three of these. Default 1 MiB.
+    pub write_window: usize,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./data"),
+            write_window: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Which coordinator holds records and leases. Default `embedded`.
+    pub backend: CoordinatorBackend,
+    pub embedded: EmbeddedConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoordinatorBackend {
+    /// Records on local disk, leases in the process: a single node.
+    #[default]
+    Embedded,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// Directory for the record log. Default `<storage.fs.dir>/.tusk`.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+    /// tracing filter, e.g. `info` or `tusk=debug`; RUST_LOG overrides it. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Rejects combinations that cannot work, with a message that names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let base = &self.server.base_path;
+        if !base.starts_with('/') || !base.ends_with('/') {
+            return Err(format!(
+                "server.base_path must start and end with '/', got {base:?}"
+            ));
+        }
+        if self.server.max_header_bytes < 8192 {
+            return Err("server.max_header_bytes must be at least 8192".into());
+        }
+        if self.uploads.sweep_interval.is_zero() {
+            return Err("uploads.sweep_interval must be positive".into());
+        }
+        if self.server.network_timeout.is_zero() {
+            return Err("server.network_timeout must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+impl StorageConfig {
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            StorageBackend::Fs => "fs",
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The `tusk` binary: configuration, wiring of the engine to its backends, the listener,
+//! signals. Everything with logic lives in the crates.
+
+mod cli;
+mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::FromArgMatches;
+use tokio::io::AsyncWriteExt;
+use tusk_core::embedded::EmbeddedCoordinator;
+use tusk_core::{Engine, EngineConfig};
+use tusk_http::{HttpConfig, ServeLimits};
+use tusk_store_fs::FsStorage;
+
+use crate::cli::{Cli, Command, ServeFlags};
+use crate::config::{Config, CoordinatorBackend, StorageBackend};
+
+fn main() -> Result<()> {
+    let matches = cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Some(Command::Bench(args)) => runtime.block_on(tusk_bench::run(args)),
+        Some(Command::ConfigReference) => {
+            print!("{}", cli::reference_markdown());
+            Ok(())
+        }
+        Some(Command::Serve(flags)) => runtime.block_on(serve(load_config(&flags)?)),
+        None => runtime.block_on(serve(load_config(&cli.serve)?)),
+    }
+}
+
+/// Defaults < TOML file < TUSK_* environment < flags.
+fn load_config(flags: &ServeFlags) -> Result<Config> {
+    let mut builder =
+        ::config::Config::builder().add_source(::config::Config::try_from(&Config::default())?);
+    if let Some(path) = &flags.config {
+        builder = builder
+            .add_source(::config::File::from(path.as_path()).format(::config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        ::config::Environment::with_prefix("TUSK")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true),
+    );
+    let text = |v: &Option<String>| v.clone();
+    let overrides: [(&str, Option<::config::Value>); 15] = [
+        ("server.host", text(&flags.host).map(Into::into)),
+        ("server.port", flags.port.map(|p| i64::from(p).into())),
+        ("server.base_path", text(&flags.base_path).map(Into::into)),
+        (
+            "server.behind_proxy",
+            flags.behind_proxy.then_some(true.into()),
+        ),
+        ("server.cors", flags.disable_cors.then_some(false.into())),
+        (
+            "server.cors_allow_origin",
+            text(&flags.cors_allow_origin).map(Into::into),
+        ),
+        (
+            "server.network_timeout",
+            text(&flags.network_timeout).map(Into::into),
+        ),
+        (
+            "storage.fs.dir",
+            flags
+                .upload_dir
+                .as_ref()
+                .map(|d| d.display().to_string().into()),
+        ),
+        (
+            "uploads.max_size",
+            flags.max_size.map(|n| n.to_string().into()),
+        ),
+        (
+            "uploads.max_metadata_size",
+            flags.max_metadata_size.map(|n| n.to_string().into()),
+        ),
+        (
+            "uploads.expire_after",
+            text(&flags.expire_after).map(Into::into),
+        ),
+        (
+            "uploads.tombstone_ttl",
+            text(&flags.tombstone_ttl).map(Into::into),
+        ),
+        (
+            "uploads.sweep_interval",
+            text(&flags.sweep_interval).map(Into::into),
+        ),
+        (
+            "uploads.lease_wait",
+            text(&flags.lease_wait).map(Into::into),
+        ),
+        (
+            "log.format",
+            flags.log_format.map(|f| match f {
+                tusk_telemetry::LogFormat::Text => "text".into(),
+                tusk_telemetry::LogFormat::Json => "json".into(),
+            }),
+        ),
+    ];
+    for (key, value) in overrides {
+        if let Some(value) = value {
+            builder = builder.set_override(key, value)?;
+        }
+    }
+    let config: Config = builder
+        .build()
+        .context("reading configuration")?
+        .try_deserialize()
+        .context("invalid configuration")?;
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+fn engine_config(config: &Config) -> EngineConfig {
+    let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+    EngineConfig {
+        max_size: (config.uploads.max_size > 0).then_some(config.uploads.max_size),
+        expire_after: nonzero(config.uploads.expire_after),
+        tombstone_ttl: config.uploads.tombstone_ttl,
+        lease_wait: config.uploads.lease_wait,
+        network_timeout: config.server.network_timeout,
+        lease_renew_interval: Duration::from_secs(5),
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    tusk_telemetry::init_logging(config.log.format, &config.log.level);
+    let storage: Arc<dyn tusk_core::Storage> = match config.storage.backend {
+        StorageBackend::Fs => Arc::new(
+            FsStorage::new(&config.storage.fs.dir, config.storage.fs.write_window).with_context(
+                || format!("opening upload dir {}", config.storage.fs.dir.display()),
+            )?,
+        ),
+    };
+    let coordinator: Arc<dyn tusk_core::Coordinator> = match config.coordinator.backend {
+        CoordinatorBackend::Embedded => {
+            let dir = config
+                .coordinator
+                .embedded
+                .dir
+                .clone()
+                .unwrap_or_else(|| config.storage.fs.dir.join(".tusk"));
+            EmbeddedCoordinator::open(dir).await?
+        }
+    };
+    let engine = Arc::new(Engine::new(storage, coordinator, engine_config(&config)));
+    let http = HttpConfig {
+        base_path: config.server.base_path.clone(),
+        behind_proxy: config.server.behind_proxy,
+        cors_allow_origin: config
+            .server
+            .cors
+            .then(|| config.server.cors_allow_origin.clone()),
+        max_metadata_bytes: config.uploads.max_metadata_size,
+    };
+    let router = tusk_http::router(engine.clone(), http);
+    let listener = tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.server.host, config.server.port))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, storage = config.storage.backend_name(), "tusk serving");
+    // The one line on stdout: scripts and the test harness wait for it.
+    let mut stdout = tokio::io::stdout();
+    stdout
+        .write_all(format!("listening on http://{addr}{}\n", config.server.base_path).as_bytes())
+        .await?;
+    stdout.flush().await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(engine.clone().run_sweeper(config.uploads.sweep_interval, {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }));
+    let limits = ServeLimits {
+        max_header_bytes: config.server.max_header_bytes,
+        header_read_timeout: config.server.header_read_timeout,
+        drain: config.server.shutdown_drain,
+    };
+    let shutdown = {
+        let engine = engine.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: committing in-flight uploads");
+            engine.begin_shutdown();
+            let _ = stop_tx.send(true);
+        }
+    };
+    tusk_http::serve(listener, router, limits, shutdown).await?;
+    let _ = sweeper.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,5 @@
+//! Shared code of Tusk's end-to-end tests: the process harness and the conformance suite.
+
+pub mod conformance;
+pub mod faultproxy;
+pub mod harness;

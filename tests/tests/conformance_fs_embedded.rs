@@ -1,0 +1,3 @@
+//! The tus conformance suite against local disk + the embedded coordinator.
+
+tusk_tests::conformance_suite!(tusk_tests::harness::FsEmbedded);
