@@ -26,6 +26,17 @@ pub(crate) async fn dispatch(State(app): State<Arc<AppState>>, request: Request)
 }
 
 async fn route(app: &AppState, request: Request) -> Result<Response> {
+    let head_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if head_bytes > app.config.max_header_bytes {
+        return Ok(plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large",
+        ));
+    }
     let method = effective_method(&request);
     let path = request.uri().path().to_string();
     let target = url::target(&path, &app.config.base_path);

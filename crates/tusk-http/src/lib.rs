@@ -27,6 +27,8 @@ pub struct HttpConfig {
     pub cors_allow_origin: Option<String>,
     /// Largest `Upload-Metadata` header accepted, in bytes.
     pub max_metadata_bytes: usize,
+    /// Largest request head (all header names and values) accepted, in bytes; beyond: 431.
+    pub max_header_bytes: usize,
 }
 
 pub(crate) struct AppState {

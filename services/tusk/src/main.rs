@@ -161,6 +161,7 @@ async fn serve(config: Config) -> Result<()> {
             .cors
             .then(|| config.server.cors_allow_origin.clone()),
         max_metadata_bytes: config.uploads.max_metadata_size,
+        max_header_bytes: config.server.max_header_bytes,
     };
     let router = tusk_http::router(engine.clone(), http);
     let listener = tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))
@@ -183,7 +184,6 @@ async fn serve(config: Config) -> Result<()> {
         }
     }));
     let limits = ServeLimits {
-        max_header_bytes: config.server.max_header_bytes,
         header_read_timeout: config.server.header_read_timeout,
         drain: config.server.shutdown_drain,
     };

@@ -146,6 +146,17 @@ pub async fn concatenation_errors(t: Ctx) -> Result<()> {
         "contract (concatenation): a final upload carrying Upload-Length answers 400",
     )
     .await?;
+    for bad in ["bogus", "final;", "final", "partial;x", "final ;"] {
+        let resp = post_final(&t, bad, &[("Upload-Length", "5")]).await?;
+        let status = resp.status().as_u16();
+        let resp2 = post_final(&t, bad, &[]).await?;
+        let status2 = resp2.status().as_u16();
+        ensure!(
+            status == 400 && status2 == 400,
+            "concatenation: a malformed Upload-Concat {bad:?} answers 400, got {status} (with \
+             Upload-Length) and {status2} (without)"
+        );
+    }
     let unknown = t.unknown_url();
     let resp = post_final(&t, &format!("final;{a} {unknown}"), &[]).await?;
     expect_error(

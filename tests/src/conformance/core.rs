@@ -518,6 +518,23 @@ pub async fn method_override(t: Ctx) -> Result<()> {
         String::from_utf8_lossy(&body)
     );
 
+    // Only POST is overridden: a GET or PATCH claiming DELETE stays what it is.
+    let resp = t
+        .send(
+            t.tus(Method::GET, &url)
+                .header("X-HTTP-Method-Override", "DELETE"),
+            "GET override DELETE",
+        )
+        .await?;
+    drop(resp);
+    t.assert_offset(
+        &url,
+        3,
+        "contract: X-HTTP-Method-Override applies to POST only; a GET claiming DELETE must not \
+         terminate",
+    )
+    .await?;
+
     let resp = t.send(post("DELETE"), "POST override DELETE").await?;
     expect(
         resp,

@@ -336,6 +336,19 @@ pub async fn creation_with_upload(t: Ctx) -> Result<()> {
         "creation-with-upload: Upload-Offset 4 expected, got {off}"
     );
 
+    let resp = t
+        .send(
+            post("4", b"data").header("Upload-Checksum", checksum_header("sha1", b"DATA")),
+            "POST with wrong checksum",
+        )
+        .await?;
+    expect_error(
+        resp,
+        460,
+        "checksum (creation-with-upload): a first chunk with a mismatching checksum answers 460",
+    )
+    .await?;
+
     // Deferred length with a body.
     let resp = t
         .send(
@@ -594,6 +607,22 @@ pub async fn location_behind_proxy(t: Ctx) -> Result<()> {
         loc.starts_with(&want),
         "contract (creation): with --behind-proxy Location follows Forwarded ({want}<id>), \
          got {loc:?}"
+    );
+    // A scheme other than http/https must not end up in Location.
+    let resp = t
+        .send(
+            t.tus(Method::POST, &t.endpoint)
+                .header("Upload-Length", "1")
+                .header("X-Forwarded-Proto", "javascript"),
+            "POST with a bogus X-Forwarded-Proto",
+        )
+        .await?;
+    let resp = expect(resp, 201, "creation: 201").await?;
+    let bogus = location(&resp)?;
+    ensure!(
+        bogus.starts_with("http://") || bogus.starts_with("https://"),
+        "robustness (behind proxy): X-Forwarded-Proto other than http/https must be ignored, \
+         got Location {bogus:?}"
     );
     // The upload is still reachable at the real endpoint under the same id.
     let id = loc.rsplit('/').next().unwrap_or_default();

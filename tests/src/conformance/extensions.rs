@@ -62,6 +62,32 @@ pub async fn termination(t: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// With --tombstone-ttl 1s a terminated upload answers 410 at first, then 404 once the
+/// tombstone is swept.
+pub async fn termination_tombstone_expires(t: Ctx) -> Result<()> {
+    let url = t.upload(b"bye").await?;
+    let resp = t.send(t.tus(Method::DELETE, &url), "DELETE").await?;
+    expect(resp, 204, "termination: DELETE answers 204").await?;
+    let resp = t.head(&url).await?;
+    expect(
+        resp,
+        410,
+        "contract (HEAD): a terminated upload answers 410 while its tombstone is kept",
+    )
+    .await?;
+    let status = poll(Duration::from_secs(8), || async {
+        let s = t.head(&url).await?.status().as_u16();
+        Ok((s != 410).then_some(s))
+    })
+    .await?;
+    ensure!(
+        status == Some(404),
+        "contract (HEAD): once --tombstone-ttl (1s) has passed the upload is unknown (404); got \
+         {status:?} after 8s (None = still 410)"
+    );
+    Ok(())
+}
+
 /// With expiration on (the default): Upload-Expires is an HTTP date in the future on POST,
 /// PATCH and HEAD of unfinished uploads; a finished upload's HEAD has none.
 pub async fn expiration_headers(t: Ctx) -> Result<()> {

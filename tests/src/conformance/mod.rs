@@ -101,6 +101,7 @@ macro_rules! conformance_suite {
             location_behind_proxy ["--behind-proxy"],
             // termination, expiration, checksum
             termination [],
+            termination_tombstone_expires ["--tombstone-ttl", "1s", "--sweep-interval", "1s"],
             expiration_headers [],
             expiration_sweeps_unfinished ["--expire-after", "2s", "--sweep-interval", "1s"],
             expiration_refreshed_by_patch ["--expire-after", "3s", "--sweep-interval", "1s"],
@@ -125,6 +126,7 @@ macro_rules! conformance_suite {
             hostile_ids_are_4xx [],
             concurrent_patches_are_consistent [],
             disconnect_commits_received_bytes [],
+            get_does_not_wait_for_writer [],
         );
     };
     (@cases $backend:expr; $($name:ident [$($arg:literal),*]),* $(,)?) => {

@@ -123,6 +123,21 @@ pub async fn concurrent_patches_are_consistent(t: Ctx) -> Result<()> {
     };
     let (ra, rb) = tokio::join!(a, b);
     let mut committed_by = Vec::new();
+    let outcome: Vec<String> = [&ra, &rb]
+        .iter()
+        .map(|r| match r {
+            Ok(resp) => format!(
+                "{} offset {:?}",
+                resp.status().as_u16(),
+                header(resp, "Upload-Offset")
+            ),
+            Err(e) => format!("error {e}"),
+        })
+        .collect();
+    eprintln!(
+        "concurrent PATCHes: A -> {}, B -> {}",
+        outcome[0], outcome[1]
+    );
     for (name, r, data) in [("A", ra, &data_a), ("B", rb, &data_b)] {
         let resp = r.with_context(|| {
             format!(
@@ -237,6 +252,53 @@ pub async fn disconnect_commits_received_bytes(t: Ctx) -> Result<()> {
     .await?;
     t.patch_ok(&url, sent as u64, data[sent..].to_vec()).await?;
     t.assert_content(&url, &data, "resumed after a disconnect")
+        .await?;
+    Ok(())
+}
+
+/// GET never waits for a writer's lease: while a slow PATCH is in flight, a GET answers at
+/// once with committed bytes (a prefix of the data).
+pub async fn get_does_not_wait_for_writer(t: Ctx) -> Result<()> {
+    let len = 256 * 1024;
+    let data = random_bytes(len);
+    let url = t.create(len as u64).await?;
+    t.patch_ok(&url, 0, data[..1024].to_vec()).await?;
+    let rest = data[1024..].to_vec();
+    // About 3 s of body.
+    let writer = t
+        .tus(Method::PATCH, &url)
+        .header("Content-Type", OFFSET_OCTET_STREAM)
+        .header("Upload-Offset", "1024")
+        .header("Content-Length", rest.len().to_string())
+        .body(slow_body(rest, 8 * 1024, Duration::from_millis(100)))
+        .send();
+    let reader = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = tokio::time::Instant::now();
+        let got = t.download(&url).await?;
+        Ok::<_, anyhow::Error>((got, started.elapsed()))
+    };
+    let (w, r) = tokio::join!(writer, reader);
+    let (got, took) = r?;
+    ensure!(
+        took < Duration::from_millis(1500),
+        "contract (GET): GET never waits for a writer's lease, but it took {took:?} while a \
+         PATCH was in flight"
+    );
+    ensure!(
+        got.len() >= 1024 && got.len() <= len && got[..] == data[..got.len()],
+        "contract (GET): GET during a PATCH streams committed bytes (a prefix of at least 1024), \
+         got {} bytes{}",
+        got.len(),
+        if got[..] == data[..got.len().min(len)] {
+            ""
+        } else {
+            " that differ from the data"
+        }
+    );
+    let w = w.context("the slow PATCH got no HTTP response")?;
+    expect(w, 204, "core: the slow PATCH completes with 204").await?;
+    t.assert_content(&url, &data, "bytes after a GET during a PATCH")
         .await?;
     Ok(())
 }
