@@ -225,8 +225,9 @@ impl RawPatch {
 }
 
 /// kill -9 while a PATCH body is arriving, restart, check the committed prefix, finish.
-/// Round 1 kills while the sender pauses (the server has read everything sent), round 2
-/// while the sender is still writing; both in the same upload.
+/// Each round first sends an acknowledged PATCH (so there are bytes that must survive), then
+/// a slow one that is killed: round 1 while the sender pauses (the server has read everything
+/// sent), round 2 while the sender is still writing; both in the same upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_mid_patch_keeps_a_consistent_prefix() -> Result<()> {
     let mut server = TestServer::start(&FsEmbedded, &[]).await?;
@@ -236,10 +237,18 @@ async fn kill9_mid_patch_keeps_a_consistent_prefix() -> Result<()> {
     let mut acknowledged = 0usize;
 
     for round in 1..=2 {
-        let start = tus.offset(&url).await?;
+        let before = tus.offset(&url).await?;
         ensure!(
-            start >= acknowledged,
-            "round {round}: offset {start} is below the acknowledged {acknowledged}"
+            before >= acknowledged,
+            "round {round}: offset {before} is below the acknowledged {acknowledged}"
+        );
+        let start = tus
+            .patch(&url, before, data[before..before + MIB + round].to_vec())
+            .await?;
+        ensure!(
+            start == before + MIB + round,
+            "round {round}: 204 with Upload-Offset {start}, expected {}",
+            before + MIB + round
         );
         let mut patch = RawPatch::open(&url, start, data.len()).await?;
         let sent_counter = patch.sent.clone();

@@ -83,7 +83,8 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn load(&self, id: &str) -> Result<Option<UploadRecord>, CoordError>;
 
     /// Takes the upload's lease with a fresh fencing token. If another request holds it,
-    /// asks that holder to release and waits up to `wait`, then fails with `Locked`.
+    /// asks that holder to release and waits up to `wait`, then fails with `Locked`. With a
+    /// zero `wait` the holder is not asked: the caller only takes a free lease.
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError>;
 
     /// Extends the lease holding `token`; `LeaseLost` if it is gone. Called while a long

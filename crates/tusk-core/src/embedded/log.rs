@@ -87,8 +87,8 @@ struct SnapshotHeader {
 }
 
 const SNAPSHOT: &str = "snapshot.jsonl";
-/// Past this many log bytes, the writer compacts into a snapshot.
-const COMPACT_AFTER_BYTES: u64 = 64 << 20;
+/// Past this many log bytes, the writer compacts into a snapshot (the default).
+pub(super) const COMPACT_AFTER_BYTES: u64 = 64 << 20;
 /// Most entries one group commit takes.
 const MAX_BATCH: usize = 4096;
 
@@ -193,6 +193,7 @@ impl LogWriter {
         generation: u64,
         valid_len: u64,
         state: Arc<Mutex<Durable>>,
+        compact_after: u64,
     ) -> io::Result<Self> {
         let path = wal_path(&dir, generation);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -202,6 +203,7 @@ impl LogWriter {
         sync_dir(&dir)?;
         let (tx, rx) = mpsc::channel::<Request>();
         let mut writer = Writer {
+            compact_after,
             dir,
             generation,
             file,
@@ -227,6 +229,7 @@ impl LogWriter {
 }
 
 struct Writer {
+    compact_after: u64,
     dir: PathBuf,
     generation: u64,
     file: File,
@@ -264,7 +267,7 @@ impl Writer {
                 };
                 let _ = r.done.send(reply);
             }
-            if self.failed.is_none() && self.len > COMPACT_AFTER_BYTES {
+            if self.failed.is_none() && self.len > self.compact_after {
                 if let Err(e) = self.compact() {
                     tracing::error!(error = %e, "coordinator snapshot failed; the log keeps growing");
                 }

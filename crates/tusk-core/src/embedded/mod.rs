@@ -52,6 +52,14 @@ fn unavailable(e: std::io::Error) -> CoordError {
 impl EmbeddedCoordinator {
     /// Opens (or creates) the coordinator state in `dir`, replaying its log.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Arc<Self>, CoordError> {
+        Self::open_with_compaction(dir, log::COMPACT_AFTER_BYTES).await
+    }
+
+    /// As [`Self::open`], compacting the log into a snapshot past `compact_after` bytes.
+    pub async fn open_with_compaction(
+        dir: impl Into<PathBuf>,
+        compact_after: u64,
+    ) -> Result<Arc<Self>, CoordError> {
         let dir = dir.into();
         let (durable, generation, valid_len) = {
             let dir = dir.clone();
@@ -66,8 +74,8 @@ impl EmbeddedCoordinator {
         };
         let first_token = durable.token_ceiling.max(1);
         let state = Arc::new(Mutex::new(durable));
-        let log =
-            LogWriter::start(dir, generation, valid_len, state.clone()).map_err(unavailable)?;
+        let log = LogWriter::start(dir, generation, valid_len, state.clone(), compact_after)
+            .map_err(unavailable)?;
         let coord = Arc::new(Self {
             state,
             leases: Mutex::new(HashMap::new()),
@@ -154,7 +162,10 @@ impl Coordinator for EmbeddedCoordinator {
             released.as_mut().enable();
             let held_elsewhere = match lock(&self.leases).get(id) {
                 Some(held) => {
-                    held.ask_release.send_replace(true);
+                    // A caller that will not wait (the sweeper) must not interrupt a writer.
+                    if !wait.is_zero() {
+                        held.ask_release.send_replace(true);
+                    }
                     true
                 }
                 None => false,

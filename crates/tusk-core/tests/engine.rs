@@ -1,0 +1,442 @@
+//! The engine and the embedded coordinator together, with a tiny in-memory storage.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tusk_core::embedded::EmbeddedCoordinator;
+use tusk_core::{
+    BodyError, ByteStream, Chunks, Commit, CoordError, Coordinator, CreateUpload, Engine,
+    EngineConfig, Error, IncomingBody, PatchRequest, Segment, Storage, StorageError, WriteTarget,
+};
+
+/// Targets in a map; like every real store, a target can be created only once.
+#[derive(Default)]
+struct MemStorage {
+    targets: Mutex<HashMap<(String, WriteTarget), Vec<u8>>>,
+}
+
+#[async_trait]
+impl Storage for MemStorage {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    async fn write(
+        &self,
+        upload: &str,
+        target: WriteTarget,
+        mut chunks: Chunks<'_>,
+    ) -> Result<u64, StorageError> {
+        let key = (upload.to_string(), target);
+        if self.targets.lock().expect("lock").contains_key(&key) {
+            return Err(StorageError::TargetExists(target));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            bytes.extend_from_slice(&chunk);
+        }
+        let n = bytes.len() as u64;
+        self.targets.lock().expect("lock").insert(key, bytes);
+        Ok(n)
+    }
+    async fn discard(&self, upload: &str, target: WriteTarget) -> Result<(), StorageError> {
+        self.targets
+            .lock()
+            .expect("lock")
+            .remove(&(upload.to_string(), target));
+        Ok(())
+    }
+    async fn read(
+        &self,
+        upload: &str,
+        segments: &[Segment],
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let targets = self.targets.lock().expect("lock");
+        let mut all = Vec::new();
+        for s in segments {
+            let bytes = targets.get(&(upload.to_string(), s.target)).ok_or(
+                StorageError::MissingSegment {
+                    upload: upload.into(),
+                    target: s.target,
+                },
+            )?;
+            all.extend_from_slice(&bytes[..s.len as usize]);
+        }
+        let part = Bytes::copy_from_slice(&all[range.start as usize..range.end as usize]);
+        Ok(Box::pin(futures_util::stream::iter([Ok(part)])))
+    }
+    async fn delete(&self, upload: &str) -> Result<(), StorageError> {
+        self.targets
+            .lock()
+            .expect("lock")
+            .retain(|(u, _), _| u != upload);
+        Ok(())
+    }
+}
+
+fn body(parts: &[&'static [u8]]) -> IncomingBody {
+    let parts: Vec<Result<Bytes, BodyError>> =
+        parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+    Box::pin(futures_util::stream::iter(parts))
+}
+
+async fn new_engine(dir: &std::path::Path, config: EngineConfig) -> (Arc<Engine>, Arc<MemStorage>) {
+    let storage = Arc::new(MemStorage::default());
+    let coord = EmbeddedCoordinator::open(dir)
+        .await
+        .expect("open coordinator");
+    (
+        Arc::new(Engine::new(storage.clone(), coord, config)),
+        storage,
+    )
+}
+
+fn patch_at(offset: u64) -> PatchRequest {
+    PatchRequest {
+        offset,
+        declare_length: None,
+        checksum: None,
+        content_length: None,
+    }
+}
+
+async fn read_all(engine: &Engine, id: &str, len: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut s = engine.read(id, 0..len).await.expect("read");
+    while let Some(b) = s.next().await {
+        out.extend_from_slice(&b.expect("bytes"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_writer_that_lost_its_lease_can_neither_reserve_nor_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, _) = new_engine(dir.path(), EngineConfig::default()).await;
+    let record = engine
+        .create(CreateUpload {
+            length: Some(10),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    let coord = engine.coordinator();
+    let stale = coord
+        .acquire(&record.id, Duration::ZERO)
+        .await
+        .expect("lease A");
+    let stale_target = coord.reserve(&stale).await.expect("reserve A");
+    // A's lease goes (in a cluster: expiry while paused); B takes over.
+    let stale = tusk_core::Lease {
+        upload_id: stale.upload_id.clone(),
+        token: stale.token,
+        release: tusk_core::ReleaseRequest::channel().1,
+    };
+    coord
+        .release(tusk_core::Lease {
+            upload_id: record.id.clone(),
+            token: stale.token,
+            release: tusk_core::ReleaseRequest::channel().1,
+        })
+        .await
+        .expect("release");
+    let current = coord
+        .acquire(&record.id, Duration::ZERO)
+        .await
+        .expect("lease B");
+    assert!(current.token > stale.token, "fencing tokens must grow");
+    let commit = Commit {
+        expected_offset: 0,
+        append: vec![Segment {
+            target: stale_target,
+            len: 4,
+        }],
+        declare_length: None,
+        expires_at: None,
+    };
+    assert!(matches!(
+        coord.commit(&stale, &commit).await,
+        Err(CoordError::LeaseLost)
+    ));
+    assert!(matches!(
+        coord.reserve(&stale).await,
+        Err(CoordError::LeaseLost)
+    ));
+    let fresh = coord.reserve(&current).await.expect("reserve B");
+    assert_ne!(
+        fresh, stale_target,
+        "a later holder never gets a reserved target again"
+    );
+    let record = coord.load(&record.id).await.expect("load").expect("exists");
+    assert_eq!(record.offset, 0, "the stale commit changed nothing");
+}
+
+#[tokio::test]
+async fn a_second_patch_makes_the_first_commit_what_it_has() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = EngineConfig {
+        lease_wait: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let (engine, _) = new_engine(dir.path(), config).await;
+    let id = engine
+        .create(CreateUpload {
+            length: Some(100),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .id;
+    // The first body sends 5 bytes and then stalls, like a client on a dead link.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
+    tx.send(Ok(Bytes::from_static(b"hello")))
+        .await
+        .expect("send");
+    let stalled: IncomingBody = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let first = tokio::spawn({
+        let engine = engine.clone();
+        let id = id.clone();
+        async move { engine.patch(&id, patch_at(0), stalled).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The resuming client still believes the offset is 0: it gets 409, after the first
+    // request committed its 5 bytes.
+    let second = engine.patch(&id, patch_at(0), body(&[b"world"])).await;
+    assert!(
+        matches!(
+            second,
+            Err(Error::OffsetMismatch {
+                expected: 5,
+                got: 0
+            })
+        ),
+        "{second:?}"
+    );
+    let first = first.await.expect("join").expect("first patch commits");
+    assert_eq!(first.offset, 5);
+    let third = engine
+        .patch(&id, patch_at(5), body(&[b" world"]))
+        .await
+        .expect("resume");
+    assert_eq!(third.offset, 11);
+    assert_eq!(read_all(&engine, &id, 11).await, b"hello world");
+    drop(tx);
+}
+
+#[tokio::test]
+async fn a_checksum_mismatch_commits_nothing_and_leaves_no_target() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, storage) = new_engine(dir.path(), EngineConfig::default()).await;
+    let id = engine
+        .create(CreateUpload {
+            length: Some(5),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .id;
+    let wrong = tusk_protocol::parse_checksum("sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=").expect("header");
+    let request = PatchRequest {
+        checksum: Some(wrong),
+        ..patch_at(0)
+    };
+    let result = engine.patch(&id, request, body(&[b"hello"])).await;
+    assert!(matches!(result, Err(Error::ChecksumMismatch)), "{result:?}");
+    assert_eq!(engine.view(&id).await.expect("view").record.offset, 0);
+    assert!(
+        storage.targets.lock().expect("lock").is_empty(),
+        "the target was not discarded"
+    );
+    // sha1("hello")
+    let right = tusk_protocol::parse_checksum("sha1 qvTGHdzF6KLavt4PO0gs2a6pQ00=").expect("header");
+    let request = PatchRequest {
+        checksum: Some(right),
+        ..patch_at(0)
+    };
+    assert_eq!(
+        engine
+            .patch(&id, request, body(&[b"hel", b"lo"]))
+            .await
+            .expect("patch")
+            .offset,
+        5
+    );
+}
+
+#[tokio::test]
+async fn a_body_past_the_length_commits_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, _) = new_engine(dir.path(), EngineConfig::default()).await;
+    let id = engine
+        .create(CreateUpload {
+            length: Some(4),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .id;
+    let result = engine.patch(&id, patch_at(0), body(&[b"ab", b"cde"])).await;
+    assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?}");
+    assert_eq!(engine.view(&id).await.expect("view").record.offset, 0);
+}
+
+#[tokio::test]
+async fn records_and_tokens_survive_reopening_across_compactions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ids = Vec::new();
+    let last_token;
+    {
+        // A tiny compaction threshold: the log is snapshotted many times on the way.
+        let coord = EmbeddedCoordinator::open_with_compaction(dir.path(), 2048)
+            .await
+            .expect("open");
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::default());
+        let engine = Engine::new(storage, coord.clone(), EngineConfig::default());
+        for i in 0..40u64 {
+            let id = engine
+                .create(CreateUpload {
+                    length: Some(100),
+                    ..Default::default()
+                })
+                .await
+                .expect("create")
+                .id;
+            let lease = coord.acquire(&id, Duration::ZERO).await.expect("lease");
+            let target = coord.reserve(&lease).await.expect("reserve");
+            let commit = Commit {
+                expected_offset: 0,
+                append: vec![Segment { target, len: i }],
+                declare_length: None,
+                expires_at: None,
+            };
+            coord.commit(&lease, &commit).await.expect("commit");
+            coord.release(lease).await.expect("release");
+            ids.push((id, i));
+        }
+        last_token = coord
+            .acquire(&ids[0].0, Duration::ZERO)
+            .await
+            .expect("lease")
+            .token;
+    }
+    let coord = EmbeddedCoordinator::open_with_compaction(dir.path(), 2048)
+        .await
+        .expect("reopen");
+    for (id, offset) in &ids {
+        let record = coord
+            .load(id)
+            .await
+            .expect("load")
+            .expect("record survived");
+        assert_eq!(record.offset, *offset);
+    }
+    let token = coord
+        .acquire(&ids[1].0, Duration::ZERO)
+        .await
+        .expect("lease")
+        .token;
+    assert!(
+        token > last_token,
+        "a token was reused after restart: {token} <= {last_token}"
+    );
+}
+
+#[tokio::test]
+async fn a_torn_log_tail_is_cut_and_the_log_stays_usable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = {
+        let (engine, _) = new_engine(dir.path(), EngineConfig::default()).await;
+        engine
+            .create(CreateUpload {
+                length: Some(7),
+                ..Default::default()
+            })
+            .await
+            .expect("create")
+            .id
+    };
+    // A kill -9 in the middle of a frame leaves a partial frame at the end.
+    let wal = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("wal-"))
+        .expect("a log file")
+        .path();
+    let mut bytes = std::fs::read(&wal).expect("read log");
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, b'{', b'"']);
+    std::fs::write(&wal, bytes).expect("tear log");
+    let (engine, _) = new_engine(dir.path(), EngineConfig::default()).await;
+    assert_eq!(engine.view(&id).await.expect("view").record.length, Some(7));
+    let second = engine
+        .create(CreateUpload {
+            length: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .id;
+    drop(engine);
+    let (engine, _) = new_engine(dir.path(), EngineConfig::default()).await;
+    assert!(
+        engine.view(&second).await.is_ok(),
+        "a record written after the cut survives"
+    );
+}
+
+#[tokio::test]
+async fn the_sweeper_expires_idle_uploads_then_forgets_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = EngineConfig {
+        expire_after: Some(Duration::from_secs(1)),
+        tombstone_ttl: Duration::ZERO,
+        ..Default::default()
+    };
+    let (engine, storage) = new_engine(dir.path(), config).await;
+    let idle = engine
+        .create(CreateUpload {
+            length: Some(10),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .id;
+    engine
+        .patch(&idle, patch_at(0), body(&[b"abc"]))
+        .await
+        .expect("patch");
+    let done = engine
+        .create(CreateUpload {
+            length: Some(2),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .id;
+    engine
+        .patch(&done, patch_at(0), body(&[b"ok"]))
+        .await
+        .expect("patch");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = engine.sweep_once().await.expect("sweep");
+    assert_eq!((report.expired, report.purged), (1, 0));
+    assert!(matches!(engine.view(&idle).await, Err(Error::Gone)));
+    assert!(
+        engine.view(&done).await.is_ok(),
+        "finished uploads never expire"
+    );
+    assert_eq!(
+        storage.targets.lock().expect("lock").len(),
+        1,
+        "the expired upload's bytes are deleted"
+    );
+    let report = engine.sweep_once().await.expect("sweep");
+    assert_eq!((report.expired, report.purged), (0, 1));
+    assert!(matches!(engine.view(&idle).await, Err(Error::NotFound)));
+}

@@ -1,0 +1,282 @@
+//! Fuzzes every header parser of `tusk-protocol` and checks what each promises, not only that
+//! it does not panic.
+//!
+//! Input layout: the first byte is a separator; the rest is split on it into segments, and
+//! segment `i` goes to parser `i` (see `Segment`). Every parser is also fed the whole rest of
+//! the input, so each one sees arbitrary bytes whatever the fuzzer chose as separator.
+#![no_main]
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use libfuzzer_sys::fuzz_target;
+use tusk_protocol::{
+    check_tus_resumable, is_valid_upload_id, parse_checksum, parse_concat, parse_defer_length,
+    parse_metadata, parse_offset, parse_range, parse_upload_length, render_concat,
+    ChecksumAlgorithm, ChecksumHeader, ConcatRequest, Metadata, ProtocolError, MAX_ID_LEN,
+    MIN_ID_LEN, TUS_VERSION,
+};
+
+/// Longest decimal the number parsers accept (the crate's `MAX_DIGITS`, the width of u64::MAX).
+const MAX_DIGITS: usize = 20;
+/// The metadata size limit the server uses by default; the fuzzer also picks its own.
+const DEFAULT_METADATA_MAX: usize = 4096;
+
+/// Which parser a segment of the input goes to.
+#[derive(Clone, Copy)]
+enum Segment {
+    Number = 0,
+    DeferLength,
+    TusResumable,
+    UploadId,
+    Metadata,
+    MetadataMax,
+    Checksum,
+    Concat,
+    Range,
+    RangeTotal,
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&separator, body)) = data.split_first() else {
+        return;
+    };
+    let segments: Vec<&[u8]> = body.split(|&b| b == separator).collect();
+    let segment = |s: Segment| segments.get(s as usize).copied().unwrap_or(&[]);
+
+    // Each parser on its own segment.
+    check_numbers(segment(Segment::Number));
+    check_defer_length(segment(Segment::DeferLength));
+    check_tus_resumable_header(segment(Segment::TusResumable));
+    check_upload_id(&text(segment(Segment::UploadId)));
+    let metadata_max = usize::try_from(le_u64(segment(Segment::MetadataMax)))
+        .unwrap_or(usize::MAX);
+    check_metadata(&text(segment(Segment::Metadata)), metadata_max);
+    check_checksum(&text(segment(Segment::Checksum)));
+    check_concat(&text(segment(Segment::Concat)));
+    let total = le_u64(segment(Segment::RangeTotal));
+    check_range(&text(segment(Segment::Range)), total);
+
+    // And every parser on the whole input.
+    let whole = text(body);
+    check_numbers(body);
+    check_defer_length(body);
+    check_tus_resumable_header(body);
+    check_upload_id(&whole);
+    check_metadata(&whole, DEFAULT_METADATA_MAX);
+    check_metadata(&whole, usize::MAX);
+    check_checksum(&whole);
+    check_concat(&whole);
+    for total in [0, 1, 100, total, u64::MAX] {
+        check_range(&whole, total);
+    }
+});
+
+/// Header values arrive as bytes; the string parsers get them the way a lossy HTTP layer would.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Up to 8 bytes, little-endian; an empty segment is 0.
+fn le_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = bytes.len().min(8);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(buf)
+}
+
+/// `parse_offset` / `parse_upload_length` against a reference model.
+fn check_numbers(bytes: &[u8]) {
+    let offset = parse_offset(bytes);
+    let length = parse_upload_length(bytes);
+
+    // Both headers follow the same grammar: they accept exactly the same inputs.
+    assert_eq!(offset.is_ok(), length.is_ok(), "offset/length disagree on {bytes:?}");
+    if let (Ok(a), Ok(b)) = (&offset, &length) {
+        assert_eq!(a, b, "offset/length parse {bytes:?} differently");
+    }
+
+    // Reference: 1..=20 ASCII digits whose value fits in a u64 (20 digits fit in a u128).
+    let expected = if !bytes.is_empty()
+        && bytes.len() <= MAX_DIGITS
+        && bytes.iter().all(u8::is_ascii_digit)
+    {
+        let wide = bytes
+            .iter()
+            .fold(0u128, |acc, &d| acc * 10 + u128::from(d - b'0'));
+        u64::try_from(wide).ok()
+    } else {
+        None
+    };
+    assert_eq!(offset.as_ref().ok().copied(), expected, "parse_offset({bytes:?})");
+
+    match offset {
+        Ok(n) => {
+            assert!(
+                bytes.iter().all(u8::is_ascii_digit),
+                "parse_offset accepted a non-digit: {bytes:?}"
+            );
+            // Re-rendering gives back the digits sent, modulo leading zeros.
+            let digits = std::str::from_utf8(bytes).expect("ASCII digits are UTF-8");
+            let significant = digits.trim_start_matches('0');
+            let significant = if significant.is_empty() { "0" } else { significant };
+            assert_eq!(n.to_string(), significant, "parse_offset({digits:?}) = {n}");
+        }
+        Err(e) => assert_eq!(e, ProtocolError::InvalidNumber("Upload-Offset")),
+    }
+    if let Err(e) = length {
+        assert_eq!(e, ProtocolError::InvalidNumber("Upload-Length"));
+    }
+}
+
+fn check_defer_length(bytes: &[u8]) {
+    match parse_defer_length(bytes) {
+        Ok(()) => assert_eq!(bytes, b"1", "Upload-Defer-Length accepted {bytes:?}"),
+        Err(e) => {
+            assert_ne!(bytes, b"1");
+            assert_eq!(e, ProtocolError::InvalidDeferLength);
+        }
+    }
+}
+
+fn check_tus_resumable_header(bytes: &[u8]) {
+    match check_tus_resumable(Some(bytes)) {
+        Ok(()) => assert_eq!(bytes, TUS_VERSION.as_bytes()),
+        Err(e) => {
+            assert_ne!(bytes, TUS_VERSION.as_bytes());
+            assert_eq!(e, ProtocolError::UnsupportedVersion);
+        }
+    }
+    assert_eq!(
+        check_tus_resumable(None),
+        Err(ProtocolError::MissingTusResumable)
+    );
+}
+
+fn check_upload_id(id: &str) {
+    let valid = is_valid_upload_id(id);
+    if valid {
+        // Safe as a single path component or object-key segment.
+        for forbidden in ['/', '.', '%', '\0', '\\'] {
+            assert!(!id.contains(forbidden), "valid id {id:?} contains {forbidden:?}");
+        }
+        assert!((MIN_ID_LEN..=MAX_ID_LEN).contains(&id.len()), "valid id {id:?} has a bad length");
+        assert!(id.is_ascii(), "valid id {id:?} is not ASCII");
+    }
+    // Reference: the documented alphabet (URL-safe base64) and bounds.
+    let expected = (MIN_ID_LEN..=MAX_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    assert_eq!(valid, expected, "is_valid_upload_id({id:?})");
+}
+
+fn check_metadata(raw: &str, max_len: usize) {
+    let parsed = parse_metadata(raw, max_len);
+    if raw.len() > max_len {
+        assert_eq!(parsed, Err(ProtocolError::MetadataTooLarge(max_len)));
+        return;
+    }
+    let Ok(metadata) = parsed else {
+        return;
+    };
+    for (i, (key, _)) in metadata.pairs.iter().enumerate() {
+        assert!(!key.is_empty(), "empty metadata key from {raw:?}");
+        assert!(
+            key.bytes().all(|b| b.is_ascii_graphic() && b != b','),
+            "metadata key {key:?} has a forbidden character (from {raw:?})"
+        );
+        assert!(
+            metadata.pairs[..i].iter().all(|(k, _)| k != key),
+            "duplicate metadata key {key:?} from {raw:?}"
+        );
+        assert_eq!(
+            metadata.pairs.iter().find(|(k, _)| k == key).map(|(k, _)| k),
+            Some(key)
+        );
+    }
+    if raw.trim().is_empty() {
+        assert!(metadata.pairs.is_empty());
+    }
+    // Rendering the parsed pairs canonically parses back to the same pairs.
+    let rendered = render_metadata(&metadata);
+    assert_eq!(
+        parse_metadata(&rendered, usize::MAX).as_ref(),
+        Ok(&metadata),
+        "metadata from {raw:?} does not round-trip through {rendered:?}"
+    );
+}
+
+fn render_metadata(metadata: &Metadata) -> String {
+    metadata
+        .pairs
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k} {}", STANDARD.encode(v)),
+            None => k.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn check_checksum(raw: &str) {
+    let Ok(header) = parse_checksum(raw) else {
+        return;
+    };
+    let algorithm = header.algorithm;
+    assert_eq!(
+        header.digest.len(),
+        algorithm.digest_len(),
+        "{raw:?}: digest length does not match {}",
+        algorithm.name()
+    );
+    assert_eq!(ChecksumAlgorithm::from_name(algorithm.name()), Some(algorithm));
+    let rendered = format!("{} {}", algorithm.name(), STANDARD.encode(&header.digest));
+    assert_eq!(
+        parse_checksum(&rendered),
+        Ok(ChecksumHeader {
+            algorithm,
+            digest: header.digest.clone()
+        }),
+        "checksum from {raw:?} does not round-trip"
+    );
+}
+
+fn check_concat(raw: &str) {
+    let Ok(request) = parse_concat(raw) else {
+        return;
+    };
+    if let ConcatRequest::Final(urls) = &request {
+        assert!(!urls.is_empty(), "final concat with no parts from {raw:?}");
+        assert!(urls.len() <= 1000, "final concat with {} parts", urls.len());
+        for url in urls {
+            assert!(!url.is_empty(), "empty part URL from {raw:?}");
+            assert!(
+                !url.chars().any(char::is_whitespace),
+                "part URL {url:?} has whitespace"
+            );
+        }
+    }
+    let rendered = render_concat(&request);
+    assert_eq!(
+        parse_concat(&rendered).as_ref(),
+        Ok(&request),
+        "concat from {raw:?} does not round-trip through {rendered:?}"
+    );
+}
+
+fn check_range(raw: &str, total: u64) {
+    let Ok(Some(range)) = parse_range(raw, total) else {
+        return;
+    };
+    assert!(total > 0, "satisfiable range {range:?} of an empty resource from {raw:?}");
+    assert!(
+        range.first <= range.last,
+        "range {range:?} from {raw:?} is inverted"
+    );
+    assert!(
+        range.last < total,
+        "range {range:?} from {raw:?} ends past total {total}"
+    );
+    assert!(range.len() >= 1 && range.len() <= total, "range {range:?} length vs {total}");
+    assert!(!range.is_empty());
+}
