@@ -38,6 +38,7 @@ impl FsStorage {
     pub fn new(root: impl Into<PathBuf>, write_window: usize) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
+        Self::create_shards(&root)?;
         Ok(Self {
             root,
             write_window: write_window.max(4096),
@@ -55,6 +56,26 @@ impl FsStorage {
             "{upload}.{:016x}-{:08x}.part",
             target.token, target.seq
         ))
+    }
+
+    /// Creates every shard directory up front, so that no upload pays for a mkdir and a
+    /// sync of the root on its first write.
+    fn create_shards(root: &Path) -> io::Result<()> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut created = false;
+        for &a in ALPHABET {
+            for &b in ALPHABET {
+                match std::fs::create_dir(root.join(format!("{}{}", a as char, b as char))) {
+                    Ok(()) => created = true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if created {
+            sync_dir(root)?;
+        }
+        Ok(())
     }
 
     /// Creates the upload's directory if needed, durably (the parent is synced too).

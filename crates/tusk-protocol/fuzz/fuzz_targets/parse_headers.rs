@@ -48,8 +48,7 @@ fuzz_target!(|data: &[u8]| {
     check_defer_length(segment(Segment::DeferLength));
     check_tus_resumable_header(segment(Segment::TusResumable));
     check_upload_id(&text(segment(Segment::UploadId)));
-    let metadata_max = usize::try_from(le_u64(segment(Segment::MetadataMax)))
-        .unwrap_or(usize::MAX);
+    let metadata_max = usize::try_from(le_u64(segment(Segment::MetadataMax))).unwrap_or(usize::MAX);
     check_metadata(&text(segment(Segment::Metadata)), metadata_max);
     check_checksum(&text(segment(Segment::Checksum)));
     check_concat(&text(segment(Segment::Concat)));
@@ -69,6 +68,24 @@ fuzz_target!(|data: &[u8]| {
     for total in [0, 1, 100, total, u64::MAX] {
         check_range(&whole, total);
     }
+
+    // The grammar's literal prefixes are hard to guess without a dictionary (no sanitizer,
+    // so no memcmp hooks): put them in front of arbitrary input too.
+    check_concat(&format!("final;{whole}"));
+    check_concat(&format!(" final; {whole}"));
+    for total in [0, 1, 100, total, u64::MAX] {
+        check_range(&format!("bytes={whole}"), total);
+        check_range(&format!("bytes=-{whole}"), total);
+    }
+    for algorithm in ChecksumAlgorithm::ALL {
+        check_checksum(&format!("{} {whole}", algorithm.name()));
+    }
+
+    // Positive oracles: build well-formed headers from the input and demand the exact value.
+    oracle_numbers(segment(Segment::Number));
+    oracle_checksum(segment(Segment::Checksum));
+    oracle_range(segment(Segment::Range), total);
+    oracle_concat(segment(Segment::Concat));
 });
 
 /// Header values arrive as bytes; the string parsers get them the way a lossy HTTP layer would.
@@ -90,24 +107,30 @@ fn check_numbers(bytes: &[u8]) {
     let length = parse_upload_length(bytes);
 
     // Both headers follow the same grammar: they accept exactly the same inputs.
-    assert_eq!(offset.is_ok(), length.is_ok(), "offset/length disagree on {bytes:?}");
+    assert_eq!(
+        offset.is_ok(),
+        length.is_ok(),
+        "offset/length disagree on {bytes:?}"
+    );
     if let (Ok(a), Ok(b)) = (&offset, &length) {
         assert_eq!(a, b, "offset/length parse {bytes:?} differently");
     }
 
     // Reference: 1..=20 ASCII digits whose value fits in a u64 (20 digits fit in a u128).
-    let expected = if !bytes.is_empty()
-        && bytes.len() <= MAX_DIGITS
-        && bytes.iter().all(u8::is_ascii_digit)
-    {
-        let wide = bytes
-            .iter()
-            .fold(0u128, |acc, &d| acc * 10 + u128::from(d - b'0'));
-        u64::try_from(wide).ok()
-    } else {
-        None
-    };
-    assert_eq!(offset.as_ref().ok().copied(), expected, "parse_offset({bytes:?})");
+    let expected =
+        if !bytes.is_empty() && bytes.len() <= MAX_DIGITS && bytes.iter().all(u8::is_ascii_digit) {
+            let wide = bytes
+                .iter()
+                .fold(0u128, |acc, &d| acc * 10 + u128::from(d - b'0'));
+            u64::try_from(wide).ok()
+        } else {
+            None
+        };
+    assert_eq!(
+        offset.as_ref().ok().copied(),
+        expected,
+        "parse_offset({bytes:?})"
+    );
 
     match offset {
         Ok(n) => {
@@ -118,7 +141,11 @@ fn check_numbers(bytes: &[u8]) {
             // Re-rendering gives back the digits sent, modulo leading zeros.
             let digits = std::str::from_utf8(bytes).expect("ASCII digits are UTF-8");
             let significant = digits.trim_start_matches('0');
-            let significant = if significant.is_empty() { "0" } else { significant };
+            let significant = if significant.is_empty() {
+                "0"
+            } else {
+                significant
+            };
             assert_eq!(n.to_string(), significant, "parse_offset({digits:?}) = {n}");
         }
         Err(e) => assert_eq!(e, ProtocolError::InvalidNumber("Upload-Offset")),
@@ -157,9 +184,15 @@ fn check_upload_id(id: &str) {
     if valid {
         // Safe as a single path component or object-key segment.
         for forbidden in ['/', '.', '%', '\0', '\\'] {
-            assert!(!id.contains(forbidden), "valid id {id:?} contains {forbidden:?}");
+            assert!(
+                !id.contains(forbidden),
+                "valid id {id:?} contains {forbidden:?}"
+            );
         }
-        assert!((MIN_ID_LEN..=MAX_ID_LEN).contains(&id.len()), "valid id {id:?} has a bad length");
+        assert!(
+            (MIN_ID_LEN..=MAX_ID_LEN).contains(&id.len()),
+            "valid id {id:?} has a bad length"
+        );
         assert!(id.is_ascii(), "valid id {id:?} is not ASCII");
     }
     // Reference: the documented alphabet (URL-safe base64) and bounds.
@@ -190,7 +223,11 @@ fn check_metadata(raw: &str, max_len: usize) {
             "duplicate metadata key {key:?} from {raw:?}"
         );
         assert_eq!(
-            metadata.pairs.iter().find(|(k, _)| k == key).map(|(k, _)| k),
+            metadata
+                .pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(k, _)| k),
             Some(key)
         );
     }
@@ -229,7 +266,10 @@ fn check_checksum(raw: &str) {
         "{raw:?}: digest length does not match {}",
         algorithm.name()
     );
-    assert_eq!(ChecksumAlgorithm::from_name(algorithm.name()), Some(algorithm));
+    assert_eq!(
+        ChecksumAlgorithm::from_name(algorithm.name()),
+        Some(algorithm)
+    );
     let rendered = format!("{} {}", algorithm.name(), STANDARD.encode(&header.digest));
     assert_eq!(
         parse_checksum(&rendered),
@@ -268,7 +308,10 @@ fn check_range(raw: &str, total: u64) {
     let Ok(Some(range)) = parse_range(raw, total) else {
         return;
     };
-    assert!(total > 0, "satisfiable range {range:?} of an empty resource from {raw:?}");
+    assert!(
+        total > 0,
+        "satisfiable range {range:?} of an empty resource from {raw:?}"
+    );
     assert!(
         range.first <= range.last,
         "range {range:?} from {raw:?} is inverted"
@@ -277,6 +320,112 @@ fn check_range(raw: &str, total: u64) {
         range.last < total,
         "range {range:?} from {raw:?} ends past total {total}"
     );
-    assert!(range.len() >= 1 && range.len() <= total, "range {range:?} length vs {total}");
+    assert!(
+        range.len() >= 1 && range.len() <= total,
+        "range {range:?} length vs {total}"
+    );
     assert!(!range.is_empty());
+}
+
+/// Any u64, rendered in decimal with some leading zeros, parses back to itself while it fits
+/// in MAX_DIGITS characters and is refused past that.
+fn oracle_numbers(bytes: &[u8]) {
+    let n = le_u64(bytes);
+    let zeros = bytes.get(8).map_or(0, |&z| usize::from(z % 24));
+    let rendered = format!("{}{n}", "0".repeat(zeros));
+    let expected = (rendered.len() <= MAX_DIGITS).then_some(n);
+    assert_eq!(
+        parse_offset(rendered.as_bytes()).ok(),
+        expected,
+        "parse_offset({rendered:?})"
+    );
+    assert_eq!(parse_upload_length(rendered.as_bytes()).ok(), expected);
+}
+
+/// A digest of the right length for its algorithm, base64-encoded, always parses exactly; one
+/// of any other length never does.
+fn oracle_checksum(bytes: &[u8]) {
+    let Some((&pick, rest)) = bytes.split_first() else {
+        return;
+    };
+    let algorithm = ChecksumAlgorithm::ALL[usize::from(pick) % ChecksumAlgorithm::ALL.len()];
+    let padding = if pick & 0x80 != 0 { "  " } else { "" };
+    let mut digest: Vec<u8> = rest.iter().copied().take(algorithm.digest_len()).collect();
+    let exact = digest.len() == algorithm.digest_len();
+    let header = format!(
+        "{padding}{} {}{padding}",
+        algorithm.name(),
+        STANDARD.encode(&digest)
+    );
+    let parsed = parse_checksum(&header);
+    if exact {
+        assert_eq!(
+            parsed,
+            Ok(ChecksumHeader {
+                algorithm,
+                digest: std::mem::take(&mut digest)
+            }),
+            "{header:?}"
+        );
+    } else {
+        assert_eq!(parsed, Err(ProtocolError::InvalidChecksum), "{header:?}");
+    }
+}
+
+/// `bytes=a-b`, `bytes=a-` and `bytes=-n` for any numbers, against the RFC 9110 model.
+fn oracle_range(bytes: &[u8], total: u64) {
+    let first = le_u64(bytes);
+    let last = le_u64(bytes.get(8..).unwrap_or_default());
+    let satisfiable = |first: u64, last: u64| {
+        if last < first {
+            Err(ProtocolError::InvalidRange)
+        } else if first >= total {
+            Ok(None)
+        } else {
+            Ok(Some((first, last.min(total - 1))))
+        }
+    };
+    let as_pair = |r: Result<Option<tusk_protocol::ByteRange>, ProtocolError>| {
+        r.map(|o| o.map(|r| (r.first, r.last)))
+    };
+
+    let header = format!("bytes={first}-{last}");
+    assert_eq!(
+        as_pair(parse_range(&header, total)),
+        satisfiable(first, last),
+        "{header:?} of {total}"
+    );
+
+    let header = format!("bytes={first}-");
+    assert_eq!(
+        as_pair(parse_range(&header, total)),
+        satisfiable(first, u64::MAX),
+        "{header:?} of {total}"
+    );
+
+    let header = format!("bytes=-{first}");
+    let expected = if first == 0 || total == 0 {
+        None
+    } else {
+        Some((total.saturating_sub(first), total - 1))
+    };
+    assert_eq!(
+        as_pair(parse_range(&header, total)),
+        Ok(expected),
+        "{header:?} of {total}"
+    );
+}
+
+/// A final concatenation of whitespace-free parts round-trips to exactly those parts.
+fn oracle_concat(bytes: &[u8]) {
+    let raw = text(bytes);
+    let parts: Vec<String> = raw.split_whitespace().map(str::to_string).collect();
+    let header = format!("final;{}", parts.join(" "));
+    let expected = if parts.is_empty() || parts.len() > 1000 {
+        None
+    } else {
+        Some(ConcatRequest::Final(parts))
+    };
+    assert_eq!(parse_concat(&header).ok(), expected, "{header:?}");
+    assert_eq!(parse_concat("partial"), Ok(ConcatRequest::Partial));
 }

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Tusk against the peer servers on this machine, one after another.
+#
+#   services/tusk-bench/scripts/compare.sh [SCENARIOS] [SERVERS]
+#     SCENARIOS  comma list of big,small,parallel,resume   (default: all four)
+#     SERVERS    comma list of tusk,node,rustus            (default: all three)
+#   REPEAT=5     runs per (scenario, server); the summary prints medians
+#   PEERS=../shared/peers   where node.sh and rustus.sh live
+#
+# Each run gets a fresh server and a fresh data directory, so the peak RSS printed (VmHWM of
+# the server process) belongs to that scenario alone. Raw JSON lines go to stdout as they
+# come, the median summary last. Needs a release build: cargo build --release -p tusk.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+scenarios=${1:-big,small,parallel,resume}
+servers=${2:-tusk,node,rustus}
+repeat=${REPEAT:-5}
+peers=${PEERS:-../shared/peers}
+tusk=target/release/tusk
+raw=$(mktemp /tmp/tusk-compare.XXXXXX.jsonl)
+port=18500
+
+start_server() { # name dir -> sets pid, url
+  port=$((port + 1))
+  case $1 in
+    tusk) "$tusk" --port "$port" --upload-dir "$2" >/dev/null 2>&1 & ;;
+    node) "$peers/node.sh" "$port" "$2" >/dev/null 2>&1 & ;;
+    rustus) "$peers/rustus.sh" "$port" "$2" >/dev/null 2>&1 & ;;
+    *) echo "unknown server $1" >&2; exit 2 ;;
+  esac
+  pid=$!
+  url="http://127.0.0.1:$port/files/"
+  for _ in $(seq 100); do
+    curl -s -o /dev/null -X OPTIONS "$url" && return 0
+    sleep 0.1
+  done
+  echo "$1 did not start on port $port" >&2
+  exit 1
+}
+
+for scenario in ${scenarios//,/ }; do
+  for server in ${servers//,/ }; do
+    for run in $(seq "$repeat"); do
+      dir=$(mktemp -d /tmp/tusk-compare-data.XXXXXX)
+      start_server "$server" "$dir"
+      line=$("$tusk" bench --scenario "$scenario" "$url" 2>/dev/null) || line="{\"scenario\":\"$scenario\",\"error\":true}"
+      rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+      rm -rf "$dir"
+      line="{\"server\":\"$server\",\"run\":$run,\"peak_rss_mib\":$((rss_kib / 1024)),${line#\{}"
+      echo "$line" | tee -a "$raw"
+    done
+  done
+done
+
+python3 - "$raw" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+keys = {"big": "mib_per_s", "parallel": "mib_per_s", "small": "uploads_per_s", "resume": "resume_mib_per_s"}
+print("\nmedians (%s):" % sys.argv[1])
+groups = {}
+for r in rows:
+    groups.setdefault((r["scenario"], r["server"]), []).append(r)
+for (scenario, server), rs in sorted(groups.items()):
+    key = keys.get(scenario)
+    ok = [r for r in rs if not r.get("error")]
+    if not ok:
+        print(f"  {scenario:9} {server:7} all runs failed")
+        continue
+    value = statistics.median(r.get(key, 0) for r in ok)
+    rss = statistics.median(r["peak_rss_mib"] for r in ok)
+    extra = ""
+    if scenario == "small":
+        extra = " p99 %.1f ms" % statistics.median(r["p99_ms"] for r in ok)
+    if scenario == "resume":
+        extra = " kept_all %s sha256_ok %s" % ({r.get("kept_all") for r in ok}, {r.get("sha256_ok") for r in ok})
+    print(f"  {scenario:9} {server:7} {key} {value:.1f}  peak RSS {rss:.0f} MiB{extra}  ({len(ok)}/{len(rs)} ok)")
+PY
