@@ -472,7 +472,12 @@ impl Engine {
             },
         };
         match self.coord.commit(lease, &commit).await {
-            Ok(record) => Ok(record),
+            Ok(record) => {
+                if record.is_finished() {
+                    self.remove_uncommitted_later(&record);
+                }
+                Ok(record)
+            }
             Err(e) => {
                 if written > 0 {
                     self.discard(&lease.upload_id, target).await;
@@ -480,6 +485,24 @@ impl Engine {
                 Err(e.into())
             }
         }
+    }
+
+    /// Sweeps targets that never committed, off the request's path.
+    fn remove_uncommitted_later(&self, record: &UploadRecord) {
+        let storage = self.storage.clone();
+        let id = record.id.clone();
+        let segments = record.segments.clone();
+        tokio::spawn(async move {
+            match storage.remove_uncommitted(&id, &segments).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(upload_id = %id, removed = n, "removed uncommitted targets")
+                }
+                Err(error) => {
+                    tracing::warn!(upload_id = %id, %error, "removing uncommitted targets failed")
+                }
+            }
+        });
     }
 
     /// The upload's length after this request: the recorded one, or the one it declares.

@@ -64,6 +64,16 @@ pub trait Storage: Send + Sync + 'static {
     /// not an error.
     async fn delete(&self, upload: &str) -> Result<(), StorageError>;
 
+    /// Removes targets of `upload` that are not among `committed`: writes that never
+    /// committed (a crash mid-PATCH, a lost lease, a discard that failed). Called once the
+    /// upload is finished, when no honest writer can be using another target. Returns how
+    /// many were removed.
+    async fn remove_uncommitted(
+        &self,
+        upload: &str,
+        committed: &[Segment],
+    ) -> Result<usize, StorageError>;
+
     /// The concatenation capability, if this backend has it (advertised as the
     /// `concatenation` extensions only then).
     fn concatenation(&self) -> Option<&dyn Concatenation> {

@@ -70,6 +70,16 @@ impl Storage for MemStorage {
         let part = Bytes::copy_from_slice(&all[range.start as usize..range.end as usize]);
         Ok(Box::pin(futures_util::stream::iter([Ok(part)])))
     }
+    async fn remove_uncommitted(
+        &self,
+        upload: &str,
+        committed: &[Segment],
+    ) -> Result<usize, StorageError> {
+        let mut targets = self.targets.lock().expect("lock");
+        let before = targets.len();
+        targets.retain(|(u, t), _| u != upload || committed.iter().any(|s| s.target == *t));
+        Ok(before - targets.len())
+    }
     async fn delete(&self, upload: &str) -> Result<(), StorageError> {
         self.targets
             .lock()

@@ -9,13 +9,18 @@
 //! committed, even on a shared volume. Upload IDs are validated by the protocol layer to be
 //! single safe path components before they get here.
 
+mod shards;
+
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use shards::{sync_dir, Shards};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tusk_core::{ByteStream, Chunks, Concatenation, Segment, Storage, StorageError, WriteTarget};
 
@@ -23,14 +28,10 @@ use tusk_core::{ByteStream, Chunks, Concatenation, Segment, Storage, StorageErro
 const READ_CHUNK: usize = 256 << 10;
 
 pub struct FsStorage {
-    root: PathBuf,
+    shards: Arc<Shards>,
     /// Bytes gathered before one write to disk; with the two buffers queued to the writer
     /// thread this bounds the memory one PATCH uses at about three windows.
     write_window: usize,
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 impl FsStorage {
@@ -38,54 +39,56 @@ impl FsStorage {
     pub fn new(root: impl Into<PathBuf>, write_window: usize) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        Self::create_shards(&root)?;
         Ok(Self {
-            root,
+            shards: Shards::open(&root)?,
             write_window: write_window.max(4096),
         })
     }
 
-    /// The shard directory of an upload. IDs are validated to be at least 22 URL-safe
-    /// characters; a shorter one (never produced) gets a shard of its own.
-    fn upload_dir(&self, upload: &str) -> PathBuf {
-        self.root.join(upload.get(..2).unwrap_or(upload))
+    fn target_path(&self, upload: &str, target: WriteTarget) -> io::Result<PathBuf> {
+        Ok(self.shards.dir(upload)?.join(file_name(upload, target)))
     }
+}
 
-    fn target_path(&self, upload: &str, target: WriteTarget) -> PathBuf {
-        self.upload_dir(upload).join(format!(
-            "{upload}.{:016x}-{:08x}.part",
-            target.token, target.seq
-        ))
-    }
-
-    /// Creates every shard directory up front, so that no upload pays for a mkdir and a
-    /// sync of the root on its first write.
-    fn create_shards(root: &Path) -> io::Result<()> {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut created = false;
-        for &a in ALPHABET {
-            for &b in ALPHABET {
-                match std::fs::create_dir(root.join(format!("{}{}", a as char, b as char))) {
-                    Ok(()) => created = true,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e),
+impl FsStorage {
+    /// Removes the files of `upload` other than `keep`; returns how many it removed.
+    async fn remove_files_except(
+        &self,
+        upload: &str,
+        keep: HashSet<PathBuf>,
+    ) -> Result<usize, StorageError> {
+        let dir = self.shards.dir(upload)?;
+        let prefix = format!("{upload}.");
+        tokio::task::spawn_blocking(move || -> Result<usize, StorageError> {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            let mut removed = 0;
+            for entry in entries {
+                let path = entry?.path();
+                let ours = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix));
+                if ours && !keep.contains(&path) {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
-        }
-        if created {
-            sync_dir(root)?;
-        }
-        Ok(())
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| StorageError::Backend(format!("remove thread: {e}")))?
     }
+}
 
-    /// Creates the upload's directory if needed, durably (the parent is synced too).
-    fn ensure_upload_dir(root: &Path, dir: &Path) -> io::Result<()> {
-        match std::fs::create_dir(dir) {
-            Ok(()) => sync_dir(root),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
+/// A target's file name; the upload ID prefix lets one listing find all of an upload's files.
+fn file_name(upload: &str, target: WriteTarget) -> String {
+    format!("{upload}.{:016x}-{:08x}.part", target.token, target.seq)
 }
 
 fn open_target(path: &Path, target: WriteTarget) -> Result<std::fs::File, StorageError> {
@@ -111,14 +114,13 @@ impl Storage for FsStorage {
         target: WriteTarget,
         mut chunks: Chunks<'_>,
     ) -> Result<u64, StorageError> {
-        let root = self.root.clone();
-        let dir = self.upload_dir(upload);
-        let path = self.target_path(upload, target);
+        let shards = self.shards.clone();
+        let upload = upload.to_string();
         // A blocking thread writes while this task keeps reading the network.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
-            Self::ensure_upload_dir(&root, &dir)?;
-            let mut file = open_target(&path, target)?;
+            let dir = shards.ensure(&upload)?;
+            let mut file = open_target(&dir.join(file_name(&upload, target)), target)?;
             let mut written = 0u64;
             while let Some(buf) = rx.blocking_recv() {
                 file.write_all(&buf)?;
@@ -154,7 +156,7 @@ impl Storage for FsStorage {
     }
 
     async fn discard(&self, upload: &str, target: WriteTarget) -> Result<(), StorageError> {
-        match tokio::fs::remove_file(self.target_path(upload, target)).await {
+        match tokio::fs::remove_file(self.target_path(upload, target)?).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
@@ -174,7 +176,7 @@ impl Storage for FsStorage {
             let from = range.start.max(segment_start);
             let to = range.end.min(segment_end);
             if from < to {
-                let path = self.target_path(upload, segment.target);
+                let path = self.target_path(upload, segment.target)?;
                 pieces.push((path, segment.target, from - segment_start, to - from));
             }
             segment_start = segment_end;
@@ -221,27 +223,21 @@ impl Storage for FsStorage {
     }
 
     async fn delete(&self, upload: &str) -> Result<(), StorageError> {
-        let dir = self.upload_dir(upload);
-        let prefix = format!("{upload}.");
-        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            for entry in entries {
-                let entry = entry?;
-                if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                    match std::fs::remove_file(entry.path()) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                        _ => {}
-                    }
-                }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| StorageError::Backend(format!("delete thread: {e}")))?
+        self.remove_files_except(upload, HashSet::new())
+            .await
+            .map(|_| ())
+    }
+
+    async fn remove_uncommitted(
+        &self,
+        upload: &str,
+        committed: &[Segment],
+    ) -> Result<usize, StorageError> {
+        let keep = committed
+            .iter()
+            .map(|s| self.target_path(upload, s.target))
+            .collect::<io::Result<_>>()?;
+        self.remove_files_except(upload, keep).await
     }
 
     fn concatenation(&self) -> Option<&dyn Concatenation> {
@@ -258,16 +254,16 @@ impl Concatenation for FsStorage {
         into: &str,
         target: WriteTarget,
     ) -> Result<(), StorageError> {
-        let root = self.root.clone();
-        let from = self.target_path(source, segment.target);
-        let dir = self.upload_dir(into);
-        let to = self.target_path(into, target);
+        let shards = self.shards.clone();
+        let from = self.target_path(source, segment.target)?;
+        let into = into.to_string();
         let missing = StorageError::MissingSegment {
             upload: source.to_string(),
             target: segment.target,
         };
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            Self::ensure_upload_dir(&root, &dir)?;
+            let dir = shards.ensure(&into)?;
+            let to = dir.join(file_name(&into, target));
             // A hard link shares the immutable bytes; removing the partial later only drops
             // its name. Copy where links are impossible (another filesystem).
             match std::fs::hard_link(&from, &to) {
@@ -308,73 +304,43 @@ mod tests {
         out
     }
 
+    async fn read(store: &FsStorage, segments: &[Segment], range: Range<u64>) -> Vec<u8> {
+        collect(store.read(UP, segments, range).await.expect("read")).await
+    }
+
     #[tokio::test]
     async fn writes_reads_ranges_across_segments_and_refuses_rewrites() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsStorage::new(dir.path(), 4).expect("store");
         let a = WriteTarget { token: 1, seq: 0 };
         let b = WriteTarget { token: 2, seq: 0 };
-        assert_eq!(
-            store
-                .write(UP, a, chunks(vec![b"hel", b"lo "]))
-                .await
-                .expect("write"),
-            6
-        );
-        assert_eq!(
-            store
-                .write(UP, b, chunks(vec![b"world"]))
-                .await
-                .expect("write"),
-            5
-        );
+        let written = store.write(UP, a, chunks(vec![b"hel", b"lo "])).await;
+        assert_eq!(written.expect("write"), 6);
+        let written = store.write(UP, b, chunks(vec![b"world"])).await;
+        assert_eq!(written.expect("write"), 5);
         let segments = [Segment { target: a, len: 6 }, Segment { target: b, len: 5 }];
-        assert_eq!(
-            collect(
-                store
-                    .read("upload-id-0000000000000", &segments, 0..11)
-                    .await
-                    .expect("read")
-            )
-            .await,
-            b"hello world"
-        );
-        assert_eq!(
-            collect(
-                store
-                    .read("upload-id-0000000000000", &segments, 4..8)
-                    .await
-                    .expect("read")
-            )
-            .await,
-            b"o wo"
-        );
+        assert_eq!(read(&store, &segments, 0..11).await, b"hello world");
+        assert_eq!(read(&store, &segments, 4..8).await, b"o wo");
         // A target is written once: a second writer with the same stamp is refused.
-        let again = store
-            .write("upload-id-0000000000000", a, chunks(vec![b"XXXXXX"]))
-            .await;
+        let again = store.write(UP, a, chunks(vec![b"XXXXXX"])).await;
         assert!(matches!(again, Err(StorageError::TargetExists(_))));
-        assert_eq!(
-            collect(
-                store
-                    .read("upload-id-0000000000000", &segments, 0..11)
-                    .await
-                    .expect("read")
-            )
-            .await,
-            b"hello world"
-        );
+        assert_eq!(read(&store, &segments, 0..11).await, b"hello world");
+        // A write that never committed is swept once the upload is finished.
+        let orphan = WriteTarget { token: 3, seq: 0 };
         store
-            .delete("upload-id-0000000000000")
+            .write(UP, orphan, chunks(vec![b"zombie"]))
             .await
-            .expect("delete");
-        let gone = collect_err(
+            .expect("write");
+        assert_eq!(
             store
-                .read("upload-id-0000000000000", &segments, 0..11)
+                .remove_uncommitted(UP, &segments)
                 .await
-                .expect("read"),
-        )
-        .await;
+                .expect("sweep"),
+            1
+        );
+        assert_eq!(read(&store, &segments, 0..11).await, b"hello world");
+        store.delete(UP).await.expect("delete");
+        let gone = collect_err(store.read(UP, &segments, 0..11).await.expect("read")).await;
         assert!(matches!(gone, Some(StorageError::MissingSegment { .. })));
     }
 
