@@ -19,6 +19,10 @@ peers=${PEERS:-../shared/peers}
 tusk=target/release/tusk
 raw=$(mktemp /tmp/tusk-compare.XXXXXX.jsonl)
 port=18500
+# Data directories are removed only at the end: mass deletions slow file creation on ext4
+# for minutes, which would penalise whichever server runs next.
+used_dirs=()
+trap 'rm -rf "${used_dirs[@]}"' EXIT
 
 start_server() { # name dir -> sets pid, url
   port=$((port + 1))
@@ -38,16 +42,17 @@ start_server() { # name dir -> sets pid, url
   exit 1
 }
 
+# Servers take turns run by run, so a slow minute of the machine hits them all alike.
 for scenario in ${scenarios//,/ }; do
-  for server in ${servers//,/ }; do
-    for run in $(seq "$repeat"); do
+  for run in $(seq "$repeat"); do
+    for server in ${servers//,/ }; do
       dir=$(mktemp -d /tmp/tusk-compare-data.XXXXXX)
       start_server "$server" "$dir"
       line=$("$tusk" bench --scenario "$scenario" "$url" 2>/dev/null) || line="{\"scenario\":\"$scenario\",\"error\":true}"
       rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
       kill "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
-      rm -rf "$dir"
+      used_dirs+=("$dir")
       line="{\"server\":\"$server\",\"run\":$run,\"peak_rss_mib\":$((rss_kib / 1024)),${line#\{}"
       echo "$line" | tee -a "$raw"
     done

@@ -199,7 +199,7 @@ pub const FILE_ONLY: &[Flag] = &[
         flag: "",
         help: "Bytes gathered per disk write; one PATCH holds about three.",
         key: "storage.fs.write_window",
-        default: "1048576",
+        default: "262144",
     },
     Flag {
         flag: "",

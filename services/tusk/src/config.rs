@@ -123,7 +123,8 @@ pub enum StorageBackend {
 pub struct FsConfig {
     /// Directory for upload bytes. Default `./data`.
     pub dir: PathBuf,
-    /// Bytes gathered per disk write; a PATCH holds about three of these. Default 1 MiB.
+    /// Bytes gathered per disk write; a PATCH holds about three of these. Default 256 KiB
+    /// (16 parallel uploads then stay under 64 MiB RSS at full speed).
     pub write_window: usize,
 }
 
@@ -131,7 +132,7 @@ impl Default for FsConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("./data"),
-            write_window: 1 << 20,
+            write_window: 256 << 10,
         }
     }
 }
