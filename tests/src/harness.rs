@@ -4,7 +4,9 @@
 //! else — spawning, waiting for the listening line, kill -9, restart on the same port — is
 //! shared, so a new backend pair runs every existing test by adding one `Backend` value.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -57,10 +59,60 @@ pub fn tusk_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Anything the conformance suite can run against: a single node of a [`Backend`], or a
+/// cluster of nodes behind a load balancer ([`crate::cluster`]).
+pub trait Deployment: Send + Sync {
+    /// Short name used in test output, e.g. `fs+embedded` or `fs+redis x3 behind nginx`.
+    fn name(&self) -> String;
+    /// Starts a fresh deployment whose every node gets `extra_args`.
+    fn start<'a>(&'a self, extra_args: &'a [&'a str]) -> BoxFuture<'a, Result<Box<dyn Running>>>;
+}
+
+/// A future a [`Deployment`] returns (object safe without an async-trait dependency).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A started [`Deployment`]; stops everything it started when dropped.
+pub trait Running: Send {
+    /// The upload endpoint clients use, e.g. `http://127.0.0.1:PORT/files/`.
+    fn endpoint(&self) -> &str;
+    /// The upload endpoint of one node itself, bypassing any load balancer (for cases that
+    /// check how a node reads proxy headers a load balancer would overwrite).
+    fn node_endpoint(&self) -> &str {
+        self.endpoint()
+    }
+    /// Keeps the scratch directories after the test, for debugging; returns them.
+    fn keep_dirs(&mut self) -> Vec<PathBuf>;
+}
+
+impl<B: Backend> Deployment for B {
+    fn name(&self) -> String {
+        Backend::name(self).to_string()
+    }
+    fn start<'a>(&'a self, extra_args: &'a [&'a str]) -> BoxFuture<'a, Result<Box<dyn Running>>> {
+        Box::pin(async move {
+            let server = TestServer::start(self, extra_args).await?;
+            Ok(Box::new(server) as Box<dyn Running>)
+        })
+    }
+}
+
+impl Running for TestServer {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+    fn keep_dirs(&mut self) -> Vec<PathBuf> {
+        self.keep_dir();
+        vec![self.dir.clone()]
+    }
+}
+
 /// One running `tusk` process.
 pub struct TestServer {
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Prefix for this node's stderr lines (empty: stderr is inherited unchanged).
+    label: String,
     /// The scratch directory this node keeps its data in; kept across restarts.
     pub dir: PathBuf,
     _tempdir: Option<tempfile::TempDir>,
@@ -68,6 +120,21 @@ pub struct TestServer {
     pub addr: String,
     /// The upload endpoint, e.g. `http://127.0.0.1:PORT/files/`.
     pub endpoint: String,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`), e.g. `http://127.0.0.1:PORT/`,
+    /// when the node printed an `admin on` line before its listening line.
+    pub admin: Option<String>,
+}
+
+/// How to start one node without a [`Backend`]: all arguments and environment given
+/// explicitly (a cluster node points `--upload-dir` at a shared directory).
+#[derive(Clone, Debug, Default)]
+pub struct NodeOptions {
+    /// Every `tusk` argument except `--host`/`--port`.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Prefix for the node's stderr lines, e.g. `node2`; empty keeps stderr unchanged.
+    pub label: String,
 }
 
 impl TestServer {
@@ -80,13 +147,40 @@ impl TestServer {
         let mut server = TestServer {
             child: None,
             args,
+            env: Vec::new(),
+            label: String::new(),
             dir,
             _tempdir: Some(tempdir),
             addr: String::new(),
             endpoint: String::new(),
+            admin: None,
         };
         server.spawn("0").await?;
         Ok(server)
+    }
+
+    /// Starts a node with exactly `options` (and a fresh private scratch directory in
+    /// [`TestServer::dir`], which the arguments may or may not use).
+    pub async fn start_with(options: NodeOptions) -> Result<Self> {
+        let tempdir = tempfile::Builder::new().prefix("tusk-node-").tempdir()?;
+        let mut server = TestServer {
+            child: None,
+            args: options.args,
+            env: options.env,
+            label: options.label,
+            dir: tempdir.path().to_path_buf(),
+            _tempdir: Some(tempdir),
+            addr: String::new(),
+            endpoint: String::new(),
+            admin: None,
+        };
+        server.spawn("0").await?;
+        Ok(server)
+    }
+
+    /// Whether the process is running (not killed or exited through this handle).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// The `tusk` arguments this node was started with (without host/port).
@@ -103,24 +197,43 @@ impl TestServer {
 
     async fn spawn(&mut self, port: &str) -> Result<()> {
         let mut child = Command::new(tusk_binary()?)
-            .args(["--host", "127.0.0.1", "--port", port])
+            .args(["--host", "127.0.0.1", "--port", port, "--admin-port", "0"])
             .args(&self.args)
             .env(
                 "RUST_LOG",
                 std::env::var("TUSK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if self.label.is_empty() {
+                Stdio::inherit()
+            } else {
+                Stdio::piped()
+            })
             .kill_on_drop(true)
             .spawn()
             .context("spawning tusk")?;
+        if let Some(stderr) = child.stderr.take() {
+            // Prefix every line so the output of several nodes stays readable.
+            let label = self.label.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("[{label}] {line}");
+                }
+            });
+        }
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        // The server prints `listening on http://HOST:PORT/BASE/` once it accepts connections.
+        // The server prints `admin on http://HOST:PORT/` (when it has an admin listener), then
+        // `listening on http://HOST:PORT/BASE/` once it accepts connections.
+        let mut admin = None;
         let line = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(url) = line.strip_prefix("listening on ") {
+                if let Some(url) = line.strip_prefix("admin on ") {
+                    admin = Some(url.trim().to_string());
+                } else if let Some(url) = line.strip_prefix("listening on ") {
                     return Ok::<_, anyhow::Error>(url.trim().to_string());
                 }
             }
@@ -128,6 +241,7 @@ impl TestServer {
         })
         .await
         .context("tusk did not print its listening line within 30s")??;
+        self.admin = admin;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let addr = line

@@ -94,9 +94,10 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Reserves a new write target under the lease; never returns the same target twice.
     async fn reserve(&self, lease: &Lease) -> Result<WriteTarget, CoordError>;
 
-    /// Compare-and-set: applies `commit` only while the lease's token is current and the
-    /// record's offset equals `commit.expected_offset`. Returns the new record.
-    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<UploadRecord, CoordError>;
+    /// Compare-and-set: applies `commit` (as [`UploadRecord::apply_commit`] defines it) only
+    /// while the lease's token is current and the record's offset equals
+    /// `commit.expected_offset`. Durable when it returns.
+    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError>;
 
     /// Marks the upload gone (terminated or expired) under the lease, keeping a tombstone
     /// until `purge_at`.
@@ -111,6 +112,10 @@ pub trait Coordinator: Send + Sync + 'static {
     /// IDs of uploads that need the sweeper at `now`: active uploads whose `expires_at` has
     /// passed, and tombstones whose `purge_at` has passed. At most `limit` of them.
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError>;
+
+    /// Takes or keeps the cluster-wide `role` (e.g. the expiry sweeper) for `ttl`; true while
+    /// this node holds it. At most one node holds a role at a time.
+    async fn lead(&self, role: &str, ttl: Duration) -> Result<bool, CoordError>;
 
     /// Whether the coordinator can serve requests now (for readiness).
     async fn ping(&self) -> Result<(), CoordError>;

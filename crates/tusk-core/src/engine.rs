@@ -115,6 +115,17 @@ impl Engine {
         self.shutting_down.send_replace(true);
     }
 
+    /// Whether this node should receive traffic: not draining, coordinator reachable.
+    pub async fn ready(&self) -> Result<(), String> {
+        if self.is_shutting_down() {
+            return Err("shutting down".into());
+        }
+        self.coord
+            .ping()
+            .await
+            .map_err(|e| format!("coordinator: {e}"))
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         *self.shutting_down.borrow()
     }
@@ -317,7 +328,10 @@ impl Engine {
                 declare_length: Some(total),
                 expires_at: None,
             };
-            Ok(self.coord.commit(&lease, &commit).await?)
+            self.coord.commit(&lease, &commit).await?;
+            let mut assembled = current;
+            assembled.apply_commit(&commit);
+            Ok(assembled)
         }
         .await;
         self.release(lease).await;
@@ -472,7 +486,9 @@ impl Engine {
             },
         };
         match self.coord.commit(lease, &commit).await {
-            Ok(record) => {
+            Ok(()) => {
+                let mut record = record;
+                record.apply_commit(&commit);
                 if record.is_finished() {
                     self.remove_uncommitted_later(&record);
                 }
@@ -622,6 +638,15 @@ impl Engine {
             tokio::select! {
                 () = &mut shutdown => return,
                 _ = ticker.tick() => {}
+            }
+            // One sweeper per cluster; a node that loses the role simply skips its turns.
+            match self.coord.lead("sweeper", interval.saturating_mul(3)).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot tell whether this node sweeps");
+                    continue;
+                }
             }
             match self.sweep_once().await {
                 Ok(r) if r != SweepReport::default() => {

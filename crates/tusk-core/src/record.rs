@@ -81,4 +81,15 @@ impl UploadRecord {
     pub fn is_partial(&self) -> bool {
         matches!(self.concat, Some(ConcatKind::Partial))
     }
+
+    /// The record after `commit`. Every coordinator applies commits with this one function,
+    /// so they cannot disagree about what a commit means.
+    pub fn apply_commit(&mut self, commit: &crate::Commit) {
+        self.offset += commit.append.iter().map(|s| s.len).sum::<u64>();
+        self.segments.extend_from_slice(&commit.append);
+        if commit.declare_length.is_some() {
+            self.length = commit.declare_length;
+        }
+        self.expires_at = commit.expires_at;
+    }
 }

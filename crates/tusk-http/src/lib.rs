@@ -2,6 +2,7 @@
 //! layers around it (CORS, method override, common headers), and the hyper server loop
 //! with its limits (header size, header read timeout).
 
+mod admin;
 mod download;
 mod error;
 mod handlers;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use tusk_core::Engine;
 
+pub use admin::admin_router;
 pub use error::ApiError;
 pub use serve::{serve, ServeLimits};
 

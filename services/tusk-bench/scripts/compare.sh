@@ -27,7 +27,7 @@ trap 'rm -rf "${used_dirs[@]}"' EXIT
 start_server() { # name dir -> sets pid, url
   port=$((port + 1))
   case $1 in
-    tusk) "$tusk" --port "$port" --upload-dir "$2" >/dev/null 2>&1 & ;;
+    tusk) "$tusk" --port "$port" --admin-port 0 --upload-dir "$2" >/dev/null 2>&1 & ;;
     node) "$peers/node.sh" "$port" "$2" >/dev/null 2>&1 & ;;
     rustus) "$peers/rustus.sh" "$port" "$2" >/dev/null 2>&1 & ;;
     *) echo "unknown server $1" >&2; exit 2 ;;

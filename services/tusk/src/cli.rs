@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve uploads (the default when no subcommand is given).
-    Serve(ServeFlags),
+    Serve(Box<ServeFlags>),
     /// Run a load benchmark against any tus server and print one JSON line per scenario.
     Bench(tusk_bench::BenchArgs),
     /// Print the configuration reference as a Markdown table (the README's table).
@@ -65,6 +65,16 @@ pub struct ServeFlags {
     pub max_metadata_size: Option<usize>,
     #[arg(long, value_enum)]
     pub log_format: Option<tusk_telemetry::LogFormat>,
+    #[arg(long, value_name = "PORT")]
+    pub admin_port: Option<u16>,
+    #[arg(long, value_parser = ["embedded", "redis"])]
+    pub coordinator: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub lease_ttl: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    #[arg(long, value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
 }
 
 /// One setting: its flag (if any), configuration key, default and meaning.
@@ -162,6 +172,36 @@ pub const FLAGS: &[Flag] = &[
         default: "3s",
     },
     Flag {
+        flag: "admin-port",
+        help: "Port of the admin listener (/healthz, /readyz); 0 picks a free one.",
+        key: "server.admin_port",
+        default: "8081",
+    },
+    Flag {
+        flag: "coordinator",
+        help: "Where records and leases live: embedded (one node) or redis (a cluster).",
+        key: "coordinator.backend",
+        default: "embedded",
+    },
+    Flag {
+        flag: "lease-ttl",
+        help: "A lease not renewed for this long expires, freeing a dead node's uploads.",
+        key: "coordinator.lease_ttl",
+        default: "10s",
+    },
+    Flag {
+        flag: "redis-url",
+        help: "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS.",
+        key: "coordinator.redis.url",
+        default: "redis://127.0.0.1:6379/",
+    },
+    Flag {
+        flag: "redis-prefix",
+        help: "Prefix of every Redis key and channel.",
+        key: "coordinator.redis.prefix",
+        default: "tusk:",
+    },
+    Flag {
         flag: "log-format",
         help: "Log format: text or json.",
         key: "log.format",
@@ -194,6 +234,18 @@ pub const FILE_ONLY: &[Flag] = &[
         help: "Storage backend for the bytes.",
         key: "storage.backend",
         default: "fs",
+    },
+    Flag {
+        flag: "",
+        help: "Address of the admin listener.",
+        key: "server.admin_host",
+        default: "127.0.0.1",
+    },
+    Flag {
+        flag: "",
+        help: "Time allowed for one Redis call before the request answers 503.",
+        key: "coordinator.redis.timeout",
+        default: "2s",
     },
     Flag {
         flag: "",

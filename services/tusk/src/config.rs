@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers), bytes. Default 65536.
     pub max_header_bytes: usize,
+    /// Address of the admin listener (/healthz, /readyz). Default `127.0.0.1`.
+    pub admin_host: String,
+    /// Port of the admin listener; 0 picks a free one. Default 8081.
+    pub admin_port: u16,
     /// On SIGTERM, how long in-flight requests get to commit and finish. Default 30s.
     #[serde(with = "humantime_serde")]
     pub shutdown_drain: Duration,
@@ -61,6 +65,8 @@ impl Default for ServerConfig {
             network_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 << 10,
+            admin_host: "127.0.0.1".into(),
+            admin_port: 8081,
             shutdown_drain: Duration::from_secs(30),
         }
     }
@@ -137,12 +143,28 @@ impl Default for FsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
     /// Which coordinator holds records and leases. Default `embedded`.
     pub backend: CoordinatorBackend,
+    /// A lease not renewed for this long expires (a crashed or paused node's uploads are
+    /// free again after it). Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
     pub embedded: EmbeddedConfig,
+    pub redis: RedisConfig,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            backend: CoordinatorBackend::default(),
+            lease_ttl: Duration::from_secs(10),
+            embedded: EmbeddedConfig::default(),
+            redis: RedisConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +173,30 @@ pub enum CoordinatorBackend {
     /// Records on local disk, leases in the process: a single node.
     #[default]
     Embedded,
+    /// Redis: records and leases shared by every node of a cluster.
+    Redis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port/db`, or `rediss://` for TLS.
+    pub url: String,
+    /// Prefix of every key and channel. Default `tusk:`.
+    pub prefix: String,
+    /// Time allowed for one Redis call before the request answers 503. Default 2s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+            prefix: "tusk:".into(),
+            timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -193,10 +239,22 @@ impl Config {
         if self.uploads.sweep_interval.is_zero() {
             return Err("uploads.sweep_interval must be positive".into());
         }
+        if self.coordinator.lease_ttl < Duration::from_millis(300) {
+            return Err("coordinator.lease_ttl must be at least 300ms".into());
+        }
         if self.server.network_timeout.is_zero() {
             return Err("server.network_timeout must be positive".into());
         }
         Ok(())
+    }
+}
+
+impl CoordinatorConfig {
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            CoordinatorBackend::Embedded => "embedded",
+            CoordinatorBackend::Redis => "redis",
+        }
     }
 }
 

@@ -4,12 +4,14 @@
 mod cli;
 mod config;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::FromArgMatches;
 use tokio::io::AsyncWriteExt;
+use tusk_coord_redis::{RedisCoordinator, RedisSettings};
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{Engine, EngineConfig};
 use tusk_http::{HttpConfig, ServeLimits};
@@ -50,7 +52,27 @@ fn load_config(flags: &ServeFlags) -> Result<Config> {
             .try_parsing(true),
     );
     let text = |v: &Option<String>| v.clone();
-    let overrides: [(&str, Option<::config::Value>); 15] = [
+    let overrides: [(&str, Option<::config::Value>); 20] = [
+        (
+            "server.admin_port",
+            flags.admin_port.map(|p| i64::from(p).into()),
+        ),
+        (
+            "coordinator.backend",
+            text(&flags.coordinator).map(Into::into),
+        ),
+        (
+            "coordinator.lease_ttl",
+            text(&flags.lease_ttl).map(Into::into),
+        ),
+        (
+            "coordinator.redis.url",
+            text(&flags.redis_url).map(Into::into),
+        ),
+        (
+            "coordinator.redis.prefix",
+            text(&flags.redis_prefix).map(Into::into),
+        ),
         ("server.host", text(&flags.host).map(Into::into)),
         ("server.port", flags.port.map(|p| i64::from(p).into())),
         ("server.base_path", text(&flags.base_path).map(Into::into)),
@@ -128,7 +150,7 @@ fn engine_config(config: &Config) -> EngineConfig {
         tombstone_ttl: config.uploads.tombstone_ttl,
         lease_wait: config.uploads.lease_wait,
         network_timeout: config.server.network_timeout,
-        lease_renew_interval: Duration::from_secs(5),
+        lease_renew_interval: config.coordinator.lease_ttl / 3,
     }
 }
 
@@ -151,6 +173,17 @@ async fn serve(config: Config) -> Result<()> {
                 .unwrap_or_else(|| config.storage.fs.dir.join(".tusk"));
             EmbeddedCoordinator::open(dir).await?
         }
+        CoordinatorBackend::Redis => {
+            let redis = &config.coordinator.redis;
+            RedisCoordinator::connect(RedisSettings {
+                url: redis.url.clone(),
+                prefix: redis.prefix.clone(),
+                lease_ttl: config.coordinator.lease_ttl,
+                timeout: redis.timeout,
+            })
+            .await
+            .context("connecting to Redis")?
+        }
     };
     let engine = Arc::new(Engine::new(storage, coordinator, engine_config(&config)));
     let http = HttpConfig {
@@ -168,12 +201,32 @@ async fn serve(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", config.server.host, config.server.port))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, storage = config.storage.backend_name(), "tusk serving");
-    // The one line on stdout: scripts and the test harness wait for it.
+    let admin_listener = tokio::net::TcpListener::bind((
+        config.server.admin_host.as_str(),
+        config.server.admin_port,
+    ))
+    .await
+    .with_context(|| {
+        format!(
+            "binding admin {}:{}",
+            config.server.admin_host, config.server.admin_port
+        )
+    })?;
+    let admin_addr = admin_listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        %admin_addr,
+        storage = config.storage.backend_name(),
+        coordinator = config.coordinator.backend_name(),
+        "tusk serving"
+    );
+    // The lines on stdout: scripts and the test harness wait for them.
     let mut stdout = tokio::io::stdout();
-    stdout
-        .write_all(format!("listening on http://{addr}{}\n", config.server.base_path).as_bytes())
-        .await?;
+    let lines = format!(
+        "admin on http://{admin_addr}/\nlistening on http://{addr}{}\n",
+        config.server.base_path
+    );
+    stdout.write_all(lines.as_bytes()).await?;
     stdout.flush().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -196,7 +249,18 @@ async fn serve(config: Config) -> Result<()> {
             let _ = stop_tx.send(true);
         }
     };
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(
+        axum::serve(admin_listener, tusk_http::admin_router(engine.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = admin_stopped.await;
+            })
+            .into_future(),
+    );
     tusk_http::serve(listener, router, limits, shutdown).await?;
+    // Readiness keeps answering "shutting down" until uploads have drained.
+    let _ = admin_stop.send(());
+    let _ = admin.await;
     let _ = sweeper.await;
     tracing::info!("stopped");
     Ok(())

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::harness::{Backend, TestServer};
+use crate::harness::Deployment;
 pub use util::Ctx;
 
 /// All conformance cases, by the name the generated test carries.
@@ -39,18 +39,37 @@ pub mod cases {
 /// Longest a single case may take before it counts as hung.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Starts a node of `backend` with `args`, runs `case` against its endpoint, stops the node.
+/// Cases that check how a node itself reads proxy headers (`--behind-proxy`). A load
+/// balancer in front overwrites exactly those headers, so a deployment behind one runs these
+/// cases against one of its nodes directly ([`Running::node_endpoint`]).
 ///
-/// Set `TUSK_TEST_KEEP=1` to keep the node's scratch directory when the case fails.
-pub async fn run<F, Fut>(backend: &dyn Backend, args: &[&str], name: &str, case: F) -> Result<()>
+/// [`Running::node_endpoint`]: crate::harness::Running::node_endpoint
+pub const NODE_CASES: &[&str] = &["location_behind_proxy"];
+
+/// Starts `deployment` with `args` (a single node of a backend pair, or a cluster behind a
+/// load balancer), runs `case` against its endpoint, stops everything.
+///
+/// Set `TUSK_TEST_KEEP=1` to keep the scratch directories when the case fails.
+pub async fn run<F, Fut>(
+    deployment: &dyn Deployment,
+    args: &[&str],
+    name: &str,
+    case: F,
+) -> Result<()>
 where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
-    let mut server = TestServer::start(backend, args)
+    let mut running = deployment
+        .start(args)
         .await
-        .with_context(|| format!("starting tusk ({}) with {args:?}", backend.name()))?;
-    let ctx = Ctx::new(&server)?;
+        .with_context(|| format!("starting tusk ({}) with {args:?}", deployment.name()))?;
+    let endpoint = if NODE_CASES.contains(&name) {
+        running.node_endpoint()
+    } else {
+        running.endpoint()
+    };
+    let ctx = Ctx::for_endpoint(endpoint)?;
     let outcome = match tokio::time::timeout(CASE_TIMEOUT, case(ctx)).await {
         Ok(result) => result,
         Err(_) => Err(anyhow::anyhow!(
@@ -58,19 +77,24 @@ where
         )),
     };
     if outcome.is_err() && std::env::var_os("TUSK_TEST_KEEP").is_some() {
-        server.keep_dir();
-        eprintln!("kept the node's directory {}", server.dir.display());
+        for dir in running.keep_dirs() {
+            eprintln!("kept {}", dir.display());
+        }
     }
+    drop(running);
     outcome.with_context(|| {
         format!(
-            "conformance case `{name}` failed on backend {} (server args {args:?})",
-            backend.name()
+            "conformance case `{name}` failed on {} (server args {args:?})",
+            deployment.name()
         )
     })
 }
 
-/// Expands to one `#[tokio::test]` per conformance case, each against its own fresh node of
-/// the given backend, e.g. `tusk_tests::conformance_suite!(tusk_tests::harness::FsEmbedded);`.
+/// Expands to one `#[tokio::test]` per conformance case, each against its own fresh
+/// deployment: a [`Backend`](crate::harness::Backend) value (one node), e.g.
+/// `tusk_tests::conformance_suite!(tusk_tests::harness::FsEmbedded);`, or any other
+/// [`Deployment`], e.g. a cluster behind a load balancer
+/// (`tusk_tests::conformance_suite!(tusk_tests::cluster::FS_REDIS_NGINX);`).
 ///
 /// Each entry is `case_name [extra server args]`; the function of that name lives in
 /// [`conformance::cases`](crate::conformance::cases).

@@ -56,12 +56,7 @@ impl Durable {
             }
             Entry::Commit { id, commit } => {
                 if let Some(r) = self.records.get_mut(&id) {
-                    r.offset += commit.append.iter().map(|s| s.len).sum::<u64>();
-                    r.segments.extend(commit.append);
-                    if commit.declare_length.is_some() {
-                        r.length = commit.declare_length;
-                    }
-                    r.expires_at = commit.expires_at;
+                    r.apply_commit(&commit);
                 }
             }
             Entry::Gone { id, purge_at } => {

@@ -220,7 +220,7 @@ impl Coordinator for EmbeddedCoordinator {
         }
     }
 
-    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<UploadRecord, CoordError> {
+    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError> {
         self.check_holder(&lease.upload_id, lease.token)?;
         {
             let state = lock(&self.state);
@@ -241,12 +241,7 @@ impl Coordinator for EmbeddedCoordinator {
                 commit: commit.clone(),
             })
             .await
-            .map_err(unavailable)?;
-        lock(&self.state)
-            .records
-            .get(&lease.upload_id)
-            .cloned()
-            .ok_or(CoordError::NotFound)
+            .map_err(unavailable)
     }
 
     async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError> {
@@ -295,6 +290,10 @@ impl Coordinator for EmbeddedCoordinator {
             .take(limit)
             .map(|r| r.id.clone())
             .collect())
+    }
+
+    async fn lead(&self, _role: &str, _ttl: Duration) -> Result<bool, CoordError> {
+        Ok(true) // a single node leads itself
     }
 
     async fn ping(&self) -> Result<(), CoordError> {

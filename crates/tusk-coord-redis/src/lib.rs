@@ -1,0 +1,500 @@
+//! Tusk's coordinator on Redis: the control plane shared by every node of a cluster.
+//!
+//! Keys, all under one configurable prefix (and one hash tag, so that every script's keys
+//! share a slot on Redis Cluster):
+//! - `up:<id>`: a hash with the record's mutable fields (`offset`, `length`, `expires_at`,
+//!   `state`, `purge_at`), its immutable part as JSON (`meta`), and two counters: `token`
+//!   (fencing tokens, per upload, only growing) and `seq` (reserved write targets);
+//! - `seg:<id>`: the committed segments, one `token:seq:len` per entry, appended by commits;
+//! - `lease:<id>`: the current fencing token, with the lease TTL;
+//! - `expiry`: a sorted set of upload IDs by the time the sweeper must look at them;
+//! - `leader:<role>`: which node holds a singleton role (the sweeper).
+//!
+//! Every check-and-change is one Lua script, so a holder whose lease expired can neither
+//! reserve nor commit. A request that finds the lease taken publishes the upload ID on the
+//! `release` channel; the node holding it asks its writer to stop, commit, and let go.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tusk_core::{
+    Commit, ConcatKind, CoordError, Coordinator, Lease, ReleaseRequest, Segment, UploadRecord,
+    UploadState, WriteTarget,
+};
+
+/// How to reach Redis and how leases behave.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://[:password@]host:port/db` or `rediss://` for TLS.
+    pub url: String,
+    /// Prefix of every key and channel, e.g. `tusk:`; lets clusters share one Redis.
+    pub prefix: String,
+    /// A lease not renewed for this long expires; a streaming PATCH renews it at a third.
+    pub lease_ttl: Duration,
+    /// Time allowed for one Redis call before the request answers 503.
+    pub timeout: Duration,
+}
+
+/// The immutable part of a record, stored as JSON.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    id: String,
+    metadata: Option<String>,
+    concat: Option<ConcatKind>,
+    created_at: u64,
+}
+
+struct Scripts {
+    create: Script,
+    acquire: Script,
+    renew: Script,
+    release: Script,
+    reserve: Script,
+    commit: Script,
+    mark_gone: Script,
+    purge: Script,
+    lead: Script,
+}
+
+/// Leases this node holds, by upload ID: the token and how to ask the writer to let go.
+type LocalLeases = Mutex<HashMap<String, (u64, watch::Sender<bool>)>>;
+
+pub struct RedisCoordinator {
+    conn: ConnectionManager,
+    settings: RedisSettings,
+    scripts: Scripts,
+    local: Arc<LocalLeases>,
+    /// Identifies this node as a holder of singleton roles.
+    node_id: String,
+}
+
+fn unavailable(e: redis::RedisError) -> CoordError {
+    CoordError::Unavailable(format!("redis: {e}"))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> CoordError {
+    CoordError::Corrupt(format!("redis record: {what}"))
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX).max(1)
+}
+
+impl RedisCoordinator {
+    /// Connects to Redis and starts listening for release requests.
+    pub async fn connect(settings: RedisSettings) -> Result<Arc<Self>, CoordError> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| CoordError::Unavailable(format!("invalid redis url: {e}")))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(unavailable)?;
+        let coordinator = Arc::new(Self {
+            conn,
+            scripts: Scripts {
+                create: Script::new(include_str!("lua/create.lua")),
+                acquire: Script::new(include_str!("lua/acquire.lua")),
+                renew: Script::new(include_str!("lua/renew.lua")),
+                release: Script::new(include_str!("lua/release.lua")),
+                reserve: Script::new(include_str!("lua/reserve.lua")),
+                commit: Script::new(include_str!("lua/commit.lua")),
+                mark_gone: Script::new(include_str!("lua/mark_gone.lua")),
+                purge: Script::new(include_str!("lua/purge.lua")),
+                lead: Script::new(include_str!("lua/lead.lua")),
+            },
+            local: Arc::default(),
+            node_id: format!("{:032x}", rand::random::<u128>()),
+            settings,
+        });
+        tokio::spawn(listen_for_release_requests(
+            client,
+            coordinator.key("release"),
+            Arc::downgrade(&coordinator.local),
+        ));
+        Ok(coordinator)
+    }
+
+    /// `<prefix>{t}:<name>`: one hash tag for all keys (see the module docs).
+    fn key(&self, name: &str) -> String {
+        format!("{}{{t}}:{name}", self.settings.prefix)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, watch::Sender<bool>)>> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs a lease-checked script that answers 1 on success, 0 when the lease is lost.
+    async fn fenced(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<(), CoordError> {
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(k);
+        }
+        for a in args {
+            invocation.arg(a);
+        }
+        let ok: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if ok == 1 {
+            Ok(())
+        } else {
+            Err(CoordError::LeaseLost)
+        }
+    }
+
+    fn upload_keys(&self, id: &str) -> [String; 4] {
+        [
+            self.key(&format!("lease:{id}")),
+            self.key(&format!("up:{id}")),
+            self.key(&format!("seg:{id}")),
+            self.key("expiry"),
+        ]
+    }
+}
+
+fn parse_segment(entry: &str) -> Result<Segment, CoordError> {
+    let mut parts = entry.split(':').map(str::parse::<u64>);
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(token)), Some(Ok(seq)), Some(Ok(len))) => Ok(Segment {
+            target: WriteTarget {
+                token,
+                seq: u32::try_from(seq).map_err(corrupt)?,
+            },
+            len,
+        }),
+        _ => Err(corrupt(format!("bad segment {entry:?}"))),
+    }
+}
+
+fn parse_record(
+    fields: HashMap<String, String>,
+    segments: Vec<String>,
+) -> Result<UploadRecord, CoordError> {
+    let number = |name: &str| -> Result<Option<u64>, CoordError> {
+        fields
+            .get(name)
+            .map(|v| v.parse::<u64>().map_err(corrupt))
+            .transpose()
+    };
+    let meta: Meta = serde_json::from_str(fields.get("meta").ok_or_else(|| corrupt("no meta"))?)
+        .map_err(corrupt)?;
+    let state = match fields.get("state").map(String::as_str) {
+        Some("gone") => UploadState::Gone {
+            purge_at: number("purge_at")?.unwrap_or(0),
+        },
+        _ => UploadState::Active,
+    };
+    Ok(UploadRecord {
+        id: meta.id,
+        offset: number("offset")?.unwrap_or(0),
+        length: number("length")?,
+        metadata: meta.metadata,
+        concat: meta.concat,
+        created_at: meta.created_at,
+        expires_at: number("expires_at")?,
+        state,
+        segments: segments
+            .iter()
+            .map(|s| parse_segment(s))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Routes release requests published by any node to the writers of this node's leases.
+/// Reconnects on its own; while disconnected, waiting requests fall back to the lease TTL.
+async fn listen_for_release_requests(
+    client: redis::Client,
+    channel: String,
+    local: std::sync::Weak<LocalLeases>,
+) {
+    loop {
+        if local.strong_count() == 0 {
+            return;
+        }
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if let Err(error) = pubsub.subscribe(&channel).await {
+                    tracing::warn!(%error, "subscribing to release requests failed");
+                } else {
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let Some(local) = local.upgrade() else { return };
+                        let Ok(id) = message.get_payload::<String>() else {
+                            continue;
+                        };
+                        let held = local.lock().unwrap_or_else(PoisonError::into_inner);
+                        if let Some((_, ask)) = held.get(&id) {
+                            ask.send_replace(true);
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(%error, "release-request subscription cannot connect"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[async_trait]
+impl Coordinator for RedisCoordinator {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn create(&self, record: &UploadRecord) -> Result<(), CoordError> {
+        let meta = serde_json::to_string(&Meta {
+            id: record.id.clone(),
+            metadata: record.metadata.clone(),
+            concat: record.concat.clone(),
+            created_at: record.created_at,
+        })
+        .map_err(corrupt)?;
+        let [_, up, _, expiry] = self.upload_keys(&record.id);
+        let created: i64 = self
+            .scripts
+            .create
+            .key(up)
+            .key(expiry)
+            .arg(&record.id)
+            .arg(meta)
+            .arg(record.length.map(|l| l.to_string()).unwrap_or_default())
+            .arg(record.expires_at.map(|t| t.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(CoordError::AlreadyExists)
+        }
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<UploadRecord>, CoordError> {
+        let [_, up, seg, _] = self.upload_keys(id);
+        let (fields, segments): (HashMap<String, String>, Vec<String>) = redis::pipe()
+            .hgetall(up)
+            .lrange(seg, 0, -1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_record(fields, segments).map(Some)
+    }
+
+    async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
+        let [lease_key, up, _, _] = self.upload_keys(id);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut asked_at: Option<tokio::time::Instant> = None;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let token: i64 = self
+                .scripts
+                .acquire
+                .key(&up)
+                .key(&lease_key)
+                .arg(ms(self.settings.lease_ttl))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            match token {
+                -1 => return Err(CoordError::NotFound),
+                t if t > 0 => {
+                    let token = t as u64;
+                    let (ask, release) = ReleaseRequest::channel();
+                    self.local().insert(id.to_string(), (token, ask));
+                    return Ok(Lease {
+                        upload_id: id.to_string(),
+                        token,
+                        release,
+                    });
+                }
+                _ => {}
+            }
+            let now = tokio::time::Instant::now();
+            if wait.is_zero() || now >= deadline {
+                return Err(CoordError::Locked);
+            }
+            // Ask the holder (on whatever node) to let go; again now and then in case a
+            // message was lost while a subscriber reconnected.
+            if asked_at.is_none_or(|at| now.duration_since(at) > Duration::from_millis(500)) {
+                let _: i64 = self
+                    .conn()
+                    .publish(self.key("release"), id)
+                    .await
+                    .map_err(unavailable)?;
+                asked_at = Some(now);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    async fn renew(&self, upload_id: &str, token: u64) -> Result<(), CoordError> {
+        let [lease_key, ..] = self.upload_keys(upload_id);
+        self.fenced(
+            &self.scripts.renew,
+            &[lease_key],
+            &[token.to_string(), ms(self.settings.lease_ttl).to_string()],
+        )
+        .await
+    }
+
+    async fn reserve(&self, lease: &Lease) -> Result<WriteTarget, CoordError> {
+        let [lease_key, up, _, _] = self.upload_keys(&lease.upload_id);
+        let seq: i64 = self
+            .scripts
+            .reserve
+            .key(lease_key)
+            .key(up)
+            .arg(lease.token)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let seq = u32::try_from(seq).map_err(|_| CoordError::LeaseLost)?;
+        Ok(WriteTarget {
+            token: lease.token,
+            seq,
+        })
+    }
+
+    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError> {
+        let [lease_key, up, seg, expiry] = self.upload_keys(&lease.upload_id);
+        let added: u64 = commit.append.iter().map(|s| s.len).sum();
+        let mut invocation = self.scripts.commit.prepare_invoke();
+        invocation
+            .key(lease_key)
+            .key(up)
+            .key(seg)
+            .key(expiry)
+            .arg(lease.token)
+            .arg(commit.expected_offset)
+            .arg(added)
+            .arg(
+                commit
+                    .declare_length
+                    .map(|l| l.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(commit.expires_at.map(|t| t.to_string()).unwrap_or_default())
+            .arg(&lease.upload_id);
+        for s in &commit.append {
+            invocation.arg(format!("{}:{}:{}", s.target.token, s.target.seq, s.len));
+        }
+        let answer: Vec<redis::Value> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let code = match answer.first() {
+            Some(redis::Value::Int(code)) => *code,
+            other => return Err(corrupt(format!("commit answered {other:?}"))),
+        };
+        match code {
+            1 => Ok(()),
+            -1 => Err(CoordError::LeaseLost),
+            _ => {
+                let found = match answer.get(1) {
+                    Some(redis::Value::BulkString(b)) => {
+                        String::from_utf8_lossy(b).parse::<u64>().map_err(corrupt)?
+                    }
+                    _ => return Err(CoordError::NotFound),
+                };
+                Err(CoordError::OffsetChanged {
+                    expected: commit.expected_offset,
+                    found,
+                })
+            }
+        }
+    }
+
+    async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError> {
+        let keys = self.upload_keys(&lease.upload_id);
+        let args = [
+            lease.token.to_string(),
+            purge_at.to_string(),
+            lease.upload_id.clone(),
+        ];
+        self.fenced(&self.scripts.mark_gone, &keys, &args).await
+    }
+
+    async fn purge(&self, lease: &Lease) -> Result<(), CoordError> {
+        let keys = self.upload_keys(&lease.upload_id);
+        let args = [lease.token.to_string(), lease.upload_id.clone()];
+        self.fenced(&self.scripts.purge, &keys, &args).await
+    }
+
+    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
+        {
+            let mut local = self.local();
+            if local
+                .get(&lease.upload_id)
+                .is_some_and(|(t, _)| *t == lease.token)
+            {
+                local.remove(&lease.upload_id);
+            }
+        }
+        let [lease_key, ..] = self.upload_keys(&lease.upload_id);
+        // Answering 0 means the lease had expired already: nothing to let go of.
+        let _: i64 = self
+            .scripts
+            .release
+            .key(lease_key)
+            .arg(lease.token)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {
+        let limit = isize::try_from(limit).unwrap_or(isize::MAX);
+        self.conn()
+            .zrangebyscore_limit(self.key("expiry"), "-inf", now, 0, limit)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn lead(&self, role: &str, ttl: Duration) -> Result<bool, CoordError> {
+        let held: i64 = self
+            .scripts
+            .lead
+            .key(self.key(&format!("leader:{role}")))
+            .arg(&self.node_id)
+            .arg(ms(ttl))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(held == 1)
+    }
+
+    async fn ping(&self) -> Result<(), CoordError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+-- KEYS: lease, upload hash, segment list, expiry index.
+-- ARGV: token, expected offset, added bytes, declared length or '', expires_at or '', id,
+--       then one 'token:seq:len' per appended segment.
+-- Returns {1} on success, {-1} if the lease is lost, {-2, offset} if the offset moved.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local offset = redis.call('HGET', KEYS[2], 'offset')
+if offset ~= ARGV[2] then return {-2, offset} end
+if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[2], 'offset', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'length', ARGV[4]) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[2], 'expires_at', ARGV[5])
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
+else
+  redis.call('HDEL', KEYS[2], 'expires_at')
+  redis.call('ZREM', KEYS[4], ARGV[6])
+end
+for i = 7, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+return {1}

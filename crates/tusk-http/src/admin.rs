@@ -1,0 +1,28 @@
+//! The admin listener: liveness and readiness, on a port apart from uploads.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use tusk_core::Engine;
+
+/// `/healthz`: the process serves requests. `/readyz`: it should get traffic: not draining,
+/// and its coordinator answers.
+pub fn admin_router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(engine)
+}
+
+async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
+    match engine.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
