@@ -1,0 +1,243 @@
+//! What is particular to the Redis coordinator, against a real redis-server: leases that
+//! expire, fencing across nodes, release requests across nodes, and Redis going away.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tusk_coord_redis::{RedisCoordinator, RedisSettings};
+use tusk_core::{Commit, CoordError, Coordinator, Segment, UploadRecord, UploadState};
+
+/// A redis-server child on a free port, killed on drop.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server is needed ({e}): apt-get install -y redis-server")
+            });
+        let redis = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not listen on {port}");
+    }
+
+    async fn node(&self, lease_ttl: Duration) -> Arc<RedisCoordinator> {
+        RedisCoordinator::connect(RedisSettings {
+            url: format!("redis://127.0.0.1:{}/", self.port),
+            prefix: "test:".into(),
+            lease_ttl,
+            timeout: Duration::from_millis(500),
+        })
+        .await
+        .expect("connect")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn record(id: &str, length: u64) -> UploadRecord {
+    UploadRecord {
+        id: id.into(),
+        offset: 0,
+        length: Some(length),
+        metadata: Some("filename YS50eHQ=".into()),
+        concat: None,
+        created_at: 1,
+        expires_at: Some(100),
+        state: UploadState::Active,
+        segments: vec![],
+    }
+}
+
+fn commit(expected_offset: u64, target: tusk_core::WriteTarget, len: u64) -> Commit {
+    Commit {
+        expected_offset,
+        append: vec![Segment { target, len }],
+        declare_length: None,
+        expires_at: Some(200),
+    }
+}
+
+#[tokio::test]
+async fn records_round_trip_and_commits_append() {
+    let redis = Redis::start();
+    let node = redis.node(Duration::from_secs(5)).await;
+    let id = "AAAAAAAAAAAAAAAAAAAAAAAA";
+    node.create(&record(id, 10)).await.expect("create");
+    assert!(matches!(
+        node.create(&record(id, 10)).await,
+        Err(CoordError::AlreadyExists)
+    ));
+    let lease = node.acquire(id, Duration::ZERO).await.expect("lease");
+    let a = node.reserve(&lease).await.expect("reserve");
+    let b = node.reserve(&lease).await.expect("reserve");
+    assert_ne!(a, b);
+    node.commit(&lease, &commit(0, a, 4)).await.expect("commit");
+    node.commit(&lease, &commit(4, b, 6)).await.expect("commit");
+    let stale = node.commit(&lease, &commit(4, b, 6)).await;
+    assert!(
+        matches!(
+            stale,
+            Err(CoordError::OffsetChanged {
+                expected: 4,
+                found: 10
+            })
+        ),
+        "{stale:?}"
+    );
+    let mut expected = record(id, 10);
+    expected.apply_commit(&commit(0, a, 4));
+    expected.apply_commit(&commit(4, b, 6));
+    assert_eq!(node.load(id).await.expect("load"), Some(expected));
+    assert_eq!(
+        node.due_for_sweep(199, 10).await.expect("due"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        node.due_for_sweep(200, 10).await.expect("due"),
+        vec![id.to_string()]
+    );
+    node.mark_gone(&lease, 300).await.expect("gone");
+    let gone = node.load(id).await.expect("load").expect("tombstone");
+    assert_eq!(
+        (gone.state, gone.segments.len()),
+        (UploadState::Gone { purge_at: 300 }, 0)
+    );
+    node.purge(&lease).await.expect("purge");
+    assert_eq!(node.load(id).await.expect("load"), None);
+}
+
+#[tokio::test]
+async fn an_expired_lease_fences_its_holder_on_every_node() {
+    let redis = Redis::start();
+    let ttl = Duration::from_millis(400);
+    let (zombie_node, live_node) = (redis.node(ttl).await, redis.node(ttl).await);
+    let id = "BBBBBBBBBBBBBBBBBBBBBBBB";
+    zombie_node.create(&record(id, 10)).await.expect("create");
+    let zombie = zombie_node
+        .acquire(id, Duration::ZERO)
+        .await
+        .expect("lease");
+    let zombie_target = zombie_node.reserve(&zombie).await.expect("reserve");
+    // The holder pauses past its TTL (a GC pause, SIGSTOP, a partition)...
+    tokio::time::sleep(ttl * 2).await;
+    let live = live_node
+        .acquire(id, Duration::ZERO)
+        .await
+        .expect("taken over");
+    assert!(live.token > zombie.token);
+    let target = live_node.reserve(&live).await.expect("reserve");
+    live_node
+        .commit(&live, &commit(0, target, 3))
+        .await
+        .expect("commit");
+    // ...and wakes up: it can neither renew, reserve, commit nor release the new lease.
+    assert!(matches!(
+        zombie_node.renew(id, zombie.token).await,
+        Err(CoordError::LeaseLost)
+    ));
+    assert!(matches!(
+        zombie_node.reserve(&zombie).await,
+        Err(CoordError::LeaseLost)
+    ));
+    let late = zombie_node
+        .commit(&zombie, &commit(0, zombie_target, 5))
+        .await;
+    assert!(matches!(late, Err(CoordError::LeaseLost)), "{late:?}");
+    zombie_node
+        .release(zombie)
+        .await
+        .expect("release is harmless");
+    assert!(
+        live_node.renew(id, live.token).await.is_ok(),
+        "the live lease survived"
+    );
+    let record = live_node.load(id).await.expect("load").expect("record");
+    assert_eq!(record.offset, 3);
+}
+
+#[tokio::test]
+async fn a_waiting_node_asks_the_holder_to_release() {
+    let redis = Redis::start();
+    let ttl = Duration::from_secs(30);
+    let (holder_node, waiter_node) = (redis.node(ttl).await, redis.node(ttl).await);
+    let id = "CCCCCCCCCCCCCCCCCCCCCCCC";
+    holder_node.create(&record(id, 10)).await.expect("create");
+    let mut lease = holder_node
+        .acquire(id, Duration::ZERO)
+        .await
+        .expect("lease");
+    // Give the holder node's subscription a moment to be in place.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let holder = tokio::spawn(async move {
+        lease.release.requested().await;
+        holder_node.release(lease).await.expect("release");
+    });
+    let started = std::time::Instant::now();
+    let taken = waiter_node
+        .acquire(id, Duration::from_secs(5))
+        .await
+        .expect("handed over");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    holder.await.expect("holder");
+    assert!(matches!(
+        waiter_node.acquire(id, Duration::ZERO).await,
+        Err(CoordError::Locked)
+    ));
+    waiter_node.release(taken).await.expect("release");
+}
+
+#[tokio::test]
+async fn redis_down_is_unavailable_not_an_error_of_the_upload() {
+    let mut redis = Redis::start();
+    let node = redis.node(Duration::from_secs(5)).await;
+    node.ping().await.expect("ping");
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    let result = node.load("DDDDDDDDDDDDDDDDDDDDDDDD").await;
+    assert!(
+        matches!(result, Err(CoordError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(matches!(node.ping().await, Err(CoordError::Unavailable(_))));
+}
