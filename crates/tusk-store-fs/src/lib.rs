@@ -9,6 +9,7 @@
 //! committed, even on a shared volume. Upload IDs are validated by the protocol layer to be
 //! single safe path components before they get here.
 
+mod journal;
 mod shards;
 
 use std::collections::HashSet;
@@ -29,6 +30,7 @@ const READ_CHUNK: usize = 256 << 10;
 
 pub struct FsStorage {
     shards: Arc<Shards>,
+    journal: journal::Journal,
     /// Bytes gathered before one write to disk; with the two buffers queued to the writer
     /// thread this bounds the memory one PATCH uses at about three windows.
     write_window: usize,
@@ -39,8 +41,10 @@ impl FsStorage {
     pub fn new(root: impl Into<PathBuf>, write_window: usize) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
+        let shards = Shards::open(&root)?;
         Ok(Self {
-            shards: Shards::open(&root)?,
+            journal: journal::Journal::open(&root, shards.clone())?,
+            shards,
             write_window: write_window.max(4096),
         })
     }
@@ -114,6 +118,34 @@ impl Storage for FsStorage {
         target: WriteTarget,
         mut chunks: Chunks<'_>,
     ) -> Result<u64, StorageError> {
+        // Small bodies (the whole body within the first SMALL_WRITE bytes) share a group
+        // commit through the journal; larger ones stream into their own file.
+        let mut pending = BytesMut::new();
+        let mut small = true;
+        while let Some(chunk) = chunks.next().await {
+            pending.extend_from_slice(&chunk);
+            if pending.len() > journal::SMALL_WRITE {
+                small = false;
+                break;
+            }
+        }
+        if small {
+            let len = pending.len() as u64;
+            if len > 0 {
+                self.journal
+                    .write(
+                        upload.to_string(),
+                        file_name(upload, target),
+                        pending.freeze(),
+                    )
+                    .await
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::AlreadyExists => StorageError::TargetExists(target),
+                        _ => StorageError::Io(e),
+                    })?;
+            }
+            return Ok(len);
+        }
         let shards = self.shards.clone();
         let upload = upload.to_string();
         // A blocking thread writes while this task keeps reading the network.
@@ -131,7 +163,8 @@ impl Storage for FsStorage {
             sync_dir(&dir)?;
             Ok(written)
         });
-        let mut pending = BytesMut::new();
+        let first = pending.split().freeze();
+        let _ = tx.send(first).await;
         while let Some(chunk) = chunks.next().await {
             let full = if pending.is_empty() && chunk.len() >= self.write_window {
                 chunk
