@@ -306,33 +306,42 @@ impl Coordinator for RedisCoordinator {
     }
 
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
-        let [lease_key, up, _, _] = self.upload_keys(id);
+        let [lease_key, up, seg, _] = self.upload_keys(id);
         let deadline = tokio::time::Instant::now() + wait;
         let mut asked_at: Option<tokio::time::Instant> = None;
         let mut pause = Duration::from_millis(10);
         loop {
-            let token: i64 = self
+            let answer: Vec<redis::Value> = self
                 .scripts
                 .acquire
                 .key(&up)
                 .key(&lease_key)
+                .key(&seg)
                 .arg(ms(self.settings.lease_ttl))
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            match token {
-                -1 => return Err(CoordError::NotFound),
-                t if t > 0 => {
-                    let token = t as u64;
+            match answer.as_slice() {
+                [redis::Value::Int(-1)] => return Err(CoordError::NotFound),
+                [redis::Value::Int(0)] => {}
+                [redis::Value::Int(token), fields, segments] if *token > 0 => {
+                    let token = *token as u64;
+                    let fields: HashMap<String, String> =
+                        redis::FromRedisValue::from_redis_value(fields.clone()).map_err(corrupt)?;
+                    let segments: Vec<String> =
+                        redis::FromRedisValue::from_redis_value(segments.clone())
+                            .map_err(corrupt)?;
+                    let record = parse_record(fields, segments)?;
                     let (ask, release) = ReleaseRequest::channel();
                     self.local().insert(id.to_string(), (token, ask));
                     return Ok(Lease {
                         upload_id: id.to_string(),
                         token,
                         release,
+                        record,
                     });
                 }
-                _ => {}
+                other => return Err(corrupt(format!("acquire answered {other:?}"))),
             }
             let now = tokio::time::Instant::now();
             if wait.is_zero() || now >= deadline {

@@ -52,6 +52,9 @@ pub struct Lease {
     pub upload_id: String,
     pub token: u64,
     pub release: ReleaseRequest,
+    /// The upload's committed record when the lease was taken. While the lease is held
+    /// only its holder commits, so the holder need not load the record again.
+    pub record: UploadRecord,
 }
 
 /// What a lease holder commits in one compare-and-set.

@@ -303,7 +303,10 @@ impl Engine {
             .ok_or(Error::InvalidConcat("this storage cannot concatenate"))?;
         let lease = self.acquire(&record.id).await?;
         let result = async {
-            let current = self.load_active(&record.id).await?;
+            let current = lease.record.clone();
+            if current.state != UploadState::Active {
+                return Err(Error::Gone);
+            }
             if current.is_finished() && current.length.is_some() {
                 return Ok(current); // another request assembled it meanwhile
             }
@@ -393,8 +396,11 @@ impl Engine {
         request: PatchRequest,
         body: IncomingBody,
     ) -> Result<UploadRecord, Error> {
-        // Reload: the previous holder may have committed while we waited for the lease.
-        let record = self.load_active(&lease.upload_id).await?;
+        // The record as of the lease: the previous holder may have committed meanwhile.
+        let record = lease.record.clone();
+        if record.state != UploadState::Active {
+            return Err(Error::Gone);
+        }
         if request.offset != record.offset {
             return Err(Error::OffsetMismatch {
                 expected: record.offset,
@@ -563,7 +569,9 @@ impl Engine {
     }
 
     async fn remove_under_lease(&self, lease: &Lease) -> Result<(), Error> {
-        self.load_active(&lease.upload_id).await?;
+        if lease.record.state != UploadState::Active {
+            return Err(Error::Gone);
+        }
         let purge_at = unix_now() + self.config.tombstone_ttl.as_secs();
         // Mark gone first: a crash between the two leaves bytes for the sweeper, never a
         // record that points at deleted bytes.
@@ -609,9 +617,7 @@ impl Engine {
 
     /// Some(true): expired, Some(false): purged, None: no longer due.
     async fn sweep_one(&self, lease: &Lease, now: u64) -> Result<Option<bool>, Error> {
-        let Some(record) = self.coord.load(&lease.upload_id).await? else {
-            return Ok(None);
-        };
+        let record = &lease.record;
         match record.state {
             UploadState::Gone { purge_at } if purge_at <= now => {
                 self.coord.purge(lease).await?;

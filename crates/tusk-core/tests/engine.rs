@@ -136,25 +136,20 @@ async fn a_writer_that_lost_its_lease_can_neither_reserve_nor_commit() {
         .await
         .expect("create");
     let coord = engine.coordinator();
-    let stale = coord
+    let lease_a = coord
         .acquire(&record.id, Duration::ZERO)
         .await
         .expect("lease A");
-    let stale_target = coord.reserve(&stale).await.expect("reserve A");
-    // A's lease goes (in a cluster: expiry while paused); B takes over.
+    let stale_target = coord.reserve(&lease_a).await.expect("reserve A");
+    // A's lease goes (in a cluster: expiry while paused); B takes over. A keeps a copy of
+    // its lease, as a zombie would.
     let stale = tusk_core::Lease {
-        upload_id: stale.upload_id.clone(),
-        token: stale.token,
+        upload_id: lease_a.upload_id.clone(),
+        token: lease_a.token,
         release: tusk_core::ReleaseRequest::channel().1,
+        record: lease_a.record.clone(),
     };
-    coord
-        .release(tusk_core::Lease {
-            upload_id: record.id.clone(),
-            token: stale.token,
-            release: tusk_core::ReleaseRequest::channel().1,
-        })
-        .await
-        .expect("release");
+    coord.release(lease_a).await.expect("release");
     let current = coord
         .acquire(&record.id, Duration::ZERO)
         .await

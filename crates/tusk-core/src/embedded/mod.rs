@@ -184,10 +184,16 @@ impl Coordinator for EmbeddedCoordinator {
                             ask_release,
                         },
                     );
+                    // Read only now: a previous holder's commit is applied before it releases.
+                    let Some(record) = lock(&self.state).records.get(id).cloned() else {
+                        leases.remove(id);
+                        return Err(CoordError::NotFound);
+                    };
                     return Ok(Lease {
                         upload_id: id.to_string(),
                         token,
                         release,
+                        record,
                     });
                 }
                 continue;
