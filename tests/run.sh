@@ -6,6 +6,24 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "test dependencies: redis-server, nginx, haproxy (cluster tests start their own)"
+if [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/haproxy ]; then
+  # Debian/Ubuntu; CI runs as root. The tests only run the binaries: a policy-rc.d that
+  # answers 101 keeps the packages from starting their system services while installing.
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    redis-server nginx haproxy
+  if [ -n "$made_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+fi
+
 step "test dependencies: real tus clients"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "node and npm are needed for the tus-js-client tests: apt-get install nodejs npm" >&2

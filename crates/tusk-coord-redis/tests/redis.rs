@@ -105,7 +105,10 @@ async fn records_round_trip_and_commits_append() {
         Err(CoordError::AlreadyExists)
     ));
     let lease = node.acquire(id, Duration::ZERO).await.expect("lease");
-    assert_eq!(Some(lease.record.clone()), node.load(id).await.expect("load"));
+    assert_eq!(
+        Some(lease.record.clone()),
+        node.load(id).await.expect("load")
+    );
     let a = node.reserve(&lease).await.expect("reserve");
     let b = node.reserve(&lease).await.expect("reserve");
     assert_ne!(a, b);

@@ -1,0 +1,828 @@
+//! Cluster mode on Redis (issue 3): three `tusk` nodes sharing one upload directory and one
+//! Redis, behind a real load balancer (nginx running deploy/nginx.conf; one test through
+//! HAProxy running deploy/haproxy.cfg), started on loopback by `tusk_tests::cluster`.
+//!
+//! - the whole conformance suite through the balancer (module `conformance`);
+//! - kill -9 of the node serving a PATCH mid-body, resume through the balancer;
+//! - a zombie writer (SIGSTOP past its lease, SIGCONT after another node finished the upload);
+//! - two clients PATCHing one upload at once through different nodes;
+//! - Redis killed and restarted (AOF) during uploads;
+//! - HAProxy in front, round-robin over every node.
+//!
+//! What must hold throughout: nothing acknowledged (204) is lost or changed, no byte is
+//! committed twice, and every upload ends byte-identical (sha256) to what the client sent.
+//!
+//! redis-server, nginx and haproxy must be installed (tests/run.sh installs them); a missing
+//! one fails the test with the `apt-get install` command.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use futures_util::StreamExt as _;
+use reqwest::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tusk_tests::cluster::{Balancer, Cluster, FsRedis};
+use tusk_tests::conformance::util::{
+    header, header_u64, random_bytes, sha256_hex, Ctx, OFFSET_OCTET_STREAM,
+};
+
+/// The conformance suite through nginx in front of three nodes: every request may land on
+/// any node.
+mod conformance {
+    tusk_tests::conformance_suite!(tusk_tests::cluster::FS_REDIS_NGINX);
+}
+
+const MIB: usize = 1024 * 1024;
+
+async fn start_cluster(balancer: Balancer, extra: &[&str]) -> Result<Cluster> {
+    let cluster = Cluster::start(&FsRedis, balancer, 3, extra).await?;
+    eprintln!(
+        "cluster {}: balancer {} -> nodes {:?}, redis {:?}",
+        cluster.name(),
+        cluster.endpoint,
+        cluster.nodes.iter().map(|n| &n.addr).collect::<Vec<_>>(),
+        cluster.redis.as_ref().map(|r| r.url())
+    );
+    Ok(cluster)
+}
+
+/// A PATCH written by hand on a raw TCP connection, so the body can be sent slowly, paused,
+/// left unfinished, and its response read later.
+struct RawPatch {
+    stream: TcpStream,
+    /// Body bytes handed to the kernel so far: an upper bound of what the server received.
+    sent: Arc<AtomicU64>,
+}
+
+impl RawPatch {
+    /// Opens `PATCH url` at `offset` announcing `body_len` bytes.
+    async fn open(url: &str, offset: usize, body_len: usize) -> Result<Self> {
+        let rest = url
+            .strip_prefix("http://")
+            .with_context(|| format!("{url:?} is not http://"))?;
+        let (addr, path) = rest.split_at(rest.find('/').context("URL without a path")?);
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        let head = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nTus-Resumable: 1.0.0\r\n\
+             Upload-Offset: {offset}\r\nContent-Type: {OFFSET_OCTET_STREAM}\r\n\
+             Content-Length: {body_len}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await?;
+        Ok(RawPatch {
+            stream,
+            sent: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Writes `body` in `piece`-sized writes, pausing `pause` between them.
+    async fn send(&mut self, body: &[u8], piece: usize, pause: Duration) -> Result<()> {
+        for part in body.chunks(piece) {
+            self.stream
+                .write_all(part)
+                .await
+                .context("writing the PATCH body")?;
+            self.sent.fetch_add(part.len() as u64, Ordering::SeqCst);
+            tokio::time::sleep(pause).await;
+        }
+        Ok(())
+    }
+
+    /// Reads the response head: `Ok(Some(status, head))`, or `Ok(None)` when the connection
+    /// closed without a response.
+    async fn response(&mut self, within: Duration) -> Result<Option<(u16, String)>> {
+        let mut buf = Vec::new();
+        let read = async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = match self.stream.read(&mut chunk).await {
+                    Ok(n) => n,
+                    Err(_) if buf.is_empty() => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let head = String::from_utf8_lossy(&buf).into_owned();
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .with_context(|| format!("malformed response head {head:?}"))?;
+            Ok::<_, anyhow::Error>(Some((status, head)))
+        };
+        tokio::time::timeout(within, read)
+            .await
+            .context("no response in time")?
+    }
+}
+
+/// What a resuming client saw.
+#[derive(Default, Debug)]
+struct Seen {
+    statuses: Vec<u16>,
+    transport_errors: usize,
+    missing_retry_after: Vec<u16>,
+}
+
+impl Seen {
+    fn count(&self, status: u16) -> usize {
+        self.statuses.iter().filter(|s| **s == status).count()
+    }
+}
+
+/// HEAD until it answers 200 (riding out 5xx, 423 and transport errors): the offset.
+async fn head_offset(t: &Ctx, url: &str, deadline: Instant, seen: &mut Seen) -> Result<usize> {
+    loop {
+        match t.head(url).await {
+            Ok(resp) if resp.status() == 200 => {
+                return Ok(
+                    header_u64(&resp, "Upload-Offset", "HEAD 200 carries Upload-Offset")? as usize,
+                )
+            }
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                seen.statuses.push(status);
+                ensure!(
+                    status >= 500 || status == 423,
+                    "HEAD {url}: unexpected status {status}"
+                );
+                if matches!(status, 503 | 423) && header(&resp, "Retry-After").is_none() {
+                    seen.missing_retry_after.push(status);
+                }
+            }
+            Err(_) => seen.transport_errors += 1,
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "HEAD {url}: no 200 before the deadline; saw {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Finishes `data` at `url` from the server's offset in `chunk`-sized PATCHes, the way a tus
+/// client does: 409 → HEAD again; 423/5xx/transport errors → wait and retry. `pause` between
+/// PATCHes. Returns what it saw.
+async fn upload_resiliently(
+    t: &Ctx,
+    url: &str,
+    data: &[u8],
+    chunk: usize,
+    pause: Duration,
+    within: Duration,
+) -> Result<Seen> {
+    let deadline = Instant::now() + within;
+    let mut seen = Seen::default();
+    let mut offset = head_offset(t, url, deadline, &mut seen).await?;
+    while offset < data.len() {
+        ensure!(
+            Instant::now() < deadline,
+            "{url}: not finished within {within:?} (offset {offset} of {}); saw {seen:?}",
+            data.len()
+        );
+        let end = (offset + chunk).min(data.len());
+        match t
+            .patch(url, offset as u64, data[offset..end].to_vec())
+            .await
+        {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                seen.statuses.push(status);
+                match status {
+                    204 => {
+                        let new =
+                            header_u64(&resp, "Upload-Offset", "PATCH 204 carries Upload-Offset")?
+                                as usize;
+                        ensure!(
+                            new > offset && new <= end,
+                            "PATCH {offset}..{end}: 204 with Upload-Offset {new}"
+                        );
+                        offset = new;
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                    409 => {}
+                    423 | 503 => {
+                        if header(&resp, "Retry-After").is_none() {
+                            seen.missing_retry_after.push(status);
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    500..=599 => tokio::time::sleep(Duration::from_millis(200)).await,
+                    _ => {
+                        let text = resp.text().await.unwrap_or_default();
+                        bail!("PATCH {url} at {offset}: unexpected status {status}: {text}");
+                    }
+                }
+            }
+            Err(_) => {
+                seen.transport_errors += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let head = head_offset(t, url, deadline, &mut seen).await?;
+        ensure!(
+            head >= offset,
+            "{url}: HEAD says offset {head}, below the acknowledged {offset}"
+        );
+        offset = head;
+    }
+    Ok(seen)
+}
+
+/// GET (riding out a node that is down) until 200: the body.
+async fn download(t: &Ctx, url: &str) -> Result<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match t.get(url).await {
+            Ok(resp) if resp.status() == 200 => {
+                return Ok(resp
+                    .bytes()
+                    .await
+                    .with_context(|| format!("GET {url}: reading the body"))?
+                    .to_vec())
+            }
+            Ok(resp) => ensure!(
+                resp.status().as_u16() >= 500,
+                "GET {url}: status {}",
+                resp.status()
+            ),
+            Err(_) => {}
+        }
+        ensure!(Instant::now() < deadline, "GET {url}: no 200 within 20s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The upload at `url` holds exactly `data[..offset]`.
+async fn check_prefix(t: &Ctx, url: &str, data: &[u8], offset: usize) -> Result<()> {
+    let body = download(t, url).await?;
+    ensure!(
+        body.len() == offset,
+        "GET {url}: {} bytes, but HEAD said {offset}",
+        body.len()
+    );
+    if let Some(at) = body.iter().zip(data).position(|(a, b)| a != b) {
+        bail!("GET {url}: byte {at} differs from what was sent (offset {offset})");
+    }
+    Ok(())
+}
+
+/// The upload at `url` is complete and byte-identical to `data`.
+async fn check_exact(t: &Ctx, url: &str, data: &[u8]) -> Result<()> {
+    let body = download(t, url).await?;
+    ensure!(
+        body.len() == data.len() && sha256_hex(&body) == sha256_hex(data),
+        "GET {url}: {} bytes with sha256 {}, expected {} bytes with sha256 {}",
+        body.len(),
+        sha256_hex(&body),
+        data.len(),
+        sha256_hex(data)
+    );
+    Ok(())
+}
+
+/// kill -9 of the node serving a PATCH mid-body, twice (once while the client pauses, once
+/// while it is still writing), each time resuming through the balancer: the acknowledged
+/// prefix survives, nothing unsent appears, the upload finishes exact on the nodes left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_patch_then_resume_through_balancer() -> Result<()> {
+    let mut cluster = start_cluster(Balancer::Nginx, &["--lease-ttl", "2s"]).await?;
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    let data = random_bytes(24 * MIB + 777);
+    let url = t.create(data.len() as u64).await?;
+    let mut acknowledged = t.patch_ok(&url, 0, data[..MIB + 1].to_vec()).await? as usize;
+
+    for (round, victim) in [(1, 1usize), (2, 2usize)] {
+        let start = acknowledged;
+        let direct = cluster.at_node(victim, &url)?;
+        let mut patch = RawPatch::open(&direct, start, data.len() - start).await?;
+        let counter = patch.sent.clone();
+        let want = 5 * MIB + 12_345;
+        if round == 1 {
+            // 5 MiB, then a pause long enough for the node to read it all, then kill -9.
+            patch
+                .send(
+                    &data[start..start + want],
+                    256 * 1024,
+                    Duration::from_millis(10),
+                )
+                .await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cluster.nodes[victim].kill9().await?;
+            drop(patch);
+        } else {
+            // Keep writing while the node is killed under the client.
+            let body = data[start..].to_vec();
+            let writer = tokio::spawn(async move {
+                let _ = patch.send(&body, 64 * 1024, Duration::from_millis(2)).await;
+            });
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while (counter.load(Ordering::SeqCst) as usize) < want {
+                ensure!(
+                    Instant::now() < deadline,
+                    "could not send {want} bytes in 30s"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            cluster.nodes[victim].kill9().await?;
+            tokio::time::timeout(Duration::from_secs(30), writer)
+                .await
+                .context("the writer did not notice the killed node")??;
+        }
+        let sent = counter.load(Ordering::SeqCst) as usize;
+        let mut seen = Seen::default();
+        let offset = head_offset(
+            &t,
+            &url,
+            Instant::now() + Duration::from_secs(20),
+            &mut seen,
+        )
+        .await
+        .with_context(|| format!("round {round}: HEAD through the balancer"))?;
+        ensure!(
+            offset >= start && offset <= start + sent,
+            "round {round}: after kill -9 of node {victim} the offset is {offset}; expected \
+             between the acknowledged {start} and the {} bytes sent",
+            start + sent
+        );
+        check_prefix(&t, &url, &data, offset)
+            .await
+            .with_context(|| format!("round {round}: after kill -9 of node {victim}"))?;
+        eprintln!(
+            "round {round}: node {victim} killed after {sent} bytes of {start}..; offset now \
+             {offset}; HEAD saw {seen:?}"
+        );
+        // Some progress through the balancer before the next round (the dead node's lease
+        // runs out first: 423 meanwhile).
+        let next = (offset + 2 * MIB + 3).min(data.len());
+        let seen = upload_resiliently(
+            &t,
+            &url,
+            &data[..next],
+            MIB,
+            Duration::ZERO,
+            Duration::from_secs(30),
+        )
+        .await
+        .with_context(|| format!("round {round}: resuming through the balancer"))?;
+        eprintln!("round {round}: resumed to {next}, saw {seen:?}");
+        acknowledged = next;
+    }
+
+    let seen = upload_resiliently(
+        &t,
+        &url,
+        &data,
+        4 * MIB,
+        Duration::ZERO,
+        Duration::from_secs(40),
+    )
+    .await?;
+    eprintln!("finished through the balancer, saw {seen:?}");
+    check_exact(&t, &url, &data).await?;
+    // The node left answers the same bytes directly.
+    let direct = Ctx::for_endpoint(&cluster.nodes[0].endpoint)?;
+    check_exact(&direct, &cluster.at_node(0, &url)?, &data).await?;
+    // The records live in Redis under the cluster's prefix.
+    let keys = cluster.redis()?.keys("tusk-test-*").await?;
+    ensure!(
+        !keys.is_empty(),
+        "no key under the cluster's --redis-prefix in Redis: are the nodes using it?"
+    );
+    Ok(())
+}
+
+/// The zombie: SIGSTOP the node serving a PATCH until its lease expired, finish the upload
+/// through another node, SIGCONT the stopped node and let its request finish. Its commit is
+/// refused, the final bytes are exactly the client's, and nothing acknowledged changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zombie_writer_cannot_commit_after_losing_its_lease() -> Result<()> {
+    let cluster = start_cluster(Balancer::Nginx, &["--lease-ttl", "2s"]).await?;
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    let data = random_bytes(8 * MIB + 5);
+    let zombie_data = random_bytes(data.len());
+    let url = t.create(data.len() as u64).await?;
+    let acknowledged = t.patch_ok(&url, 0, data[..MIB].to_vec()).await? as usize;
+
+    // Node 1 gets a slow PATCH of *different* bytes (so any of them showing up is visible).
+    let zombie = 1;
+    let mut patch = RawPatch::open(
+        &cluster.at_node(zombie, &url)?,
+        acknowledged,
+        data.len() - acknowledged,
+    )
+    .await?;
+    let first = 2 * MIB;
+    patch
+        .send(
+            &zombie_data[acknowledged..acknowledged + first],
+            64 * 1024,
+            Duration::from_millis(5),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.nodes[zombie].signal("STOP")?;
+    eprintln!("node {zombie} stopped after {first} bytes of its PATCH");
+    // Past the 2s lease.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+
+    // Node 2 resumes and finishes the upload with the client's real bytes.
+    let other = Ctx::for_endpoint(&cluster.nodes[2].endpoint)?;
+    let other_url = cluster.at_node(2, &url)?;
+    let mut seen = Seen::default();
+    let offset = head_offset(
+        &other,
+        &other_url,
+        Instant::now() + Duration::from_secs(10),
+        &mut seen,
+    )
+    .await?;
+    ensure!(
+        offset == acknowledged,
+        "with node {zombie} stopped mid-PATCH, node 2 says offset {offset}; expected the \
+         acknowledged {acknowledged} (the stopped node cannot have committed)"
+    );
+    let seen = upload_resiliently(
+        &other,
+        &other_url,
+        &data,
+        2 * MIB,
+        Duration::ZERO,
+        Duration::from_secs(20),
+    )
+    .await
+    .context("finishing the upload on node 2 while node 1 is stopped")?;
+    eprintln!("node 2 finished the upload, saw {seen:?}");
+    check_exact(&other, &other_url, &data).await?;
+    let before = download(&t, &url).await?;
+
+    // Wake the zombie and let its request run to the end.
+    cluster.nodes[zombie].signal("CONT")?;
+    let rest = zombie_data[acknowledged + first..].to_vec();
+    let writer = async {
+        // The node may stop reading (lease lost): a failed write is fine.
+        let _ = patch.send(&rest, 64 * 1024, Duration::from_millis(1)).await;
+        patch.response(Duration::from_secs(30)).await
+    };
+    let response = writer.await.context("the resumed zombie's response")?;
+    eprintln!(
+        "zombie node {zombie} answered: {:?}",
+        response.as_ref().map(|(s, h)| (s, h.lines().next()))
+    );
+    if let Some((status, head)) = &response {
+        ensure!(
+            !(200..300).contains(status),
+            "DESIGN (fencing): the zombie node's PATCH, whose lease expired while it was \
+             stopped, must not commit; it answered {status}:\n{head}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Nothing changed, whichever node answers.
+    for (name, ctx, u) in [
+        ("the balancer", &t, url.clone()),
+        (
+            "the zombie node",
+            &Ctx::for_endpoint(&cluster.nodes[zombie].endpoint)?,
+            cluster.at_node(zombie, &url)?,
+        ),
+        ("node 2", &other, other_url.clone()),
+    ] {
+        let after = download(ctx, &u).await?;
+        ensure!(
+            after == before,
+            "DESIGN (fencing): after SIGCONT of the zombie, GET via {name} returns {} bytes \
+             (sha256 {}), before it returned {} bytes (sha256 {})",
+            after.len(),
+            sha256_hex(&after),
+            before.len(),
+            sha256_hex(&before)
+        );
+        ensure!(
+            ctx.offset(&u).await? as usize == data.len(),
+            "HEAD via {name} after SIGCONT"
+        );
+    }
+    check_exact(&t, &url, &data).await
+}
+
+/// A body sent in `piece`-sized chunks with a pause between them.
+fn slow_body(data: Vec<u8>, piece: usize, pause: Duration) -> reqwest::Body {
+    let chunks: Vec<Vec<u8>> = data.chunks(piece).map(<[u8]>::to_vec).collect();
+    let stream = futures_util::stream::iter(chunks).then(move |c| async move {
+        tokio::time::sleep(pause).await;
+        Ok::<_, std::io::Error>(c)
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Two clients PATCH the same upload at the same offset at once, through different nodes,
+/// round after round: each gets 204, 409 or 423; at most one of them moves the offset; the
+/// committed bytes are always a prefix of the data; the result is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_patch_one_upload_through_different_nodes() -> Result<()> {
+    let cluster = start_cluster(Balancer::Nginx, &[]).await?;
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    let data = random_bytes(6 * MIB + 321);
+    let url = t.create(data.len() as u64).await?;
+    let clients = [
+        (
+            Ctx::for_endpoint(&cluster.nodes[0].endpoint)?,
+            cluster.at_node(0, &url)?,
+        ),
+        (
+            Ctx::for_endpoint(&cluster.nodes[1].endpoint)?,
+            cluster.at_node(1, &url)?,
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut rounds = 0;
+    loop {
+        let offset = t.offset(&url).await? as usize;
+        if offset == data.len() {
+            break;
+        }
+        rounds += 1;
+        ensure!(
+            Instant::now() < deadline && rounds <= 30,
+            "not finished after {rounds} rounds (offset {offset})"
+        );
+        // At most 2 MiB per round, at ~12 MiB/s each, the second starting 100 ms later.
+        let end = (offset + 2 * MIB).min(data.len());
+        let send = |i: usize| {
+            let (ctx, u) = &clients[i];
+            let body = data[offset..end].to_vec();
+            let len = body.len();
+            let delay = Duration::from_millis(100 * i as u64);
+            async move {
+                tokio::time::sleep(delay).await;
+                ctx.tus(Method::PATCH, u)
+                    .header("Content-Type", OFFSET_OCTET_STREAM)
+                    .header("Upload-Offset", offset.to_string())
+                    .header("Content-Length", len.to_string())
+                    .body(slow_body(body, 64 * 1024, Duration::from_millis(5)))
+                    .send()
+                    .await
+            }
+        };
+        let (a, b) = tokio::join!(send(0), send(1));
+        let mut advanced = Vec::new();
+        let mut outcome = Vec::new();
+        for (name, r) in [("node 0", a), ("node 1", b)] {
+            let resp = r.with_context(|| {
+                format!("round {rounds}: the PATCH through {name} got no HTTP response")
+            })?;
+            let status = resp.status().as_u16();
+            outcome.push(format!(
+                "{name}: {status} {:?}",
+                header(&resp, "Upload-Offset")
+            ));
+            ensure!(
+                matches!(status, 204 | 409 | 423),
+                "round {rounds}: concurrent PATCH through {name} answered {status}; expected \
+                 204, 409 or 423"
+            );
+            if status == 423 {
+                ensure!(
+                    header(&resp, "Retry-After").is_some(),
+                    "423 without Retry-After"
+                );
+            }
+            if status == 204 {
+                let new = header_u64(&resp, "Upload-Offset", "PATCH 204 Upload-Offset")? as usize;
+                ensure!(
+                    new >= offset && new <= end,
+                    "round {rounds}: {name} 204 with Upload-Offset {new} outside {offset}..={end}"
+                );
+                if new > offset {
+                    advanced.push((name, new));
+                }
+            }
+        }
+        eprintln!("round {rounds} at {offset}: {}", outcome.join(", "));
+        ensure!(
+            advanced.len() <= 1,
+            "DESIGN (one writer per offset): both writers committed from offset {offset}: \
+             {advanced:?}"
+        );
+        let now = t.offset(&url).await? as usize;
+        ensure!(
+            now >= offset && now <= end,
+            "round {rounds}: offset {now} after PATCHes of {offset}..{end}"
+        );
+        if let Some((_, new)) = advanced.first() {
+            ensure!(
+                now == *new,
+                "round {rounds}: acknowledged {new}, HEAD says {now}"
+            );
+        }
+        check_prefix(&t, &url, &data, now).await?;
+    }
+    check_exact(&t, &url, &data).await
+}
+
+/// Redis killed (kill -9) and started again on the same port and AOF while three clients
+/// upload through the balancer: clients see 503 with Retry-After meanwhile, /readyz fails
+/// while Redis is down and recovers, every upload finishes exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_during_uploads() -> Result<()> {
+    let mut cluster = start_cluster(Balancer::Nginx, &[]).await?;
+    let admin: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.admin
+                .clone()
+                .context("the node printed no `admin on` line (is --admin-port supported?)")
+        })
+        .collect::<Result<_>>()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let ready = |i: usize| {
+        let url = format!("{}readyz", admin[i]);
+        let http = http.clone();
+        async move { http.get(&url).send().await.map(|r| r.status().as_u16()) }
+    };
+    for (i, base) in admin.iter().enumerate() {
+        ensure!(
+            ready(i).await.context("/readyz")? == 200,
+            "node {i}: /readyz before the Redis restart"
+        );
+        let health = http.get(format!("{base}healthz")).send().await?;
+        ensure!(health.status() == 200, "node {i}: /healthz");
+    }
+
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    let mut uploads = Vec::new();
+    for _ in 0..3 {
+        let data = random_bytes(8 * MIB + 99);
+        let url = t.create(data.len() as u64).await?;
+        uploads.push((url, data));
+    }
+    let mut tasks = Vec::new();
+    for (url, data) in uploads.clone() {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            upload_resiliently(
+                &t,
+                &url,
+                &data,
+                128 * 1024,
+                Duration::from_millis(40),
+                Duration::from_secs(50),
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let offsets_before: Vec<usize> = {
+        let mut v = Vec::new();
+        for (url, _) in &uploads {
+            v.push(t.offset(url).await? as usize);
+        }
+        v
+    };
+    cluster.redis()?.kill9().await?;
+    let down_at = Instant::now();
+    eprintln!("redis killed; upload offsets then: {offsets_before:?}");
+
+    // /readyz fails on every node while Redis is down.
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match ready(i).await {
+                Ok(200) => {}
+                Ok(_) | Err(_) => break,
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "node {i}: /readyz still answers 200 10s after Redis was killed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // A request that needs Redis answers 503 with Retry-After.
+    let resp = t.head(&uploads[0].0).await?;
+    ensure!(
+        resp.status() == 503,
+        "HEAD through the balancer while Redis is down: expected 503, got {}",
+        resp.status()
+    );
+    ensure!(
+        header(&resp, "Retry-After").is_some(),
+        "503 while Redis is down must carry Retry-After"
+    );
+    let resp = t.patch(&uploads[0].0, 0, b"x".to_vec()).await?;
+    ensure!(
+        resp.status() == 503 && header(&resp, "Retry-After").is_some(),
+        "PATCH while Redis is down: expected 503 with Retry-After, got {} {:?}",
+        resp.status(),
+        header(&resp, "Retry-After")
+    );
+    let wait = Duration::from_secs(2).saturating_sub(down_at.elapsed());
+    tokio::time::sleep(wait).await;
+
+    cluster.redis()?.start_again().await?;
+    eprintln!("redis started again after {:?}", down_at.elapsed());
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !matches!(ready(i).await, Ok(200)) {
+            ensure!(
+                Instant::now() < deadline,
+                "node {i}: /readyz not 200 within 20s of Redis being back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let mut total_503 = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        let seen = task.await.context("uploader task")??;
+        eprintln!(
+            "upload {i}: 503 x{}, other statuses {:?}, transport errors {}",
+            seen.count(503),
+            seen.statuses
+                .iter()
+                .filter(|s| !matches!(**s, 204 | 503))
+                .collect::<Vec<_>>(),
+            seen.transport_errors
+        );
+        ensure!(
+            seen.missing_retry_after.is_empty(),
+            "upload {i}: responses without Retry-After: {:?}",
+            seen.missing_retry_after
+        );
+        total_503 += seen.count(503);
+    }
+    ensure!(total_503 > 0, "no uploader saw a 503 while Redis was down");
+    for (i, (url, data)) in uploads.iter().enumerate() {
+        check_exact(&t, url, data)
+            .await
+            .with_context(|| format!("upload {i} after the Redis restart"))?;
+    }
+    Ok(())
+}
+
+/// HAProxy (deploy/haproxy.cfg) in front of three nodes: a set of conformance cases and a
+/// chunked upload through it, and round-robin really reaches every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_in_front_of_three_nodes() -> Result<()> {
+    use tusk_tests::conformance::cases;
+    let cluster = start_cluster(Balancer::Haproxy, &[]).await?;
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    cases::creation_basic(t.clone())
+        .await
+        .context("creation_basic")?;
+    cases::patch_chunks_roundtrip(t.clone())
+        .await
+        .context("patch_chunks_roundtrip")?;
+    cases::creation_with_upload(t.clone())
+        .await
+        .context("creation_with_upload")?;
+    cases::concatenation_final(t.clone())
+        .await
+        .context("concatenation_final")?;
+    cases::get_range(t.clone()).await.context("get_range")?;
+    cases::location_ignores_forwarded_without_flag(t.clone())
+        .await
+        .context("location_ignores_forwarded_without_flag (the balancer sets them)")?;
+    cases::concurrent_patches_are_consistent(t.clone())
+        .await
+        .context("concurrent_patches_are_consistent")?;
+    cases::disconnect_commits_received_bytes(t.clone())
+        .await
+        .context("disconnect_commits_received_bytes")?;
+
+    let data = random_bytes(3 * MIB + 17);
+    let url = t.create(data.len() as u64).await?;
+    let mut offset = 0;
+    for chunk in data.chunks(256 * 1024) {
+        offset = t.patch_ok(&url, offset, chunk.to_vec()).await?;
+    }
+    check_exact(&t, &url, &data).await?;
+    let log = cluster.lb.access_log();
+    for i in 1..=3 {
+        ensure!(
+            log.contains(&format!("tusk/tusk{i} ")),
+            "HAProxy's log shows no request to tusk{i}: round-robin should reach every node; \
+             log:\n{log}"
+        );
+    }
+    Ok(())
+}
