@@ -111,34 +111,19 @@ async fn smoke(balancer: Balancer) -> Result<()> {
         .await
         .with_context(|| format!("starting {}", deployment.name()))?;
     let t = Ctx::for_endpoint(running.endpoint())?;
-    cases::options_advertises_capabilities(t.clone())
-        .await
-        .context("options_advertises_capabilities")?;
-    cases::creation_basic(t.clone())
-        .await
-        .context("creation_basic")?;
-    cases::patch_chunks_roundtrip(t.clone())
-        .await
-        .context("patch_chunks_roundtrip")?;
-    cases::creation_with_upload(t.clone())
-        .await
-        .context("creation_with_upload")?;
-    cases::get_range(t.clone()).await.context("get_range")?;
-    cases::hostile_ids_are_4xx(t.clone())
-        .await
-        .context("hostile_ids_are_4xx")?;
-    cases::location_ignores_forwarded_without_flag(t.clone())
-        .await
-        .context("location_ignores_forwarded_without_flag (the balancer sets them)")?;
-    cases::concurrent_patches_are_consistent(t.clone())
-        .await
-        .context("concurrent_patches_are_consistent")?;
-    cases::disconnect_commits_received_bytes(t.clone())
-        .await
-        .context("disconnect_commits_received_bytes")?;
-    cases::get_does_not_wait_for_writer(t.clone())
-        .await
-        .context("get_does_not_wait_for_writer")?;
+    tusk_tests::run_cases!(
+        t,
+        options_advertises_capabilities,
+        creation_basic,
+        patch_chunks_roundtrip,
+        creation_with_upload,
+        get_range,
+        hostile_ids_are_4xx,
+        location_ignores_forwarded_without_flag,
+        concurrent_patches_are_consistent,
+        disconnect_commits_received_bytes,
+        get_does_not_wait_for_writer,
+    );
     Ok(())
 }
 

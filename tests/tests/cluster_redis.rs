@@ -783,31 +783,19 @@ async fn redis_restart_during_uploads() -> Result<()> {
 /// chunked upload through it, and round-robin really reaches every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_in_front_of_three_nodes() -> Result<()> {
-    use tusk_tests::conformance::cases;
     let cluster = start_cluster(Balancer::Haproxy, &[]).await?;
     let t = Ctx::for_endpoint(&cluster.endpoint)?;
-    cases::creation_basic(t.clone())
-        .await
-        .context("creation_basic")?;
-    cases::patch_chunks_roundtrip(t.clone())
-        .await
-        .context("patch_chunks_roundtrip")?;
-    cases::creation_with_upload(t.clone())
-        .await
-        .context("creation_with_upload")?;
-    cases::concatenation_final(t.clone())
-        .await
-        .context("concatenation_final")?;
-    cases::get_range(t.clone()).await.context("get_range")?;
-    cases::location_ignores_forwarded_without_flag(t.clone())
-        .await
-        .context("location_ignores_forwarded_without_flag (the balancer sets them)")?;
-    cases::concurrent_patches_are_consistent(t.clone())
-        .await
-        .context("concurrent_patches_are_consistent")?;
-    cases::disconnect_commits_received_bytes(t.clone())
-        .await
-        .context("disconnect_commits_received_bytes")?;
+    tusk_tests::run_cases!(
+        t,
+        creation_basic,
+        patch_chunks_roundtrip,
+        creation_with_upload,
+        concatenation_final,
+        get_range,
+        location_ignores_forwarded_without_flag,
+        concurrent_patches_are_consistent,
+        disconnect_commits_received_bytes,
+    );
 
     let data = random_bytes(3 * MIB + 17);
     let url = t.create(data.len() as u64).await?;

@@ -14,6 +14,8 @@
 //! reserve nor commit. A request that finds the lease taken publishes the upload ID on the
 //! `release` channel; the node holding it asks its writer to stop, commit, and let go.
 
+mod connection;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,6 +23,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
+
+use crate::connection::Connection;
+pub use crate::connection::SentinelSettings;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -40,6 +45,12 @@ pub struct RedisSettings {
     pub lease_ttl: Duration,
     /// Time allowed for one Redis call before the request answers 503.
     pub timeout: Duration,
+    /// Find the master through Redis Sentinel (and follow failovers) instead of `url`'s
+    /// address; `url` still gives credentials, database and TLS.
+    pub sentinel: Option<SentinelSettings>,
+    /// After each change, wait until this many replicas have it (Redis `WAIT`), so that a
+    /// failover to one of them cannot forget an acknowledged commit. 0: do not wait.
+    pub wait_replicas: u32,
 }
 
 /// The immutable part of a record, stored as JSON.
@@ -67,7 +78,7 @@ struct Scripts {
 type LocalLeases = Mutex<HashMap<String, (u64, watch::Sender<bool>)>>;
 
 pub struct RedisCoordinator {
-    conn: ConnectionManager,
+    connection: Arc<Connection>,
     settings: RedisSettings,
     scripts: Scripts,
     local: Arc<LocalLeases>,
@@ -90,19 +101,10 @@ fn ms(d: Duration) -> u64 {
 impl RedisCoordinator {
     /// Connects to Redis and starts listening for release requests.
     pub async fn connect(settings: RedisSettings) -> Result<Arc<Self>, CoordError> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| CoordError::Unavailable(format!("invalid redis url: {e}")))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(unavailable)?;
+        let connection =
+            Connection::open(&settings.url, settings.sentinel.clone(), settings.timeout).await?;
         let coordinator = Arc::new(Self {
-            conn,
+            connection: connection.clone(),
             scripts: Scripts {
                 create: Script::new(include_str!("lua/create.lua")),
                 acquire: Script::new(include_str!("lua/acquire.lua")),
@@ -119,7 +121,7 @@ impl RedisCoordinator {
             settings,
         });
         tokio::spawn(listen_for_release_requests(
-            client,
+            Arc::downgrade(&connection),
             coordinator.key("release"),
             Arc::downgrade(&coordinator.local),
         ));
@@ -132,7 +134,29 @@ impl RedisCoordinator {
     }
 
     fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.connection.manager()
+    }
+
+    /// With `wait_replicas`, waits until that many replicas have every change made so far
+    /// on this connection; a change not replicated in time is reported unavailable.
+    async fn replicated(&self) -> Result<(), CoordError> {
+        if self.settings.wait_replicas == 0 {
+            return Ok(());
+        }
+        // Half the call timeout, so that WAIT answers before the connection gives up.
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(self.settings.wait_replicas)
+            .arg(ms(self.settings.timeout / 2))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if acked < i64::from(self.settings.wait_replicas) {
+            return Err(CoordError::Unavailable(format!(
+                "only {acked} of {} redis replicas acknowledged",
+                self.settings.wait_replicas
+            )));
+        }
+        Ok(())
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, watch::Sender<bool>)>> {
@@ -225,14 +249,14 @@ fn parse_record(
 /// Routes release requests published by any node to the writers of this node's leases.
 /// Reconnects on its own; while disconnected, waiting requests fall back to the lease TTL.
 async fn listen_for_release_requests(
-    client: redis::Client,
+    connection: std::sync::Weak<Connection>,
     channel: String,
     local: std::sync::Weak<LocalLeases>,
 ) {
     loop {
-        if local.strong_count() == 0 {
+        let Some(client) = connection.upgrade().map(|c| c.client()) else {
             return;
-        }
+        };
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
                 if let Err(error) = pubsub.subscribe(&channel).await {
@@ -285,7 +309,7 @@ impl Coordinator for RedisCoordinator {
             .await
             .map_err(unavailable)?;
         if created == 1 {
-            Ok(())
+            self.replicated().await
         } else {
             Err(CoordError::AlreadyExists)
         }
@@ -422,7 +446,7 @@ impl Coordinator for RedisCoordinator {
             other => return Err(corrupt(format!("commit answered {other:?}"))),
         };
         match code {
-            1 => Ok(()),
+            1 => self.replicated().await,
             -1 => Err(CoordError::LeaseLost),
             _ => {
                 let found = match answer.get(1) {
@@ -446,13 +470,15 @@ impl Coordinator for RedisCoordinator {
             purge_at.to_string(),
             lease.upload_id.clone(),
         ];
-        self.fenced(&self.scripts.mark_gone, &keys, &args).await
+        self.fenced(&self.scripts.mark_gone, &keys, &args).await?;
+        self.replicated().await
     }
 
     async fn purge(&self, lease: &Lease) -> Result<(), CoordError> {
         let keys = self.upload_keys(&lease.upload_id);
         let args = [lease.token.to_string(), lease.upload_id.clone()];
-        self.fenced(&self.scripts.purge, &keys, &args).await
+        self.fenced(&self.scripts.purge, &keys, &args).await?;
+        self.replicated().await
     }
 
     async fn release(&self, lease: Lease) -> Result<(), CoordError> {

@@ -15,22 +15,36 @@ struct Redis {
     _dir: tempfile::TempDir,
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 impl Redis {
     fn start() -> Redis {
+        Self::start_with(&[])
+    }
+
+    /// A redis-server with extra arguments. `--sentinel` followed by configuration lines
+    /// starts a Sentinel with those lines as its (writable) configuration file.
+    fn start_with(extra: &[String]) -> Redis {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+        let port = free_port();
+        let mut command = std::process::Command::new("redis-server");
+        match extra.split_first() {
+            Some((first, lines)) if first == "--sentinel" => {
+                let config = dir.path().join("sentinel.conf");
+                std::fs::write(&config, lines.join("\n") + "\n").expect("sentinel.conf");
+                command.arg(&config).arg("--sentinel");
+            }
+            _ => {
+                command.args(["--save", ""]).args(extra);
+            }
+        }
+        let child = command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -58,9 +72,20 @@ impl Redis {
             prefix: "test:".into(),
             lease_ttl,
             timeout: Duration::from_millis(500),
+            sentinel: None,
+            wait_replicas: 0,
         })
         .await
         .expect("connect")
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
     }
 }
 
@@ -244,4 +269,125 @@ async fn redis_down_is_unavailable_not_an_error_of_the_upload() {
         "{result:?}"
     );
     assert!(matches!(node.ping().await, Err(CoordError::Unavailable(_))));
+}
+
+/// With Sentinel, the coordinator finds the master, follows a failover to the replica, and
+/// (waiting for one replica on every change) loses no acknowledged commit in it.
+#[tokio::test]
+async fn a_sentinel_failover_keeps_every_acknowledged_commit() {
+    let master = Redis::start();
+    let replica = Redis::start_with(&[
+        "--replicaof".into(),
+        "127.0.0.1".into(),
+        master.port.to_string(),
+    ]);
+    let sentinel = Redis::start_with(&[
+        "--sentinel".into(),
+        format!("sentinel monitor mymaster 127.0.0.1 {} 1", master.port),
+        "sentinel down-after-milliseconds mymaster 1000".into(),
+        "sentinel failover-timeout mymaster 5000".into(),
+    ]);
+    // The replica has synced, and the sentinel learned about it from the master's INFO.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !replica
+        .cli(&["info", "replication"])
+        .contains("master_link_status:up")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while !sentinel
+        .cli(&["sentinel", "replicas", "mymaster"])
+        .contains(&replica.port.to_string())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sentinel never saw the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let node = RedisCoordinator::connect(RedisSettings {
+        url: "redis://127.0.0.1:1/".into(), // only credentials, database and TLS count
+        prefix: "test:".into(),
+        lease_ttl: Duration::from_secs(30),
+        timeout: Duration::from_millis(500),
+        sentinel: Some(tusk_coord_redis::SentinelSettings {
+            sentinels: vec![format!("redis://127.0.0.1:{}/", sentinel.port)],
+            master: "mymaster".into(),
+        }),
+        wait_replicas: 1,
+    })
+    .await
+    .expect("connect through the sentinel");
+    let id = "EEEEEEEEEEEEEEEEEEEEEEEE";
+    node.create(&record(id, 10)).await.expect("create");
+    let lease = node.acquire(id, Duration::ZERO).await.expect("lease");
+    let target = node.reserve(&lease).await.expect("reserve");
+    node.commit(&lease, &commit(0, target, 4))
+        .await
+        .expect("commit");
+    node.release(lease).await.expect("release");
+
+    assert!(sentinel
+        .cli(&["sentinel", "failover", "mymaster"])
+        .contains("OK"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let moved = sentinel
+            .cli(&["sentinel", "get-master-addr-by-name", "mymaster"])
+            .contains(&replica.port.to_string());
+        if moved {
+            if let Ok(Some(found)) = node.load(id).await {
+                assert_eq!(
+                    found.offset, 4,
+                    "the acknowledged commit survived the failover"
+                );
+                if replica.cli(&["role"]).starts_with("master") {
+                    break;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failover within 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The old master rejoins as a replica of the new one; until it has, a change cannot be
+    // acknowledged (it answers unavailable, and clients retry).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !replica
+        .cli(&["info", "replication"])
+        .contains("state=online")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old master never rejoined"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Writes go to the new master once the coordinator has followed it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lease = node.acquire(id, Duration::ZERO).await;
+        if let Ok(lease) = lease {
+            let target = node.reserve(&lease).await.expect("reserve");
+            node.commit(&lease, &commit(4, target, 6))
+                .await
+                .expect("commit after failover");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no writes after the failover: {:?}",
+            lease.err()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(replica
+        .cli(&["hget", "test:{t}:up:EEEEEEEEEEEEEEEEEEEEEEEE", "offset"])
+        .contains("10"));
 }

@@ -106,6 +106,14 @@ async fn new_engine(dir: &std::path::Path, config: EngineConfig) -> (Arc<Engine>
     )
 }
 
+async fn create(engine: &Engine, length: u64) -> String {
+    let upload = CreateUpload {
+        length: Some(length),
+        ..Default::default()
+    };
+    engine.create(upload).await.expect("create").id
+}
+
 fn patch_at(offset: u64) -> PatchRequest {
     PatchRequest {
         offset,
@@ -189,14 +197,7 @@ async fn a_second_patch_makes_the_first_commit_what_it_has() {
         ..Default::default()
     };
     let (engine, _) = new_engine(dir.path(), config).await;
-    let id = engine
-        .create(CreateUpload {
-            length: Some(100),
-            ..Default::default()
-        })
-        .await
-        .expect("create")
-        .id;
+    let id = create(&engine, 100).await;
     // The first body sends 5 bytes and then stalls, like a client on a dead link.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
     tx.send(Ok(Bytes::from_static(b"hello")))
@@ -239,14 +240,7 @@ async fn a_second_patch_makes_the_first_commit_what_it_has() {
 async fn a_checksum_mismatch_commits_nothing_and_leaves_no_target() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (engine, storage) = new_engine(dir.path(), EngineConfig::default()).await;
-    let id = engine
-        .create(CreateUpload {
-            length: Some(5),
-            ..Default::default()
-        })
-        .await
-        .expect("create")
-        .id;
+    let id = create(&engine, 5).await;
     let wrong = tusk_protocol::parse_checksum("sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=").expect("header");
     let request = PatchRequest {
         checksum: Some(wrong),
@@ -279,14 +273,7 @@ async fn a_checksum_mismatch_commits_nothing_and_leaves_no_target() {
 async fn a_body_past_the_length_commits_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (engine, _) = new_engine(dir.path(), EngineConfig::default()).await;
-    let id = engine
-        .create(CreateUpload {
-            length: Some(4),
-            ..Default::default()
-        })
-        .await
-        .expect("create")
-        .id;
+    let id = create(&engine, 4).await;
     let result = engine.patch(&id, patch_at(0), body(&[b"ab", b"cde"])).await;
     assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?}");
     assert_eq!(engine.view(&id).await.expect("view").record.offset, 0);
@@ -305,14 +292,7 @@ async fn records_and_tokens_survive_reopening_across_compactions() {
         let storage: Arc<dyn Storage> = Arc::new(MemStorage::default());
         let engine = Engine::new(storage, coord.clone(), EngineConfig::default());
         for i in 0..40u64 {
-            let id = engine
-                .create(CreateUpload {
-                    length: Some(100),
-                    ..Default::default()
-                })
-                .await
-                .expect("create")
-                .id;
+            let id = create(&engine, 100).await;
             let lease = coord.acquire(&id, Duration::ZERO).await.expect("lease");
             let target = coord.reserve(&lease).await.expect("reserve");
             let commit = Commit {
@@ -358,14 +338,7 @@ async fn a_torn_log_tail_is_cut_and_the_log_stays_usable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let id = {
         let (engine, _) = new_engine(dir.path(), EngineConfig::default()).await;
-        engine
-            .create(CreateUpload {
-                length: Some(7),
-                ..Default::default()
-            })
-            .await
-            .expect("create")
-            .id
+        create(&engine, 7).await
     };
     // A kill -9 in the middle of a frame leaves a partial frame at the end.
     let wal = std::fs::read_dir(dir.path())
@@ -379,14 +352,7 @@ async fn a_torn_log_tail_is_cut_and_the_log_stays_usable() {
     std::fs::write(&wal, bytes).expect("tear log");
     let (engine, _) = new_engine(dir.path(), EngineConfig::default()).await;
     assert_eq!(engine.view(&id).await.expect("view").record.length, Some(7));
-    let second = engine
-        .create(CreateUpload {
-            length: Some(1),
-            ..Default::default()
-        })
-        .await
-        .expect("create")
-        .id;
+    let second = create(&engine, 1).await;
     drop(engine);
     let (engine, _) = new_engine(dir.path(), EngineConfig::default()).await;
     assert!(
@@ -404,26 +370,12 @@ async fn the_sweeper_expires_idle_uploads_then_forgets_them() {
         ..Default::default()
     };
     let (engine, storage) = new_engine(dir.path(), config).await;
-    let idle = engine
-        .create(CreateUpload {
-            length: Some(10),
-            ..Default::default()
-        })
-        .await
-        .expect("create")
-        .id;
+    let idle = create(&engine, 10).await;
     engine
         .patch(&idle, patch_at(0), body(&[b"abc"]))
         .await
         .expect("patch");
-    let done = engine
-        .create(CreateUpload {
-            length: Some(2),
-            ..Default::default()
-        })
-        .await
-        .expect("create")
-        .id;
+    let done = create(&engine, 2).await;
     engine
         .patch(&done, patch_at(0), body(&[b"ok"]))
         .await

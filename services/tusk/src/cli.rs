@@ -249,6 +249,24 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
+        help: "Redis Sentinel addresses (comma-separated in the environment); when set, the master is found and followed through them.",
+        key: "coordinator.redis.sentinels",
+        default: "[]",
+    },
+    Flag {
+        flag: "",
+        help: "The master's name in the Sentinel configuration.",
+        key: "coordinator.redis.sentinel_master",
+        default: "mymaster",
+    },
+    Flag {
+        flag: "",
+        help: "Replicas that must have each change before it is acknowledged (Redis WAIT).",
+        key: "coordinator.redis.wait_replicas",
+        default: "0",
+    },
+    Flag {
+        flag: "",
         help: "Bytes gathered per disk write; one PATCH holds about three.",
         key: "storage.fs.write_window",
         default: "262144",

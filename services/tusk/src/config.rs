@@ -187,6 +187,14 @@ pub struct RedisConfig {
     /// Time allowed for one Redis call before the request answers 503. Default 2s.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Redis Sentinel addresses; when set, the master is found (and followed across
+    /// failovers) through them, and `url` only gives credentials, database and TLS.
+    pub sentinels: Vec<String>,
+    /// The master's name in the Sentinel configuration. Default `mymaster`.
+    pub sentinel_master: String,
+    /// After each change, wait for this many replicas to have it (Redis WAIT), so that a
+    /// failover cannot forget an acknowledged commit. Default 0.
+    pub wait_replicas: u32,
 }
 
 impl Default for RedisConfig {
@@ -195,6 +203,9 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379/".into(),
             prefix: "tusk:".into(),
             timeout: Duration::from_secs(2),
+            sentinels: Vec::new(),
+            sentinel_master: "mymaster".into(),
+            wait_replicas: 0,
         }
     }
 }

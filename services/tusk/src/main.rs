@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::FromArgMatches;
 use tokio::io::AsyncWriteExt;
-use tusk_coord_redis::{RedisCoordinator, RedisSettings};
+use tusk_coord_redis::{RedisCoordinator, RedisSettings, SentinelSettings};
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{Engine, EngineConfig};
 use tusk_http::{HttpConfig, ServeLimits};
@@ -49,7 +49,9 @@ fn load_config(flags: &ServeFlags) -> Result<Config> {
         ::config::Environment::with_prefix("TUSK")
             .prefix_separator("_")
             .separator("__")
-            .try_parsing(true),
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("coordinator.redis.sentinels"),
     );
     let text = |v: &Option<String>| v.clone();
     let overrides: [(&str, Option<::config::Value>); 20] = [
@@ -180,6 +182,11 @@ async fn serve(config: Config) -> Result<()> {
                 prefix: redis.prefix.clone(),
                 lease_ttl: config.coordinator.lease_ttl,
                 timeout: redis.timeout,
+                sentinel: (!redis.sentinels.is_empty()).then(|| SentinelSettings {
+                    sentinels: redis.sentinels.clone(),
+                    master: redis.sentinel_master.clone(),
+                }),
+                wait_replicas: redis.wait_replicas,
             })
             .await
             .context("connecting to Redis")?

@@ -99,6 +99,20 @@ where
 /// Each entry is `case_name [extra server args]`; the function of that name lives in
 /// [`conformance::cases`](crate::conformance::cases).
 #[macro_export]
+/// Runs the named cases one after another against `ctx`, each failure naming its case:
+/// `run_cases!(ctx, creation_basic, get_range)`.
+#[macro_export]
+macro_rules! run_cases {
+    ($ctx:expr, $($case:ident),+ $(,)?) => {{
+        use ::anyhow::Context as _;
+        $(
+            $crate::conformance::cases::$case($ctx.clone())
+                .await
+                .context(stringify!($case))?;
+        )+
+    }};
+}
+
 macro_rules! conformance_suite {
     ($backend:expr) => {
         $crate::conformance_suite!(@cases $backend;
