@@ -4,7 +4,7 @@
 
 use anyhow::{ensure, Context, Result};
 use tusk_tests::cluster::{render_config, require_binary, Balancer, RedisServer, SingleBehind};
-use tusk_tests::conformance::{cases, Ctx};
+use tusk_tests::conformance::Ctx;
 use tusk_tests::harness::{Deployment, FsEmbedded};
 
 /// Rendering changes only the upstream `server` lines, the listen address and file paths.

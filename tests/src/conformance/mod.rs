@@ -90,15 +90,6 @@ where
     })
 }
 
-/// Expands to one `#[tokio::test]` per conformance case, each against its own fresh
-/// deployment: a [`Backend`](crate::harness::Backend) value (one node), e.g.
-/// `tusk_tests::conformance_suite!(tusk_tests::harness::FsEmbedded);`, or any other
-/// [`Deployment`], e.g. a cluster behind a load balancer
-/// (`tusk_tests::conformance_suite!(tusk_tests::cluster::FS_REDIS_NGINX);`).
-///
-/// Each entry is `case_name [extra server args]`; the function of that name lives in
-/// [`conformance::cases`](crate::conformance::cases).
-#[macro_export]
 /// Runs the named cases one after another against `ctx`, each failure naming its case:
 /// `run_cases!(ctx, creation_basic, get_range)`.
 #[macro_export]
@@ -113,6 +104,15 @@ macro_rules! run_cases {
     }};
 }
 
+/// Expands to one `#[tokio::test]` per conformance case, each against its own fresh
+/// deployment: a [`Backend`](crate::harness::Backend) value (one node), e.g.
+/// `tusk_tests::conformance_suite!(tusk_tests::harness::FsEmbedded);`, or any other
+/// [`Deployment`], e.g. a cluster behind a load balancer
+/// (`tusk_tests::conformance_suite!(tusk_tests::cluster::FS_REDIS_NGINX);`).
+///
+/// Each entry is `case_name [extra server args]`; the function of that name lives in
+/// [`conformance::cases`](crate::conformance::cases).
+#[macro_export]
 macro_rules! conformance_suite {
     ($backend:expr) => {
         $crate::conformance_suite!(@cases $backend;
