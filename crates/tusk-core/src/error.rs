@@ -35,6 +35,9 @@ pub enum Error {
     LeaseLost,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A task of the engine ended without an answer (it panicked): a bug, reported as 500.
+    #[error("internal task failed: {0}")]
+    TaskFailed(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("coordinator: {0}")]

@@ -44,7 +44,9 @@ fn status_of(error: &Error) -> StatusCode {
             S::SERVICE_UNAVAILABLE
         }
         // Clients retry 5xx: a backend failure leaves the upload resumable.
-        Error::Storage(_) | Error::Coordinator(_) => S::INTERNAL_SERVER_ERROR,
+        Error::Storage(_) | Error::Coordinator(_) | Error::TaskFailed(_) => {
+            S::INTERNAL_SERVER_ERROR
+        }
     }
 }
 

@@ -285,7 +285,7 @@ async fn create(app: &AppState, request: Request) -> Result<Response> {
     );
     let (status, record, error) = match first_chunk {
         None => (StatusCode::CREATED, record, None),
-        Some(patch) => match app.engine.patch(&record.id, patch, incoming(body)).await {
+        Some(patch) => match patch_detached(app, &record.id, patch, body).await {
             Ok(r) => (StatusCode::CREATED, r, None),
             // The upload exists even when its first chunk failed; the client may resume it.
             Err(e) => (StatusCode::CREATED, record, Some(e)),
@@ -302,6 +302,23 @@ async fn create(app: &AppState, request: Request) -> Result<Response> {
     }
     expires(out, &record);
     Ok(response)
+}
+
+/// Runs a PATCH in its own task. hyper drops a request's future when its client goes
+/// away; the PATCH must still commit what arrived and release its lease, so it must not be
+/// that future.
+async fn patch_detached(
+    app: &AppState,
+    id: &str,
+    request: PatchRequest,
+    body: Body,
+) -> std::result::Result<UploadRecord, Error> {
+    let engine = app.engine.clone();
+    let id = id.to_string();
+    let body = incoming(body);
+    tokio::spawn(async move { engine.patch(&id, request, body).await })
+        .await
+        .unwrap_or_else(|e| Err(Error::TaskFailed(e.to_string())))
 }
 
 fn expires(headers: &mut HeaderMap, record: &UploadRecord) {
@@ -357,7 +374,7 @@ async fn patch(app: &AppState, id: &str, request: Request) -> Result<Response> {
         checksum: checksum(headers)?,
         content_length: content_length(headers)?,
     };
-    let record = app.engine.patch(id, request, incoming(body)).await?;
+    let record = patch_detached(app, id, request, body).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     let out = response.headers_mut();
     set(out, h::UPLOAD_OFFSET, record.offset);

@@ -46,8 +46,13 @@ start_server() { # name dir -> sets pid, url
 for scenario in ${scenarios//,/ }; do
   for run in $(seq "$repeat"); do
     for server in ${servers//,/ }; do
+      # Every run starts from the same state: nothing dirty in the page cache (the servers
+      # that do not fsync would otherwise leave their writeback to whoever runs next), and
+      # two seconds after the server first answers for it to finish starting up.
+      sync
       dir=$(mktemp -d /tmp/tusk-compare-data.XXXXXX)
       start_server "$server" "$dir"
+      sleep 2
       line=$("$tusk" bench --scenario "$scenario" "$url" 2>/dev/null) || line="{\"scenario\":\"$scenario\",\"error\":true}"
       rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
       kill "$pid" 2>/dev/null || true
