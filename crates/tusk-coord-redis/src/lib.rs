@@ -363,6 +363,7 @@ impl Coordinator for RedisCoordinator {
                         token,
                         release,
                         record,
+                        waited: asked_at.is_some(),
                     });
                 }
                 other => return Err(corrupt(format!("acquire answered {other:?}"))),

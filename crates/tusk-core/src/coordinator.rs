@@ -55,6 +55,8 @@ pub struct Lease {
     /// The upload's committed record when the lease was taken. While the lease is held
     /// only its holder commits, so the holder need not load the record again.
     pub record: UploadRecord,
+    /// Whether taking it meant waiting for another holder to let go.
+    pub waited: bool,
 }
 
 /// What a lease holder commits in one compare-and-set.

@@ -7,9 +7,10 @@ use futures_util::future::{select, Either};
 use tusk_protocol::{ChecksumHeader, ConcatRequest};
 
 use crate::body::{BodyEnd, BodyReader};
+use crate::observed::{ObservedCoordinator, ObservedStorage};
 use crate::{
     unix_now, ByteStream, Commit, ConcatKind, CoordError, Coordinator, Error, Hasher, IncomingBody,
-    Lease, Segment, Storage, UploadRecord, UploadState,
+    Lease, NoObserver, Observer, Segment, Storage, UploadRecord, UploadState,
 };
 
 /// Engine settings; the server binary fills them from its configuration.
@@ -87,6 +88,7 @@ pub struct Engine {
     config: EngineConfig,
     /// Set once on shutdown: streaming PATCHes stop reading and commit, new writes get 503.
     shutting_down: tokio::sync::watch::Sender<bool>,
+    observer: Arc<dyn Observer>,
 }
 
 /// Upload IDs carry 144 random bits: 18 bytes, 24 URL-safe base64 characters.
@@ -101,12 +103,33 @@ impl Engine {
         coord: Arc<dyn Coordinator>,
         config: EngineConfig,
     ) -> Self {
+        Self::observed(storage, coord, config, Arc::new(NoObserver))
+    }
+
+    /// An engine that reports to `observer`, timing every storage and coordinator call.
+    pub fn observed(
+        storage: Arc<dyn Storage>,
+        coord: Arc<dyn Coordinator>,
+        config: EngineConfig,
+        observer: Arc<dyn Observer>,
+    ) -> Self {
         Self {
-            storage,
-            coord,
+            storage: Arc::new(ObservedStorage {
+                inner: storage,
+                observer: observer.clone(),
+            }),
+            coord: Arc::new(ObservedCoordinator {
+                inner: coord,
+                observer: observer.clone(),
+            }),
             config,
             shutting_down: tokio::sync::watch::Sender::new(false),
+            observer,
         }
+    }
+
+    pub fn observer(&self) -> &Arc<dyn Observer> {
+        &self.observer
     }
 
     /// Starts a graceful shutdown: PATCHes in flight stop reading their bodies, commit what
@@ -199,6 +222,7 @@ impl Engine {
             segments: Vec::new(),
         };
         self.coord.create(&record).await?;
+        self.observer.upload_created();
         if record.is_final() {
             // Materialize at once when the partials are already finished.
             return Ok(self.view(&record.id).await?.record);
@@ -332,6 +356,7 @@ impl Engine {
                 expires_at: None,
             };
             self.coord.commit(&lease, &commit).await?;
+            self.observer.upload_finished();
             let mut assembled = current;
             assembled.apply_commit(&commit);
             Ok(assembled)
@@ -384,9 +409,11 @@ impl Engine {
                 got: request.offset,
             });
         }
+        let started = std::time::Instant::now();
         let mut lease = self.acquire(id).await?;
         let result = self.patch_under_lease(&mut lease, request, body).await;
         self.release(lease).await;
+        self.observer.patch_handled(started.elapsed());
         result
     }
 
@@ -450,6 +477,9 @@ impl Engine {
             }
         };
         let end = reader.end.unwrap_or(BodyEnd::Complete);
+        if end == BodyEnd::ReleaseRequested {
+            self.observer.release_honoured();
+        }
         let digest = reader.take_digest();
         drop(reader);
         tracing::debug!(upload_id = %lease.upload_id, written, ?end, "body stored");
@@ -495,7 +525,9 @@ impl Engine {
             Ok(()) => {
                 let mut record = record;
                 record.apply_commit(&commit);
+                self.observer.bytes_committed(written);
                 if record.is_finished() {
+                    self.observer.upload_finished();
                     self.remove_uncommitted_later(&record);
                 }
                 Ok(record)
@@ -565,6 +597,9 @@ impl Engine {
         let lease = self.acquire(id).await?;
         let result = self.remove_under_lease(&lease).await;
         self.release(lease).await;
+        if result.is_ok() {
+            self.observer.upload_terminated();
+        }
         result
     }
 
@@ -654,7 +689,11 @@ impl Engine {
                     continue;
                 }
             }
-            match self.sweep_once().await {
+            let swept = self.sweep_once().await;
+            if let Ok(r) = &swept {
+                self.observer.sweep(r.expired, r.purged);
+            }
+            match swept {
                 Ok(r) if r != SweepReport::default() => {
                     tracing::info!(
                         expired = r.expired,

@@ -14,6 +14,8 @@ mod coordinator;
 pub mod embedded;
 mod engine;
 mod error;
+mod observed;
+mod observer;
 mod record;
 mod storage;
 
@@ -22,5 +24,6 @@ pub use checksum::Hasher;
 pub use coordinator::{Commit, CoordError, Coordinator, Lease, ReleaseRequest};
 pub use engine::{CreateUpload, Engine, EngineConfig, PatchRequest, SweepReport, UploadView};
 pub use error::Error;
+pub use observer::{NoObserver, Observer};
 pub use record::{unix_now, ConcatKind, Segment, UploadRecord, UploadState, WriteTarget};
 pub use storage::{ByteStream, Chunks, Concatenation, Storage, StorageError};

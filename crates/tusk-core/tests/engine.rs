@@ -156,6 +156,7 @@ async fn a_writer_that_lost_its_lease_can_neither_reserve_nor_commit() {
         token: lease_a.token,
         release: tusk_core::ReleaseRequest::channel().1,
         record: lease_a.record.clone(),
+        waited: false,
     };
     coord.release(lease_a).await.expect("release");
     let current = coord

@@ -8,13 +8,28 @@ use axum::routing::get;
 use axum::Router;
 use tusk_core::Engine;
 
+/// Renders the metrics in the Prometheus text format.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// `/healthz`: the process serves requests. `/readyz`: it should get traffic: not draining,
-/// and its coordinator answers.
-pub fn admin_router(engine: Arc<Engine>) -> Router {
+/// and its coordinator answers. `/metrics`: Prometheus.
+pub fn admin_router(engine: Arc<Engine>, metrics: RenderMetrics) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(engine)
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics(),
+                    )
+                }
+            }),
+        )
 }
 
 async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {

@@ -18,6 +18,32 @@ impl<E: Into<Error>> From<E> for ApiError {
     }
 }
 
+/// A short, bounded name for an error, the `kind` label of the error metric.
+pub(crate) fn kind_of(error: &Error) -> &'static str {
+    match error {
+        Error::Protocol(ProtocolError::MissingTusResumable | ProtocolError::UnsupportedVersion) => {
+            "precondition_failed"
+        }
+        Error::Protocol(ProtocolError::WrongContentType) => "unsupported_media_type",
+        Error::Protocol(_) => "bad_request",
+        Error::NotFound => "not_found",
+        Error::Gone => "gone",
+        Error::Locked { .. } => "locked",
+        Error::OffsetMismatch { .. } => "offset_mismatch",
+        Error::LeaseLost => "lease_lost",
+        Error::TooLarge(_) => "too_large",
+        Error::ChecksumMismatch => "checksum_mismatch",
+        Error::PatchOnFinal => "forbidden",
+        Error::InvalidConcat(_)
+        | Error::LengthAlreadySet(_)
+        | Error::LengthRequired
+        | Error::IncompleteChecksummedBody => "bad_request",
+        Error::ShuttingDown | Error::Coordinator(CoordError::Unavailable(_)) => "unavailable",
+        Error::Storage(_) => "storage",
+        Error::Coordinator(_) | Error::TaskFailed(_) => "internal",
+    }
+}
+
 fn status_of(error: &Error) -> StatusCode {
     use StatusCode as S;
     match error {

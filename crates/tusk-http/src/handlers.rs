@@ -17,12 +17,21 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 /// The single entry point: resolves method override and target, then runs the method.
 pub(crate) async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    let method = effective_method(&request);
     let mut response = match route(&app, request).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => error_response(&app, e),
     };
     decorate(&app, response.headers_mut());
+    app.engine
+        .observer()
+        .request(method.as_str(), response.status().as_u16());
     response
+}
+
+fn error_response(app: &AppState, error: ApiError) -> Response {
+    app.engine.observer().error(crate::error::kind_of(&error.0));
+    error.into_response()
 }
 
 async fn route(app: &AppState, request: Request) -> Result<Response> {
@@ -292,7 +301,7 @@ async fn create(app: &AppState, request: Request) -> Result<Response> {
         },
     };
     let mut response = match error {
-        Some(e) => ApiError(e).into_response(),
+        Some(e) => error_response(app, ApiError(e)),
         None => status.into_response(),
     };
     let out = response.headers_mut();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use tusk_core::Engine;
 
-pub use admin::admin_router;
+pub use admin::{admin_router, RenderMetrics};
 pub use error::ApiError;
 pub use serve::{serve, ServeLimits};
 

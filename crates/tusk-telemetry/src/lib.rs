@@ -1,8 +1,10 @@
-//! Logging setup shared by the Tusk binaries.
-//!
-//! Metrics (Prometheus) and trace export (OpenTelemetry) will live here too, so that the
-//! engine and the HTTP layer only ever use the `tracing` facade.
+//! Logging and metrics for the Tusk binaries: the tracing subscriber, and [`Metrics`], the
+//! Prometheus implementation of the engine's `Observer`. The engine and the HTTP layer only
+//! see the `tracing` facade and the `Observer` trait.
 
+mod metrics;
+
+pub use metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::{fmt, EnvFilter};
 

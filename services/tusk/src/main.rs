@@ -192,7 +192,13 @@ async fn serve(config: Config) -> Result<()> {
             .context("connecting to Redis")?
         }
     };
-    let engine = Arc::new(Engine::new(storage, coordinator, engine_config(&config)));
+    let metrics = Arc::new(tusk_telemetry::Metrics::new().context("setting up metrics")?);
+    let engine = Arc::new(Engine::observed(
+        storage,
+        coordinator,
+        engine_config(&config),
+        metrics.clone(),
+    ));
     let http = HttpConfig {
         base_path: config.server.base_path.clone(),
         behind_proxy: config.server.behind_proxy,
@@ -258,13 +264,26 @@ async fn serve(config: Config) -> Result<()> {
     };
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(
-        axum::serve(admin_listener, tusk_http::admin_router(engine.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.await;
-            })
-            .into_future(),
+        axum::serve(
+            admin_listener,
+            tusk_http::admin_router(engine.clone(), {
+                let metrics = metrics.clone();
+                Arc::new(move || metrics.render())
+            }),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = admin_stopped.await;
+        })
+        .into_future(),
     );
-    tusk_http::serve(listener, router, limits, shutdown).await?;
+    tusk_http::serve(
+        listener,
+        router,
+        limits,
+        engine.observer().clone(),
+        shutdown,
+    )
+    .await?;
     // Readiness keeps answering "shutting down" until uploads have drained.
     let _ = admin_stop.send(());
     let _ = admin.await;

@@ -152,6 +152,7 @@ impl Coordinator for EmbeddedCoordinator {
 
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut waited = false;
         loop {
             if !lock(&self.state).records.contains_key(id) {
                 return Err(CoordError::NotFound);
@@ -194,10 +195,12 @@ impl Coordinator for EmbeddedCoordinator {
                         token,
                         release,
                         record,
+                        waited,
                     });
                 }
                 continue;
             }
+            waited = true;
             if tokio::time::timeout_at(deadline, released).await.is_err() {
                 return Err(CoordError::Locked);
             }

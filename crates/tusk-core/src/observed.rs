@@ -1,0 +1,193 @@
+//! Storage and Coordinator wrappers that time every call for the [`Observer`].
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::{
+    ByteStream, Chunks, Commit, Concatenation, CoordError, Coordinator, Lease, Observer, Segment,
+    Storage, StorageError, UploadRecord, WriteTarget,
+};
+
+pub(crate) struct ObservedStorage {
+    pub inner: Arc<dyn Storage>,
+    pub observer: Arc<dyn Observer>,
+}
+
+impl ObservedStorage {
+    async fn timed<T>(&self, op: &'static str, call: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = call.await;
+        self.observer
+            .storage_call(self.inner.name(), op, started.elapsed());
+        result
+    }
+}
+
+#[async_trait]
+impl Storage for ObservedStorage {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn write(
+        &self,
+        upload: &str,
+        target: WriteTarget,
+        chunks: Chunks<'_>,
+    ) -> Result<u64, StorageError> {
+        self.timed("write", self.inner.write(upload, target, chunks))
+            .await
+    }
+
+    async fn discard(&self, upload: &str, target: WriteTarget) -> Result<(), StorageError> {
+        self.timed("discard", self.inner.discard(upload, target))
+            .await
+    }
+
+    async fn read(
+        &self,
+        upload: &str,
+        segments: &[Segment],
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        self.timed("read", self.inner.read(upload, segments, range))
+            .await
+    }
+
+    async fn delete(&self, upload: &str) -> Result<(), StorageError> {
+        self.timed("delete", self.inner.delete(upload)).await
+    }
+
+    async fn remove_uncommitted(
+        &self,
+        upload: &str,
+        committed: &[Segment],
+    ) -> Result<usize, StorageError> {
+        self.timed(
+            "remove_uncommitted",
+            self.inner.remove_uncommitted(upload, committed),
+        )
+        .await
+    }
+
+    fn concatenation(&self) -> Option<&dyn Concatenation> {
+        self.inner
+            .concatenation()
+            .map(|_| self as &dyn Concatenation)
+    }
+}
+
+#[async_trait]
+impl Concatenation for ObservedStorage {
+    async fn copy_segment(
+        &self,
+        source: &str,
+        segment: &Segment,
+        into: &str,
+        target: WriteTarget,
+    ) -> Result<(), StorageError> {
+        let inner = self
+            .inner
+            .concatenation()
+            .ok_or_else(|| StorageError::Backend("concatenation is not supported".into()))?;
+        self.timed(
+            "copy_segment",
+            inner.copy_segment(source, segment, into, target),
+        )
+        .await
+    }
+}
+
+pub(crate) struct ObservedCoordinator {
+    pub inner: Arc<dyn Coordinator>,
+    pub observer: Arc<dyn Observer>,
+}
+
+impl ObservedCoordinator {
+    async fn timed<T>(&self, op: &'static str, call: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = call.await;
+        self.observer
+            .coordinator_call(self.inner.name(), op, started.elapsed());
+        result
+    }
+
+    fn fenced<T>(&self, result: Result<T, CoordError>) -> Result<T, CoordError> {
+        if matches!(result, Err(CoordError::LeaseLost)) {
+            self.observer.lease_lost();
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Coordinator for ObservedCoordinator {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn create(&self, record: &UploadRecord) -> Result<(), CoordError> {
+        self.timed("create", self.inner.create(record)).await
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<UploadRecord>, CoordError> {
+        self.timed("load", self.inner.load(id)).await
+    }
+
+    async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
+        let lease = self.timed("acquire", self.inner.acquire(id, wait)).await?;
+        self.observer.lease_acquired(lease.waited);
+        Ok(lease)
+    }
+
+    async fn renew(&self, upload_id: &str, token: u64) -> Result<(), CoordError> {
+        let result = self
+            .timed("renew", self.inner.renew(upload_id, token))
+            .await;
+        self.fenced(result)
+    }
+
+    async fn reserve(&self, lease: &Lease) -> Result<WriteTarget, CoordError> {
+        let result = self.timed("reserve", self.inner.reserve(lease)).await;
+        self.fenced(result)
+    }
+
+    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError> {
+        let result = self.timed("commit", self.inner.commit(lease, commit)).await;
+        self.fenced(result)
+    }
+
+    async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError> {
+        let result = self
+            .timed("mark_gone", self.inner.mark_gone(lease, purge_at))
+            .await;
+        self.fenced(result)
+    }
+
+    async fn purge(&self, lease: &Lease) -> Result<(), CoordError> {
+        let result = self.timed("purge", self.inner.purge(lease)).await;
+        self.fenced(result)
+    }
+
+    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
+        let result = self.timed("release", self.inner.release(lease)).await;
+        self.observer.lease_released();
+        result
+    }
+
+    async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {
+        self.timed("due_for_sweep", self.inner.due_for_sweep(now, limit))
+            .await
+    }
+
+    async fn lead(&self, role: &str, ttl: Duration) -> Result<bool, CoordError> {
+        self.timed("lead", self.inner.lead(role, ttl)).await
+    }
+
+    async fn ping(&self) -> Result<(), CoordError> {
+        self.timed("ping", self.inner.ping()).await
+    }
+}

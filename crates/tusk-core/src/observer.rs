@@ -1,0 +1,36 @@
+//! What the engine reports as it works, for metrics. The engine knows no metrics library:
+//! `tusk-telemetry` implements [`Observer`] with Prometheus.
+
+use std::time::Duration;
+
+/// Receives the engine's and the HTTP layer's events. Every method has a no-op default,
+/// so an observer implements only what it records. Labels are bounded: never an upload ID.
+pub trait Observer: Send + Sync + 'static {
+    /// A response was sent, by method and status.
+    fn request(&self, _method: &str, _status: u16) {}
+    /// A request was refused or failed, by error kind (see `tusk-http`'s error table).
+    fn error(&self, _kind: &'static str) {}
+    fn connection_opened(&self) {}
+    fn connection_closed(&self) {}
+    /// Bytes of PATCH bodies committed.
+    fn bytes_committed(&self, _bytes: u64) {}
+    fn upload_created(&self) {}
+    fn upload_finished(&self) {}
+    fn upload_terminated(&self) {}
+    /// A whole PATCH, from its arrival to its answer.
+    fn patch_handled(&self, _elapsed: Duration) {}
+    fn storage_call(&self, _backend: &'static str, _op: &'static str, _elapsed: Duration) {}
+    fn coordinator_call(&self, _backend: &'static str, _op: &'static str, _elapsed: Duration) {}
+    fn lease_acquired(&self, _waited: bool) {}
+    fn lease_released(&self) {}
+    /// A PATCH stopped reading its body because another request asked for the upload.
+    fn release_honoured(&self) {}
+    /// A commit or renewal was refused because the lease's token was no longer current.
+    fn lease_lost(&self) {}
+    fn sweep(&self, _expired: usize, _purged: usize) {}
+}
+
+/// Records nothing.
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
