@@ -352,7 +352,7 @@ def test_grafana_provisioning():
 
 
 # ---------------------------------------------------------------------------------------------
-# Checks with promtool (skipped when it is not installed)
+# Checks with promtool (the run fails when it is not installed)
 
 PROMTOOL = shutil.which("promtool")
 
@@ -526,8 +526,9 @@ def main():
     if PROMTOOL:
         checks += PROMTOOL_CHECKS
     else:
-        for c in PROMTOOL_CHECKS:
-            print(f"skip {c.__name__} (promtool not on PATH)")
+        # A check that cannot run is a failure, not a skip: install what it needs.
+        print("FAIL promtool is not on PATH: apt-get install -y prometheus (for promtool)")
+        failed += 1
     for c in checks:
         try:
             note = c()

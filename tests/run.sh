@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "test dependencies: redis-server, nginx, haproxy (cluster tests start their own)"
-if [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/haproxy ]; then
+step "test dependencies: redis-server, nginx, haproxy (cluster tests start their own), promtool"
+if [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/haproxy ] ||
+  [ ! -x /usr/bin/promtool ]; then
   # Debian/Ubuntu; CI runs as root. The tests only run the binaries: a policy-rc.d that
   # answers 101 keeps the packages from starting their system services while installing.
   SUDO=""
@@ -20,7 +21,7 @@ if [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbi
   fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    redis-server nginx haproxy
+    redis-server nginx haproxy prometheus
   if [ -n "$made_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 
@@ -31,6 +32,10 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 npm ci --prefix tests/clients/js --no-audit --no-fund --loglevel=error
 python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/py/requirements.txt
+
+step "deployment files: Prometheus config and rules, Grafana dashboard"
+python3 -m pip install --quiet --disable-pip-version-check pyyaml
+python3 tests/deploy_files.py
 
 step "format and lints"
 cargo fmt --all -- --check
