@@ -814,3 +814,71 @@ async fn haproxy_in_front_of_three_nodes() -> Result<()> {
     }
     Ok(())
 }
+
+/// SIGTERM on the node serving a PATCH: readiness fails at once, the PATCH commits what
+/// arrived and lets go of its lease, the node exits 0, and another node resumes at once —
+/// with a lease TTL of a minute, any wait for the TTL would show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_releases_the_lease_and_another_node_resumes_at_once() -> Result<()> {
+    let mut cluster = start_cluster(Balancer::Nginx, &["--lease-ttl", "60s"]).await?;
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    let data = random_bytes(4 * MIB + 3);
+    let url = t.create(data.len() as u64).await?;
+    let node = 1;
+    let mut patch = RawPatch::open(&cluster.at_node(node, &url)?, 0, data.len()).await?;
+    patch.send(&data[..MIB], 64 * 1024, Duration::ZERO).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = cluster.nodes[node]
+        .admin
+        .clone()
+        .context("no admin address")?;
+    let ready = reqwest::get(format!("{admin}readyz")).await?.status();
+    ensure!(ready == 200, "/readyz before SIGTERM answered {ready}");
+
+    cluster.nodes[node].signal("TERM")?;
+    // Not ready from the moment the drain starts (or already gone).
+    let draining = tokio::time::timeout(
+        Duration::from_secs(2),
+        reqwest::get(format!("{admin}readyz")),
+    )
+    .await
+    .context("/readyz hung during the drain")?;
+    if let Ok(response) = draining {
+        ensure!(
+            response.status() == 503,
+            "/readyz while draining answered {}",
+            response.status()
+        );
+    }
+    let answer = patch.response(Duration::from_secs(20)).await?;
+    let exit = cluster.nodes[node]
+        .wait_exit(Duration::from_secs(20))
+        .await?;
+    ensure!(exit == Some(0), "the drained node exited with {exit:?}");
+    if let Some((status, head)) = &answer {
+        ensure!(
+            *status == 204,
+            "the drained PATCH answered {status}:\n{head}"
+        );
+    }
+
+    let started = Instant::now();
+    let other = Ctx::for_endpoint(&cluster.nodes[2].endpoint)?;
+    let other_url = cluster.at_node(2, &url)?;
+    let offset = other.offset(&other_url).await? as usize;
+    ensure!(
+        offset == MIB,
+        "after the drain node 2 shows offset {offset}; the {MIB} bytes sent before SIGTERM \
+         must all be committed"
+    );
+    other
+        .patch_ok(&other_url, offset as u64, data[offset..].to_vec())
+        .await
+        .context("resuming on node 2 right after the drain")?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "resuming took {:?}: the drained node's lease was not released",
+        started.elapsed()
+    );
+    check_exact(&other, &other_url, &data).await
+}
