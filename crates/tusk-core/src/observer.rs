@@ -28,6 +28,8 @@ pub trait Observer: Send + Sync + 'static {
     /// A commit or renewal was refused because the lease's token was no longer current.
     fn lease_lost(&self) {}
     fn sweep(&self, _expired: usize, _purged: usize) {}
+    /// A hook call ended: `outcome` is one of ok, rejected, failed, dropped.
+    fn hook_call(&self, _event: &'static str, _outcome: &'static str) {}
 }
 
 /// Records nothing.
