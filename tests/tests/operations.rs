@@ -109,10 +109,11 @@ async fn metrics_count_exactly_what_happened() -> Result<()> {
     expect(&scrape, "tusk_bytes_received_total", 10.0)?;
     expect(&scrape, "tusk_leases_held", 0.0)?;
     expect(&scrape, "tusk_lease_losses_total", 0.0)?;
-    expect(&scrape, "tusk_patch_duration_seconds_count", 1.0)?;
+    // Both PATCHes reached the engine (the 409 one was refused under the lease).
+    expect(&scrape, "tusk_patch_duration_seconds_count", 2.0)?;
     expect(
         &scrape,
-        r#"tusk_coordinator_call_duration_seconds_count{backend="embedded",op="commit"}"#,
+        r#"tusk_coordinator_call_duration_seconds_count{backend="embedded",op="commit_and_release"}"#,
         1.0,
     )?;
     expect(

@@ -188,6 +188,73 @@ impl RedisCoordinator {
         }
     }
 
+    /// The commit script; with `release`, the lease key goes in the same round trip.
+    async fn run_commit(
+        &self,
+        lease: &Lease,
+        commit: &Commit,
+        release: bool,
+    ) -> Result<(), CoordError> {
+        let [lease_key, up, seg, expiry] = self.upload_keys(&lease.upload_id);
+        let added: u64 = commit.append.iter().map(|s| s.len).sum();
+        let mut invocation = self.scripts.commit.prepare_invoke();
+        invocation
+            .key(lease_key)
+            .key(up)
+            .key(seg)
+            .key(expiry)
+            .arg(lease.token)
+            .arg(commit.expected_offset)
+            .arg(added)
+            .arg(
+                commit
+                    .declare_length
+                    .map(|l| l.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(commit.expires_at.map(|t| t.to_string()).unwrap_or_default())
+            .arg(&lease.upload_id)
+            .arg(if release { "1" } else { "0" });
+        for s in &commit.append {
+            invocation.arg(format!("{}:{}:{}", s.target.token, s.target.seq, s.len));
+        }
+        let answer: Vec<redis::Value> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let code = match answer.first() {
+            Some(redis::Value::Int(code)) => *code,
+            other => return Err(corrupt(format!("commit answered {other:?}"))),
+        };
+        match code {
+            1 => self.replicated().await,
+            -1 => Err(CoordError::LeaseLost),
+            _ => {
+                let found = match answer.get(1) {
+                    Some(redis::Value::BulkString(b)) => {
+                        String::from_utf8_lossy(b).parse::<u64>().map_err(corrupt)?
+                    }
+                    _ => return Err(CoordError::NotFound),
+                };
+                Err(CoordError::OffsetChanged {
+                    expected: commit.expected_offset,
+                    found,
+                })
+            }
+        }
+    }
+
+    /// Stops routing release requests for a lease this node is letting go of.
+    fn forget_local(&self, lease: &Lease) {
+        let mut local = self.local();
+        if local
+            .get(&lease.upload_id)
+            .is_some_and(|(t, _)| *t == lease.token)
+        {
+            local.remove(&lease.upload_id);
+        }
+    }
+
     fn upload_keys(&self, id: &str) -> [String; 4] {
         [
             self.key(&format!("lease:{id}")),
@@ -416,52 +483,12 @@ impl Coordinator for RedisCoordinator {
     }
 
     async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError> {
-        let [lease_key, up, seg, expiry] = self.upload_keys(&lease.upload_id);
-        let added: u64 = commit.append.iter().map(|s| s.len).sum();
-        let mut invocation = self.scripts.commit.prepare_invoke();
-        invocation
-            .key(lease_key)
-            .key(up)
-            .key(seg)
-            .key(expiry)
-            .arg(lease.token)
-            .arg(commit.expected_offset)
-            .arg(added)
-            .arg(
-                commit
-                    .declare_length
-                    .map(|l| l.to_string())
-                    .unwrap_or_default(),
-            )
-            .arg(commit.expires_at.map(|t| t.to_string()).unwrap_or_default())
-            .arg(&lease.upload_id);
-        for s in &commit.append {
-            invocation.arg(format!("{}:{}:{}", s.target.token, s.target.seq, s.len));
-        }
-        let answer: Vec<redis::Value> = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let code = match answer.first() {
-            Some(redis::Value::Int(code)) => *code,
-            other => return Err(corrupt(format!("commit answered {other:?}"))),
-        };
-        match code {
-            1 => self.replicated().await,
-            -1 => Err(CoordError::LeaseLost),
-            _ => {
-                let found = match answer.get(1) {
-                    Some(redis::Value::BulkString(b)) => {
-                        String::from_utf8_lossy(b).parse::<u64>().map_err(corrupt)?
-                    }
-                    _ => return Err(CoordError::NotFound),
-                };
-                Err(CoordError::OffsetChanged {
-                    expected: commit.expected_offset,
-                    found,
-                })
-            }
-        }
+        self.run_commit(lease, commit, false).await
+    }
+
+    async fn commit_and_release(&self, lease: Lease, commit: &Commit) -> Result<(), CoordError> {
+        self.forget_local(&lease);
+        self.run_commit(&lease, commit, true).await
     }
 
     async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError> {
@@ -483,15 +510,7 @@ impl Coordinator for RedisCoordinator {
     }
 
     async fn release(&self, lease: Lease) -> Result<(), CoordError> {
-        {
-            let mut local = self.local();
-            if local
-                .get(&lease.upload_id)
-                .is_some_and(|(t, _)| *t == lease.token)
-            {
-                local.remove(&lease.upload_id);
-            }
-        }
+        self.forget_local(&lease);
         let [lease_key, ..] = self.upload_keys(&lease.upload_id);
         // Answering 0 means the lease had expired already: nothing to let go of.
         let _: i64 = self

@@ -104,6 +104,15 @@ pub trait Coordinator: Send + Sync + 'static {
     /// `commit.expected_offset`. Durable when it returns.
     async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError>;
 
+    /// [`Coordinator::commit`], then [`Coordinator::release`], as the last step of a PATCH.
+    /// The lease is let go of whether the commit succeeds or not. Remote coordinators do
+    /// both in one round trip.
+    async fn commit_and_release(&self, lease: Lease, commit: &Commit) -> Result<(), CoordError> {
+        let committed = self.commit(&lease, commit).await;
+        let released = self.release(lease).await;
+        committed.and(released)
+    }
+
     /// Marks the upload gone (terminated or expired) under the lease, keeping a tombstone
     /// until `purge_at`.
     async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError>;

@@ -91,6 +91,39 @@ pub struct Engine {
     observer: Arc<dyn Observer>,
 }
 
+/// What a PATCH's body left to do once it was written.
+enum Written {
+    /// Bytes to commit (or a length to declare).
+    Commit(PendingCommit),
+    /// Nothing arrived and nothing was declared: the record stays as it is.
+    Nothing(UploadRecord),
+}
+
+struct PendingCommit {
+    commit: Commit,
+    /// The record the commit applies to.
+    record: UploadRecord,
+    written: u64,
+    target: crate::WriteTarget,
+}
+
+/// Whether a PATCH at `offset` may write to `record`.
+fn check_patchable(record: &UploadRecord, offset: u64) -> Result<(), Error> {
+    if record.state != UploadState::Active {
+        return Err(Error::Gone);
+    }
+    if record.is_final() {
+        return Err(Error::PatchOnFinal);
+    }
+    if offset != record.offset {
+        return Err(Error::OffsetMismatch {
+            expected: record.offset,
+            got: offset,
+        });
+    }
+    Ok(())
+}
+
 /// Upload IDs carry 144 random bits: 18 bytes, 24 URL-safe base64 characters.
 fn new_upload_id() -> String {
     let bytes: [u8; 18] = rand::random();
@@ -398,42 +431,76 @@ impl Engine {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
-        // Checks that need no lease come first, so a wrong request never waits.
-        let record = self.load_active(id).await?;
-        if record.is_final() {
-            return Err(Error::PatchOnFinal);
-        }
-        if request.offset != record.offset {
-            return Err(Error::OffsetMismatch {
-                expected: record.offset,
-                got: request.offset,
-            });
-        }
         let started = std::time::Instant::now();
-        let mut lease = self.acquire(id).await?;
-        let result = self.patch_under_lease(&mut lease, request, body).await;
-        self.release(lease).await;
+        // Most PATCHes find the lease free: taking it also returns the record.
+        let mut lease = match self.coord.acquire(id, Duration::ZERO).await {
+            Ok(lease) => lease,
+            Err(CoordError::Locked) => {
+                // Another request writes: only a request that could succeed asks it to stop.
+                let record = self.load_active(id).await?;
+                check_patchable(&record, request.offset)?;
+                self.acquire(id).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let result = match self.patch_under_lease(&mut lease, request, body).await {
+            Ok(Written::Commit(pending)) => self.commit_and_release(lease, pending).await,
+            Ok(Written::Nothing(record)) => {
+                self.release(lease).await;
+                Ok(record)
+            }
+            Err(e) => {
+                self.release(lease).await;
+                Err(e)
+            }
+        };
         self.observer.patch_handled(started.elapsed());
         result
     }
 
+    /// The last step of a PATCH: commit and let go of the lease together (one round trip
+    /// for remote coordinators).
+    async fn commit_and_release(
+        &self,
+        lease: Lease,
+        pending: PendingCommit,
+    ) -> Result<UploadRecord, Error> {
+        let id = lease.upload_id.clone();
+        let PendingCommit {
+            commit,
+            mut record,
+            written,
+            target,
+        } = pending;
+        match self.coord.commit_and_release(lease, &commit).await {
+            Ok(()) => {
+                record.apply_commit(&commit);
+                self.observer.bytes_committed(written);
+                if record.is_finished() {
+                    self.observer.upload_finished();
+                    self.remove_uncommitted_later(&record);
+                }
+                Ok(record)
+            }
+            Err(e) => {
+                if written > 0 {
+                    self.discard(&id, target).await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Streams the body into a reserved target under the lease; says what to commit.
     async fn patch_under_lease(
         &self,
         lease: &mut Lease,
         request: PatchRequest,
         body: IncomingBody,
-    ) -> Result<UploadRecord, Error> {
+    ) -> Result<Written, Error> {
         // The record as of the lease: the previous holder may have committed meanwhile.
         let record = lease.record.clone();
-        if record.state != UploadState::Active {
-            return Err(Error::Gone);
-        }
-        if request.offset != record.offset {
-            return Err(Error::OffsetMismatch {
-                expected: record.offset,
-                got: request.offset,
-            });
-        }
+        check_patchable(&record, request.offset)?;
         let length = self.effective_length(&record, request.declare_length)?;
         let limit = match (length, self.config.max_size) {
             (Some(length), _) => length - record.offset,
@@ -500,7 +567,7 @@ impl Engine {
         }
         if written == 0 && request.declare_length.is_none() {
             self.discard(&lease.upload_id, target).await;
-            return Ok(record);
+            return Ok(Written::Nothing(record));
         }
         let new_offset = record.offset + written;
         let finished = length == Some(new_offset);
@@ -521,24 +588,12 @@ impl Engine {
                 self.expiry_from_now()
             },
         };
-        match self.coord.commit(lease, &commit).await {
-            Ok(()) => {
-                let mut record = record;
-                record.apply_commit(&commit);
-                self.observer.bytes_committed(written);
-                if record.is_finished() {
-                    self.observer.upload_finished();
-                    self.remove_uncommitted_later(&record);
-                }
-                Ok(record)
-            }
-            Err(e) => {
-                if written > 0 {
-                    self.discard(&lease.upload_id, target).await;
-                }
-                Err(e.into())
-            }
-        }
+        Ok(Written::Commit(PendingCommit {
+            commit,
+            record,
+            written,
+            target,
+        }))
     }
 
     /// Sweeps targets that never committed, off the request's path.

@@ -1,15 +1,44 @@
-//! Storage and Coordinator wrappers that time every call for the [`Observer`].
+//! Storage and Coordinator wrappers that time every call for the [`Observer`] and run it in
+//! a `tracing` span (`storage.<op>` / `coordinator.<op>`, with the backend and upload ID), so
+//! each call shows in a request's trace.
 
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tracing::{info_span, Instrument, Span};
 
 use crate::{
     ByteStream, Chunks, Commit, Concatenation, CoordError, Coordinator, Lease, Observer, Segment,
     Storage, StorageError, UploadRecord, WriteTarget,
 };
+
+/// The span of one storage call: `storage.<op>` with the backend and the upload ID.
+macro_rules! storage_span {
+    ($self:ident, $op:literal, $upload:expr) => {
+        info_span!(
+            concat!("storage.", $op),
+            backend = $self.inner.name(),
+            upload_id = $upload
+        )
+    };
+}
+
+/// The span of one coordinator call: `coordinator.<op>` with the backend and, for calls about
+/// one upload, its ID.
+macro_rules! coordinator_span {
+    ($self:ident, $op:literal, $upload:expr) => {
+        info_span!(
+            concat!("coordinator.", $op),
+            backend = $self.inner.name(),
+            upload_id = $upload
+        )
+    };
+    ($self:ident, $op:literal) => {
+        info_span!(concat!("coordinator.", $op), backend = $self.inner.name())
+    };
+}
 
 pub(crate) struct ObservedStorage {
     pub inner: Arc<dyn Storage>,
@@ -17,9 +46,14 @@ pub(crate) struct ObservedStorage {
 }
 
 impl ObservedStorage {
-    async fn timed<T>(&self, op: &'static str, call: impl std::future::Future<Output = T>) -> T {
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        span: Span,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
         let started = Instant::now();
-        let result = call.await;
+        let result = call.instrument(span).await;
         self.observer
             .storage_call(self.inner.name(), op, started.elapsed());
         result
@@ -38,13 +72,21 @@ impl Storage for ObservedStorage {
         target: WriteTarget,
         chunks: Chunks<'_>,
     ) -> Result<u64, StorageError> {
-        self.timed("write", self.inner.write(upload, target, chunks))
-            .await
+        self.timed(
+            "write",
+            storage_span!(self, "write", upload),
+            self.inner.write(upload, target, chunks),
+        )
+        .await
     }
 
     async fn discard(&self, upload: &str, target: WriteTarget) -> Result<(), StorageError> {
-        self.timed("discard", self.inner.discard(upload, target))
-            .await
+        self.timed(
+            "discard",
+            storage_span!(self, "discard", upload),
+            self.inner.discard(upload, target),
+        )
+        .await
     }
 
     async fn read(
@@ -53,12 +95,21 @@ impl Storage for ObservedStorage {
         segments: &[Segment],
         range: Range<u64>,
     ) -> Result<ByteStream, StorageError> {
-        self.timed("read", self.inner.read(upload, segments, range))
-            .await
+        self.timed(
+            "read",
+            storage_span!(self, "read", upload),
+            self.inner.read(upload, segments, range),
+        )
+        .await
     }
 
     async fn delete(&self, upload: &str) -> Result<(), StorageError> {
-        self.timed("delete", self.inner.delete(upload)).await
+        self.timed(
+            "delete",
+            storage_span!(self, "delete", upload),
+            self.inner.delete(upload),
+        )
+        .await
     }
 
     async fn remove_uncommitted(
@@ -68,6 +119,7 @@ impl Storage for ObservedStorage {
     ) -> Result<usize, StorageError> {
         self.timed(
             "remove_uncommitted",
+            storage_span!(self, "remove_uncommitted", upload),
             self.inner.remove_uncommitted(upload, committed),
         )
         .await
@@ -95,6 +147,7 @@ impl Concatenation for ObservedStorage {
             .ok_or_else(|| StorageError::Backend("concatenation is not supported".into()))?;
         self.timed(
             "copy_segment",
+            storage_span!(self, "copy_segment", into),
             inner.copy_segment(source, segment, into, target),
         )
         .await
@@ -107,9 +160,14 @@ pub(crate) struct ObservedCoordinator {
 }
 
 impl ObservedCoordinator {
-    async fn timed<T>(&self, op: &'static str, call: impl std::future::Future<Output = T>) -> T {
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        span: Span,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
         let started = Instant::now();
-        let result = call.await;
+        let result = call.instrument(span).await;
         self.observer
             .coordinator_call(self.inner.name(), op, started.elapsed());
         result
@@ -130,64 +188,134 @@ impl Coordinator for ObservedCoordinator {
     }
 
     async fn create(&self, record: &UploadRecord) -> Result<(), CoordError> {
-        self.timed("create", self.inner.create(record)).await
+        self.timed(
+            "create",
+            coordinator_span!(self, "create", &record.id),
+            self.inner.create(record),
+        )
+        .await
     }
 
     async fn load(&self, id: &str) -> Result<Option<UploadRecord>, CoordError> {
-        self.timed("load", self.inner.load(id)).await
+        self.timed(
+            "load",
+            coordinator_span!(self, "load", id),
+            self.inner.load(id),
+        )
+        .await
     }
 
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
-        let lease = self.timed("acquire", self.inner.acquire(id, wait)).await?;
+        let lease = self
+            .timed(
+                "acquire",
+                coordinator_span!(self, "acquire", id),
+                self.inner.acquire(id, wait),
+            )
+            .await?;
         self.observer.lease_acquired(lease.waited);
         Ok(lease)
     }
 
     async fn renew(&self, upload_id: &str, token: u64) -> Result<(), CoordError> {
         let result = self
-            .timed("renew", self.inner.renew(upload_id, token))
+            .timed(
+                "renew",
+                coordinator_span!(self, "renew", upload_id),
+                self.inner.renew(upload_id, token),
+            )
             .await;
         self.fenced(result)
     }
 
     async fn reserve(&self, lease: &Lease) -> Result<WriteTarget, CoordError> {
-        let result = self.timed("reserve", self.inner.reserve(lease)).await;
+        let result = self
+            .timed(
+                "reserve",
+                coordinator_span!(self, "reserve", &lease.upload_id),
+                self.inner.reserve(lease),
+            )
+            .await;
         self.fenced(result)
     }
 
     async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError> {
-        let result = self.timed("commit", self.inner.commit(lease, commit)).await;
+        let result = self
+            .timed(
+                "commit",
+                coordinator_span!(self, "commit", &lease.upload_id),
+                self.inner.commit(lease, commit),
+            )
+            .await;
+        self.fenced(result)
+    }
+
+    async fn commit_and_release(&self, lease: Lease, commit: &Commit) -> Result<(), CoordError> {
+        let result = self
+            .timed(
+                "commit_and_release",
+                coordinator_span!(self, "commit_and_release", &lease.upload_id),
+                self.inner.commit_and_release(lease, commit),
+            )
+            .await;
+        self.observer.lease_released();
         self.fenced(result)
     }
 
     async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError> {
         let result = self
-            .timed("mark_gone", self.inner.mark_gone(lease, purge_at))
+            .timed(
+                "mark_gone",
+                coordinator_span!(self, "mark_gone", &lease.upload_id),
+                self.inner.mark_gone(lease, purge_at),
+            )
             .await;
         self.fenced(result)
     }
 
     async fn purge(&self, lease: &Lease) -> Result<(), CoordError> {
-        let result = self.timed("purge", self.inner.purge(lease)).await;
+        let result = self
+            .timed(
+                "purge",
+                coordinator_span!(self, "purge", &lease.upload_id),
+                self.inner.purge(lease),
+            )
+            .await;
         self.fenced(result)
     }
 
     async fn release(&self, lease: Lease) -> Result<(), CoordError> {
-        let result = self.timed("release", self.inner.release(lease)).await;
+        let result = self
+            .timed(
+                "release",
+                coordinator_span!(self, "release", &lease.upload_id),
+                self.inner.release(lease),
+            )
+            .await;
         self.observer.lease_released();
         result
     }
 
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {
-        self.timed("due_for_sweep", self.inner.due_for_sweep(now, limit))
-            .await
+        self.timed(
+            "due_for_sweep",
+            coordinator_span!(self, "due_for_sweep"),
+            self.inner.due_for_sweep(now, limit),
+        )
+        .await
     }
 
     async fn lead(&self, role: &str, ttl: Duration) -> Result<bool, CoordError> {
-        self.timed("lead", self.inner.lead(role, ttl)).await
+        self.timed(
+            "lead",
+            coordinator_span!(self, "lead"),
+            self.inner.lead(role, ttl),
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<(), CoordError> {
-        self.timed("ping", self.inner.ping()).await
+        self.timed("ping", coordinator_span!(self, "ping"), self.inner.ping())
+            .await
     }
 }

@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use tracing::Instrument;
 use tusk_core::{BodyError, CreateUpload, Error, IncomingBody, PatchRequest, UploadRecord};
 use tusk_protocol::{self as tus, headers as h, ConcatRequest, ProtocolError};
 
@@ -18,11 +19,31 @@ type Result<T> = std::result::Result<T, ApiError>;
 /// The single entry point: resolves method override and target, then runs the method.
 pub(crate) async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
     let method = effective_method(&request);
-    let mut response = match route(&app, request).await {
+    // One span per request; storage and coordinator calls nest under it. An incoming W3C
+    // `traceparent` makes it part of the caller's trace.
+    let path = request.uri().path();
+    let span = tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        method = %method,
+        path,
+        upload_id = tracing::field::Empty,
+        status = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if let Target::Upload(id) = url::target(path, &app.config.base_path) {
+        span.record("upload_id", id);
+    }
+    tusk_telemetry::set_remote_parent(&span, request.headers());
+    let mut response = match route(&app, request).instrument(span.clone()).await {
         Ok(r) => r,
-        Err(e) => error_response(&app, e),
+        Err(e) => span.in_scope(|| error_response(&app, e)),
     };
     decorate(&app, response.headers_mut());
+    span.record("status", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     app.engine
         .observer()
         .request(method.as_str(), response.status().as_u16());
@@ -325,7 +346,7 @@ async fn patch_detached(
     let engine = app.engine.clone();
     let id = id.to_string();
     let body = incoming(body);
-    tokio::spawn(async move { engine.patch(&id, request, body).await })
+    tokio::spawn(async move { engine.patch(&id, request, body).await }.in_current_span())
         .await
         .unwrap_or_else(|e| Err(Error::TaskFailed(e.to_string())))
 }

@@ -1,10 +1,13 @@
-//! Logging and metrics for the Tusk binaries: the tracing subscriber, and [`Metrics`], the
-//! Prometheus implementation of the engine's `Observer`. The engine and the HTTP layer only
-//! see the `tracing` facade and the `Observer` trait.
+//! Logging, metrics and traces for the Tusk binaries: the tracing subscriber with optional
+//! OpenTelemetry export ([`init`]), and [`Metrics`], the Prometheus implementation of the
+//! engine's `Observer`. The engine and the HTTP layer only see the `tracing` facade, the
+//! `Observer` trait and [`set_remote_parent`].
 
 mod metrics;
+mod otel;
 
 pub use metrics::Metrics;
+pub use otel::{init, set_remote_parent, Telemetry, TelemetryError, TraceExport};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::{fmt, EnvFilter};
 

@@ -289,6 +289,18 @@ pub const FILE_ONLY: &[Flag] = &[
         key: "log.level",
         default: "info",
     },
+    Flag {
+        flag: "",
+        help: "OpenTelemetry collector's OTLP/HTTP base URL (http://HOST:4318); spans go to its /v1/traces. Empty: no trace export. OTEL_BSP_* tune batching.",
+        key: "log.otlp_endpoint",
+        default: "(unset)",
+    },
+    Flag {
+        flag: "",
+        help: "service.name of the exported traces.",
+        key: "log.service_name",
+        default: "tusk",
+    },
 ];
 
 /// The environment variable of a configuration key.

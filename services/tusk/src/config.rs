@@ -224,6 +224,11 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// tracing filter, e.g. `info` or `tusk=debug`; RUST_LOG overrides it. Default `info`.
     pub level: String,
+    /// OpenTelemetry collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`; spans go
+    /// to `<url>/v1/traces`. Unset or empty: no trace export.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported traces. Default `tusk`.
+    pub service_name: String,
 }
 
 impl Default for LogConfig {
@@ -231,6 +236,8 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Text,
             level: "info".into(),
+            otlp_endpoint: None,
+            service_name: "tusk".into(),
         }
     }
 }

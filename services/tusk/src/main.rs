@@ -157,7 +157,16 @@ fn engine_config(config: &Config) -> EngineConfig {
 }
 
 async fn serve(config: Config) -> Result<()> {
-    tusk_telemetry::init_logging(config.log.format, &config.log.level);
+    // Kept until serve returns: dropping it flushes the spans not yet exported.
+    let _telemetry = tusk_telemetry::init(
+        config.log.format,
+        &config.log.level,
+        &tusk_telemetry::TraceExport {
+            otlp_endpoint: config.log.otlp_endpoint.clone(),
+            service_name: config.log.service_name.clone(),
+        },
+    )
+    .context("setting up logging and trace export")?;
     let storage: Arc<dyn tusk_core::Storage> = match config.storage.backend {
         StorageBackend::Fs => Arc::new(
             FsStorage::new(&config.storage.fs.dir, config.storage.fs.write_window).with_context(

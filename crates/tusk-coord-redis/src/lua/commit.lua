@@ -1,10 +1,16 @@
 -- KEYS: lease, upload hash, segment list, expiry index.
 -- ARGV: token, expected offset, added bytes, declared length or '', expires_at or '', id,
+--       '1' to let go of the lease afterwards (whatever the outcome) or '0',
 --       then one 'token:seq:len' per appended segment.
 -- Returns {1} on success, {-1} if the lease is lost, {-2, offset} if the offset moved.
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local holder = redis.call('GET', KEYS[1])
+local function done(answer)
+  if ARGV[7] == '1' and holder == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return answer
+end
+if holder ~= ARGV[1] then return done({-1}) end
 local offset = redis.call('HGET', KEYS[2], 'offset')
-if offset ~= ARGV[2] then return {-2, offset} end
+if offset ~= ARGV[2] then return done({-2, offset}) end
 if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[2], 'offset', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'length', ARGV[4]) end
 if ARGV[5] ~= '' then
@@ -14,5 +20,5 @@ else
   redis.call('HDEL', KEYS[2], 'expires_at')
   redis.call('ZREM', KEYS[4], ARGV[6])
 end
-for i = 7, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
-return {1}
+for i = 8, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+return done({1})

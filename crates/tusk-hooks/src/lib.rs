@@ -1,0 +1,546 @@
+//! Tusk's HTTP hooks, as tusd's `-hooks-http`: every enabled event is POSTed as JSON to one
+//! endpoint.
+//!
+//! - Blocking hooks (pre-create, pre-access, pre-finish) wait for the answer: a 2xx with an
+//!   empty body allows, `{"reject": true, "status": 403, "body": "..."}` rejects, and on
+//!   pre-create `{"change": {"id": "...", "metadata": {"k": "v"}}}` changes the upload. They
+//!   fail closed: an endpoint that cannot be reached or answers badly gives 503
+//!   "hook unavailable".
+//! - Notify hooks (post-*) are queued and delivered by a background task, with retries
+//!   and an idempotency key (`<upload id>:<event>:<offset>`), at least once while the
+//!   process lives. [`Hooks::notify`] never waits, so a hook server that is down or slow
+//!   never holds up an upload.
+//!
+//! Every HTTP attempt is reported with [`Observer::hook_call`]: outcome "ok", "rejected"
+//! (a blocking hook said no) or "failed"; a notification dropped from a full queue is
+//! reported as "dropped".
+
+mod payload;
+mod settings;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{Notify, Semaphore};
+use tusk_core::{
+    CreateChanges, HookEvent, HookRejection, Hooks, Observer, RequestInfo, UploadRecord,
+};
+
+pub use settings::HookSettings;
+
+use payload::Decision;
+
+/// Notifications delivered concurrently at most.
+const MAX_IN_FLIGHT: usize = 8;
+/// Largest hook answer read; a longer one is a failed call.
+const MAX_ANSWER: usize = 64 * 1024;
+/// Maps (rate limit, access cache) are pruned of stale entries when they grow past this.
+const PRUNE_FLOOR: usize = 1024;
+
+/// Why [`HttpHooks::new`] refused its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("hook endpoint {endpoint:?} is not a usable URL: {reason}")]
+    InvalidEndpoint { endpoint: String, reason: String },
+    #[error("unknown hook event {0:?} (known: pre-create, post-create, post-receive, pre-finish, post-finish, post-terminate, pre-access)")]
+    UnknownEvent(String),
+    #[error("hooks are enabled but no tokio runtime is running to deliver them")]
+    NoRuntime,
+}
+
+/// Hooks POSTed as JSON to one HTTP endpoint. See the crate documentation.
+pub struct HttpHooks {
+    events: HashSet<HookEvent>,
+    sender: Arc<Sender>,
+    queue: Arc<Queue>,
+    post_receive_interval: Duration,
+    /// Upload ID to when its last post-receive was queued.
+    last_progress: Mutex<Pruned<String, Instant>>,
+    access_cache_ttl: Duration,
+    /// Upload ID to (credentials to when the "ok" was cached).
+    access_cache: Mutex<Pruned<String, HashMap<String, Instant>>>,
+}
+
+impl HttpHooks {
+    /// Checks `settings` and, unless hooks are disabled (empty endpoint or no events),
+    /// spawns the task that delivers notifications: it must then be called inside a tokio
+    /// runtime, which the task lives on ([`HookError::NoRuntime`] otherwise).
+    pub fn new(
+        settings: HookSettings,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Arc<Self>, HookError> {
+        let endpoint = settings.endpoint.trim();
+        let mut events = HashSet::new();
+        for name in &settings.events {
+            let event = settings::event_by_name(name)
+                .ok_or_else(|| HookError::UnknownEvent(name.clone()))?;
+            events.insert(event);
+        }
+        let uri = if endpoint.is_empty() {
+            events.clear();
+            Uri::default()
+        } else {
+            parse_endpoint(endpoint)?
+        };
+
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(settings.timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let sender = Arc::new(Sender {
+            client,
+            endpoint: uri,
+            timeout: settings.timeout,
+            retries: settings.retries,
+            backoff: settings.backoff,
+            observer,
+        });
+        let queue = Arc::new(Queue {
+            jobs: Mutex::new(VecDeque::new()),
+            capacity: settings.queue.max(1),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        if events.iter().any(|e| !is_blocking(*e)) {
+            let runtime =
+                tokio::runtime::Handle::try_current().map_err(|_| HookError::NoRuntime)?;
+            runtime.spawn(dispatch(queue.clone(), sender.clone()));
+        }
+        Ok(Arc::new(Self {
+            events,
+            sender,
+            queue,
+            post_receive_interval: settings.post_receive_interval,
+            last_progress: Mutex::new(Pruned::default()),
+            access_cache_ttl: settings.access_cache_ttl,
+            access_cache: Mutex::new(Pruned::default()),
+        }))
+    }
+
+    /// Notifications waiting for delivery (not counting those being delivered).
+    pub fn pending(&self) -> usize {
+        self.queue.jobs.lock().unwrap().len()
+    }
+
+    async fn blocking(
+        &self,
+        event: HookEvent,
+        upload: &UploadRecord,
+        request: &RequestInfo,
+    ) -> Result<CreateChanges, HookRejection> {
+        if !self.events.contains(&event) {
+            return Ok(CreateChanges::default());
+        }
+        let key = payload::idempotency_key(event, upload);
+        let body = Bytes::from(payload::body(event, &key, upload, Some(request)));
+        self.sender.call(event, &key, body).await
+    }
+
+    /// Whether a post-receive for `id` may go now (and if so, the clock restarts).
+    fn progress_allowed(&self, id: &str) -> bool {
+        let interval = self.post_receive_interval;
+        if interval.is_zero() {
+            return true;
+        }
+        let now = Instant::now();
+        let mut last = self.last_progress.lock().unwrap();
+        if last
+            .map
+            .get(id)
+            .is_some_and(|t| now.duration_since(*t) < interval)
+        {
+            return false;
+        }
+        last.insert(id.to_string(), now, |t| now.duration_since(*t) < interval);
+        true
+    }
+
+    /// The cache key of a request's credentials: its Authorization and Cookie values.
+    fn credentials(request: &RequestInfo) -> String {
+        let values = |name: &str| {
+            request
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        format!("{}\0{}", values("authorization"), values("cookie"))
+    }
+
+    fn access_cached(&self, id: &str, credentials: &str) -> bool {
+        let cache = self.access_cache.lock().unwrap();
+        cache
+            .map
+            .get(id)
+            .and_then(|m| m.get(credentials))
+            .is_some_and(|t| t.elapsed() < self.access_cache_ttl)
+    }
+
+    fn cache_access(&self, id: &str, credentials: String) {
+        let ttl = self.access_cache_ttl;
+        let now = Instant::now();
+        let mut cache = self.access_cache.lock().unwrap();
+        if let Some(entries) = cache.map.get_mut(id) {
+            entries.retain(|_, t| now.duration_since(*t) < ttl);
+            entries.insert(credentials, now);
+        } else {
+            let entries = HashMap::from([(credentials, now)]);
+            cache.insert(id.to_string(), entries, |m| {
+                m.values().any(|t| now.duration_since(*t) < ttl)
+            });
+        }
+    }
+
+    /// Forgets what is kept per upload once it is finished or gone.
+    fn forget(&self, id: &str) {
+        self.last_progress.lock().unwrap().map.remove(id);
+        self.access_cache.lock().unwrap().map.remove(id);
+    }
+}
+
+impl Drop for HttpHooks {
+    fn drop(&mut self) {
+        // The delivery task sends what is queued, then ends.
+        self.queue.closed.store(true, Ordering::Release);
+        self.queue.wake.notify_one();
+    }
+}
+
+#[async_trait]
+impl Hooks for HttpHooks {
+    fn enabled(&self, event: HookEvent) -> bool {
+        self.events.contains(&event)
+    }
+
+    async fn pre_create(
+        &self,
+        upload: &UploadRecord,
+        request: &RequestInfo,
+    ) -> Result<CreateChanges, HookRejection> {
+        self.blocking(HookEvent::PreCreate, upload, request).await
+    }
+
+    async fn pre_access(
+        &self,
+        upload: &UploadRecord,
+        request: &RequestInfo,
+    ) -> Result<(), HookRejection> {
+        if !self.events.contains(&HookEvent::PreAccess) {
+            return Ok(());
+        }
+        let cache = !self.access_cache_ttl.is_zero();
+        let credentials = Self::credentials(request);
+        if cache && self.access_cached(&upload.id, &credentials) {
+            return Ok(());
+        }
+        self.blocking(HookEvent::PreAccess, upload, request).await?;
+        if cache {
+            self.cache_access(&upload.id, credentials);
+        }
+        Ok(())
+    }
+
+    async fn pre_finish(
+        &self,
+        upload: &UploadRecord,
+        request: &RequestInfo,
+    ) -> Result<(), HookRejection> {
+        self.blocking(HookEvent::PreFinish, upload, request)
+            .await
+            .map(|_| ())
+    }
+
+    fn notify(&self, event: HookEvent, upload: &UploadRecord, request: Option<&RequestInfo>) {
+        if matches!(event, HookEvent::PostFinish | HookEvent::PostTerminate) {
+            self.forget(&upload.id);
+        }
+        if is_blocking(event) || !self.events.contains(&event) {
+            return;
+        }
+        if event == HookEvent::PostReceive && !self.progress_allowed(&upload.id) {
+            return;
+        }
+        let key = payload::idempotency_key(event, upload);
+        let body = Bytes::from(payload::body(event, &key, upload, request));
+        self.queue
+            .push(Job { event, key, body }, &*self.sender.observer);
+    }
+}
+
+fn is_blocking(event: HookEvent) -> bool {
+    matches!(
+        event,
+        HookEvent::PreCreate | HookEvent::PreAccess | HookEvent::PreFinish
+    )
+}
+
+fn parse_endpoint(endpoint: &str) -> Result<Uri, HookError> {
+    let invalid = |reason: String| HookError::InvalidEndpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let uri: Uri = endpoint.parse().map_err(|e| invalid(format!("{e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(invalid(format!(
+                "scheme {other:?} is not supported, use http"
+            )))
+        }
+        None => {
+            return Err(invalid(
+                "no scheme, expected http://host[:port]/path".into(),
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid("no host".into()));
+    }
+    Ok(uri)
+}
+
+/// A map that drops stale entries when it has grown, so per-upload state cannot pile up
+/// for uploads that never finish.
+struct Pruned<K, V> {
+    map: HashMap<K, V>,
+    next_prune: usize,
+}
+
+impl<K, V> Default for Pruned<K, V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            next_prune: PRUNE_FLOOR,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> Pruned<K, V> {
+    fn insert(&mut self, key: K, value: V, live: impl Fn(&V) -> bool) {
+        self.map.insert(key, value);
+        if self.map.len() > self.next_prune {
+            self.map.retain(|_, v| live(v));
+            self.next_prune = (self.map.len() * 2).max(PRUNE_FLOOR);
+        }
+    }
+}
+
+/// One queued notification, its body built when it was queued.
+struct Job {
+    event: HookEvent,
+    key: String,
+    body: Bytes,
+}
+
+/// The bounded notification queue: full, it drops its oldest entry.
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    capacity: usize,
+    wake: Notify,
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn push(&self, job: Job, observer: &dyn Observer) {
+        let dropped = {
+            let mut jobs = self.jobs.lock().unwrap();
+            let dropped = if jobs.len() >= self.capacity {
+                jobs.pop_front()
+            } else {
+                None
+            };
+            jobs.push_back(job);
+            dropped
+        };
+        if let Some(old) = dropped {
+            tracing::warn!(key = %old.key, "hook queue full, dropping the oldest notification");
+            observer.hook_call(old.event.name(), "dropped");
+        }
+        self.wake.notify_one();
+    }
+
+    fn pop(&self) -> Option<Job> {
+        self.jobs.lock().unwrap().pop_front()
+    }
+}
+
+/// Delivers queued notifications, up to [`MAX_IN_FLIGHT`] at once, until the hooks are
+/// dropped and the queue is empty.
+async fn dispatch(queue: Arc<Queue>, sender: Arc<Sender>) {
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let job = loop {
+            if let Some(job) = queue.pop() {
+                break job;
+            }
+            if queue.closed.load(Ordering::Acquire) {
+                return;
+            }
+            queue.wake.notified().await;
+        };
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            sender.deliver(job).await;
+            drop(permit);
+        });
+    }
+}
+
+/// How one HTTP attempt ended.
+enum Attempt {
+    Answered(StatusCode, Bytes),
+    TimedOut,
+    Failed(String),
+}
+
+/// The HTTP side: one attempt, and the retry policies of both kinds of hooks.
+struct Sender {
+    client: Client<HttpConnector, Full<Bytes>>,
+    endpoint: Uri,
+    timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+    observer: Arc<dyn Observer>,
+}
+
+impl Sender {
+    async fn attempt(&self, key: &str, body: Bytes) -> Attempt {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.endpoint.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("tusk/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("idempotency-key", key)
+            .body(Full::new(body));
+        let request = match request {
+            Ok(r) => r,
+            // Only an upload ID with characters a header cannot carry gets here.
+            Err(e) => return Attempt::Failed(format!("cannot build the request: {e}")),
+        };
+        let call = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| format!("request failed: {e}"))?;
+            let status = response.status();
+            let answer = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer failed: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, answer))
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok((status, answer))) => Attempt::Answered(status, answer),
+            Ok(Err(e)) => Attempt::Failed(e),
+            Err(_) => Attempt::TimedOut,
+        }
+    }
+
+    fn backoff(&self, retry: u32) -> Duration {
+        self.backoff.saturating_mul(1 << retry.min(16))
+    }
+
+    /// Delivers a notification: retried on connection errors, timeouts, 408, 429 and 5xx.
+    async fn deliver(&self, job: Job) {
+        let event = job.event.name();
+        let mut retry = 0;
+        loop {
+            let (problem, retryable) = match self.attempt(&job.key, job.body.clone()).await {
+                Attempt::Answered(status, _) if status.is_success() => {
+                    self.observer.hook_call(event, "ok");
+                    return;
+                }
+                Attempt::Answered(status, _) => (
+                    format!("answered {status}"),
+                    status.is_server_error()
+                        || status == StatusCode::REQUEST_TIMEOUT
+                        || status == StatusCode::TOO_MANY_REQUESTS,
+                ),
+                Attempt::TimedOut => (format!("no answer within {:?}", self.timeout), true),
+                Attempt::Failed(e) => (e, true),
+            };
+            self.observer.hook_call(event, "failed");
+            if !retryable || retry >= self.retries {
+                tracing::warn!(event, key = %job.key, %problem, attempts = retry + 1, "hook notification not delivered");
+                return;
+            }
+            tracing::debug!(event, key = %job.key, %problem, "hook notification failed, retrying");
+            tokio::time::sleep(self.backoff(retry)).await;
+            retry += 1;
+        }
+    }
+
+    /// Calls a blocking hook: retried on connection errors, 429 and 5xx; fails closed.
+    async fn call(
+        &self,
+        event: HookEvent,
+        key: &str,
+        body: Bytes,
+    ) -> Result<CreateChanges, HookRejection> {
+        let name = event.name();
+        let mut retry = 0;
+        loop {
+            let (problem, retryable) = match self.attempt(key, body.clone()).await {
+                Attempt::Answered(status, answer) if status.is_success() => {
+                    match payload::parse_answer(&answer) {
+                        Ok(Decision::Allow(changes)) => {
+                            self.observer.hook_call(name, "ok");
+                            return Ok(changes);
+                        }
+                        Ok(Decision::Reject(rejection)) => {
+                            self.observer.hook_call(name, "rejected");
+                            tracing::debug!(
+                                event = name,
+                                key,
+                                status = rejection.status,
+                                "hook rejected the request"
+                            );
+                            return Err(rejection);
+                        }
+                        Err(e) => (e, false),
+                    }
+                }
+                Attempt::Answered(status, _) => (
+                    format!("answered {status}"),
+                    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
+                ),
+                Attempt::TimedOut => (format!("no answer within {:?}", self.timeout), false),
+                Attempt::Failed(e) => (e, true),
+            };
+            self.observer.hook_call(name, "failed");
+            if !retryable || retry >= self.retries {
+                tracing::warn!(event = name, key, %problem, attempts = retry + 1, "hook unavailable, refusing the request");
+                return Err(HookRejection {
+                    status: 503,
+                    body: "hook unavailable".to_string(),
+                });
+            }
+            tracing::debug!(event = name, key, %problem, "hook call failed, retrying");
+            tokio::time::sleep(self.backoff(retry)).await;
+            retry += 1;
+        }
+    }
+}

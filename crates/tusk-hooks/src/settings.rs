@@ -1,0 +1,73 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tusk_core::HookEvent;
+
+/// Every hook event, in the order tusd lists them.
+pub(crate) const ALL_EVENTS: [HookEvent; 7] = [
+    HookEvent::PreCreate,
+    HookEvent::PostCreate,
+    HookEvent::PostReceive,
+    HookEvent::PreFinish,
+    HookEvent::PostFinish,
+    HookEvent::PostTerminate,
+    HookEvent::PreAccess,
+];
+
+/// The event named `name` (tusd's names: `pre-create`, `post-finish`, ...).
+pub(crate) fn event_by_name(name: &str) -> Option<HookEvent> {
+    ALL_EVENTS.into_iter().find(|e| e.name() == name.trim())
+}
+
+/// HTTP hook settings, meant to be embedded in the server's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    /// Where every hook is POSTed, e.g. `http://app:9000/tus-hooks` (plain HTTP). Empty
+    /// disables hooks altogether.
+    pub endpoint: String,
+    /// The events sent to the endpoint, by name: pre-create, post-create, post-receive,
+    /// pre-finish, post-finish, post-terminate, pre-access. Default: all but pre-access.
+    pub events: Vec<String>,
+    /// Time limit of one hook request, from connecting to reading the whole answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Further attempts after a failed one: notify hooks retry on connection errors,
+    /// timeouts, 408, 429 and 5xx; blocking hooks on connection errors, 429 and 5xx only
+    /// (not on a timeout, since a client is waiting).
+    pub retries: u32,
+    /// Wait before the first retry; doubled before each further one.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// At most one post-receive per upload per interval; the others are skipped (an
+    /// upload's last progress is reported by post-finish anyway). Zero: no limit.
+    #[serde(with = "humantime_serde")]
+    pub post_receive_interval: Duration,
+    /// How long a pre-access "ok" is reused for the same upload and the same
+    /// `Authorization` and `Cookie` header values. Rejections are never cached. Zero: no
+    /// cache.
+    #[serde(with = "humantime_serde")]
+    pub access_cache_ttl: Duration,
+    /// Notifications waiting for delivery at most; beyond it the oldest is dropped (counted
+    /// with outcome "dropped").
+    pub queue: usize,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            events: ALL_EVENTS
+                .into_iter()
+                .filter(|e| *e != HookEvent::PreAccess)
+                .map(|e| e.name().to_string())
+                .collect(),
+            timeout: Duration::from_secs(5),
+            retries: 3,
+            backoff: Duration::from_millis(200),
+            post_receive_interval: Duration::from_secs(1),
+            access_cache_ttl: Duration::from_secs(10),
+            queue: 10_000,
+        }
+    }
+}
