@@ -9,8 +9,9 @@ use tusk_protocol::{ChecksumHeader, ConcatRequest};
 use crate::body::{BodyEnd, BodyReader};
 use crate::observed::{ObservedCoordinator, ObservedStorage};
 use crate::{
-    unix_now, ByteStream, Commit, ConcatKind, CoordError, Coordinator, Error, Hasher, IncomingBody,
-    Lease, NoObserver, Observer, Segment, Storage, UploadRecord, UploadState,
+    unix_now, ByteStream, Commit, ConcatKind, CoordError, Coordinator, Error, Hasher, HookEvent,
+    Hooks, IncomingBody, Lease, NoHooks, NoObserver, Observer, RequestInfo, Segment, Storage,
+    UploadRecord, UploadState,
 };
 
 /// Engine settings; the server binary fills them from its configuration.
@@ -52,6 +53,8 @@ pub struct CreateUpload {
     /// Upload-Concat; a final upload's parts are given as upload IDs, resolved from URLs by
     /// the HTTP layer.
     pub concat: Option<(ConcatRequest, Vec<String>)>,
+    /// The creating request, for hooks.
+    pub request: RequestInfo,
 }
 
 /// A PATCH request's headers, already parsed.
@@ -62,6 +65,8 @@ pub struct PatchRequest {
     pub checksum: Option<ChecksumHeader>,
     /// The declared Content-Length, checked against the upload's length before reading.
     pub content_length: Option<u64>,
+    /// The PATCH request itself, for hooks.
+    pub request: RequestInfo,
 }
 
 /// What HEAD shows of an upload: the record, and for a final upload whether its offset
@@ -89,6 +94,7 @@ pub struct Engine {
     /// Set once on shutdown: streaming PATCHes stop reading and commit, new writes get 503.
     shutting_down: tokio::sync::watch::Sender<bool>,
     observer: Arc<dyn Observer>,
+    hooks: Arc<dyn Hooks>,
 }
 
 /// What a PATCH's body left to do once it was written.
@@ -158,7 +164,35 @@ impl Engine {
             config,
             shutting_down: tokio::sync::watch::Sender::new(false),
             observer,
+            hooks: Arc::new(NoHooks),
         }
+    }
+
+    /// The engine calling `hooks` for creation, access, progress, finish and termination.
+    pub fn with_hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    fn notify(&self, event: HookEvent, record: &UploadRecord, request: Option<&RequestInfo>) {
+        if self.hooks.enabled(event) {
+            self.hooks.notify(event, record, request);
+        }
+    }
+
+    /// Runs the pre-access hook (when configured) for a request on an existing upload.
+    pub async fn authorize(&self, id: &str, request: &RequestInfo) -> Result<(), Error> {
+        if !self.hooks.enabled(HookEvent::PreAccess) {
+            return Ok(());
+        }
+        let record = match self.coord.load(id).await? {
+            Some(record) => record,
+            None => return Err(Error::NotFound),
+        };
+        self.hooks
+            .pre_access(&record, request)
+            .await
+            .map_err(Error::HookRejected)
     }
 
     pub fn observer(&self) -> &Arc<dyn Observer> {
@@ -239,7 +273,7 @@ impl Engine {
                 })
             }
         };
-        let record = UploadRecord {
+        let mut record = UploadRecord {
             id: new_upload_id(),
             offset: 0,
             length: request.length,
@@ -254,8 +288,30 @@ impl Engine {
             state: UploadState::Active,
             segments: Vec::new(),
         };
-        self.coord.create(&record).await?;
+        if self.hooks.enabled(HookEvent::PreCreate) {
+            let changes = self
+                .hooks
+                .pre_create(&record, &request.request)
+                .await
+                .map_err(Error::HookRejected)?;
+            if let Some(id) = changes.id {
+                if !tusk_protocol::is_valid_upload_id(&id) {
+                    return Err(Error::HookAnswer("pre-create chose an invalid upload ID"));
+                }
+                record.id = id;
+            }
+            if let Some(metadata) = changes.metadata {
+                tusk_protocol::parse_metadata(&metadata, usize::MAX)
+                    .map_err(|_| Error::HookAnswer("pre-create returned invalid metadata"))?;
+                record.metadata = (!metadata.is_empty()).then_some(metadata);
+            }
+        }
+        match self.coord.create(&record).await {
+            Err(CoordError::AlreadyExists) => return Err(Error::IdTaken),
+            other => other?,
+        }
         self.observer.upload_created();
+        self.notify(HookEvent::PostCreate, &record, Some(&request.request));
         if record.is_final() {
             // Materialize at once when the partials are already finished.
             return Ok(self.view(&record.id).await?.record);
@@ -392,6 +448,7 @@ impl Engine {
             self.observer.upload_finished();
             let mut assembled = current;
             assembled.apply_commit(&commit);
+            self.notify(HookEvent::PostFinish, &assembled, None);
             Ok(assembled)
         }
         .await;
@@ -425,9 +482,10 @@ impl Engine {
     pub async fn patch(
         &self,
         id: &str,
-        request: PatchRequest,
+        mut request: PatchRequest,
         body: IncomingBody,
     ) -> Result<UploadRecord, Error> {
+        let info = std::mem::take(&mut request.request);
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
@@ -444,7 +502,10 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let result = match self.patch_under_lease(&mut lease, request, body).await {
-            Ok(Written::Commit(pending)) => self.commit_and_release(lease, pending).await,
+            Ok(Written::Commit(pending)) => match self.commit_and_release(lease, pending).await {
+                Ok(record) => self.after_commit(record, &info).await,
+                Err(e) => Err(e),
+            },
             Ok(Written::Nothing(record)) => {
                 self.release(lease).await;
                 Ok(record)
@@ -456,6 +517,29 @@ impl Engine {
         };
         self.observer.patch_handled(started.elapsed());
         result
+    }
+
+    /// Progress and finish hooks once a PATCH's bytes are committed. A pre-finish
+    /// rejection changes only the answer: the bytes are committed already.
+    async fn after_commit(
+        &self,
+        record: UploadRecord,
+        info: &RequestInfo,
+    ) -> Result<UploadRecord, Error> {
+        if !record.is_finished() {
+            self.notify(HookEvent::PostReceive, &record, Some(info));
+            return Ok(record);
+        }
+        if self.hooks.enabled(HookEvent::PreFinish) {
+            self.hooks
+                .pre_finish(&record, info)
+                .await
+                .map_err(Error::HookRejected)?;
+        }
+        // Only the commit that completed the upload gets here: one post-finish per upload,
+        // whichever node made it.
+        self.notify(HookEvent::PostFinish, &record, Some(info));
+        Ok(record)
     }
 
     /// The last step of a PATCH: commit and let go of the lease together (one round trip
@@ -647,13 +731,15 @@ impl Engine {
     }
 
     /// Terminates an upload: its bytes are deleted and it answers 410 until purged.
-    pub async fn terminate(&self, id: &str) -> Result<(), Error> {
+    pub async fn terminate(&self, id: &str, request: &RequestInfo) -> Result<(), Error> {
         self.load_active(id).await?;
         let lease = self.acquire(id).await?;
+        let record = lease.record.clone();
         let result = self.remove_under_lease(&lease).await;
         self.release(lease).await;
         if result.is_ok() {
             self.observer.upload_terminated();
+            self.notify(HookEvent::PostTerminate, &record, Some(request));
         }
         result
     }

@@ -35,6 +35,15 @@ pub enum Error {
     LeaseLost,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A blocking hook said no; its status and body go to the client as they are.
+    #[error("{}", .0.body)]
+    HookRejected(crate::HookRejection),
+    /// A hook answered something the engine cannot use (a bad ID or metadata).
+    #[error("hook answer unusable: {0}")]
+    HookAnswer(&'static str),
+    /// The upload ID a pre-create hook chose is taken.
+    #[error("an upload with this ID exists already")]
+    IdTaken,
     /// A task of the engine ended without an answer (it panicked): a bug, reported as 500.
     #[error("internal task failed: {0}")]
     TaskFailed(String),

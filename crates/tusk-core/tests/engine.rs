@@ -120,6 +120,7 @@ fn patch_at(offset: u64) -> PatchRequest {
         declare_length: None,
         checksum: None,
         content_length: None,
+        request: Default::default(),
     }
 }
 

@@ -40,6 +40,9 @@ pub(crate) fn kind_of(error: &Error) -> &'static str {
         | Error::IncompleteChecksummedBody => "bad_request",
         Error::ShuttingDown | Error::Coordinator(CoordError::Unavailable(_)) => "unavailable",
         Error::Storage(_) => "storage",
+        Error::HookRejected(_) => "hook_rejected",
+        Error::HookAnswer(_) => "hook_failed",
+        Error::IdTaken => "conflict",
         Error::Coordinator(_) | Error::TaskFailed(_) => "internal",
     }
 }
@@ -62,6 +65,9 @@ fn status_of(error: &Error) -> StatusCode {
         Error::TooLarge(_) => S::PAYLOAD_TOO_LARGE,
         Error::ChecksumMismatch => S::from_u16(CHECKSUM_MISMATCH).unwrap_or(S::BAD_REQUEST),
         Error::PatchOnFinal => S::FORBIDDEN,
+        Error::HookRejected(rejection) => S::from_u16(rejection.status).unwrap_or(S::FORBIDDEN),
+        Error::IdTaken => S::CONFLICT,
+        Error::HookAnswer(_) => S::BAD_GATEWAY,
         Error::InvalidConcat(_)
         | Error::LengthAlreadySet(_)
         | Error::LengthRequired
@@ -80,7 +86,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(&self.0);
         // Internals never reach the client: 5xx get a generic reason, logged with the cause.
-        let reason = if status.is_server_error() {
+        let reason = if let Error::HookRejected(rejection) = &self.0 {
+            // The application's own words, as its hook gave them.
+            tracing::debug!(status = rejection.status, "request rejected by a hook");
+            rejection.body.clone()
+        } else if status.is_server_error() {
             tracing::warn!(error = %self.0, %status, "request failed");
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => "service unavailable, retry later".to_string(),

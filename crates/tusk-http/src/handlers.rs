@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tracing::Instrument;
-use tusk_core::{BodyError, CreateUpload, Error, IncomingBody, PatchRequest, UploadRecord};
+use tusk_core::{
+    BodyError, CreateUpload, Error, IncomingBody, PatchRequest, RequestInfo, UploadRecord,
+};
 use tusk_protocol::{self as tus, headers as h, ConcatRequest, ProtocolError};
 
 use crate::url::{self, Target};
@@ -88,13 +90,41 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
                 .map(HeaderValue::as_bytes),
         )?;
     }
+    let info = request_info(&request, &method);
+    if let Some(id) = &id {
+        app.engine.authorize(id, &info).await?;
+    }
     match (method, id) {
-        (Method::POST, None) => create(app, request).await,
+        (Method::POST, None) => create(app, request, info).await,
         (Method::HEAD, Some(id)) => head(app, &id).await,
-        (Method::PATCH, Some(id)) => patch(app, &id, request).await,
-        (Method::DELETE, Some(id)) => terminate(app, &id).await,
+        (Method::PATCH, Some(id)) => patch(app, &id, request, info).await,
+        (Method::DELETE, Some(id)) => terminate(app, &id, &info).await,
         (Method::GET, Some(id)) => get(app, &id, request.headers()).await,
         _ => Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
+    }
+}
+
+/// The client's address, set on every request by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub std::net::SocketAddr);
+
+/// What hooks see of a request: method, URI, client address and headers.
+fn request_info(request: &Request, method: &Method) -> RequestInfo {
+    RequestInfo {
+        method: method.to_string(),
+        uri: request.uri().to_string(),
+        remote_addr: request
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|peer| peer.0.to_string()),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_string(), value)
+            })
+            .collect(),
     }
 }
 
@@ -241,7 +271,7 @@ fn checksum(
         .transpose()
 }
 
-async fn create(app: &AppState, request: Request) -> Result<Response> {
+async fn create(app: &AppState, request: Request, info: RequestInfo) -> Result<Response> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let length = headers
@@ -295,6 +325,7 @@ async fn create(app: &AppState, request: Request) -> Result<Response> {
             declare_length: None,
             checksum: checksum(headers)?,
             content_length: content_length(headers)?,
+            request: info.clone(),
         })
     } else {
         None
@@ -305,6 +336,7 @@ async fn create(app: &AppState, request: Request) -> Result<Response> {
             length,
             metadata: metadata.map(str::to_string),
             concat,
+            request: info,
         })
         .await?;
     let location = format!(
@@ -384,7 +416,7 @@ async fn head(app: &AppState, id: &str) -> Result<Response> {
     Ok(response)
 }
 
-async fn patch(app: &AppState, id: &str, request: Request) -> Result<Response> {
+async fn patch(app: &AppState, id: &str, request: Request, info: RequestInfo) -> Result<Response> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     if !is_offset_stream(headers) {
@@ -403,6 +435,7 @@ async fn patch(app: &AppState, id: &str, request: Request) -> Result<Response> {
         declare_length,
         checksum: checksum(headers)?,
         content_length: content_length(headers)?,
+        request: info,
     };
     let record = patch_detached(app, id, request, body).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -412,8 +445,8 @@ async fn patch(app: &AppState, id: &str, request: Request) -> Result<Response> {
     Ok(response)
 }
 
-async fn terminate(app: &AppState, id: &str) -> Result<Response> {
-    app.engine.terminate(id).await?;
+async fn terminate(app: &AppState, id: &str, info: &RequestInfo) -> Result<Response> {
+    app.engine.terminate(id, info).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -75,6 +75,10 @@ pub struct ServeFlags {
     pub redis_url: Option<String>,
     #[arg(long, value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub hooks_http: Option<String>,
+    #[arg(long, value_name = "EVENTS", value_delimiter = ',')]
+    pub hooks_enabled_events: Option<Vec<String>>,
 }
 
 /// One setting: its flag (if any), configuration key, default and meaning.
@@ -202,6 +206,18 @@ pub const FLAGS: &[Flag] = &[
         default: "tusk:",
     },
     Flag {
+        flag: "hooks-http",
+        help: "URL that receives hook events as JSON POSTs; empty: no hooks.",
+        key: "hooks.endpoint",
+        default: "",
+    },
+    Flag {
+        flag: "hooks-enabled-events",
+        help: "Comma-separated hook events to send: pre-create, post-create, post-receive, pre-finish, post-finish, post-terminate, pre-access.",
+        key: "hooks.events",
+        default: "all but pre-access",
+    },
+    Flag {
         flag: "log-format",
         help: "Log format: text or json.",
         key: "log.format",
@@ -264,6 +280,42 @@ pub const FILE_ONLY: &[Flag] = &[
         help: "Replicas that must have each change before it is acknowledged (Redis WAIT).",
         key: "coordinator.redis.wait_replicas",
         default: "0",
+    },
+    Flag {
+        flag: "",
+        help: "Time a hook call may take (connect and answer).",
+        key: "hooks.timeout",
+        default: "5s",
+    },
+    Flag {
+        flag: "",
+        help: "Retries of a failed hook call (notify hooks, and blocking ones on connection errors and 5xx).",
+        key: "hooks.retries",
+        default: "3",
+    },
+    Flag {
+        flag: "",
+        help: "First pause between hook retries; doubles each time.",
+        key: "hooks.backoff",
+        default: "200ms",
+    },
+    Flag {
+        flag: "",
+        help: "At most one post-receive per upload per this interval.",
+        key: "hooks.post_receive_interval",
+        default: "1s",
+    },
+    Flag {
+        flag: "",
+        help: "How long a pre-access hook's yes is reused for the same upload and credentials.",
+        key: "hooks.access_cache_ttl",
+        default: "10s",
+    },
+    Flag {
+        flag: "",
+        help: "Notifications waiting for delivery at most; beyond, the oldest is dropped (and counted).",
+        key: "hooks.queue",
+        default: "10000",
     },
     Flag {
         flag: "",

@@ -18,6 +18,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub coordinator: CoordinatorConfig,
     pub log: LogConfig,
+    /// HTTP hooks (tusd's -hooks-http): see tusk-hooks' `HookSettings`.
+    pub hooks: tusk_hooks::HookSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -51,10 +51,21 @@ fn load_config(flags: &ServeFlags) -> Result<Config> {
             .separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .with_list_parse_key("coordinator.redis.sentinels"),
+            .with_list_parse_key("coordinator.redis.sentinels")
+            .with_list_parse_key("hooks.events"),
     );
     let text = |v: &Option<String>| v.clone();
-    let overrides: [(&str, Option<::config::Value>); 20] = [
+    let events = flags.hooks_enabled_events.as_ref().map(|events| {
+        ::config::Value::from(
+            events
+                .iter()
+                .map(|e| ::config::Value::from(e.trim()))
+                .collect::<Vec<_>>(),
+        )
+    });
+    let overrides: [(&str, Option<::config::Value>); 22] = [
+        ("hooks.endpoint", text(&flags.hooks_http).map(Into::into)),
+        ("hooks.events", events),
         (
             "server.admin_port",
             flags.admin_port.map(|p| i64::from(p).into()),
@@ -202,12 +213,17 @@ async fn serve(config: Config) -> Result<()> {
         }
     };
     let metrics = Arc::new(tusk_telemetry::Metrics::new().context("setting up metrics")?);
-    let engine = Arc::new(Engine::observed(
-        storage,
-        coordinator,
-        engine_config(&config),
-        metrics.clone(),
-    ));
+    let hooks = tusk_hooks::HttpHooks::new(config.hooks.clone(), metrics.clone())
+        .context("setting up hooks")?;
+    let engine = Arc::new(
+        Engine::observed(
+            storage,
+            coordinator,
+            engine_config(&config),
+            metrics.clone(),
+        )
+        .with_hooks(hooks),
+    );
     let http = HttpConfig {
         base_path: config.server.base_path.clone(),
         behind_proxy: config.server.behind_proxy,
