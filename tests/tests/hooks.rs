@@ -1,0 +1,421 @@
+//! HTTP hooks against a real receiver: rejections and changes reach the client, post-finish
+//! arrives once per finished upload (also across a cluster), and a hook server that is down
+//! or slow costs no bytes and no time.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use reqwest::Method;
+use serde_json::Value;
+use tusk_tests::cluster::{Balancer, Cluster, FsRedis};
+use tusk_tests::conformance::util::{random_bytes, sha256_hex, Ctx};
+use tusk_tests::harness::{FsEmbedded, TestServer};
+
+type Behaviour = Arc<dyn Fn(&Value) -> (u16, String) + Send + Sync>;
+
+/// A hook receiver on a free port that records every call and answers as told.
+struct Receiver {
+    url: String,
+    calls: Arc<Mutex<Vec<Value>>>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    calls: Arc<Mutex<Vec<Value>>>,
+    behaviour: Behaviour,
+    delay: Duration,
+}
+
+async fn receive(
+    State(state): State<ReceiverState>,
+    raw: axum::body::Bytes,
+) -> (axum::http::StatusCode, String) {
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    state.calls.lock().expect("calls").push(body.clone());
+    tokio::time::sleep(state.delay).await;
+    let (status, answer) = (state.behaviour)(&body);
+    (
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK),
+        answer,
+    )
+}
+
+impl Receiver {
+    async fn start(delay: Duration, behaviour: Behaviour) -> Result<Self> {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let state = ReceiverState {
+            calls: calls.clone(),
+            behaviour,
+            delay,
+        };
+        let app = Router::new()
+            .route("/hooks", post(receive))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hooks", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { url, calls })
+    }
+
+    fn calls(&self, event: &str) -> Vec<Value> {
+        let calls = self.calls.lock().expect("calls");
+        calls
+            .iter()
+            .filter(|c| c["event"] == event)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (bounded) until `done` holds for the calls received.
+    async fn wait_for(&self, within: Duration, done: impl Fn(&Receiver) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if done(self) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        done(self)
+    }
+}
+
+fn allow_all() -> Behaviour {
+    Arc::new(|_| (200, String::new()))
+}
+
+fn filename(call: &Value) -> Option<&str> {
+    call["upload"]["metadata"]["filename"].as_str()
+}
+
+#[tokio::test]
+async fn a_pre_create_rejection_reaches_the_client() -> Result<()> {
+    let receiver = Receiver::start(
+        Duration::ZERO,
+        Arc::new(|call: &Value| match filename(call) {
+            Some(name) if name.ends_with(".exe") => (
+                200,
+                r#"{"reject":true,"status":403,"body":"no executables here"}"#.into(),
+            ),
+            _ => (200, String::new()),
+        }),
+    )
+    .await?;
+    let server = TestServer::start(
+        &FsEmbedded,
+        &[
+            "--hooks-http",
+            &receiver.url,
+            "--hooks-enabled-events",
+            "pre-create",
+        ],
+    )
+    .await?;
+    let t = Ctx::new(&server)?;
+    // filename: setup.exe
+    let refused = t
+        .send(
+            t.tus(Method::POST, &t.endpoint)
+                .header("Upload-Length", "5")
+                .header("Upload-Metadata", "filename c2V0dXAuZXhl"),
+            "POST",
+        )
+        .await?;
+    ensure!(
+        refused.status() == 403,
+        "a rejected creation answered {}",
+        refused.status()
+    );
+    let body = refused.text().await?;
+    ensure!(
+        body.trim() == "no executables here",
+        "the hook's body did not reach the client: {body:?}"
+    );
+    // filename: notes.txt
+    let allowed = t
+        .send(
+            t.tus(Method::POST, &t.endpoint)
+                .header("Upload-Length", "5")
+                .header("Upload-Metadata", "filename bm90ZXMudHh0"),
+            "POST",
+        )
+        .await?;
+    ensure!(
+        allowed.status() == 201,
+        "an allowed creation answered {}",
+        allowed.status()
+    );
+    ensure!(
+        receiver.calls("pre-create").len() == 2,
+        "pre-create calls: {:?}",
+        receiver.calls("pre-create")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pre_create_change_of_metadata_shows_in_head() -> Result<()> {
+    let receiver = Receiver::start(
+        Duration::ZERO,
+        Arc::new(|_| {
+            (
+                200,
+                r#"{"change":{"metadata":{"owner":"alice","filename":"renamed.txt"}}}"#.into(),
+            )
+        }),
+    )
+    .await?;
+    let server = TestServer::start(
+        &FsEmbedded,
+        &[
+            "--hooks-http",
+            &receiver.url,
+            "--hooks-enabled-events",
+            "pre-create",
+        ],
+    )
+    .await?;
+    let t = Ctx::new(&server)?;
+    let url = t
+        .create_with(&[
+            ("Upload-Length", "3"),
+            ("Upload-Metadata", "filename YS50eHQ="),
+        ])
+        .await?;
+    let head = t.head_ok(&url).await?;
+    let metadata = head
+        .headers()
+        .get("upload-metadata")
+        .and_then(|v| v.to_str().ok())
+        .context("no Upload-Metadata on HEAD")?;
+    // filename renamed.txt, owner alice
+    ensure!(
+        metadata == "filename cmVuYW1lZC50eHQ=,owner YWxpY2U=",
+        "HEAD shows Upload-Metadata {metadata:?}, not the hook's change"
+    );
+    Ok(())
+}
+
+/// Uploads `count` files in three PATCHes each through `t`; returns (url, size) pairs.
+async fn upload_in_three_patches(t: &Ctx, count: usize) -> Result<Vec<(String, usize)>> {
+    let mut uploads = Vec::new();
+    for i in 0..count {
+        let data = random_bytes(30_000 + i);
+        let url = t.create(data.len() as u64).await?;
+        let mut offset = 0;
+        for chunk in data.chunks(data.len() / 3 + 1) {
+            offset = t.patch_ok(&url, offset, chunk.to_vec()).await?;
+        }
+        ensure!(
+            t.download(&url).await? == data,
+            "upload {i} came back different"
+        );
+        uploads.push((url, data.len()));
+    }
+    Ok(uploads)
+}
+
+fn id_of(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or_default()
+}
+
+/// Every finished upload gets exactly one post-finish, with the idempotency key of its
+/// final offset.
+async fn post_finish_once(receiver: &Receiver, uploads: &[(String, usize)]) -> Result<()> {
+    let all_arrived = receiver
+        .wait_for(Duration::from_secs(10), |r| {
+            r.calls("post-finish").len() >= uploads.len()
+        })
+        .await;
+    ensure!(
+        all_arrived,
+        "only {} post-finish of {}",
+        receiver.calls("post-finish").len(),
+        uploads.len()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await; // let any duplicate arrive
+    let finishes = receiver.calls("post-finish");
+    for (url, size) in uploads {
+        let id = id_of(url);
+        let mine: Vec<_> = finishes
+            .iter()
+            .filter(|c| c["upload"]["id"] == id)
+            .collect();
+        ensure!(
+            mine.len() == 1,
+            "upload {id} got {} post-finish hooks",
+            mine.len()
+        );
+        let key = mine[0]["idempotency_key"].as_str().unwrap_or_default();
+        ensure!(
+            key == format!("{id}:post-finish:{size}"),
+            "idempotency key {key:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn post_finish_arrives_once_per_finished_upload() -> Result<()> {
+    let receiver = Receiver::start(Duration::ZERO, allow_all()).await?;
+    let server = TestServer::start(&FsEmbedded, &["--hooks-http", &receiver.url]).await?;
+    let t = Ctx::new(&server)?;
+    let uploads = upload_in_three_patches(&t, 5).await?;
+    post_finish_once(&receiver, &uploads).await?;
+    ensure!(
+        receiver.calls("post-create").len() == 5,
+        "post-create calls"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_finish_arrives_once_across_a_cluster() -> Result<()> {
+    let receiver = Receiver::start(Duration::ZERO, allow_all()).await?;
+    let cluster = Cluster::start(
+        &FsRedis,
+        Balancer::Nginx,
+        3,
+        &["--hooks-http", &receiver.url],
+    )
+    .await?;
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    // Round-robin spreads each upload's PATCHes over the nodes.
+    let uploads = upload_in_three_patches(&t, 6).await?;
+    post_finish_once(&receiver, &uploads).await
+}
+
+#[tokio::test]
+async fn a_hook_server_down_or_slow_costs_no_bytes_and_no_time() -> Result<()> {
+    let slow = Receiver::start(Duration::from_secs(3), allow_all()).await?;
+    let dead = format!(
+        "http://127.0.0.1:{}/hooks",
+        tusk_tests::cluster::free_port()?
+    );
+    for endpoint in [dead.as_str(), slow.url.as_str()] {
+        let server = TestServer::start(
+            &FsEmbedded,
+            &[
+                "--hooks-http",
+                endpoint,
+                "--hooks-enabled-events",
+                "post-create,post-receive,post-finish",
+            ],
+        )
+        .await?;
+        let t = Ctx::new(&server)?;
+        let data = random_bytes(3 * 1024 * 1024 + 11);
+        let started = Instant::now();
+        let url = t.create(data.len() as u64).await?;
+        let mut offset = 0;
+        for chunk in data.chunks(256 * 1024) {
+            offset = t.patch_ok(&url, offset, chunk.to_vec()).await?;
+        }
+        let elapsed = started.elapsed();
+        ensure!(
+            elapsed < Duration::from_secs(3),
+            "with hooks at {endpoint} the upload took {elapsed:?}: notify hooks held it up"
+        );
+        let back = t.download(&url).await?;
+        ensure!(
+            sha256_hex(&back) == sha256_hex(&data),
+            "bytes differ with hooks at {endpoint}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn pre_access_guards_every_method_and_is_cached_per_credentials() -> Result<()> {
+    let receiver = Receiver::start(
+        Duration::ZERO,
+        Arc::new(|call: &Value| {
+            if call["event"] == "pre-access"
+                && call["request"]["headers"]["authorization"] != "Bearer good"
+            {
+                (
+                    200,
+                    r#"{"reject":true,"status":401,"body":"who are you?"}"#.into(),
+                )
+            } else {
+                (200, String::new())
+            }
+        }),
+    )
+    .await?;
+    let server = TestServer::start(
+        &FsEmbedded,
+        &[
+            "--hooks-http",
+            &receiver.url,
+            "--hooks-enabled-events",
+            "pre-access",
+        ],
+    )
+    .await?;
+    let t = Ctx::new(&server)?;
+    let url = t.create(6).await?;
+    let stranger = t
+        .send(
+            t.tus(Method::HEAD, &url)
+                .header("Authorization", "Bearer bad"),
+            "HEAD",
+        )
+        .await?;
+    ensure!(
+        stranger.status() == 401,
+        "HEAD with bad credentials answered {}",
+        stranger.status()
+    );
+    let get = t
+        .send(
+            t.plain(Method::GET, &url)
+                .header("Authorization", "Bearer bad"),
+            "GET",
+        )
+        .await?;
+    ensure!(
+        get.status() == 401,
+        "GET with bad credentials answered {}",
+        get.status()
+    );
+    for (offset, chunk) in [(0u64, b"abc"), (3, b"def")] {
+        let patched = t
+            .send(
+                t.patch_req(&url, offset, chunk.to_vec())
+                    .header("Authorization", "Bearer good"),
+                "PATCH",
+            )
+            .await?;
+        ensure!(
+            patched.status() == 204,
+            "PATCH with good credentials answered {}",
+            patched.status()
+        );
+    }
+    let good_calls = receiver
+        .calls("pre-access")
+        .iter()
+        .filter(|c| c["request"]["headers"]["authorization"] == "Bearer good")
+        .count();
+    ensure!(
+        good_calls == 1,
+        "two PATCHes with the same credentials made {good_calls} hook calls"
+    );
+    let delete = t
+        .send(
+            t.tus(Method::DELETE, &url)
+                .header("Authorization", "Bearer bad"),
+            "DELETE",
+        )
+        .await?;
+    ensure!(
+        delete.status() == 401,
+        "DELETE with bad credentials answered {}",
+        delete.status()
+    );
+    Ok(())
+}
