@@ -213,7 +213,11 @@ impl Engine {
         self.coord
             .ping()
             .await
-            .map_err(|e| format!("coordinator: {e}"))
+            .map_err(|e| format!("coordinator: {e}"))?;
+        self.storage
+            .ping()
+            .await
+            .map_err(|e| format!("storage: {e}"))
     }
 
     pub fn is_shutting_down(&self) -> bool {

@@ -125,6 +125,10 @@ impl Storage for ObservedStorage {
         .await
     }
 
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.inner.ping().await
+    }
+
     fn concatenation(&self) -> Option<&dyn Concatenation> {
         self.inner
             .concatenation()
@@ -212,7 +216,18 @@ impl Coordinator for ObservedCoordinator {
                 coordinator_span!(self, "acquire", id),
                 self.inner.acquire(id, wait),
             )
-            .await?;
+            .await;
+        // Waiting means the holder was asked to let go (the embedded and Redis
+        // coordinators ask whenever they wait).
+        let asked = match &lease {
+            Ok(lease) => lease.waited,
+            Err(CoordError::Locked) => !wait.is_zero(),
+            Err(_) => false,
+        };
+        if asked {
+            self.observer.release_requested();
+        }
+        let lease = lease?;
         self.observer.lease_acquired(lease.waited);
         Ok(lease)
     }

@@ -23,6 +23,8 @@ pub trait Observer: Send + Sync + 'static {
     fn coordinator_call(&self, _backend: &'static str, _op: &'static str, _elapsed: Duration) {}
     fn lease_acquired(&self, _waited: bool) {}
     fn lease_released(&self) {}
+    /// A request found an upload leased by another and asked it to let go.
+    fn release_requested(&self) {}
     /// A PATCH stopped reading its body because another request asked for the upload.
     fn release_honoured(&self) {}
     /// A commit or renewal was refused because the lease's token was no longer current.

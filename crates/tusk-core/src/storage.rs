@@ -74,6 +74,9 @@ pub trait Storage: Send + Sync + 'static {
         committed: &[Segment],
     ) -> Result<usize, StorageError>;
 
+    /// Whether the backend can serve requests now (for readiness).
+    async fn ping(&self) -> Result<(), StorageError>;
+
     /// The concatenation capability, if this backend has it (advertised as the
     /// `concatenation` extensions only then).
     fn concatenation(&self) -> Option<&dyn Concatenation> {

@@ -80,6 +80,9 @@ impl Storage for MemStorage {
         targets.retain(|(u, t), _| u != upload || committed.iter().any(|s| s.target == *t));
         Ok(before - targets.len())
     }
+    async fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     async fn delete(&self, upload: &str) -> Result<(), StorageError> {
         self.targets
             .lock()

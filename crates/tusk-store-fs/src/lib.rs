@@ -273,6 +273,19 @@ impl Storage for FsStorage {
         self.remove_files_except(upload, keep).await
     }
 
+    async fn ping(&self) -> Result<(), StorageError> {
+        // The root must still be a directory we can see (a shared volume may go away).
+        let root = self.shards.root().to_path_buf();
+        match tokio::fs::metadata(&root).await {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(StorageError::Backend(format!(
+                "{} is not a directory",
+                root.display()
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn concatenation(&self) -> Option<&dyn Concatenation> {
         Some(self)
     }

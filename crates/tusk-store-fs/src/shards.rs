@@ -78,6 +78,10 @@ impl Shards {
         self.root.join(format!("{}{}", a as char, b as char))
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The shard directory of `id` (which may not exist yet).
     pub fn dir(&self, id: &str) -> io::Result<PathBuf> {
         Self::index(id).map(|i| self.path_of(i)).ok_or_else(|| {

@@ -24,6 +24,8 @@ pub struct Metrics {
     coordinator_calls: HistogramVec,
     leases_held: IntGauge,
     lease_waits: IntCounter,
+    releases_requested: IntCounter,
+    hook_calls: IntCounterVec,
     releases_honoured: IntCounter,
     lease_losses: IntCounter,
     sweeps: IntCounter,
@@ -110,6 +112,15 @@ impl Metrics {
                 "tusk_lease_waits_total",
                 "Lease acquisitions that waited for another holder.",
             )?,
+            releases_requested: counter(
+                "tusk_release_requests_sent_total",
+                "Requests that asked another holder of an upload's lease to let go.",
+            )?,
+            hook_calls: counter_vec(
+                "tusk_hook_calls_total",
+                "Hook calls by event and outcome (ok, rejected, failed, dropped).",
+                &["event", "outcome"],
+            )?,
             releases_honoured: counter(
                 "tusk_release_requests_honoured_total",
                 "PATCHes that stopped early because another request asked for the upload.",
@@ -189,6 +200,12 @@ impl Observer for Metrics {
     }
     fn lease_released(&self) {
         self.leases_held.dec();
+    }
+    fn release_requested(&self) {
+        self.releases_requested.inc();
+    }
+    fn hook_call(&self, event: &'static str, outcome: &'static str) {
+        self.hook_calls.with_label_values(&[event, outcome]).inc();
     }
     fn release_honoured(&self) {
         self.releases_honoured.inc();
