@@ -209,7 +209,7 @@ pub const FLAGS: &[Flag] = &[
         flag: "hooks-http",
         help: "URL that receives hook events as JSON POSTs; empty: no hooks.",
         key: "hooks.endpoint",
-        default: "",
+        default: "(none)",
     },
     Flag {
         flag: "hooks-enabled-events",
