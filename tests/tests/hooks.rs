@@ -154,13 +154,25 @@ async fn a_pre_create_rejection_reaches_the_client() -> Result<()> {
         receiver.calls("pre-create")
     );
     let admin = server.admin.clone().context("no admin address")?;
-    let scrape = reqwest::get(format!("{admin}metrics")).await?.text().await?;
+    let scrape = reqwest::get(format!("{admin}metrics"))
+        .await?
+        .text()
+        .await?;
     for (series, want) in [
-        (r#"tusk_hook_calls_total{event="pre-create",outcome="rejected"} "#, "1"),
-        (r#"tusk_hook_calls_total{event="pre-create",outcome="ok"} "#, "1"),
+        (
+            r#"tusk_hook_calls_total{event="pre-create",outcome="rejected"} "#,
+            "1",
+        ),
+        (
+            r#"tusk_hook_calls_total{event="pre-create",outcome="ok"} "#,
+            "1",
+        ),
     ] {
         let got = scrape.lines().find_map(|l| l.strip_prefix(series));
-        ensure!(got == Some(want), "{series}: scraped {got:?}, expected {want}");
+        ensure!(
+            got == Some(want),
+            "{series}: scraped {got:?}, expected {want}"
+        );
     }
     Ok(())
 }
