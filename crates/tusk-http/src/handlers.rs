@@ -230,7 +230,7 @@ fn options(app: &AppState, request: &HeaderMap) -> Response {
 
 fn incoming(body: Body) -> IncomingBody {
     Box::pin(
-        body.into_data_stream()
+        crate::drain::DrainOnDrop::new(body.into_data_stream())
             .map_err(|e| BodyError(e.to_string())),
     )
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod download;
+mod drain;
 mod error;
 mod handlers;
 mod serve;
