@@ -128,11 +128,6 @@ impl HttpHooks {
         }))
     }
 
-    /// Notifications waiting for delivery (not counting those being delivered).
-    pub fn pending(&self) -> usize {
-        self.queue.jobs.lock().unwrap().len()
-    }
-
     async fn blocking(
         &self,
         event: HookEvent,
@@ -154,7 +149,10 @@ impl HttpHooks {
             return true;
         }
         let now = Instant::now();
-        let mut last = self.last_progress.lock().unwrap();
+        let mut last = self
+            .last_progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if last
             .map
             .get(id)
@@ -181,7 +179,10 @@ impl HttpHooks {
     }
 
     fn access_cached(&self, id: &str, credentials: &str) -> bool {
-        let cache = self.access_cache.lock().unwrap();
+        let cache = self
+            .access_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         cache
             .map
             .get(id)
@@ -192,7 +193,10 @@ impl HttpHooks {
     fn cache_access(&self, id: &str, credentials: String) {
         let ttl = self.access_cache_ttl;
         let now = Instant::now();
-        let mut cache = self.access_cache.lock().unwrap();
+        let mut cache = self
+            .access_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(entries) = cache.map.get_mut(id) {
             entries.retain(|_, t| now.duration_since(*t) < ttl);
             entries.insert(credentials, now);
@@ -206,8 +210,16 @@ impl HttpHooks {
 
     /// Forgets what is kept per upload once it is finished or gone.
     fn forget(&self, id: &str) {
-        self.last_progress.lock().unwrap().map.remove(id);
-        self.access_cache.lock().unwrap().map.remove(id);
+        self.last_progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map
+            .remove(id);
+        self.access_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map
+            .remove(id);
     }
 }
 
@@ -356,7 +368,10 @@ struct Queue {
 impl Queue {
     fn push(&self, job: Job, observer: &dyn Observer) {
         let dropped = {
-            let mut jobs = self.jobs.lock().unwrap();
+            let mut jobs = self
+                .jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let dropped = if jobs.len() >= self.capacity {
                 jobs.pop_front()
             } else {
@@ -373,7 +388,10 @@ impl Queue {
     }
 
     fn pop(&self) -> Option<Job> {
-        self.jobs.lock().unwrap().pop_front()
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
     }
 }
 
