@@ -1,0 +1,87 @@
+{{/* Chart name, truncated to 63 characters (a DNS label). */}}
+{{- define "tusk.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-<chart> unless the release name already contains the chart name. */}}
+{{- define "tusk.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tusk.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tusk.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tusk.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "tusk.labels" -}}
+helm.sh/chart: {{ include "tusk.chart" . }}
+{{ include "tusk.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "tusk.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "tusk.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "tusk.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds: the value given, or preStop sleep + drain + 10s. */}}
+{{- define "tusk.terminationGracePeriodSeconds" -}}
+{{- $l := .Values.lifecycle }}
+{{- if kindIs "invalid" $l.terminationGracePeriodSeconds }}
+{{- add (int64 $l.preStopSleepSeconds) (int64 $l.shutdownDrainSeconds) 10 }}
+{{- else }}
+{{- int64 $l.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+Settings that cannot work together, refused at render time with a message naming them:
+several pods need Redis (the embedded coordinator is one process's) and one directory they
+all mount (fs storage: any node reads the bytes another wrote), and the grace period must
+cover the preStop sleep and the drain.
+*/}}
+{{- define "tusk.validate" -}}
+{{- $v := .Values }}
+{{- $several := or $v.autoscaling.enabled (gt (int64 $v.replicaCount) 1) }}
+{{- if and $several (ne $v.config.coordinator.backend "redis") }}
+{{- fail "replicaCount > 1 or autoscaling.enabled needs config.coordinator.backend: redis (the embedded coordinator serves one pod)" }}
+{{- end }}
+{{- if and $several (not $v.persistence.existingClaim) }}
+{{- fail "replicaCount > 1 or autoscaling.enabled needs persistence.existingClaim: a ReadWriteMany claim shared by every replica (fs storage; without it each pod sees only its own uploads)" }}
+{{- end }}
+{{- $grace := int64 (include "tusk.terminationGracePeriodSeconds" .) }}
+{{- if le $grace (add (int64 $v.lifecycle.preStopSleepSeconds) (int64 $v.lifecycle.shutdownDrainSeconds)) }}
+{{- fail "lifecycle.terminationGracePeriodSeconds must exceed preStopSleepSeconds + shutdownDrainSeconds" }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (kindIs "invalid" $v.autoscaling.targetCPUUtilizationPercentage) (kindIs "invalid" $v.autoscaling.targetMemoryUtilizationPercentage) }}
+{{- fail "autoscaling.enabled needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage" }}
+{{- end }}
+{{- end }}
+
+{{/* The Redis URL with the password from the Secret spliced in: redis://:$(REDIS_PASSWORD)@host... */}}
+{{- define "tusk.redisUrlWithPassword" -}}
+{{- $url := .Values.config.coordinator.redis.url }}
+{{- $scheme := regexFind "^rediss?://" $url }}
+{{- printf "%s:$(REDIS_PASSWORD)@%s" $scheme (trimPrefix $scheme $url) }}
+{{- end }}
