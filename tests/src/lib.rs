@@ -4,3 +4,4 @@ pub mod cluster;
 pub mod conformance;
 pub mod faultproxy;
 pub mod harness;
+pub mod rawpatch;

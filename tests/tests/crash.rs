@@ -7,16 +7,14 @@
 //! up to it is exactly the byte that was sent there, and the upload can be finished from
 //! that offset, ending byte-identical (sha256) to the data.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tusk_tests::harness::{FsEmbedded, TestServer};
+use tusk_tests::rawpatch::RawPatch;
 
 const MIB: usize = 1024 * 1024;
 
@@ -172,58 +170,6 @@ fn offset_header(resp: &reqwest::Response) -> Result<usize> {
         .context("Upload-Offset is not a number")
 }
 
-/// `host:port` and path of `http://host:port/path`.
-fn split_url(url: &str) -> Result<(&str, &str)> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("{url:?} is not http://"))?;
-    let slash = rest
-        .find('/')
-        .with_context(|| format!("{url:?} has no path"))?;
-    Ok((&rest[..slash], &rest[slash..]))
-}
-
-/// A PATCH written by hand on a raw TCP connection, so the body can be sent slowly and left
-/// unfinished. `Content-Length` announces `data.len() - offset` bytes.
-struct RawPatch {
-    stream: TcpStream,
-    /// Body bytes handed to the kernel so far: an upper bound of what the server received.
-    sent: Arc<AtomicU64>,
-}
-
-impl RawPatch {
-    async fn open(url: &str, offset: usize, total_len: usize) -> Result<Self> {
-        let (addr, path) = split_url(url)?;
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        let head = format!(
-            "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nTus-Resumable: 1.0.0\r\n\
-             Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\n\
-             Content-Length: {}\r\n\r\n",
-            total_len - offset
-        );
-        stream.write_all(head.as_bytes()).await?;
-        Ok(RawPatch {
-            stream,
-            sent: Arc::new(AtomicU64::new(0)),
-        })
-    }
-
-    /// Writes `body` in `piece`-sized writes, pausing `pause` between them.
-    async fn send(&mut self, body: &[u8], piece: usize, pause: Duration) -> Result<()> {
-        for part in body.chunks(piece) {
-            self.stream
-                .write_all(part)
-                .await
-                .context("writing the PATCH body")?;
-            self.sent.fetch_add(part.len() as u64, Ordering::SeqCst);
-            tokio::time::sleep(pause).await;
-        }
-        Ok(())
-    }
-}
-
 /// kill -9 while a PATCH body is arriving, restart, check the committed prefix, finish.
 /// Each round first sends an acknowledged PATCH (so there are bytes that must survive), then
 /// a slow one that is killed: round 1 while the sender pauses (the server has read everything
@@ -250,7 +196,7 @@ async fn kill9_mid_patch_keeps_a_consistent_prefix() -> Result<()> {
             "round {round}: 204 with Upload-Offset {start}, expected {}",
             before + MIB + round
         );
-        let mut patch = RawPatch::open(&url, start, data.len()).await?;
+        let mut patch = RawPatch::open(&url, start, data.len() - start).await?;
         let sent_counter = patch.sent.clone();
         let want = (6 * MIB + 12_345).min(data.len() - start - 1);
         let sent = if round == 1 {
