@@ -83,6 +83,12 @@ impl Receiver {
     }
 }
 
+/// One node sending the `events` hooks to `endpoint`.
+async fn hooked_node(endpoint: &str, events: &str) -> Result<TestServer> {
+    let args = ["--hooks-http", endpoint, "--hooks-enabled-events", events];
+    TestServer::start(&FsEmbedded, &args).await
+}
+
 fn allow_all() -> Behaviour {
     Arc::new(|_| (200, String::new()))
 }
@@ -104,16 +110,7 @@ async fn a_pre_create_rejection_reaches_the_client() -> Result<()> {
         }),
     )
     .await?;
-    let server = TestServer::start(
-        &FsEmbedded,
-        &[
-            "--hooks-http",
-            &receiver.url,
-            "--hooks-enabled-events",
-            "pre-create",
-        ],
-    )
-    .await?;
+    let server = hooked_node(&receiver.url, "pre-create").await?;
     let t = Ctx::new(&server)?;
     // filename: setup.exe
     let refused = t
@@ -189,16 +186,7 @@ async fn a_pre_create_change_of_metadata_shows_in_head() -> Result<()> {
         }),
     )
     .await?;
-    let server = TestServer::start(
-        &FsEmbedded,
-        &[
-            "--hooks-http",
-            &receiver.url,
-            "--hooks-enabled-events",
-            "pre-create",
-        ],
-    )
-    .await?;
+    let server = hooked_node(&receiver.url, "pre-create").await?;
     let t = Ctx::new(&server)?;
     let url = t
         .create_with(&[
@@ -317,16 +305,7 @@ async fn a_hook_server_down_or_slow_costs_no_bytes_and_no_time() -> Result<()> {
         tusk_tests::cluster::free_port()?
     );
     for endpoint in [dead.as_str(), slow.url.as_str()] {
-        let server = TestServer::start(
-            &FsEmbedded,
-            &[
-                "--hooks-http",
-                endpoint,
-                "--hooks-enabled-events",
-                "post-create,post-receive,post-finish",
-            ],
-        )
-        .await?;
+        let server = hooked_node(endpoint, "post-create,post-receive,post-finish").await?;
         let t = Ctx::new(&server)?;
         let data = random_bytes(3 * 1024 * 1024 + 11);
         let started = Instant::now();
@@ -367,16 +346,7 @@ async fn pre_access_guards_every_method_and_is_cached_per_credentials() -> Resul
         }),
     )
     .await?;
-    let server = TestServer::start(
-        &FsEmbedded,
-        &[
-            "--hooks-http",
-            &receiver.url,
-            "--hooks-enabled-events",
-            "pre-access",
-        ],
-    )
-    .await?;
+    let server = hooked_node(&receiver.url, "pre-access").await?;
     let t = Ctx::new(&server)?;
     let url = t.create(6).await?;
     let stranger = t
