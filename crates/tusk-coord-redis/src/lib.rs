@@ -3,9 +3,11 @@
 //! Keys, all under one configurable prefix (and one hash tag, so that every script's keys
 //! share a slot on Redis Cluster):
 //! - `up:<id>`: a hash with the record's mutable fields (`offset`, `length`, `expires_at`,
-//!   `state`, `purge_at`), its immutable part as JSON (`meta`), and two counters: `token`
-//!   (fencing tokens, per upload, only growing) and `seq` (reserved write targets);
-//! - `seg:<id>`: the committed segments, one `token:seq:len` per entry, appended by commits;
+//!   `state`, `purge_at`, the storage `session`), its immutable part as JSON (`meta`), and
+//!   two counters: `token` (fencing tokens, per upload, only growing) and `seq` (reserved
+//!   write targets, which S3 storage uses as part numbers);
+//! - `seg:<id>`: the committed segments, one `token:seq:len[:receipt]` per entry; a commit
+//!   may replace the last few (a fold) and appends;
 //! - `lease:<id>`: the current fencing token, with the lease TTL;
 //! - `expiry`: a sorted set of upload IDs by the time the sweeper must look at them;
 //! - `leader:<role>`: which node holds a singleton role (the sweeper).
@@ -196,7 +198,6 @@ impl RedisCoordinator {
         release: bool,
     ) -> Result<(), CoordError> {
         let [lease_key, up, seg, expiry] = self.upload_keys(&lease.upload_id);
-        let added: u64 = commit.append.iter().map(|s| s.len).sum();
         let mut invocation = self.scripts.commit.prepare_invoke();
         invocation
             .key(lease_key)
@@ -205,7 +206,7 @@ impl RedisCoordinator {
             .key(expiry)
             .arg(lease.token)
             .arg(commit.expected_offset)
-            .arg(added)
+            .arg(commit.added)
             .arg(
                 commit
                     .declare_length
@@ -214,9 +215,11 @@ impl RedisCoordinator {
             )
             .arg(commit.expires_at.map(|t| t.to_string()).unwrap_or_default())
             .arg(&lease.upload_id)
-            .arg(if release { "1" } else { "0" });
+            .arg(if release { "1" } else { "0" })
+            .arg(commit.fold)
+            .arg(commit.session.as_deref().unwrap_or_default());
         for s in &commit.append {
-            invocation.arg(format!("{}:{}:{}", s.target.token, s.target.seq, s.len));
+            invocation.arg(format_segment(s));
         }
         let answer: Vec<redis::Value> = invocation
             .invoke_async(&mut self.conn())
@@ -265,18 +268,34 @@ impl RedisCoordinator {
     }
 }
 
-fn parse_segment(entry: &str) -> Result<Segment, CoordError> {
-    let mut parts = entry.split(':').map(str::parse::<u64>);
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(Ok(token)), Some(Ok(seq)), Some(Ok(len))) => Ok(Segment {
-            target: WriteTarget {
-                token,
-                seq: u32::try_from(seq).map_err(corrupt)?,
-            },
-            len,
-        }),
-        _ => Err(corrupt(format!("bad segment {entry:?}"))),
+/// A segment as its list entry: `token:seq:len`, then `:receipt` if it has one.
+fn format_segment(s: &Segment) -> String {
+    let mut entry = format!("{}:{}:{}", s.target.token, s.target.seq, s.len);
+    if let Some(receipt) = &s.receipt {
+        entry.push(':');
+        entry.push_str(receipt);
     }
+    entry
+}
+
+fn parse_segment(entry: &str) -> Result<Segment, CoordError> {
+    let bad = || corrupt(format!("bad segment {entry:?}"));
+    let mut parts = entry.splitn(4, ':');
+    let mut number = || {
+        parts
+            .next()
+            .and_then(|p| p.parse::<u64>().ok())
+            .ok_or_else(bad)
+    };
+    let (token, seq, len) = (number()?, number()?, number()?);
+    Ok(Segment {
+        target: WriteTarget {
+            token,
+            seq: u32::try_from(seq).map_err(|_| bad())?,
+        },
+        len,
+        receipt: parts.next().map(str::to_string),
+    })
 }
 
 fn parse_record(
@@ -306,6 +325,7 @@ fn parse_record(
         created_at: meta.created_at,
         expires_at: number("expires_at")?,
         state,
+        session: fields.get("session").cloned(),
         segments: segments
             .iter()
             .map(|s| parse_segment(s))
@@ -464,22 +484,19 @@ impl Coordinator for RedisCoordinator {
         .await
     }
 
-    async fn reserve(&self, lease: &Lease) -> Result<WriteTarget, CoordError> {
-        let [lease_key, up, _, _] = self.upload_keys(&lease.upload_id);
+    async fn reserve(&self, upload_id: &str, token: u64) -> Result<WriteTarget, CoordError> {
+        let [lease_key, up, _, _] = self.upload_keys(upload_id);
         let seq: i64 = self
             .scripts
             .reserve
             .key(lease_key)
             .key(up)
-            .arg(lease.token)
+            .arg(token)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         let seq = u32::try_from(seq).map_err(|_| CoordError::LeaseLost)?;
-        Ok(WriteTarget {
-            token: lease.token,
-            seq,
-        })
+        Ok(WriteTarget { token, seq })
     }
 
     async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError> {

@@ -107,13 +107,17 @@ fn record(id: &str, length: u64) -> UploadRecord {
         expires_at: Some(100),
         state: UploadState::Active,
         segments: vec![],
+        session: None,
     }
 }
 
 fn commit(expected_offset: u64, target: tusk_core::WriteTarget, len: u64) -> Commit {
     Commit {
         expected_offset,
-        append: vec![Segment { target, len }],
+        added: len,
+        append: vec![Segment::new(target, len)],
+        fold: 0,
+        session: None,
         declare_length: None,
         expires_at: Some(200),
     }
@@ -134,8 +138,14 @@ async fn records_round_trip_and_commits_append() {
         Some(lease.record.clone()),
         node.load(id).await.expect("load")
     );
-    let a = node.reserve(&lease).await.expect("reserve");
-    let b = node.reserve(&lease).await.expect("reserve");
+    let a = node
+        .reserve(&lease.upload_id, lease.token)
+        .await
+        .expect("reserve");
+    let b = node
+        .reserve(&lease.upload_id, lease.token)
+        .await
+        .expect("reserve");
     assert_ne!(a, b);
     node.commit(&lease, &commit(0, a, 4)).await.expect("commit");
     node.commit(&lease, &commit(4, b, 6)).await.expect("commit");
@@ -191,7 +201,10 @@ async fn an_expired_lease_fences_its_holder_on_every_node() {
         .acquire(id, Duration::ZERO)
         .await
         .expect("lease");
-    let zombie_target = zombie_node.reserve(&zombie).await.expect("reserve");
+    let zombie_target = zombie_node
+        .reserve(&zombie.upload_id, zombie.token)
+        .await
+        .expect("reserve");
     // The holder pauses past its TTL (a GC pause, SIGSTOP, a partition)...
     tokio::time::sleep(ttl * 2).await;
     let live = live_node
@@ -199,7 +212,10 @@ async fn an_expired_lease_fences_its_holder_on_every_node() {
         .await
         .expect("taken over");
     assert!(live.token > zombie.token);
-    let target = live_node.reserve(&live).await.expect("reserve");
+    let target = live_node
+        .reserve(&live.upload_id, live.token)
+        .await
+        .expect("reserve");
     live_node
         .commit(&live, &commit(0, target, 3))
         .await
@@ -210,7 +226,7 @@ async fn an_expired_lease_fences_its_holder_on_every_node() {
         Err(CoordError::LeaseLost)
     ));
     assert!(matches!(
-        zombie_node.reserve(&zombie).await,
+        zombie_node.reserve(&zombie.upload_id, zombie.token).await,
         Err(CoordError::LeaseLost)
     ));
     let late = zombie_node
@@ -333,7 +349,10 @@ async fn a_sentinel_failover_keeps_every_acknowledged_commit() {
     let id = "EEEEEEEEEEEEEEEEEEEEEEEE";
     node.create(&record(id, 10)).await.expect("create");
     let lease = node.acquire(id, Duration::ZERO).await.expect("lease");
-    let target = node.reserve(&lease).await.expect("reserve");
+    let target = node
+        .reserve(&lease.upload_id, lease.token)
+        .await
+        .expect("reserve");
     node.commit(&lease, &commit(0, target, 4))
         .await
         .expect("commit");
@@ -384,7 +403,7 @@ async fn a_sentinel_failover_keeps_every_acknowledged_commit() {
     loop {
         let attempt = async {
             let lease = node.acquire(id, Duration::ZERO).await?;
-            let target = node.reserve(&lease).await?;
+            let target = node.reserve(&lease.upload_id, lease.token).await?;
             node.commit_and_release(lease, &commit(4, target, 6)).await
         };
         match attempt.await {

@@ -64,8 +64,15 @@ pub struct Lease {
 pub struct Commit {
     /// The offset the writer started from; the commit fails if the record moved.
     pub expected_offset: u64,
+    /// Bytes the commit adds to the offset.
+    pub added: u64,
     /// Segments written under the lease, appended in order.
     pub append: Vec<Segment>,
+    /// How many of the record's last segments the appended ones replace (their bytes were
+    /// stored again at the start of the first appended segment).
+    pub fold: usize,
+    /// A storage session the write opened, recorded for later writes.
+    pub session: Option<String>,
     /// Declares the length of a deferred-length upload.
     pub declare_length: Option<u64>,
     /// New expiry (None: never, e.g. once finished).
@@ -96,8 +103,10 @@ pub trait Coordinator: Send + Sync + 'static {
     /// PATCH streams (the lease itself is then busy watching for release requests).
     async fn renew(&self, upload_id: &str, token: u64) -> Result<(), CoordError>;
 
-    /// Reserves a new write target under the lease; never returns the same target twice.
-    async fn reserve(&self, lease: &Lease) -> Result<WriteTarget, CoordError>;
+    /// Reserves a new write target under the lease holding `token`. Targets carry the token
+    /// and a sequence number that grows per upload across leases: no two writers are ever
+    /// given the same target, and a target's number is above every committed one's.
+    async fn reserve(&self, upload_id: &str, token: u64) -> Result<WriteTarget, CoordError>;
 
     /// Compare-and-set: applies `commit` (as [`UploadRecord::apply_commit`] defines it) only
     /// while the lease's token is current and the record's offset equals

@@ -10,8 +10,8 @@ use crate::body::{BodyEnd, BodyReader};
 use crate::observed::{ObservedCoordinator, ObservedStorage};
 use crate::{
     unix_now, ByteStream, Commit, ConcatKind, CoordError, Coordinator, Error, Hasher, HookEvent,
-    Hooks, IncomingBody, Lease, NoHooks, NoObserver, Observer, RequestInfo, Segment, Storage,
-    UploadRecord, UploadState,
+    Hooks, IncomingBody, Lease, NoHooks, NoObserver, Observer, RequestInfo, ReserveTargets,
+    Segment, Storage, StorageError, UploadRecord, UploadState, WriteContext,
 };
 
 /// Engine settings; the server binary fills them from its configuration.
@@ -109,8 +109,38 @@ struct PendingCommit {
     commit: Commit,
     /// The record the commit applies to.
     record: UploadRecord,
-    written: u64,
-    target: crate::WriteTarget,
+    /// The record's segments the commit folds into its first new one.
+    folded: Vec<Segment>,
+    /// Bytes the storage sent a second time for this write.
+    rewritten: u64,
+}
+
+/// Reserves targets under one lease, for a storage write.
+struct LeaseTargets<'a> {
+    coord: &'a dyn Coordinator,
+    upload_id: String,
+    token: u64,
+}
+
+impl<'a> LeaseTargets<'a> {
+    fn of(coord: &'a dyn Coordinator, lease: &Lease) -> Self {
+        Self {
+            coord,
+            upload_id: lease.upload_id.clone(),
+            token: lease.token,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ReserveTargets for LeaseTargets<'_> {
+    fn token(&self) -> u64 {
+        self.token
+    }
+
+    async fn reserve(&self) -> Result<crate::WriteTarget, StorageError> {
+        Ok(self.coord.reserve(&self.upload_id, self.token).await?)
+    }
 }
 
 /// Whether a PATCH at `offset` may write to `record`.
@@ -291,6 +321,7 @@ impl Engine {
             },
             state: UploadState::Active,
             segments: Vec::new(),
+            session: None,
         };
         if self.hooks.enabled(HookEvent::PreCreate) {
             let changes = self
@@ -315,6 +346,10 @@ impl Engine {
             other => other?,
         }
         self.observer.upload_created();
+        if record.length == Some(0) {
+            // Finished at birth: it still gets its (empty) object in storage.
+            self.finish_in_storage(&record).await;
+        }
         self.notify(HookEvent::PostCreate, &record, Some(&request.request));
         if record.is_final() {
             // Materialize at once when the partials are already finished.
@@ -427,31 +462,31 @@ impl Engine {
             if current.is_finished() && current.length.is_some() {
                 return Ok(current); // another request assembled it meanwhile
             }
-            let mut append = Vec::new();
-            let mut total = 0u64;
-            for partial in partials {
-                for segment in &partial.segments {
-                    let target = self.coord.reserve(&lease).await?;
-                    concatenation
-                        .copy_segment(&partial.id, segment, &record.id, target)
-                        .await?;
-                    append.push(Segment {
-                        target,
-                        len: segment.len,
-                    });
-                    total += segment.len;
-                }
-            }
+            let total = partials.iter().map(|p| p.offset).sum::<u64>();
+            let targets = LeaseTargets::of(self.coord.as_ref(), &lease);
+            let context = WriteContext {
+                record: &current,
+                length: Some(total),
+                targets: &targets,
+            };
+            let stored = concatenation.concatenate(context, partials).await?;
             let commit = Commit {
                 expected_offset: 0,
-                append,
+                added: stored.written,
+                append: stored.append.clone(),
+                fold: 0,
+                session: stored.session,
                 declare_length: Some(total),
                 expires_at: None,
             };
-            self.coord.commit(&lease, &commit).await?;
+            if let Err(e) = self.coord.commit(&lease, &commit).await {
+                self.discard(&record.id, &stored.append).await;
+                return Err(e.into());
+            }
             self.observer.upload_finished();
             let mut assembled = current;
             assembled.apply_commit(&commit);
+            self.finish_in_storage(&assembled).await;
             self.notify(HookEvent::PostFinish, &assembled, None);
             Ok(assembled)
         }
@@ -557,25 +592,39 @@ impl Engine {
         let PendingCommit {
             commit,
             mut record,
-            written,
-            target,
+            folded,
+            rewritten,
         } = pending;
         match self.coord.commit_and_release(lease, &commit).await {
             Ok(()) => {
                 record.apply_commit(&commit);
-                self.observer.bytes_committed(written);
+                self.observer.bytes_committed(commit.added);
+                if rewritten > 0 {
+                    self.observer
+                        .bytes_rewritten(self.storage.name(), rewritten);
+                }
+                if !folded.is_empty() {
+                    self.discard_later(&record.id, folded);
+                }
                 if record.is_finished() {
                     self.observer.upload_finished();
+                    self.finish_in_storage(&record).await;
                     self.remove_uncommitted_later(&record);
                 }
                 Ok(record)
             }
             Err(e) => {
-                if written > 0 {
-                    self.discard(&id, target).await;
-                }
+                self.discard(&id, &commit.append).await;
                 Err(e.into())
             }
+        }
+    }
+
+    /// Makes a just finished upload whole in storage. A failure leaves the upload readable:
+    /// the backend finishes it again on the first read.
+    async fn finish_in_storage(&self, record: &UploadRecord) {
+        if let Err(error) = self.storage.finish(record).await {
+            tracing::warn!(upload_id = %record.id, %error, "finishing the upload in storage failed; the first read retries");
         }
     }
 
@@ -599,8 +648,8 @@ impl Engine {
             return Err(Error::TooLarge("the body goes past the upload's length"));
         }
 
-        let target = self.coord.reserve(lease).await?;
         let hasher = request.checksum.as_ref().map(|c| Hasher::new(c.algorithm));
+        let targets = LeaseTargets::of(self.coord.as_ref(), lease);
         let mut reader = BodyReader::new(
             body,
             limit,
@@ -609,10 +658,13 @@ impl Engine {
             self.shutting_down.subscribe(),
             hasher,
         );
-        let written = {
-            let write = self
-                .storage
-                .write(&lease.upload_id, target, reader.chunks());
+        let stored = {
+            let context = WriteContext {
+                record: &record,
+                length,
+                targets: &targets,
+            };
+            let write = self.storage.write(context, reader.chunks());
             let keep_alive = keep_lease_alive(
                 self.coord.as_ref(),
                 &lease.upload_id,
@@ -620,15 +672,9 @@ impl Engine {
                 self.config.lease_renew_interval,
             );
             match select(Box::pin(write), Box::pin(keep_alive)).await {
-                Either::Left((written, _)) => written.map_err(Error::from),
-                Either::Right(((), _)) => Err(Error::LeaseLost),
-            }
-        };
-        let written = match written {
-            Ok(n) => n,
-            Err(e) => {
-                self.discard(&lease.upload_id, target).await;
-                return Err(e);
+                // A failed write removed what it had stored itself.
+                Either::Left((stored, _)) => stored?,
+                Either::Right(((), _)) => return Err(Error::LeaseLost),
             }
         };
         let end = reader.end.unwrap_or(BodyEnd::Complete);
@@ -637,38 +683,38 @@ impl Engine {
         }
         let digest = reader.take_digest();
         drop(reader);
+        let written = stored.written;
         tracing::debug!(upload_id = %lease.upload_id, written, ?end, "body stored");
 
-        if end == BodyEnd::TooLarge {
-            self.discard(&lease.upload_id, target).await;
-            return Err(Error::TooLarge("the body goes past the upload's length"));
-        }
-        if let (Some(expected), Some(actual)) = (&request.checksum, digest) {
-            if end != BodyEnd::Complete {
-                self.discard(&lease.upload_id, target).await;
-                return Err(Error::IncompleteChecksummedBody);
+        let refused = if end == BodyEnd::TooLarge {
+            Some(Error::TooLarge("the body goes past the upload's length"))
+        } else {
+            match (&request.checksum, digest) {
+                (Some(_), Some(_)) if end != BodyEnd::Complete => {
+                    Some(Error::IncompleteChecksummedBody)
+                }
+                (Some(expected), Some(actual)) if expected.digest != actual => {
+                    Some(Error::ChecksumMismatch)
+                }
+                _ => None,
             }
-            if expected.digest != actual {
-                self.discard(&lease.upload_id, target).await;
-                return Err(Error::ChecksumMismatch);
-            }
+        };
+        if let Some(error) = refused {
+            self.discard(&lease.upload_id, &stored.append).await;
+            return Err(error);
         }
-        if written == 0 && request.declare_length.is_none() {
-            self.discard(&lease.upload_id, target).await;
+        if stored.append.is_empty() && request.declare_length.is_none() {
             return Ok(Written::Nothing(record));
         }
         let new_offset = record.offset + written;
         let finished = length == Some(new_offset);
+        let folded = record.segments[record.segments.len().saturating_sub(stored.fold)..].to_vec();
         let commit = Commit {
             expected_offset: record.offset,
-            append: if written > 0 {
-                vec![Segment {
-                    target,
-                    len: written,
-                }]
-            } else {
-                vec![]
-            },
+            added: written,
+            append: stored.append,
+            fold: stored.fold,
+            session: stored.session,
             declare_length: request.declare_length.filter(|_| record.length.is_none()),
             expires_at: if finished {
                 None
@@ -679,18 +725,30 @@ impl Engine {
         Ok(Written::Commit(PendingCommit {
             commit,
             record,
-            written,
-            target,
+            folded,
+            rewritten: stored.rewritten,
         }))
+    }
+
+    /// Forgets segments a commit folded into a later one, off the request's path; a crash
+    /// leaves them to the leftovers sweep.
+    fn discard_later(&self, id: &str, segments: Vec<Segment>) {
+        let storage = self.storage.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = storage.discard(&id, &segments).await {
+                tracing::warn!(upload_id = %id, %error, "removing folded segments failed");
+            }
+        });
     }
 
     /// Sweeps targets that never committed, off the request's path.
     fn remove_uncommitted_later(&self, record: &UploadRecord) {
         let storage = self.storage.clone();
-        let id = record.id.clone();
-        let segments = record.segments.clone();
+        let record = record.clone();
         tokio::spawn(async move {
-            match storage.remove_uncommitted(&id, &segments).await {
+            let id = &record.id;
+            match storage.remove_uncommitted(&record).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(upload_id = %id, removed = n, "removed uncommitted targets")
@@ -728,9 +786,12 @@ impl Engine {
         }
     }
 
-    async fn discard(&self, id: &str, target: crate::WriteTarget) {
-        if let Err(error) = self.storage.discard(id, target).await {
-            tracing::warn!(upload_id = %id, ?target, %error, "discarding an uncommitted target failed");
+    async fn discard(&self, id: &str, segments: &[Segment]) {
+        if segments.is_empty() {
+            return;
+        }
+        if let Err(error) = self.storage.discard(id, segments).await {
+            tracing::warn!(upload_id = %id, %error, "discarding uncommitted segments failed");
         }
     }
 
@@ -767,7 +828,22 @@ impl Engine {
         let record = view.record;
         let end = range.end.min(record.offset);
         let start = range.start.min(end);
-        Ok(self.storage.read(id, &record.segments, start..end).await?)
+        Ok(self.storage.read(&record, start..end).await?)
+    }
+
+    /// A link valid for `valid_for` to download the finished upload of `record` straight from
+    /// storage, if the storage can make one (`None` for an unfinished upload).
+    pub async fn presigned_download(
+        &self,
+        record: &UploadRecord,
+        valid_for: Duration,
+    ) -> Result<Option<String>, Error> {
+        match self.storage.presign() {
+            Some(presign) if record.is_finished() => {
+                Ok(Some(presign.presigned_get(record, valid_for).await?))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Expires overdue unfinished uploads and purges old tombstones; returns what it did.
@@ -793,6 +869,35 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// Removes what storage holds for uploads that no record accounts for (a writer that
+    /// crashed or lost its lease after storing, before committing). Each upload is looked at
+    /// under its lease, so no writer can commit what is being removed.
+    pub async fn sweep_leftovers(&self) -> Result<usize, Error> {
+        let Some(leftovers) = self.storage.leftovers() else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for id in leftovers.suspects(1000).await? {
+            let outcome = match self.coord.acquire(&id, Duration::ZERO).await {
+                Ok(lease) => {
+                    let outcome = leftovers.remove_leftovers(&id, Some(&lease.record)).await;
+                    self.release(lease).await;
+                    outcome
+                }
+                Err(CoordError::NotFound) => leftovers.remove_leftovers(&id, None).await,
+                // Busy (its writer may still commit) or unreachable: next time.
+                Err(_) => continue,
+            };
+            match outcome {
+                Ok(n) => removed += n,
+                Err(error) => {
+                    tracing::warn!(upload_id = %id, %error, "removing stored leftovers failed")
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Some(true): expired, Some(false): purged, None: no longer due.
@@ -835,6 +940,14 @@ impl Engine {
                 }
             }
             let swept = self.sweep_once().await;
+            match self.sweep_leftovers().await {
+                Ok(0) => {}
+                Ok(removed) => {
+                    self.observer.leftovers_removed(removed);
+                    tracing::info!(removed, "removed stored leftovers of no record");
+                }
+                Err(error) => tracing::warn!(%error, "sweeping stored leftovers failed"),
+            }
             if let Ok(r) = &swept {
                 self.observer.sweep(r.expired, r.purged);
             }

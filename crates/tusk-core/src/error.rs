@@ -47,8 +47,11 @@ pub enum Error {
     /// A task of the engine ended without an answer (it panicked): a bug, reported as 500.
     #[error("internal task failed: {0}")]
     TaskFailed(String),
+    /// The storage serves an upload's bytes only once it is finished (S3).
+    #[error("this storage serves an upload's bytes only once the upload is finished")]
+    NotFinished,
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     #[error("coordinator: {0}")]
     Coordinator(CoordError),
 }
@@ -63,6 +66,17 @@ impl From<CoordError> for Error {
                 got: expected,
             },
             other => Error::Coordinator(other),
+        }
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Reserve(e) => e.into(),
+            StorageError::UploadTooLarge(reason) => Error::TooLarge(reason),
+            StorageError::NotFinished => Error::NotFinished,
+            other => Error::Storage(other),
         }
     }
 }

@@ -28,4 +28,7 @@ pub use error::Error;
 pub use hooks::{CreateChanges, HookEvent, HookRejection, Hooks, NoHooks, RequestInfo};
 pub use observer::{NoObserver, Observer};
 pub use record::{unix_now, ConcatKind, Segment, UploadRecord, UploadState, WriteTarget};
-pub use storage::{ByteStream, Chunks, Concatenation, Storage, StorageError};
+pub use storage::{
+    ByteStream, Chunks, Concatenation, Leftovers, Presign, ReserveTargets, Storage, StorageError,
+    Stored, WriteContext,
+};

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use tracing::{info_span, Instrument, Span};
 
 use crate::{
-    ByteStream, Chunks, Commit, Concatenation, CoordError, Coordinator, Lease, Observer, Segment,
-    Storage, StorageError, UploadRecord, WriteTarget,
+    ByteStream, Chunks, Commit, Concatenation, CoordError, Coordinator, Lease, Leftovers, Observer,
+    Presign, Segment, Storage, StorageError, Stored, UploadRecord, WriteContext, WriteTarget,
 };
 
 /// The span of one storage call: `storage.<op>` with the backend and the upload ID.
@@ -68,37 +68,41 @@ impl Storage for ObservedStorage {
 
     async fn write(
         &self,
-        upload: &str,
-        target: WriteTarget,
+        context: WriteContext<'_>,
         chunks: Chunks<'_>,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<Stored, StorageError> {
+        let span = storage_span!(self, "write", &context.record.id);
+        self.timed("write", span, self.inner.write(context, chunks))
+            .await
+    }
+
+    async fn discard(&self, upload: &str, segments: &[Segment]) -> Result<(), StorageError> {
         self.timed(
-            "write",
-            storage_span!(self, "write", upload),
-            self.inner.write(upload, target, chunks),
+            "discard",
+            storage_span!(self, "discard", upload),
+            self.inner.discard(upload, segments),
         )
         .await
     }
 
-    async fn discard(&self, upload: &str, target: WriteTarget) -> Result<(), StorageError> {
+    async fn finish(&self, record: &UploadRecord) -> Result<(), StorageError> {
         self.timed(
-            "discard",
-            storage_span!(self, "discard", upload),
-            self.inner.discard(upload, target),
+            "finish",
+            storage_span!(self, "finish", &record.id),
+            self.inner.finish(record),
         )
         .await
     }
 
     async fn read(
         &self,
-        upload: &str,
-        segments: &[Segment],
+        record: &UploadRecord,
         range: Range<u64>,
     ) -> Result<ByteStream, StorageError> {
         self.timed(
             "read",
-            storage_span!(self, "read", upload),
-            self.inner.read(upload, segments, range),
+            storage_span!(self, "read", &record.id),
+            self.inner.read(record, range),
         )
         .await
     }
@@ -112,15 +116,11 @@ impl Storage for ObservedStorage {
         .await
     }
 
-    async fn remove_uncommitted(
-        &self,
-        upload: &str,
-        committed: &[Segment],
-    ) -> Result<usize, StorageError> {
+    async fn remove_uncommitted(&self, record: &UploadRecord) -> Result<usize, StorageError> {
         self.timed(
             "remove_uncommitted",
-            storage_span!(self, "remove_uncommitted", upload),
-            self.inner.remove_uncommitted(upload, committed),
+            storage_span!(self, "remove_uncommitted", &record.id),
+            self.inner.remove_uncommitted(record),
         )
         .await
     }
@@ -134,27 +134,30 @@ impl Storage for ObservedStorage {
             .concatenation()
             .map(|_| self as &dyn Concatenation)
     }
+
+    fn presign(&self) -> Option<&dyn Presign> {
+        self.inner.presign()
+    }
+
+    fn leftovers(&self) -> Option<&dyn Leftovers> {
+        self.inner.leftovers()
+    }
 }
 
 #[async_trait]
 impl Concatenation for ObservedStorage {
-    async fn copy_segment(
+    async fn concatenate(
         &self,
-        source: &str,
-        segment: &Segment,
-        into: &str,
-        target: WriteTarget,
-    ) -> Result<(), StorageError> {
+        context: WriteContext<'_>,
+        partials: &[UploadRecord],
+    ) -> Result<Stored, StorageError> {
         let inner = self
             .inner
             .concatenation()
             .ok_or_else(|| StorageError::Backend("concatenation is not supported".into()))?;
-        self.timed(
-            "copy_segment",
-            storage_span!(self, "copy_segment", into),
-            inner.copy_segment(source, segment, into, target),
-        )
-        .await
+        let span = storage_span!(self, "concatenate", &context.record.id);
+        self.timed("concatenate", span, inner.concatenate(context, partials))
+            .await
     }
 }
 
@@ -243,12 +246,12 @@ impl Coordinator for ObservedCoordinator {
         self.fenced(result)
     }
 
-    async fn reserve(&self, lease: &Lease) -> Result<WriteTarget, CoordError> {
+    async fn reserve(&self, upload_id: &str, token: u64) -> Result<WriteTarget, CoordError> {
         let result = self
             .timed(
                 "reserve",
-                coordinator_span!(self, "reserve", &lease.upload_id),
-                self.inner.reserve(lease),
+                coordinator_span!(self, "reserve", upload_id),
+                self.inner.reserve(upload_id, token),
             )
             .await;
         self.fenced(result)

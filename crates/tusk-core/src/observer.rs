@@ -30,6 +30,10 @@ pub trait Observer: Send + Sync + 'static {
     /// A commit or renewal was refused because the lease's token was no longer current.
     fn lease_lost(&self) {}
     fn sweep(&self, _expired: usize, _purged: usize) {}
+    /// Bytes a storage backend sent a second time (S3: tail bytes folded into a part).
+    fn bytes_rewritten(&self, _backend: &'static str, _bytes: u64) {}
+    /// Stored objects of no record removed by the leftovers sweep.
+    fn leftovers_removed(&self, _count: usize) {}
     /// A hook call ended: `outcome` is one of ok, rejected, failed, dropped.
     fn hook_call(&self, _event: &'static str, _outcome: &'static str) {}
 }

@@ -20,10 +20,25 @@ pub struct WriteTarget {
 }
 
 /// Committed bytes of an upload held in one target; an upload's bytes are its segments in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
     pub target: WriteTarget,
     pub len: u64,
+    /// What the backend needs besides the target to find or assemble these bytes later
+    /// (an S3 part's ETag and checksum); `None` when the target says it all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+}
+
+impl Segment {
+    /// A segment the target alone identifies.
+    pub fn new(target: WriteTarget, len: u64) -> Self {
+        Self {
+            target,
+            len,
+            receipt: None,
+        }
+    }
 }
 
 /// The concatenation extension's role of an upload.
@@ -67,6 +82,10 @@ pub struct UploadRecord {
     pub expires_at: Option<u64>,
     pub state: UploadState,
     pub segments: Vec<Segment>,
+    /// The backend's own handle on this upload's storage, when it keeps one across PATCHes
+    /// (S3: the multipart upload). Opaque to everything but the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 impl UploadRecord {
@@ -85,8 +104,13 @@ impl UploadRecord {
     /// The record after `commit`. Every coordinator applies commits with this one function,
     /// so they cannot disagree about what a commit means.
     pub fn apply_commit(&mut self, commit: &crate::Commit) {
-        self.offset += commit.append.iter().map(|s| s.len).sum::<u64>();
+        self.offset += commit.added;
+        let kept = self.segments.len().saturating_sub(commit.fold);
+        self.segments.truncate(kept);
         self.segments.extend_from_slice(&commit.append);
+        if commit.session.is_some() {
+            self.session.clone_from(&commit.session);
+        }
         if commit.declare_length.is_some() {
             self.length = commit.declare_length;
         }

@@ -1,11 +1,12 @@
 use std::ops::Range;
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::{Segment, WriteTarget};
+use crate::{CoordError, Segment, UploadRecord, WriteTarget};
 
 /// A PATCH body as a storage backend sees it: chunks in order, ending when the body ends,
 /// is interrupted, or the engine stops reading. The stream never yields an error; whatever
@@ -24,39 +25,92 @@ pub enum StorageError {
     /// A target was written twice, which the fencing tokens are there to make impossible.
     #[error("write target {0:?} already exists")]
     TargetExists(WriteTarget),
+    /// The upload would outgrow what the backend can hold (S3: its part count).
+    #[error("{0}")]
+    UploadTooLarge(&'static str),
+    /// The backend serves an upload's bytes only once the upload is finished.
+    #[error("this storage serves an upload's bytes only once the upload is finished")]
+    NotFinished,
+    /// Reserving a target under the lease failed.
+    #[error(transparent)]
+    Reserve(#[from] CoordError),
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage backend: {0}")]
     Backend(String),
 }
 
+/// Reserves write targets under the writing request's lease.
+#[async_trait]
+pub trait ReserveTargets: Send + Sync {
+    /// The lease's fencing token: unique to this writer for all time.
+    fn token(&self) -> u64;
+
+    /// A target never given to any other writer (see [`crate::Coordinator::reserve`]).
+    async fn reserve(&self) -> Result<WriteTarget, StorageError>;
+}
+
+/// What a write knows of its upload besides the bytes.
+pub struct WriteContext<'a> {
+    /// The committed record as of the lease.
+    pub record: &'a UploadRecord,
+    /// The upload's length once this request is applied, `None` while it is deferred: a
+    /// write that reaches it stores the upload's last bytes.
+    pub length: Option<u64>,
+    pub targets: &'a dyn ReserveTargets,
+}
+
+/// What a write stored, for the engine to commit as one [`crate::Commit`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Bytes of the body stored; the commit adds them to the offset.
+    pub written: u64,
+    /// Segments to append to the record, in order.
+    pub append: Vec<Segment>,
+    /// How many of the record's last segments `append` replaces: their bytes were stored
+    /// again at the start of the first appended segment.
+    pub fold: usize,
+    /// The upload's storage session when the write changed it (see [`UploadRecord::session`]).
+    pub session: Option<String>,
+    /// Bytes the write sent to the backend a second time (S3: tail bytes folded into a
+    /// part), for the metric that shows the backend does not rewrite data over and over.
+    pub rewritten: u64,
+}
+
 /// The data plane: bytes only.
 ///
-/// Every write goes to a target reserved under a lease (see [`crate::Coordinator::reserve`]),
-/// and becomes visible to clients only when the coordinator commits it as a [`Segment`].
+/// Every write goes to targets reserved under a lease, and becomes visible to clients only
+/// when the coordinator commits what the write [`Stored`].
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Short backend name for logs and metrics, e.g. `fs`.
     fn name(&self) -> &'static str;
 
-    /// Writes `chunks` into `target` of `upload` and makes them durable before returning the
-    /// number of bytes written. Writing fewer bytes than the body had (it was interrupted)
-    /// is not an error.
+    /// Writes `chunks` after the upload's committed bytes and makes them durable before
+    /// saying what it stored. Writing fewer bytes than the body had (it was interrupted) is
+    /// not an error. On an error, nothing of this write is committed.
     async fn write(
         &self,
-        upload: &str,
-        target: WriteTarget,
+        context: WriteContext<'_>,
         chunks: Chunks<'_>,
-    ) -> Result<u64, StorageError>;
+    ) -> Result<Stored, StorageError>;
 
-    /// Forgets a target that will never be committed (checksum mismatch, lost lease).
-    async fn discard(&self, upload: &str, target: WriteTarget) -> Result<(), StorageError>;
+    /// Forgets segments that will never be committed (checksum mismatch, lost lease) or no
+    /// longer are (folded into a later segment).
+    async fn discard(&self, upload: &str, segments: &[Segment]) -> Result<(), StorageError>;
 
-    /// Streams `range` of the bytes held in `segments` (in order).
+    /// Called once the commit that finished `record` is durable: makes the finished upload
+    /// whole in storage (S3 completes the multipart upload). Called again if it fails; it
+    /// must be safe to repeat.
+    async fn finish(&self, record: &UploadRecord) -> Result<(), StorageError> {
+        let _ = record;
+        Ok(())
+    }
+
+    /// Streams `range` of the committed bytes of `record`.
     async fn read(
         &self,
-        upload: &str,
-        segments: &[Segment],
+        record: &UploadRecord,
         range: Range<u64>,
     ) -> Result<ByteStream, StorageError>;
 
@@ -64,15 +118,11 @@ pub trait Storage: Send + Sync + 'static {
     /// not an error.
     async fn delete(&self, upload: &str) -> Result<(), StorageError>;
 
-    /// Removes targets of `upload` that are not among `committed`: writes that never
-    /// committed (a crash mid-PATCH, a lost lease, a discard that failed). Called once the
-    /// upload is finished, when no honest writer can be using another target. Returns how
-    /// many were removed.
-    async fn remove_uncommitted(
-        &self,
-        upload: &str,
-        committed: &[Segment],
-    ) -> Result<usize, StorageError>;
+    /// Removes what was stored for `record` and is not among its committed segments:
+    /// writes that never committed (a crash mid-PATCH, a lost lease, a discard that
+    /// failed). Called once the upload is finished, when no honest writer can be using
+    /// another target. Returns how many were removed.
+    async fn remove_uncommitted(&self, record: &UploadRecord) -> Result<usize, StorageError>;
 
     /// Whether the backend can serve requests now (for readiness).
     async fn ping(&self) -> Result<(), StorageError>;
@@ -82,18 +132,55 @@ pub trait Storage: Send + Sync + 'static {
     fn concatenation(&self) -> Option<&dyn Concatenation> {
         None
     }
+
+    /// The capability to hand out direct download links, if this backend has it.
+    fn presign(&self) -> Option<&dyn Presign> {
+        None
+    }
+
+    /// The capability to find stored leftovers of uploads no record accounts for, if this
+    /// backend needs it swept.
+    fn leftovers(&self) -> Option<&dyn Leftovers> {
+        None
+    }
 }
 
 /// Optional capability: build a final upload's bytes out of finished partial uploads.
 #[async_trait]
 pub trait Concatenation: Send + Sync {
-    /// Makes the bytes of `source`'s `segment` available as `target` of upload `into`,
-    /// durably, without the partial upload's later removal affecting it.
-    async fn copy_segment(
+    /// Stores the bytes of `partials`, in order, as the bytes of the final upload that
+    /// `context` describes, durably and without a partial's later removal affecting them.
+    async fn concatenate(
         &self,
-        source: &str,
-        segment: &Segment,
-        into: &str,
-        target: WriteTarget,
-    ) -> Result<(), StorageError>;
+        context: WriteContext<'_>,
+        partials: &[UploadRecord],
+    ) -> Result<Stored, StorageError>;
+}
+
+/// Optional capability: a time-limited URL a client can download a finished upload from.
+#[async_trait]
+pub trait Presign: Send + Sync {
+    async fn presigned_get(
+        &self,
+        record: &UploadRecord,
+        valid_for: Duration,
+    ) -> Result<String, StorageError>;
+}
+
+/// Optional capability: storage that can outlive its records (an S3 multipart upload opened
+/// by a writer that crashed before committing, a tail object written by a zombie).
+#[async_trait]
+pub trait Leftovers: Send + Sync {
+    /// IDs of uploads with stored objects that may be leftovers, old enough that no lease
+    /// that could still commit them is alive; at most `limit`.
+    async fn suspects(&self, limit: usize) -> Result<Vec<String>, StorageError>;
+
+    /// Removes what is stored for `upload` that `record` does not account for (everything
+    /// if there is no record). Called under the upload's lease, so no writer can commit
+    /// meanwhile. Returns how many objects were removed.
+    async fn remove_leftovers(
+        &self,
+        upload: &str,
+        record: Option<&UploadRecord>,
+    ) -> Result<usize, StorageError>;
 }

@@ -11,7 +11,8 @@ use futures_util::StreamExt;
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{
     BodyError, ByteStream, Chunks, Commit, CoordError, Coordinator, CreateUpload, Engine,
-    EngineConfig, Error, IncomingBody, PatchRequest, Segment, Storage, StorageError, WriteTarget,
+    EngineConfig, Error, IncomingBody, PatchRequest, Segment, Storage, StorageError, Stored,
+    UploadRecord, WriteContext, WriteTarget,
 };
 
 /// Targets in a map; like every real store, a target can be created only once.
@@ -27,11 +28,11 @@ impl Storage for MemStorage {
     }
     async fn write(
         &self,
-        upload: &str,
-        target: WriteTarget,
+        context: WriteContext<'_>,
         mut chunks: Chunks<'_>,
-    ) -> Result<u64, StorageError> {
-        let key = (upload.to_string(), target);
+    ) -> Result<Stored, StorageError> {
+        let target = context.targets.reserve().await?;
+        let key = (context.record.id.clone(), target);
         if self.targets.lock().expect("lock").contains_key(&key) {
             return Err(StorageError::TargetExists(target));
         }
@@ -41,24 +42,28 @@ impl Storage for MemStorage {
         }
         let n = bytes.len() as u64;
         self.targets.lock().expect("lock").insert(key, bytes);
-        Ok(n)
+        Ok(Stored {
+            written: n,
+            append: vec![Segment::new(target, n)],
+            ..Stored::default()
+        })
     }
-    async fn discard(&self, upload: &str, target: WriteTarget) -> Result<(), StorageError> {
-        self.targets
-            .lock()
-            .expect("lock")
-            .remove(&(upload.to_string(), target));
+    async fn discard(&self, upload: &str, segments: &[Segment]) -> Result<(), StorageError> {
+        let mut targets = self.targets.lock().expect("lock");
+        for s in segments {
+            targets.remove(&(upload.to_string(), s.target));
+        }
         Ok(())
     }
     async fn read(
         &self,
-        upload: &str,
-        segments: &[Segment],
+        record: &UploadRecord,
         range: Range<u64>,
     ) -> Result<ByteStream, StorageError> {
+        let upload = &record.id;
         let targets = self.targets.lock().expect("lock");
         let mut all = Vec::new();
-        for s in segments {
+        for s in &record.segments {
             let bytes = targets.get(&(upload.to_string(), s.target)).ok_or(
                 StorageError::MissingSegment {
                     upload: upload.into(),
@@ -70,14 +75,11 @@ impl Storage for MemStorage {
         let part = Bytes::copy_from_slice(&all[range.start as usize..range.end as usize]);
         Ok(Box::pin(futures_util::stream::iter([Ok(part)])))
     }
-    async fn remove_uncommitted(
-        &self,
-        upload: &str,
-        committed: &[Segment],
-    ) -> Result<usize, StorageError> {
+    async fn remove_uncommitted(&self, record: &UploadRecord) -> Result<usize, StorageError> {
         let mut targets = self.targets.lock().expect("lock");
         let before = targets.len();
-        targets.retain(|(u, t), _| u != upload || committed.iter().any(|s| s.target == *t));
+        targets
+            .retain(|(u, t), _| *u != record.id || record.segments.iter().any(|s| s.target == *t));
         Ok(before - targets.len())
     }
     async fn ping(&self) -> Result<(), StorageError> {
@@ -152,7 +154,10 @@ async fn a_writer_that_lost_its_lease_can_neither_reserve_nor_commit() {
         .acquire(&record.id, Duration::ZERO)
         .await
         .expect("lease A");
-    let stale_target = coord.reserve(&lease_a).await.expect("reserve A");
+    let stale_target = coord
+        .reserve(&lease_a.upload_id, lease_a.token)
+        .await
+        .expect("reserve A");
     // A's lease goes (in a cluster: expiry while paused); B takes over. A keeps a copy of
     // its lease, as a zombie would.
     let stale = tusk_core::Lease {
@@ -170,10 +175,10 @@ async fn a_writer_that_lost_its_lease_can_neither_reserve_nor_commit() {
     assert!(current.token > stale.token, "fencing tokens must grow");
     let commit = Commit {
         expected_offset: 0,
-        append: vec![Segment {
-            target: stale_target,
-            len: 4,
-        }],
+        added: 4,
+        append: vec![Segment::new(stale_target, 4)],
+        fold: 0,
+        session: None,
         declare_length: None,
         expires_at: None,
     };
@@ -182,10 +187,13 @@ async fn a_writer_that_lost_its_lease_can_neither_reserve_nor_commit() {
         Err(CoordError::LeaseLost)
     ));
     assert!(matches!(
-        coord.reserve(&stale).await,
+        coord.reserve(&stale.upload_id, stale.token).await,
         Err(CoordError::LeaseLost)
     ));
-    let fresh = coord.reserve(&current).await.expect("reserve B");
+    let fresh = coord
+        .reserve(&current.upload_id, current.token)
+        .await
+        .expect("reserve B");
     assert_ne!(
         fresh, stale_target,
         "a later holder never gets a reserved target again"
@@ -299,10 +307,16 @@ async fn records_and_tokens_survive_reopening_across_compactions() {
         for i in 0..40u64 {
             let id = create(&engine, 100).await;
             let lease = coord.acquire(&id, Duration::ZERO).await.expect("lease");
-            let target = coord.reserve(&lease).await.expect("reserve");
+            let target = coord
+                .reserve(&lease.upload_id, lease.token)
+                .await
+                .expect("reserve");
             let commit = Commit {
                 expected_offset: 0,
-                append: vec![Segment { target, len: i }],
+                added: i,
+                append: vec![Segment::new(target, i)],
+                fold: 0,
+                session: None,
                 declare_length: None,
                 expires_at: None,
             };

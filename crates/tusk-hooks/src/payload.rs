@@ -196,6 +196,7 @@ mod tests {
             expires_at: Some(200),
             state: tusk_core::UploadState::Active,
             segments: vec![],
+            session: None,
         }
     }
 

@@ -147,6 +147,7 @@ fn upload(id: &str, offset: u64) -> UploadRecord {
         expires_at: Some(1_700_086_400),
         state: UploadState::Active,
         segments: vec![],
+        session: None,
     }
 }
 

@@ -43,6 +43,7 @@ pub(crate) fn kind_of(error: &Error) -> &'static str {
         Error::HookRejected(_) => "hook_rejected",
         Error::HookAnswer(_) => "hook_failed",
         Error::IdTaken => "conflict",
+        Error::NotFinished => "not_finished",
         Error::Coordinator(_) | Error::TaskFailed(_) => "internal",
     }
 }
@@ -66,7 +67,7 @@ fn status_of(error: &Error) -> StatusCode {
         Error::ChecksumMismatch => S::from_u16(CHECKSUM_MISMATCH).unwrap_or(S::BAD_REQUEST),
         Error::PatchOnFinal => S::FORBIDDEN,
         Error::HookRejected(rejection) => S::from_u16(rejection.status).unwrap_or(S::FORBIDDEN),
-        Error::IdTaken => S::CONFLICT,
+        Error::IdTaken | Error::NotFinished => S::CONFLICT,
         Error::HookAnswer(_) => S::BAD_GATEWAY,
         Error::InvalidConcat(_)
         | Error::LengthAlreadySet(_)

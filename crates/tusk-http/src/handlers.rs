@@ -453,6 +453,13 @@ async fn terminate(app: &AppState, id: &str, info: &RequestInfo) -> Result<Respo
 async fn get(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Response> {
     let view = app.engine.view(id).await?;
     let record = view.record;
+    if let Some(valid_for) = app.config.presigned_get.filter(|_| view.offset_known) {
+        if let Some(url) = app.engine.presigned_download(&record, valid_for).await? {
+            let mut response = StatusCode::FOUND.into_response();
+            set(response.headers_mut(), "location", url);
+            return Ok(response);
+        }
+    }
     let total = if view.offset_known { record.offset } else { 0 };
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,

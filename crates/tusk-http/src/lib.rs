@@ -32,6 +32,9 @@ pub struct HttpConfig {
     pub max_metadata_bytes: usize,
     /// Largest request head (all header names and values) accepted, in bytes; beyond: 431.
     pub max_header_bytes: usize,
+    /// Answer GET of a finished upload with a redirect to a storage URL valid this long,
+    /// when the storage can presign one; `None` streams the bytes through Tusk.
+    pub presigned_get: Option<std::time::Duration>,
 }
 
 pub(crate) struct AppState {

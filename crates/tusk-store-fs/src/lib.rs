@@ -23,7 +23,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use shards::{sync_dir, Shards};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tusk_core::{ByteStream, Chunks, Concatenation, Segment, Storage, StorageError, WriteTarget};
+use tusk_core::{
+    ByteStream, Chunks, Concatenation, Segment, Storage, StorageError, Stored, UploadRecord,
+    WriteContext, WriteTarget,
+};
 
 /// Size of the reads that stream a download.
 const READ_CHUNK: usize = 256 << 10;
@@ -55,64 +58,8 @@ impl FsStorage {
 }
 
 impl FsStorage {
-    /// Removes the files of `upload` other than `keep`; returns how many it removed.
-    async fn remove_files_except(
-        &self,
-        upload: &str,
-        keep: HashSet<PathBuf>,
-    ) -> Result<usize, StorageError> {
-        let dir = self.shards.dir(upload)?;
-        let prefix = format!("{upload}.");
-        tokio::task::spawn_blocking(move || -> Result<usize, StorageError> {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-                Err(e) => return Err(e.into()),
-            };
-            let mut removed = 0;
-            for entry in entries {
-                let path = entry?.path();
-                let ours = path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix));
-                if ours && !keep.contains(&path) {
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => removed += 1,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            Ok(removed)
-        })
-        .await
-        .map_err(|e| StorageError::Backend(format!("remove thread: {e}")))?
-    }
-}
-
-/// A target's file name; the upload ID prefix lets one listing find all of an upload's files.
-fn file_name(upload: &str, target: WriteTarget) -> String {
-    format!("{upload}.{:016x}-{:08x}.part", target.token, target.seq)
-}
-
-fn open_target(path: &Path, target: WriteTarget) -> Result<std::fs::File, StorageError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => StorageError::TargetExists(target),
-            _ => StorageError::Io(e),
-        })
-}
-
-#[async_trait]
-impl Storage for FsStorage {
-    fn name(&self) -> &'static str {
-        "fs"
-    }
-
-    async fn write(
+    /// Streams `chunks` into the file of `target`, durably; returns the bytes written.
+    async fn write_target(
         &self,
         upload: &str,
         target: WriteTarget,
@@ -188,19 +135,105 @@ impl Storage for FsStorage {
             .map_err(|e| StorageError::Backend(format!("writer thread: {e}")))?
     }
 
-    async fn discard(&self, upload: &str, target: WriteTarget) -> Result<(), StorageError> {
+    async fn remove_target(&self, upload: &str, target: WriteTarget) -> Result<(), StorageError> {
         match tokio::fs::remove_file(self.target_path(upload, target)?).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
     }
 
-    async fn read(
+    /// Removes the files of `upload` other than `keep`; returns how many it removed.
+    async fn remove_files_except(
         &self,
         upload: &str,
-        segments: &[Segment],
+        keep: HashSet<PathBuf>,
+    ) -> Result<usize, StorageError> {
+        let dir = self.shards.dir(upload)?;
+        let prefix = format!("{upload}.");
+        tokio::task::spawn_blocking(move || -> Result<usize, StorageError> {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            let mut removed = 0;
+            for entry in entries {
+                let path = entry?.path();
+                let ours = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix));
+                if ours && !keep.contains(&path) {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| StorageError::Backend(format!("remove thread: {e}")))?
+    }
+}
+
+/// A target's file name; the upload ID prefix lets one listing find all of an upload's files.
+fn file_name(upload: &str, target: WriteTarget) -> String {
+    format!("{upload}.{:016x}-{:08x}.part", target.token, target.seq)
+}
+
+fn open_target(path: &Path, target: WriteTarget) -> Result<std::fs::File, StorageError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => StorageError::TargetExists(target),
+            _ => StorageError::Io(e),
+        })
+}
+
+#[async_trait]
+impl Storage for FsStorage {
+    fn name(&self) -> &'static str {
+        "fs"
+    }
+
+    async fn write(
+        &self,
+        context: WriteContext<'_>,
+        chunks: Chunks<'_>,
+    ) -> Result<Stored, StorageError> {
+        let upload = context.record.id.as_str();
+        let target = context.targets.reserve().await?;
+        match self.write_target(upload, target, chunks).await {
+            Ok(0) => Ok(Stored::default()),
+            Ok(written) => Ok(Stored {
+                written,
+                append: vec![Segment::new(target, written)],
+                ..Stored::default()
+            }),
+            Err(error) => {
+                self.remove_target(upload, target).await.ok();
+                Err(error)
+            }
+        }
+    }
+
+    async fn discard(&self, upload: &str, segments: &[Segment]) -> Result<(), StorageError> {
+        for segment in segments {
+            self.remove_target(upload, segment.target).await?;
+        }
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        record: &UploadRecord,
         range: Range<u64>,
     ) -> Result<ByteStream, StorageError> {
+        let upload = record.id.as_str();
+        let segments = &record.segments;
         // The pieces of files that cover the range, in order.
         let mut pieces = Vec::new();
         let mut segment_start = 0u64;
@@ -261,12 +294,10 @@ impl Storage for FsStorage {
             .map(|_| ())
     }
 
-    async fn remove_uncommitted(
-        &self,
-        upload: &str,
-        committed: &[Segment],
-    ) -> Result<usize, StorageError> {
-        let keep = committed
+    async fn remove_uncommitted(&self, record: &UploadRecord) -> Result<usize, StorageError> {
+        let upload = record.id.as_str();
+        let keep = record
+            .segments
             .iter()
             .map(|s| self.target_path(upload, s.target))
             .collect::<io::Result<_>>()?;
@@ -293,7 +324,31 @@ impl Storage for FsStorage {
 
 #[async_trait]
 impl Concatenation for FsStorage {
-    async fn copy_segment(
+    async fn concatenate(
+        &self,
+        context: WriteContext<'_>,
+        partials: &[UploadRecord],
+    ) -> Result<Stored, StorageError> {
+        let into = context.record.id.as_str();
+        let mut stored = Stored::default();
+        for partial in partials {
+            for segment in &partial.segments {
+                let target = context.targets.reserve().await?;
+                if let Err(error) = self.link_segment(&partial.id, segment, into, target).await {
+                    self.discard(into, &stored.append).await.ok();
+                    return Err(error);
+                }
+                stored.append.push(Segment::new(target, segment.len));
+                stored.written += segment.len;
+            }
+        }
+        Ok(stored)
+    }
+}
+
+impl FsStorage {
+    /// Makes the file of `source`'s `segment` also the file of `target` of upload `into`.
+    async fn link_segment(
         &self,
         source: &str,
         segment: &Segment,
@@ -350,8 +405,23 @@ mod tests {
         out
     }
 
+    fn record(segments: &[Segment]) -> UploadRecord {
+        UploadRecord {
+            id: UP.into(),
+            offset: segments.iter().map(|s| s.len).sum(),
+            length: None,
+            metadata: None,
+            concat: None,
+            created_at: 0,
+            expires_at: None,
+            state: tusk_core::UploadState::Active,
+            segments: segments.to_vec(),
+            session: None,
+        }
+    }
+
     async fn read(store: &FsStorage, segments: &[Segment], range: Range<u64>) -> Vec<u8> {
-        collect(store.read(UP, segments, range).await.expect("read")).await
+        collect(store.read(&record(segments), range).await.expect("read")).await
     }
 
     #[tokio::test]
@@ -360,33 +430,35 @@ mod tests {
         let store = FsStorage::new(dir.path(), 4).expect("store");
         let a = WriteTarget { token: 1, seq: 0 };
         let b = WriteTarget { token: 2, seq: 0 };
-        let written = store.write(UP, a, chunks(vec![b"hel", b"lo "])).await;
+        let written = store
+            .write_target(UP, a, chunks(vec![b"hel", b"lo "]))
+            .await;
         assert_eq!(written.expect("write"), 6);
-        let written = store.write(UP, b, chunks(vec![b"world"])).await;
+        let written = store.write_target(UP, b, chunks(vec![b"world"])).await;
         assert_eq!(written.expect("write"), 5);
-        let segments = [Segment { target: a, len: 6 }, Segment { target: b, len: 5 }];
+        let segments = [Segment::new(a, 6), Segment::new(b, 5)];
         assert_eq!(read(&store, &segments, 0..11).await, b"hello world");
         assert_eq!(read(&store, &segments, 4..8).await, b"o wo");
         // A target is written once: a second writer with the same stamp is refused.
-        let again = store.write(UP, a, chunks(vec![b"XXXXXX"])).await;
+        let again = store.write_target(UP, a, chunks(vec![b"XXXXXX"])).await;
         assert!(matches!(again, Err(StorageError::TargetExists(_))));
         assert_eq!(read(&store, &segments, 0..11).await, b"hello world");
         // A write that never committed is swept once the upload is finished.
         let orphan = WriteTarget { token: 3, seq: 0 };
         store
-            .write(UP, orphan, chunks(vec![b"zombie"]))
+            .write_target(UP, orphan, chunks(vec![b"zombie"]))
             .await
             .expect("write");
         assert_eq!(
             store
-                .remove_uncommitted(UP, &segments)
+                .remove_uncommitted(&record(&segments))
                 .await
                 .expect("sweep"),
             1
         );
         assert_eq!(read(&store, &segments, 0..11).await, b"hello world");
         store.delete(UP).await.expect("delete");
-        let gone = collect_err(store.read(UP, &segments, 0..11).await.expect("read")).await;
+        let gone = collect_err(store.read(&record(&segments), 0..11).await.expect("read")).await;
         assert!(matches!(gone, Some(StorageError::MissingSegment { .. })));
     }
 

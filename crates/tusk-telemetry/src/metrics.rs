@@ -31,6 +31,8 @@ pub struct Metrics {
     sweeps: IntCounter,
     expired: IntCounter,
     purged: IntCounter,
+    bytes_rewritten: IntCounterVec,
+    leftovers_removed: IntCounter,
 }
 
 /// Call latencies from 0.1 ms to about 30 s.
@@ -138,6 +140,15 @@ impl Metrics {
                 "tusk_purged_tombstones_total",
                 "Tombstones of removed uploads forgotten.",
             )?,
+            bytes_rewritten: counter_vec(
+                "tusk_storage_bytes_rewritten_total",
+                "Bytes a storage backend sent a second time (S3: tail bytes folded into a part).",
+                &["backend"],
+            )?,
+            leftovers_removed: counter(
+                "tusk_storage_leftovers_removed_total",
+                "Stored objects no record accounted for, removed by the sweeper.",
+            )?,
             registry,
         })
     }
@@ -186,6 +197,14 @@ impl Observer for Metrics {
         self.storage_calls
             .with_label_values(&[backend, op])
             .observe(elapsed.as_secs_f64());
+    }
+    fn bytes_rewritten(&self, backend: &'static str, bytes: u64) {
+        self.bytes_rewritten
+            .with_label_values(&[backend])
+            .inc_by(bytes);
+    }
+    fn leftovers_removed(&self, count: usize) {
+        self.leftovers_removed.inc_by(count as u64);
     }
     fn coordinator_call(&self, backend: &'static str, op: &'static str, elapsed: Duration) {
         self.coordinator_calls

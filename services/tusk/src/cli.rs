@@ -67,6 +67,18 @@ pub struct ServeFlags {
     pub log_format: Option<tusk_telemetry::LogFormat>,
     #[arg(long, value_name = "PORT")]
     pub admin_port: Option<u16>,
+    #[arg(long, value_parser = ["fs", "s3"])]
+    pub storage: Option<String>,
+    #[arg(long, value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+    #[arg(long, value_name = "PREFIX")]
+    pub s3_object_prefix: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long)]
+    pub s3_path_style: bool,
+    #[arg(long, value_name = "BYTES")]
+    pub s3_part_size: Option<u64>,
     #[arg(long, value_parser = ["embedded", "redis"])]
     pub coordinator: Option<String>,
     #[arg(long, value_name = "DURATION")]
@@ -91,6 +103,42 @@ pub struct Flag {
 
 /// The table behind `--help` annotations and the README reference.
 pub const FLAGS: &[Flag] = &[
+    Flag {
+        flag: "storage",
+        help: "Storage backend for the bytes: fs (a local or shared directory) or s3.",
+        key: "storage.backend",
+        default: "fs",
+    },
+    Flag {
+        flag: "s3-bucket",
+        help: "S3 bucket holding the uploads (required with s3 storage).",
+        key: "storage.s3.bucket",
+        default: "",
+    },
+    Flag {
+        flag: "s3-object-prefix",
+        help: "Prefix of every S3 key Tusk writes, e.g. uploads/.",
+        key: "storage.s3.prefix",
+        default: "",
+    },
+    Flag {
+        flag: "s3-endpoint",
+        help: "Endpoint of an S3-compatible server (MinIO, R2, moto); empty for AWS. Credentials come from the AWS default chain (env, profile, web identity/IRSA, instance metadata).",
+        key: "storage.s3.endpoint",
+        default: "",
+    },
+    Flag {
+        flag: "s3-path-style",
+        help: "Address buckets as endpoint/bucket (MinIO, moto) instead of bucket.endpoint.",
+        key: "storage.s3.path_style",
+        default: "false",
+    },
+    Flag {
+        flag: "s3-part-size",
+        help: "Preferred S3 part size in bytes; grown per upload so that it fits in the part count.",
+        key: "storage.s3.part_size",
+        default: "16777216",
+    },
     Flag {
         flag: "host",
         help: "Address to listen on.",
@@ -229,6 +277,72 @@ pub const FLAGS: &[Flag] = &[
 pub const FILE_ONLY: &[Flag] = &[
     Flag {
         flag: "",
+        help: "S3 region; empty takes it from the AWS chain (AWS_REGION, profile), else us-east-1.",
+        key: "storage.s3.region",
+        default: "",
+    },
+    Flag {
+        flag: "",
+        help: "The S3 provider's smallest part but the last, bytes.",
+        key: "storage.s3.min_part_size",
+        default: "5242880",
+    },
+    Flag {
+        flag: "",
+        help: "The S3 provider's largest part number (10,000 on AWS; fewer on some providers).",
+        key: "storage.s3.max_parts",
+        default: "10000",
+    },
+    Flag {
+        flag: "",
+        help: "Every S3 part but the last has the same size (Cloudflare R2); concatenation then copies fewer parts inside S3.",
+        key: "storage.s3.equal_parts",
+        default: "false",
+    },
+    Flag {
+        flag: "",
+        help: "S3 parts one PATCH holds in memory at most (the one filling and those being sent): memory per PATCH is at most part size x this.",
+        key: "storage.s3.parts_in_flight",
+        default: "4",
+    },
+    Flag {
+        flag: "",
+        help: "Server-side encryption of the S3 objects: empty, AES256 or aws:kms.",
+        key: "storage.s3.server_side_encryption",
+        default: "",
+    },
+    Flag {
+        flag: "",
+        help: "KMS key for aws:kms encryption; empty uses the bucket's default key.",
+        key: "storage.s3.sse_kms_key_id",
+        default: "",
+    },
+    Flag {
+        flag: "",
+        help: "Storage class of the S3 objects, e.g. STANDARD_IA; empty uses the bucket's default.",
+        key: "storage.s3.storage_class",
+        default: "",
+    },
+    Flag {
+        flag: "",
+        help: "Answer GET of a finished upload with a 302 to a presigned S3 URL (bytes bypass Tusk).",
+        key: "storage.s3.presigned_get",
+        default: "false",
+    },
+    Flag {
+        flag: "",
+        help: "How long a presigned GET URL is valid.",
+        key: "storage.s3.presign_ttl",
+        default: "15m",
+    },
+    Flag {
+        flag: "",
+        help: "An S3 multipart upload or tail object no record names, older than this, is removed by the sweeper.",
+        key: "storage.s3.leftover_grace",
+        default: "1h",
+    },
+    Flag {
+        flag: "",
         help: "Time a client has to send a request's headers (slow-loris guard).",
         key: "server.header_read_timeout",
         default: "30s",
@@ -244,12 +358,6 @@ pub const FILE_ONLY: &[Flag] = &[
         help: "On SIGTERM, how long in-flight requests get to commit and finish.",
         key: "server.shutdown_drain",
         default: "30s",
-    },
-    Flag {
-        flag: "",
-        help: "Storage backend for the bytes.",
-        key: "storage.backend",
-        default: "fs",
     },
     Flag {
         flag: "",

@@ -116,6 +116,8 @@ pub struct StorageConfig {
     /// Which storage backend holds the bytes. Default `fs`.
     pub backend: StorageBackend,
     pub fs: FsConfig,
+    /// S3 (or S3-compatible) storage: see tusk-store-s3's `S3Settings`.
+    pub s3: tusk_store_s3::S3Settings,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +126,8 @@ pub enum StorageBackend {
     /// A local or shared directory.
     #[default]
     Fs,
+    /// An S3 bucket: AWS, MinIO, R2 or any S3-compatible server.
+    S3,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -265,6 +269,23 @@ impl Config {
         if self.server.network_timeout.is_zero() {
             return Err("server.network_timeout must be positive".into());
         }
+        if self.storage.backend == StorageBackend::S3 {
+            let s3 = &self.storage.s3;
+            if s3.bucket.is_empty() {
+                return Err("storage.s3.bucket is required with storage.backend = \"s3\"".into());
+            }
+            if s3.part_size < s3.min_part_size {
+                return Err(
+                    "storage.s3.part_size must be at least storage.s3.min_part_size".into(),
+                );
+            }
+            if s3.leftover_grace <= self.coordinator.lease_ttl {
+                // A leftover younger than a lease might still be committed by its writer.
+                return Err(
+                    "storage.s3.leftover_grace must be longer than coordinator.lease_ttl".into(),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -282,6 +303,7 @@ impl StorageConfig {
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             StorageBackend::Fs => "fs",
+            StorageBackend::S3 => "s3",
         }
     }
 }

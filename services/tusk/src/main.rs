@@ -16,6 +16,7 @@ use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{Engine, EngineConfig};
 use tusk_http::{HttpConfig, ServeLimits};
 use tusk_store_fs::FsStorage;
+use tusk_store_s3::S3Storage;
 
 use crate::cli::{Cli, Command, ServeFlags};
 use crate::config::{Config, CoordinatorBackend, StorageBackend};
@@ -63,7 +64,25 @@ fn load_config(flags: &ServeFlags) -> Result<Config> {
                 .collect::<Vec<_>>(),
         )
     });
-    let overrides: [(&str, Option<::config::Value>); 22] = [
+    let overrides: [(&str, Option<::config::Value>); 28] = [
+        ("storage.backend", text(&flags.storage).map(Into::into)),
+        ("storage.s3.bucket", text(&flags.s3_bucket).map(Into::into)),
+        (
+            "storage.s3.prefix",
+            text(&flags.s3_object_prefix).map(Into::into),
+        ),
+        (
+            "storage.s3.endpoint",
+            text(&flags.s3_endpoint).map(Into::into),
+        ),
+        (
+            "storage.s3.path_style",
+            flags.s3_path_style.then_some(true.into()),
+        ),
+        (
+            "storage.s3.part_size",
+            flags.s3_part_size.map(|n| n.to_string().into()),
+        ),
         ("hooks.endpoint", text(&flags.hooks_http).map(Into::into)),
         ("hooks.events", events),
         (
@@ -184,6 +203,11 @@ async fn serve(config: Config) -> Result<()> {
                 || format!("opening upload dir {}", config.storage.fs.dir.display()),
             )?,
         ),
+        StorageBackend::S3 => Arc::new(
+            S3Storage::connect(&config.storage.s3, engine_config(&config).max_size)
+                .await
+                .context("setting up S3 storage")?,
+        ),
     };
     let coordinator: Arc<dyn tusk_core::Coordinator> = match config.coordinator.backend {
         CoordinatorBackend::Embedded => {
@@ -233,6 +257,9 @@ async fn serve(config: Config) -> Result<()> {
             .then(|| config.server.cors_allow_origin.clone()),
         max_metadata_bytes: config.uploads.max_metadata_size,
         max_header_bytes: config.server.max_header_bytes,
+        presigned_get: (config.storage.backend == StorageBackend::S3
+            && config.storage.s3.presigned_get)
+            .then_some(config.storage.s3.presign_ttl),
     };
     let router = tusk_http::router(engine.clone(), http);
     let listener = tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))

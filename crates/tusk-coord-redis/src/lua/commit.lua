@@ -1,7 +1,8 @@
 -- KEYS: lease, upload hash, segment list, expiry index.
 -- ARGV: token, expected offset, added bytes, declared length or '', expires_at or '', id,
 --       '1' to let go of the lease afterwards (whatever the outcome) or '0',
---       then one 'token:seq:len' per appended segment.
+--       how many trailing segments the appended ones replace, the storage session or '',
+--       then one 'token:seq:len[:receipt]' per appended segment.
 -- Returns {1} on success, {-1} if the lease is lost, {-2, offset} if the offset moved.
 local holder = redis.call('GET', KEYS[1])
 local function done(answer)
@@ -20,5 +21,7 @@ else
   redis.call('HDEL', KEYS[2], 'expires_at')
   redis.call('ZREM', KEYS[4], ARGV[6])
 end
-for i = 8, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+if ARGV[8] ~= '0' then redis.call('LTRIM', KEYS[3], 0, -1 - tonumber(ARGV[8])) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'session', ARGV[9]) end
+for i = 10, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 return done({1})

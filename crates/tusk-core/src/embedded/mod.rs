@@ -177,19 +177,24 @@ impl Coordinator for EmbeddedCoordinator {
                 let mut leases = lock(&self.leases);
                 // Another request may have taken it while we drew a token; then wait again.
                 if !leases.contains_key(id) {
+                    // Read only now: a previous holder's commit is applied before it releases.
+                    let Some(record) = lock(&self.state).records.get(id).cloned() else {
+                        return Err(CoordError::NotFound);
+                    };
+                    let next_seq = record
+                        .segments
+                        .iter()
+                        .map(|s| s.target.seq.saturating_add(1))
+                        .max()
+                        .unwrap_or(0);
                     leases.insert(
                         id.to_string(),
                         HeldLease {
                             token,
-                            next_seq: 0,
+                            next_seq,
                             ask_release,
                         },
                     );
-                    // Read only now: a previous holder's commit is applied before it releases.
-                    let Some(record) = lock(&self.state).records.get(id).cloned() else {
-                        leases.remove(id);
-                        return Err(CoordError::NotFound);
-                    };
                     return Ok(Lease {
                         upload_id: id.to_string(),
                         token,
@@ -212,18 +217,16 @@ impl Coordinator for EmbeddedCoordinator {
         self.check_holder(upload_id, token)
     }
 
-    async fn reserve(&self, lease: &Lease) -> Result<WriteTarget, CoordError> {
-        // Targets are stamped with the token, which is unique for all time, so the sequence
-        // number only has to be unique within this lease and needs no disk write.
+    async fn reserve(&self, upload_id: &str, token: u64) -> Result<WriteTarget, CoordError> {
+        // Leases here never expire, so only one writer of an upload lives at a time; a
+        // sequence that starts above the committed targets at each acquire is enough, and
+        // needs no disk write.
         let mut leases = lock(&self.leases);
-        match leases.get_mut(&lease.upload_id) {
-            Some(held) if held.token == lease.token => {
+        match leases.get_mut(upload_id) {
+            Some(held) if held.token == token => {
                 let seq = held.next_seq;
                 held.next_seq += 1;
-                Ok(WriteTarget {
-                    token: lease.token,
-                    seq,
-                })
+                Ok(WriteTarget { token, seq })
             }
             _ => Err(CoordError::LeaseLost),
         }
