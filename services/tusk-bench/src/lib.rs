@@ -4,7 +4,9 @@
 //! - `big`: one large upload in big PATCHes, then GET + sha256 check;
 //! - `small`: many tiny uploads (POST + PATCH) over N keep-alive connections;
 //! - `parallel`: several medium uploads at once;
-//! - `resume`: a PATCH cut mid-body on a raw TCP connection, then HEAD and resume.
+//! - `resume`: a PATCH cut mid-body on a raw TCP connection, then HEAD and resume;
+//! - `s3-direct` (not in `all`): no tus server; `--big-size` bytes sent straight to the S3
+//!   server at the URL as a multipart upload, the yardstick for `big` through Tusk on S3.
 //!
 //! Payload bytes come from a seekable counter-based PRNG (see [`payload`]), generated into
 //! reused buffers while streaming; generation is part of the timed figures (it costs a few
@@ -12,6 +14,7 @@
 
 pub mod client;
 pub mod payload;
+mod s3direct;
 mod scenarios;
 pub mod util;
 
@@ -29,6 +32,7 @@ pub enum Scenario {
     Small,
     Parallel,
     Resume,
+    S3Direct,
     All,
 }
 
@@ -83,6 +87,16 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3.0)]
     pub resume_settle: f64,
 
+    /// s3-direct: the bucket (created if missing).
+    #[arg(long, default_value = "tusk-bench")]
+    pub s3_bucket: String,
+    /// s3-direct: part size.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub s3_part_size: u64,
+    /// s3-direct: parts being sent at once (each held in memory).
+    #[arg(long, default_value_t = 4)]
+    pub s3_parts_in_flight: usize,
+
     /// Skip the GET + sha256 checks of big, parallel and resume.
     #[arg(long)]
     pub no_verify: bool,
@@ -123,6 +137,11 @@ impl BenchArgs {
 /// Fails on the first unexpected status, wrong offset or byte mismatch.
 pub async fn run(args: BenchArgs) -> Result<()> {
     args.validate()?;
+    if args.scenario == Scenario::S3Direct {
+        let json = s3direct::direct_multipart(&args).await?;
+        println!("{json}");
+        return Ok(());
+    }
     let endpoint = Target::parse(&args.url)?;
     let list: &[Scenario] = match args.scenario {
         Scenario::All => &[
@@ -135,6 +154,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Scenario::Small => &[Scenario::Small],
         Scenario::Parallel => &[Scenario::Parallel],
         Scenario::Resume => &[Scenario::Resume],
+        Scenario::S3Direct => unreachable!("handled above"),
     };
     for scenario in list {
         let outcome = match scenario {
@@ -142,7 +162,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Small => scenarios::small(&args, &endpoint).await?,
             Scenario::Parallel => scenarios::parallel(&args, &endpoint).await?,
             Scenario::Resume => scenarios::resume(&args, &endpoint).await?,
-            Scenario::All => unreachable!("expanded above"),
+            Scenario::All | Scenario::S3Direct => unreachable!("expanded above"),
         };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", outcome.json)?;
