@@ -837,11 +837,14 @@ impl Engine {
         &self,
         record: &UploadRecord,
         valid_for: Duration,
+        presentation: &crate::Presentation,
     ) -> Result<Option<String>, Error> {
         match self.storage.presign() {
-            Some(presign) if record.is_finished() => {
-                Ok(Some(presign.presigned_get(record, valid_for).await?))
-            }
+            Some(presign) if record.is_finished() => Ok(Some(
+                presign
+                    .presigned_get(record, valid_for, presentation)
+                    .await?,
+            )),
             _ => Ok(None),
         }
     }

@@ -29,6 +29,6 @@ pub use hooks::{CreateChanges, HookEvent, HookRejection, Hooks, NoHooks, Request
 pub use observer::{NoObserver, Observer};
 pub use record::{unix_now, ConcatKind, Segment, UploadRecord, UploadState, WriteTarget};
 pub use storage::{
-    ByteStream, Chunks, Concatenation, Leftovers, Presign, ReserveTargets, Storage, StorageError,
-    Stored, WriteContext,
+    ByteStream, Chunks, Concatenation, Leftovers, Presentation, Presign, ReserveTargets, Storage,
+    StorageError, Stored, WriteContext,
 };

@@ -157,13 +157,23 @@ pub trait Concatenation: Send + Sync {
     ) -> Result<Stored, StorageError>;
 }
 
-/// Optional capability: a time-limited URL a client can download a finished upload from.
+/// How a download presents itself: the `Content-Type` and `Content-Disposition` to answer
+/// with, chosen by the HTTP layer from the upload's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presentation {
+    pub content_type: String,
+    pub content_disposition: String,
+}
+
+/// Optional capability: a time-limited URL a client can download a finished upload from,
+/// answering with `presentation`'s headers.
 #[async_trait]
 pub trait Presign: Send + Sync {
     async fn presigned_get(
         &self,
         record: &UploadRecord,
         valid_for: Duration,
+        presentation: &Presentation,
     ) -> Result<String, StorageError>;
 }
 

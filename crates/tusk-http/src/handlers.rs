@@ -9,7 +9,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tracing::Instrument;
 use tusk_core::{
-    BodyError, CreateUpload, Error, IncomingBody, PatchRequest, RequestInfo, UploadRecord,
+    BodyError, CreateUpload, Error, IncomingBody, PatchRequest, Presentation, RequestInfo,
+    UploadRecord,
 };
 use tusk_protocol::{self as tus, headers as h, ConcatRequest, ProtocolError};
 
@@ -450,11 +451,29 @@ async fn terminate(app: &AppState, id: &str, info: &RequestInfo) -> Result<Respo
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The upload's metadata as pairs (empty when it has none or it does not parse).
+fn parsed_metadata(record: &UploadRecord) -> tus::Metadata {
+    record
+        .metadata
+        .as_deref()
+        .and_then(|m| tus::parse_metadata(m, usize::MAX).ok())
+        .unwrap_or_default()
+}
+
 async fn get(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Response> {
     let view = app.engine.view(id).await?;
     let record = view.record;
     if let Some(valid_for) = app.config.presigned_get.filter(|_| view.offset_known) {
-        if let Some(url) = app.engine.presigned_download(&record, valid_for).await? {
+        let (content_type, content_disposition) = download::presentation(&parsed_metadata(&record));
+        let presentation = Presentation {
+            content_type,
+            content_disposition,
+        };
+        if let Some(url) = app
+            .engine
+            .presigned_download(&record, valid_for, &presentation)
+            .await?
+        {
             let mut response = StatusCode::FOUND.into_response();
             set(response.headers_mut(), "location", url);
             return Ok(response);
@@ -484,12 +503,7 @@ async fn get(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Response> 
         None => (StatusCode::OK, 0, total),
     };
     let stream = app.engine.read(id, start..end).await?;
-    let metadata = record
-        .metadata
-        .as_deref()
-        .and_then(|m| tus::parse_metadata(m, usize::MAX).ok())
-        .unwrap_or_default();
-    let (content_type, disposition) = download::presentation(&metadata);
+    let (content_type, disposition) = download::presentation(&parsed_metadata(&record));
     let body = Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
     let mut response = (status, body).into_response();
     let out = response.headers_mut();

@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption, StorageClass};
 use tusk_core::{
-    ByteStream, Chunks, Concatenation, Leftovers, Presign, Segment, Storage, StorageError, Stored,
-    UploadRecord, UploadState, WriteContext,
+    ByteStream, Chunks, Concatenation, Leftovers, Presentation, Presign, Segment, Storage,
+    StorageError, Stored, UploadRecord, UploadState, WriteContext,
 };
 
 use crate::client::{backend_error, error_code};
@@ -404,6 +404,7 @@ impl Presign for S3Storage {
         &self,
         record: &UploadRecord,
         valid_for: Duration,
+        presentation: &Presentation,
     ) -> Result<String, StorageError> {
         let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(valid_for)
             .map_err(|e| StorageError::Backend(format!("presigning: {e}")))?;
@@ -412,6 +413,8 @@ impl Presign for S3Storage {
             .get_object()
             .bucket(&self.bucket)
             .key(self.keys.object(&record.id))
+            .response_content_type(&presentation.content_type)
+            .response_content_disposition(&presentation.content_disposition)
             .presigned(config)
             .await
             .map_err(|e| backend_error("presigning GetObject", e))?;

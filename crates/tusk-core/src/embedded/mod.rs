@@ -33,6 +33,10 @@ struct HeldLease {
 pub struct EmbeddedCoordinator {
     state: Arc<Mutex<Durable>>,
     leases: Mutex<HashMap<String, HeldLease>>,
+    /// Per upload, the sequence number after the last one any lease reserved in this run:
+    /// a request the last holder left in flight (an S3 part upload being cancelled) can
+    /// never land on a number a later holder uses.
+    next_seqs: Mutex<HashMap<String, u32>>,
     /// Woken whenever any lease is released; waiters re-check their upload.
     released: Notify,
     next_token: AtomicU64,
@@ -79,6 +83,7 @@ impl EmbeddedCoordinator {
         let coord = Arc::new(Self {
             state,
             leases: Mutex::new(HashMap::new()),
+            next_seqs: Mutex::new(HashMap::new()),
             released: Notify::new(),
             next_token: AtomicU64::new(first_token),
             requested_ceiling: AtomicU64::new(first_token + TOKEN_BLOCK),
@@ -185,6 +190,7 @@ impl Coordinator for EmbeddedCoordinator {
                         .segments
                         .iter()
                         .map(|s| s.target.seq.saturating_add(1))
+                        .chain(lock(&self.next_seqs).get(id).copied())
                         .max()
                         .unwrap_or(0);
                     leases.insert(
@@ -218,9 +224,8 @@ impl Coordinator for EmbeddedCoordinator {
     }
 
     async fn reserve(&self, upload_id: &str, token: u64) -> Result<WriteTarget, CoordError> {
-        // Leases here never expire, so only one writer of an upload lives at a time; a
-        // sequence that starts above the committed targets at each acquire is enough, and
-        // needs no disk write.
+        // Leases here never expire and a restart ends every writer, so numbers that grow
+        // within this run, above the committed ones, are enough and need no disk write.
         let mut leases = lock(&self.leases);
         match leases.get_mut(upload_id) {
             Some(held) if held.token == token => {
@@ -269,6 +274,7 @@ impl Coordinator for EmbeddedCoordinator {
 
     async fn purge(&self, lease: &Lease) -> Result<(), CoordError> {
         self.check_holder(&lease.upload_id, lease.token)?;
+        lock(&self.next_seqs).remove(&lease.upload_id);
         self.log
             .append(Entry::Purge {
                 id: lease.upload_id.clone(),
@@ -283,7 +289,9 @@ impl Coordinator for EmbeddedCoordinator {
             .get(&lease.upload_id)
             .is_some_and(|h| h.token == lease.token)
         {
-            leases.remove(&lease.upload_id);
+            if let Some(held) = leases.remove(&lease.upload_id) {
+                lock(&self.next_seqs).insert(lease.upload_id.clone(), held.next_seq);
+            }
         }
         drop(leases);
         self.released.notify_waiters();
