@@ -269,6 +269,7 @@ impl S3Storage {
             .get_object()
             .bucket(&self.bucket)
             .key(self.keys.tail(upload, tail.target.token))
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
             .send()
             .await;
         let output = match answer {
