@@ -61,6 +61,7 @@ pub struct Lease {
 
 /// What a lease holder commits in one compare-and-set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredCommit")]
 pub struct Commit {
     /// The offset the writer started from; the commit fails if the record moved.
     pub expected_offset: u64,
@@ -77,6 +78,37 @@ pub struct Commit {
     pub declare_length: Option<u64>,
     /// New expiry (None: never, e.g. once finished).
     pub expires_at: Option<u64>,
+}
+
+/// A [`Commit`] as stored (the embedded coordinator's log): entries written before commits
+/// could fold segments carry no `added`, `fold` or `session`, and read as what they meant.
+#[derive(Deserialize)]
+struct StoredCommit {
+    expected_offset: u64,
+    added: Option<u64>,
+    append: Vec<Segment>,
+    #[serde(default)]
+    fold: usize,
+    #[serde(default)]
+    session: Option<String>,
+    declare_length: Option<u64>,
+    expires_at: Option<u64>,
+}
+
+impl From<StoredCommit> for Commit {
+    fn from(c: StoredCommit) -> Self {
+        Self {
+            expected_offset: c.expected_offset,
+            added: c
+                .added
+                .unwrap_or_else(|| c.append.iter().map(|s| s.len).sum()),
+            append: c.append,
+            fold: c.fold,
+            session: c.session,
+            declare_length: c.declare_length,
+            expires_at: c.expires_at,
+        }
+    }
 }
 
 /// The control plane: upload records and per-upload leases with fencing tokens.
@@ -142,4 +174,19 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Whether the coordinator can serve requests now (for readiness).
     async fn ping(&self) -> Result<(), CoordError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_logged_before_folds_existed_read_as_appends() {
+        let old = r#"{"expected_offset":5,"append":[{"target":{"token":3,"seq":0},"len":7}],"declare_length":null,"expires_at":9}"#;
+        let commit: Commit = serde_json::from_str(old).expect("old commit");
+        assert_eq!((commit.added, commit.fold, &commit.session), (7, 0, &None));
+        let again: Commit =
+            serde_json::from_str(&serde_json::to_string(&commit).expect("json")).expect("new");
+        assert_eq!(again, commit);
+    }
 }
