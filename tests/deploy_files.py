@@ -57,6 +57,9 @@ TUSK_METRICS = {
     "tusk_expired_uploads_total": "counter",
     "tusk_purged_tombstones_total": "counter",
     "tusk_hook_calls_total": "counter",
+    "tusk_release_requests_sent_total": "counter",
+    "tusk_storage_bytes_rewritten_total": "counter",
+    "tusk_storage_leftovers_removed_total": "counter",
 }
 # Metrics the dashboard may leave out (hooks do not exist yet).
 NOT_ON_DASHBOARD = {"tusk_hook_calls_total"}
