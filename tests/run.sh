@@ -33,6 +33,12 @@ fi
 npm ci --prefix tests/clients/js --no-audit --no-fund --loglevel=error
 python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/py/requirements.txt
 
+step "test dependencies: moto's S3 server 5.1.22 (the S3 tests start their own; 5.2.x breaks them)"
+if ! command -v moto_server >/dev/null ||
+  [ "$(python3 -c 'import moto, moto.server; print(moto.__version__)' 2>/dev/null)" != "5.1.22" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.1.22'
+fi
+
 step "deployment files: Prometheus config and rules, Grafana dashboard"
 python3 -m pip install --quiet --disable-pip-version-check pyyaml
 python3 tests/deploy_files.py

@@ -1,14 +1,16 @@
 //! A Tusk cluster on loopback for the end-to-end tests: the shared services (Redis from
-//! Debian's `redis-server`, a shared upload directory), several `tusk` nodes, and a real load
-//! balancer in front (nginx or HAProxy, running deploy/nginx.conf or deploy/haproxy.cfg with
-//! only the upstream lines, the listen address and the file paths changed).
+//! Debian's `redis-server`, a shared upload directory or an S3 bucket on moto's server, see
+//! [`crate::s3`]), several `tusk` nodes, and a real load balancer in front (nginx or HAProxy,
+//! running deploy/nginx.conf or deploy/haproxy.cfg with only the upstream lines, the listen
+//! address and the file paths changed).
 //!
 //! A [`ClusterBackend`] says what the nodes share and how a node is configured; the rest
-//! (nodes, balancer, faults) is the same for every backend, so an S3, etcd or GCS backend runs
-//! the same cluster tests by adding one `ClusterBackend` value.
+//! (nodes, balancer, faults) is the same for every backend: [`FsRedis`] and
+//! [`S3Redis`](crate::s3::S3Redis) run the same cluster tests, and an etcd or GCS backend
+//! would by adding one `ClusterBackend` value.
 //!
-//! Every server binary this needs must be installed: a missing one fails the test with the
-//! `apt-get install` command that provides it (tests/run.sh installs them).
+//! Every server this needs must be installed: a missing one fails the test with the command
+//! that installs it (`apt-get install`, or pip for moto; tests/run.sh installs them).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::harness::{BoxFuture, Deployment, NodeOptions, Running, TestServer};
+use crate::s3::{S3Bucket, S3Redis};
 
 /// Finds a server binary or fails with the command that installs it.
 pub fn require_binary(name: &str, package: &str) -> Result<PathBuf> {
@@ -71,14 +74,19 @@ fn send_signal(pid: u32, signal: &str) -> Result<()> {
 }
 
 /// The last `lines` lines of a log file, for error messages.
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Waits until `addr` accepts TCP connections, failing early if `child` exits.
-async fn wait_listening(child: &mut Child, addr: &str, what: &str, log: &Path) -> Result<()> {
+pub(crate) async fn wait_listening(
+    child: &mut Child,
+    addr: &str,
+    what: &str,
+    log: &Path,
+) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = child.try_wait()? {
@@ -595,8 +603,12 @@ impl Drop for LoadBalancer {
 pub struct Shared {
     /// Arguments every node gets (storage and coordinator), before a test's own.
     pub node_args: Vec<String>,
+    /// Environment variables every node gets (e.g. the AWS credentials of an S3 backend).
+    pub env: Vec<(String, String)>,
     /// The Redis the nodes share, when the backend uses one.
     pub redis: Option<RedisServer>,
+    /// The S3 bucket the nodes share (and the server holding it), when the backend uses one.
+    pub s3: Option<S3Bucket>,
 }
 
 /// How the nodes of a cluster are configured: which services they share and which arguments
@@ -606,6 +618,12 @@ pub trait ClusterBackend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Starts the shared services with their data under `dir`.
     fn start_shared<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<Shared>>;
+    /// Whether a GET of an upload that is not finished streams its committed bytes (true),
+    /// or answers 409 because the storage cannot read it yet (S3: an unfinished multipart
+    /// upload cannot be read).
+    fn reads_unfinished(&self) -> bool {
+        true
+    }
 }
 
 /// One upload directory shared by every node (the shape of NFS or a shared volume), Redis
@@ -633,7 +651,9 @@ impl ClusterBackend for FsRedis {
             ];
             Ok(Shared {
                 node_args,
+                env: Vec::new(),
                 redis: Some(redis),
+                s3: None,
             })
         })
     }
@@ -647,6 +667,11 @@ pub struct Cluster {
     pub lb: LoadBalancer,
     /// The shared Redis, if the backend has one.
     pub redis: Option<RedisServer>,
+    /// The shared S3 bucket, if the backend has one.
+    pub s3: Option<S3Bucket>,
+    /// Whether a GET of an unfinished upload streams its committed bytes (see
+    /// [`ClusterBackend::reads_unfinished`]).
+    pub reads_unfinished: bool,
     /// The upload endpoint through the load balancer, e.g. `http://127.0.0.1:PORT/files/`.
     pub endpoint: String,
     /// The directory of the shared services' data (shared uploads, Redis data).
@@ -682,7 +707,7 @@ impl Cluster {
         for i in 0..nodes {
             let node = TestServer::start_with(NodeOptions {
                 args: args.clone(),
-                env: Vec::new(),
+                env: shared.env.clone(),
                 label: format!("node{i}"),
             })
             .await
@@ -702,6 +727,8 @@ impl Cluster {
             nodes: started,
             lb,
             redis: shared.redis,
+            s3: shared.s3,
+            reads_unfinished: backend.reads_unfinished(),
             endpoint,
             dir,
             name: format!("{} x{nodes} behind {}", backend.name(), balancer.name()),
@@ -712,6 +739,11 @@ impl Cluster {
     /// The shared Redis (fails for a backend without one).
     pub fn redis(&mut self) -> Result<&mut RedisServer> {
         self.redis.as_mut().context("this cluster has no Redis")
+    }
+
+    /// The shared S3 bucket (fails for a backend without one).
+    pub fn s3(&self) -> Result<&S3Bucket> {
+        self.s3.as_ref().context("this cluster has no S3 bucket")
     }
 
     /// The URL of the same upload on node `i` directly (bypassing the balancer).
@@ -783,6 +815,13 @@ pub const FS_REDIS_NGINX: ClusterDeployment<FsRedis> = ClusterDeployment {
     nodes: 3,
 };
 
+/// Three nodes on one S3 bucket (moto) with Redis, behind nginx.
+pub const S3_REDIS_NGINX: ClusterDeployment<S3Redis> = ClusterDeployment {
+    backend: S3Redis::DEFAULT,
+    balancer: Balancer::Nginx,
+    nodes: 3,
+};
+
 /// Three nodes on a shared directory with Redis, behind HAProxy.
 pub const FS_REDIS_HAPROXY: ClusterDeployment<FsRedis> = ClusterDeployment {
     backend: FsRedis,
@@ -798,6 +837,9 @@ impl<B: ClusterBackend> Deployment for ClusterDeployment<B> {
             self.nodes,
             self.balancer.name()
         )
+    }
+    fn reads_unfinished(&self) -> bool {
+        self.backend.reads_unfinished()
     }
     fn start<'a>(&'a self, extra_args: &'a [&'a str]) -> BoxFuture<'a, Result<Box<dyn Running>>> {
         Box::pin(async move {

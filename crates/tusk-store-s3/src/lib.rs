@@ -62,8 +62,15 @@ impl S3Storage {
             loader = loader.region(aws_config::Region::new(settings.region.clone()));
         }
         let shared = loader.load().await;
-        let mut config =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.path_style);
+        // Objects are multipart uploads, whose checksum is a composite of the parts' that a
+        // GET cannot check (and some servers, moto among them, send it without the `-N`
+        // that marks it composite, which the SDK then rejects). Parts are checked by S3 on
+        // arrival; tails, single objects, are checked on reading (`ChecksumMode::Enabled`).
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(settings.path_style)
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            );
         if shared.region().is_none() {
             config = config.region(aws_config::Region::new("us-east-1"));
         }

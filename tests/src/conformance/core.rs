@@ -21,7 +21,9 @@ pub const EXTENSIONS: &[&str] = &[
 pub const CHECKSUM_ALGORITHMS: &[&str] = &["sha1", "sha256", "md5", "crc32"];
 
 /// 412 + Tus-Version for a missing or different Tus-Resumable on POST/HEAD/PATCH/DELETE, and
-/// such a request changes nothing; OPTIONS and GET do not need the header.
+/// such a request changes nothing; OPTIONS and GET do not need the header (a GET without it
+/// of a fresh upload downloads 0 bytes, or answers 409 where unfinished uploads cannot be
+/// read, and of a finished upload returns its bytes).
 pub async fn tus_resumable_required(t: Ctx) -> Result<()> {
     let url = t.create(10).await?;
     for version in [None, Some("0.2.2"), Some("1.0"), Some("")] {
@@ -77,11 +79,18 @@ pub async fn tus_resumable_required(t: Ctx) -> Result<()> {
         "core: OPTIONS must be answered without Tus-Resumable in the request",
     )
     .await?;
-    let resp = t.get(&url).await?;
-    expect_status(
-        resp,
-        200,
+    // Ctx::get sends no Tus-Resumable.
+    t.assert_unfinished_content(
+        &url,
+        b"",
         "contract: GET does not need Tus-Resumable (a fresh upload downloads as 0 bytes)",
+    )
+    .await?;
+    let done = t.upload(b"done").await?;
+    t.assert_content(
+        &done,
+        b"done",
+        "contract: GET does not need Tus-Resumable (a finished upload downloads its bytes)",
     )
     .await?;
     Ok(())
@@ -355,12 +364,13 @@ pub async fn patch_beyond_length_is_413(t: Ctx) -> Result<()> {
         off <= 10,
         "contract (PATCH): nothing beyond the length is stored, HEAD offset {off} > 10"
     );
-    let got = t.download(&url).await?;
-    ensure!(
-        got.len() as u64 == off && got[..] == data[..got.len()],
-        "core: GET after a 413 must return exactly the {off} committed bytes, got {:?}",
-        String::from_utf8_lossy(&got)
-    );
+    t.assert_committed(
+        &url,
+        &data[..off as usize],
+        10,
+        &format!("core: GET after a 413 must return exactly the {off} committed bytes"),
+    )
+    .await?;
 
     // A complete upload takes no more bytes.
     let url = t.upload(b"abc").await?;
@@ -377,7 +387,8 @@ pub async fn patch_beyond_length_is_413(t: Ctx) -> Result<()> {
 }
 
 /// Several PATCH chunks: each 204 with the new offset (and Upload-Expires while unfinished);
-/// GET of the unfinished upload gives the committed prefix, GET at the end the exact bytes.
+/// GET of the unfinished upload gives the committed prefix (or 409 where unfinished uploads
+/// cannot be read), GET at the end the exact bytes.
 pub async fn patch_chunks_roundtrip(t: Ctx) -> Result<()> {
     let data = random_bytes(300 * 1024 + 17);
     let url = t.create(data.len() as u64).await?;
@@ -404,7 +415,7 @@ pub async fn patch_chunks_roundtrip(t: Ctx) -> Result<()> {
         t.assert_offset(&url, offset as u64, "core: HEAD shows the PATCHed offset")
             .await?;
     }
-    t.assert_content(
+    t.assert_unfinished_content(
         &url,
         &data[..offset],
         "contract (GET): an unfinished upload streams its committed bytes",
@@ -455,7 +466,9 @@ pub async fn zero_length_upload(t: Ctx) -> Result<()> {
     Ok(())
 }
 
-/// X-HTTP-Method-Override on POST turns it into PATCH, HEAD, GET and DELETE.
+/// X-HTTP-Method-Override on POST turns it into PATCH, HEAD, GET and DELETE (GET of the
+/// unfinished upload: its bytes, or 409 where unfinished uploads cannot be read, and then
+/// the bytes of a finished one).
 pub async fn method_override(t: Ctx) -> Result<()> {
     let url = t.create(6).await?;
     let post = |name: &str| {
@@ -505,18 +518,48 @@ pub async fn method_override(t: Ctx) -> Result<()> {
     );
 
     let resp = t.send(post("GET"), "POST override GET").await?;
-    let resp = expect(
-        resp,
-        200,
-        "contract: POST with X-HTTP-Method-Override: GET acts as GET (200)",
-    )
-    .await?;
-    let body = resp.bytes().await?;
-    ensure!(
-        &body[..] == b"abc",
-        "contract: override GET returns the committed bytes \"abc\", got {:?}",
-        String::from_utf8_lossy(&body)
-    );
+    if t.reads_unfinished {
+        let resp = expect(
+            resp,
+            200,
+            "contract: POST with X-HTTP-Method-Override: GET acts as GET (200)",
+        )
+        .await?;
+        let body = resp.bytes().await?;
+        ensure!(
+            &body[..] == b"abc",
+            "contract: override GET returns the committed bytes \"abc\", got {:?}",
+            String::from_utf8_lossy(&body)
+        );
+    } else {
+        expect_error(
+            resp,
+            409,
+            "contract: POST with X-HTTP-Method-Override: GET acts as GET, which answers 409 \
+             for an unfinished upload on storage that cannot read it",
+        )
+        .await?;
+        let done = t.upload(b"xyz").await?;
+        let resp = t
+            .send(
+                t.tus(Method::POST, &done)
+                    .header("X-HTTP-Method-Override", "GET"),
+                "POST override GET",
+            )
+            .await?;
+        let resp = expect(
+            resp,
+            200,
+            "contract: POST with X-HTTP-Method-Override: GET acts as GET (200)",
+        )
+        .await?;
+        let body = resp.bytes().await?;
+        ensure!(
+            &body[..] == b"xyz",
+            "contract: override GET of a finished upload returns its bytes \"xyz\", got {:?}",
+            String::from_utf8_lossy(&body)
+        );
+    }
 
     // Only POST is overridden: a GET or PATCH claiming DELETE stays what it is.
     let resp = t

@@ -69,7 +69,7 @@ where
     } else {
         running.endpoint()
     };
-    let ctx = Ctx::for_endpoint(endpoint)?;
+    let ctx = Ctx::for_endpoint(endpoint)?.with_reads_unfinished(deployment.reads_unfinished());
     let outcome = match tokio::time::timeout(CASE_TIMEOUT, case(ctx)).await {
         Ok(result) => result,
         Err(_) => Err(anyhow::anyhow!(

@@ -102,7 +102,9 @@ fn slow_body(data: Vec<u8>, chunk: usize, pause: Duration) -> reqwest::Body {
 
 /// Two PATCHes at offset 0 of the same upload at once, with different bytes: each answers
 /// 204, 409 or 423; the committed bytes are a prefix of exactly one writer's data, matching
-/// every 204's offset; the upload then completes with exact bytes.
+/// every 204's offset; the upload then completes with exact bytes. (Where unfinished uploads
+/// cannot be read, an unfinished result is completed with the bytes of a writer that got 204
+/// first, and the same checks run on the finished bytes.)
 pub async fn concurrent_patches_are_consistent(t: Ctx) -> Result<()> {
     let len = 512 * 1024;
     let data_a = random_bytes(len);
@@ -176,12 +178,29 @@ pub async fn concurrent_patches_are_consistent(t: Ctx) -> Result<()> {
          (204)"
     );
     let offset = t.offset(&url).await? as usize;
-    let got = t.download(&url).await?;
-    ensure!(
-        got.len() == offset,
-        "GET returns the {offset} committed bytes, got {}",
-        got.len()
-    );
+    // The committed bytes, and the whole upload if it had to be finished to read them.
+    let (got, finished) = if t.reads_unfinished || offset == len {
+        let got = t.download(&url).await?;
+        ensure!(
+            got.len() == offset,
+            "GET returns the {offset} committed bytes, got {}",
+            got.len()
+        );
+        (got, None)
+    } else {
+        t.assert_unfinished_content(&url, &[], "GET of the unfinished upload")
+            .await?;
+        let (_, _, writer) = committed_by[0];
+        t.patch_ok(&url, offset as u64, writer[offset..].to_vec())
+            .await?;
+        let all = t.download(&url).await?;
+        ensure!(
+            all.len() == len,
+            "GET of the finished upload returns {} bytes, not its length {len}",
+            all.len()
+        );
+        (all[..offset].to_vec(), Some((all, writer)))
+    };
     for (name, off, data) in &committed_by {
         ensure!(
             *off as usize <= offset && got[..*off as usize] == data[..*off as usize],
@@ -199,6 +218,14 @@ pub async fn concurrent_patches_are_consistent(t: Ctx) -> Result<()> {
              nor of B's data"
         );
     };
+    if let Some((all, writer)) = finished {
+        ensure!(
+            all == *writer,
+            "after concurrent writers, completing from HEAD's offset {offset} with the bytes \
+             of the writer that got 204 does not give exactly its bytes"
+        );
+        return Ok(());
+    }
     if offset < len {
         t.patch_ok(&url, offset as u64, source[offset..].to_vec())
             .await?;
@@ -213,7 +240,8 @@ pub async fn concurrent_patches_are_consistent(t: Ctx) -> Result<()> {
 }
 
 /// A client that sends part of a PATCH body and disconnects: the received bytes are committed
-/// and HEAD shows them; the upload resumes from there.
+/// and HEAD shows them (GET too, where unfinished uploads can be read); the upload resumes
+/// from there.
 pub async fn disconnect_commits_received_bytes(t: Ctx) -> Result<()> {
     let len = 1024 * 1024;
     let sent = 64 * 1024;
@@ -244,7 +272,7 @@ pub async fn disconnect_commits_received_bytes(t: Ctx) -> Result<()> {
         "contract (PATCH): a client disconnecting mid-body commits the {sent} bytes received; \
          HEAD Upload-Offset was still {last} after 10s"
     );
-    t.assert_content(
+    t.assert_unfinished_content(
         &url,
         &data[..sent],
         "the bytes received before the disconnect",
@@ -257,7 +285,8 @@ pub async fn disconnect_commits_received_bytes(t: Ctx) -> Result<()> {
 }
 
 /// GET never waits for a writer's lease: while a slow PATCH is in flight, a GET answers at
-/// once with committed bytes (a prefix of the data).
+/// once with committed bytes (a prefix of the data), or at once with 409 where unfinished
+/// uploads cannot be read.
 pub async fn get_does_not_wait_for_writer(t: Ctx) -> Result<()> {
     let len = 256 * 1024;
     let data = random_bytes(len);
@@ -275,7 +304,13 @@ pub async fn get_does_not_wait_for_writer(t: Ctx) -> Result<()> {
     let reader = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let started = tokio::time::Instant::now();
-        let got = t.download(&url).await?;
+        let got = if t.reads_unfinished {
+            Some(t.download(&url).await?)
+        } else {
+            t.assert_unfinished_content(&url, &[], "GET during a PATCH")
+                .await?;
+            None
+        };
         Ok::<_, anyhow::Error>((got, started.elapsed()))
     };
     let (w, r) = tokio::join!(writer, reader);
@@ -285,17 +320,19 @@ pub async fn get_does_not_wait_for_writer(t: Ctx) -> Result<()> {
         "contract (GET): GET never waits for a writer's lease, but it took {took:?} while a \
          PATCH was in flight"
     );
-    ensure!(
-        got.len() >= 1024 && got.len() <= len && got[..] == data[..got.len()],
-        "contract (GET): GET during a PATCH streams committed bytes (a prefix of at least 1024), \
-         got {} bytes{}",
-        got.len(),
-        if got[..] == data[..got.len().min(len)] {
-            ""
-        } else {
-            " that differ from the data"
-        }
-    );
+    if let Some(got) = got {
+        ensure!(
+            got.len() >= 1024 && got.len() <= len && got[..] == data[..got.len()],
+            "contract (GET): GET during a PATCH streams committed bytes (a prefix of at least \
+             1024), got {} bytes{}",
+            got.len(),
+            if got[..] == data[..got.len().min(len)] {
+                ""
+            } else {
+                " that differ from the data"
+            }
+        );
+    }
     let w = w.context("the slow PATCH got no HTTP response")?;
     expect(w, 204, "core: the slow PATCH completes with 204").await?;
     t.assert_content(&url, &data, "bytes after a GET during a PATCH")

@@ -30,6 +30,10 @@ pub struct Ctx {
     pub addr: String,
     /// Path of the endpoint, e.g. `/files/`.
     pub base_path: String,
+    /// Whether a GET of an unfinished upload streams its committed bytes (true, the default)
+    /// or answers 409 Conflict (storage that cannot read an unfinished upload, S3); set from
+    /// [`Deployment::reads_unfinished`](crate::harness::Deployment::reads_unfinished).
+    pub reads_unfinished: bool,
 }
 
 impl Ctx {
@@ -57,7 +61,15 @@ impl Ctx {
             addr: addr.to_string(),
             base_path: path.to_string(),
             endpoint,
+            reads_unfinished: true,
         })
+    }
+
+    /// The same context for a deployment that does (true) or does not (false) read
+    /// unfinished uploads.
+    pub fn with_reads_unfinished(mut self, reads_unfinished: bool) -> Self {
+        self.reads_unfinished = reads_unfinished;
+        self
     }
 
     /// A request carrying `Tus-Resumable: 1.0.0`.
@@ -205,6 +217,47 @@ impl Ctx {
             sha256_hex(want)
         );
         Ok(())
+    }
+
+    /// GET of an unfinished upload that holds exactly `committed`: on a deployment that reads
+    /// unfinished uploads it returns exactly those bytes (`rule`); on one that cannot (S3) it
+    /// answers 409 Conflict with a one-line text error.
+    pub async fn assert_unfinished_content(
+        &self,
+        url: &str,
+        committed: &[u8],
+        rule: &str,
+    ) -> Result<()> {
+        if self.reads_unfinished {
+            return self.assert_content(url, committed, rule).await;
+        }
+        let resp = self.get(url).await?;
+        expect_error(
+            resp,
+            409,
+            &format!(
+                "contract (GET, storage that cannot read unfinished uploads): GET of an \
+                 unfinished upload answers 409 Conflict (where other storage checks: {rule})"
+            ),
+        )
+        .await
+    }
+
+    /// GET of an upload of `length` bytes that holds exactly `committed`: the bytes once it
+    /// is finished (`committed` is all of it), otherwise as
+    /// [`assert_unfinished_content`](Ctx::assert_unfinished_content).
+    pub async fn assert_committed(
+        &self,
+        url: &str,
+        committed: &[u8],
+        length: u64,
+        rule: &str,
+    ) -> Result<()> {
+        if committed.len() as u64 == length {
+            self.assert_content(url, committed, rule).await
+        } else {
+            self.assert_unfinished_content(url, committed, rule).await
+        }
     }
 
     /// URL of an upload that does not exist but has a well-formed id.
@@ -483,6 +536,15 @@ pub async fn raw_request(
             )
         })?;
     Ok(RawResponse { status, head })
+}
+
+/// The upload id of an upload URL: its last path segment.
+pub fn upload_id(url: &str) -> Result<&str> {
+    url.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|id| !id.is_empty() && !id.contains(':'))
+        .with_context(|| format!("no upload id in {url:?}"))
 }
 
 /// The `Location` of a 201 as an absolute URL (tus creation).
