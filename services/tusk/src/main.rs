@@ -251,6 +251,8 @@ async fn serve(config: Config) -> Result<()> {
         }
     };
     let metrics = Arc::new(tusk_telemetry::Metrics::new().context("setting up metrics")?);
+    // Declared at start, so a node that has re-sent nothing shows 0 rather than no series.
+    tusk_core::Observer::bytes_rewritten(metrics.as_ref(), storage.name(), 0);
     let hooks = tusk_hooks::HttpHooks::new(config.hooks.clone(), metrics.clone())
         .context("setting up hooks")?;
     let engine = Arc::new(
