@@ -213,6 +213,8 @@ impl Storage for FsStorage {
                 append: vec![Segment::new(target, written)],
                 ..Stored::default()
             }),
+            // Never remove a file this write did not create.
+            Err(error @ StorageError::TargetExists(_)) => Err(error),
             Err(error) => {
                 self.remove_target(upload, target).await.ok();
                 Err(error)
