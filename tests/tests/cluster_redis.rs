@@ -277,19 +277,32 @@ async fn sigterm_commits_releases_the_lease_and_another_node_resumes_at_once() -
     ensure!(ready == 200, "/readyz before SIGTERM answered {ready}");
 
     cluster.nodes[node].signal("TERM")?;
-    // Not ready from the moment the drain starts (or already gone).
-    let draining = tokio::time::timeout(
-        Duration::from_secs(2),
-        reqwest::get(format!("{admin}readyz")),
-    )
-    .await
-    .context("/readyz hung during the drain")?;
-    if let Ok(response) = draining {
-        ensure!(
-            response.status() == 503,
-            "/readyz while draining answered {}",
-            response.status()
-        );
+    // Not ready once the node has seen the signal (delivery is asynchronous, so a read
+    // right after kill(2) may still find it ready): it must flip within 2 s, or be gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let draining = tokio::time::timeout(
+            Duration::from_secs(2),
+            reqwest::get(format!("{admin}readyz")),
+        )
+        .await
+        .context("/readyz hung during the drain")?;
+        match draining {
+            Ok(response) if response.status() == 200 => ensure!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz still answered 200 two seconds into the drain"
+            ),
+            Ok(response) => {
+                ensure!(
+                    response.status() == 503,
+                    "/readyz while draining answered {}",
+                    response.status()
+                );
+                break;
+            }
+            Err(_) => break, // the listener is already closed
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let answer = patch.response(Duration::from_secs(20)).await?;
     let exit = cluster.nodes[node]
