@@ -172,10 +172,14 @@ pub async fn download(t: &Ctx, url: &str) -> Result<Vec<u8>> {
 
 /// The upload at `url` holds exactly `data[..offset]`.
 pub async fn check_prefix(t: &Ctx, url: &str, data: &[u8], offset: usize) -> Result<()> {
-    let body = download(t, url).await?;
+    ensure_prefix(url, &download(t, url).await?, data, offset)
+}
+
+/// `body`, downloaded from `url`, is exactly `data[..offset]`.
+pub fn ensure_prefix(url: &str, body: &[u8], data: &[u8], offset: usize) -> Result<()> {
     ensure!(
         body.len() == offset,
-        "GET {url}: {} bytes, but HEAD said {offset}",
+        "GET {url}: {} bytes, but HEAD said offset {offset}",
         body.len()
     );
     if let Some(at) = body.iter().zip(data).position(|(a, b)| a != b) {

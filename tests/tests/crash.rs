@@ -116,16 +116,7 @@ impl Tus {
 
     /// The upload holds exactly `data[..offset]`: HEAD says `offset`, GET returns those bytes.
     async fn check_prefix(&self, url: &str, data: &[u8], offset: usize) -> Result<()> {
-        let body = self.get(url).await?;
-        ensure!(
-            body.len() == offset,
-            "GET {url}: {} bytes, but HEAD said offset {offset}",
-            body.len()
-        );
-        if let Some(at) = body.iter().zip(data).position(|(a, b)| a != b) {
-            bail!("GET {url}: byte {at} differs from what was sent (offset {offset})");
-        }
-        Ok(())
+        tusk_tests::faults::ensure_prefix(url, &self.get(url).await?, data, offset)
     }
 
     /// Sends the rest from the server's offset, then checks the whole upload by sha256.

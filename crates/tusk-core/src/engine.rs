@@ -821,14 +821,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Committed bytes of an upload for GET: the record and a stream of `range` (clamped to
-    /// the committed offset by the caller). Takes no lease: reads never wait for writers.
+    /// Committed bytes of an upload for GET: a stream of `range`, clamped to the committed
+    /// offset. Takes no lease: reads never wait for writers.
     pub async fn read(&self, id: &str, range: Range<u64>) -> Result<ByteStream, Error> {
         let view = self.view(id).await?;
-        let record = view.record;
+        self.read_record(&view.record, range).await
+    }
+
+    /// [`Engine::read`] of a record the caller has just loaded with [`Engine::view`].
+    pub async fn read_record(
+        &self,
+        record: &UploadRecord,
+        range: Range<u64>,
+    ) -> Result<ByteStream, Error> {
         let end = range.end.min(record.offset);
         let start = range.start.min(end);
-        Ok(self.storage.read(&record, start..end).await?)
+        Ok(self.storage.read(record, start..end).await?)
     }
 
     /// A link valid for `valid_for` to download the finished upload of `record` straight from

@@ -502,7 +502,7 @@ async fn get(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Response> 
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.first, r.last + 1),
         None => (StatusCode::OK, 0, total),
     };
-    let stream = app.engine.read(id, start..end).await?;
+    let stream = app.engine.read_record(&record, start..end).await?;
     let (content_type, disposition) = download::presentation(&parsed_metadata(&record));
     let body = Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
     let mut response = (status, body).into_response();

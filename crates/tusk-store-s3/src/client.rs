@@ -7,7 +7,8 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::Client;
 use tusk_core::StorageError;
 
-use crate::layout::Keys;
+use crate::layout::{Keys, PartReceipt};
+use crate::CHECKSUM;
 
 /// An S3 failure as a storage error, with the whole cause chain in its text.
 pub(crate) fn backend_error<E, R>(call: &str, error: SdkError<E, R>) -> StorageError
@@ -164,4 +165,34 @@ pub(crate) async fn delete_keys(
             .map_err(|e| backend_error("DeleteObject", e))?;
     }
     Ok(())
+}
+
+/// Sends `body` as part `number` of the multipart upload `multipart` on `key`, with its
+/// checksum for S3 to verify; returns what completing the upload needs of it.
+pub(crate) async fn upload_part(
+    client: Client,
+    bucket: String,
+    key: String,
+    multipart: String,
+    number: i32,
+    body: bytes::Bytes,
+) -> Result<PartReceipt, StorageError> {
+    let sent = client
+        .upload_part()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(multipart)
+        .part_number(number)
+        .checksum_algorithm(CHECKSUM)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| backend_error("UploadPart", e))?;
+    let etag = sent
+        .e_tag()
+        .ok_or_else(|| StorageError::Backend("UploadPart gave no ETag".into()))?;
+    Ok(PartReceipt {
+        etag: etag.to_string(),
+        checksum: sent.checksum_crc32().map(str::to_string),
+    })
 }

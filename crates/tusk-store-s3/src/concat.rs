@@ -8,7 +8,7 @@ use tusk_core::{Segment, StorageError, Stored, UploadRecord, WriteContext};
 
 use crate::client::backend_error;
 use crate::layout::{plan_concatenation, PartReceipt, Piece, Session};
-use crate::{S3Storage, CHECKSUM};
+use crate::S3Storage;
 
 pub(crate) async fn concatenate(
     store: &S3Storage,
@@ -169,28 +169,16 @@ impl S3Storage {
             }
         }
         let len = body.len() as u64;
-        let sent = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(self.keys.object(into))
-            .upload_id(multipart)
-            .part_number(number)
-            .checksum_algorithm(CHECKSUM)
-            .body(aws_sdk_s3::primitives::ByteStream::from(body.freeze()))
-            .send()
-            .await
-            .map_err(|e| backend_error("UploadPart", e))?;
-        let etag = sent
-            .e_tag()
-            .ok_or_else(|| StorageError::Backend("UploadPart gave no ETag".into()))?;
-        Ok((
-            len,
-            PartReceipt {
-                etag: etag.to_string(),
-                checksum: sent.checksum_crc32().map(str::to_string),
-            },
-        ))
+        let receipt = crate::client::upload_part(
+            self.client.clone(),
+            self.bucket.clone(),
+            self.keys.object(into),
+            multipart.to_string(),
+            number,
+            body.freeze(),
+        )
+        .await?;
+        Ok((len, receipt))
     }
 }
 

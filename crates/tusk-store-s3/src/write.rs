@@ -14,8 +14,8 @@ use tusk_core::{
     Chunks, ReserveTargets, Segment, StorageError, Stored, UploadRecord, WriteContext, WriteTarget,
 };
 
-use crate::client::backend_error;
-use crate::layout::{split_parts_and_tails, PartReceipt, Session};
+use crate::client::{self, backend_error};
+use crate::layout::{split_parts_and_tails, Session};
 use crate::{S3Storage, CHECKSUM};
 
 pub(crate) async fn write(
@@ -134,6 +134,7 @@ impl PartSender<'_> {
             whole.extend_from_slice(&body);
             whole.freeze()
         };
+        let body_len = body.len() as u64;
         let multipart = match &self.session.multipart {
             Some(id) => id.clone(),
             None => {
@@ -150,29 +151,17 @@ impl PartSender<'_> {
                 "the upload needs more parts than the S3 provider allows",
             ));
         }
-        let client = self.store.client.clone();
-        let bucket = self.store.bucket.clone();
-        let key = self.store.keys.object(self.upload);
+        let sending = client::upload_part(
+            self.store.client.clone(),
+            self.store.bucket.clone(),
+            self.store.keys.object(self.upload),
+            multipart,
+            i32::try_from(number).unwrap_or(i32::MAX),
+            body,
+        );
+        let len = body_len;
         self.in_flight.spawn(async move {
-            let len = body.len() as u64;
-            let sent = client
-                .upload_part()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(multipart)
-                .part_number(i32::try_from(number).unwrap_or(i32::MAX))
-                .checksum_algorithm(CHECKSUM)
-                .body(aws_sdk_s3::primitives::ByteStream::from(body))
-                .send()
-                .await
-                .map_err(|e| backend_error("UploadPart", e))?;
-            let etag = sent
-                .e_tag()
-                .ok_or_else(|| StorageError::Backend("UploadPart gave no ETag".into()))?;
-            let receipt = PartReceipt {
-                etag: etag.to_string(),
-                checksum: sent.checksum_crc32().map(str::to_string),
-            };
+            let receipt = sending.await?;
             Ok(Segment {
                 target,
                 len,

@@ -519,18 +519,7 @@ pub async fn method_override(t: Ctx) -> Result<()> {
 
     let resp = t.send(post("GET"), "POST override GET").await?;
     if t.reads_unfinished {
-        let resp = expect(
-            resp,
-            200,
-            "contract: POST with X-HTTP-Method-Override: GET acts as GET (200)",
-        )
-        .await?;
-        let body = resp.bytes().await?;
-        ensure!(
-            &body[..] == b"abc",
-            "contract: override GET returns the committed bytes \"abc\", got {:?}",
-            String::from_utf8_lossy(&body)
-        );
+        expect_override_get(resp, b"abc").await?;
     } else {
         expect_error(
             resp,
@@ -547,18 +536,7 @@ pub async fn method_override(t: Ctx) -> Result<()> {
                 "POST override GET",
             )
             .await?;
-        let resp = expect(
-            resp,
-            200,
-            "contract: POST with X-HTTP-Method-Override: GET acts as GET (200)",
-        )
-        .await?;
-        let body = resp.bytes().await?;
-        ensure!(
-            &body[..] == b"xyz",
-            "contract: override GET of a finished upload returns its bytes \"xyz\", got {:?}",
-            String::from_utf8_lossy(&body)
-        );
+        expect_override_get(resp, b"xyz").await?;
     }
 
     // Only POST is overridden: a GET or PATCH claiming DELETE stays what it is.
@@ -592,5 +570,23 @@ pub async fn method_override(t: Ctx) -> Result<()> {
         "termination: HEAD after an override DELETE answers 410",
     )
     .await?;
+    Ok(())
+}
+
+/// A POST overridden to GET answered as a GET: 200 with exactly `bytes`.
+async fn expect_override_get(resp: reqwest::Response, bytes: &[u8]) -> Result<()> {
+    let resp = expect(
+        resp,
+        200,
+        "contract: POST with X-HTTP-Method-Override: GET acts as GET (200)",
+    )
+    .await?;
+    let body = resp.bytes().await?;
+    ensure!(
+        &body[..] == bytes,
+        "contract: override GET returns the committed bytes {:?}, got {:?}",
+        String::from_utf8_lossy(bytes),
+        String::from_utf8_lossy(&body)
+    );
     Ok(())
 }
