@@ -411,7 +411,26 @@ async fn presigned_urls_point_at_the_finished_object() {
         url.contains(&id) && url.contains("X-Amz-Signature"),
         "{url}"
     );
+    // The URL works on its own, without credentials. It asks S3 to answer with the
+    // presented headers (moto ignores that request; S3 honours it).
+    assert!(url.contains("response-content-type=text%2Fplain"), "{url}");
+    assert!(url.contains("response-content-disposition=inline"), "{url}");
+    let answer = http_get(&url);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nhello"), "{answer}");
     // Zero-length uploads still get their (empty) object.
     let empty = create(&setup.engine, 0, None).await;
     assert!(object(&setup, &empty).await.is_empty());
+}
+
+/// A plain HTTP/1.0 GET of an `http://host:port/path?query` URL: the whole answer as text.
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_at(rest.find('/').expect("a path"));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
 }
