@@ -32,8 +32,8 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tusk_core::{
-    Commit, ConcatKind, CoordError, Coordinator, Lease, ReleaseRequest, Segment, UploadRecord,
-    UploadState, WriteTarget,
+    Commit, ConcatKind, CoordError, Coordinator, HeldLease, Leadership, Lease, ReleaseRequest,
+    Segment, UploadRecord, UploadState, WriteTarget,
 };
 
 /// How to reach Redis and how leases behave.
@@ -80,6 +80,11 @@ struct Scripts {
 type LocalLeases = Mutex<HashMap<String, (u64, watch::Sender<bool>)>>;
 
 pub struct RedisCoordinator {
+    shared: Arc<Shared>,
+}
+
+/// The coordinator's connection and settings, shared with the leases it grants.
+struct Shared {
     connection: Arc<Connection>,
     settings: RedisSettings,
     scripts: Scripts,
@@ -105,7 +110,7 @@ impl RedisCoordinator {
     pub async fn connect(settings: RedisSettings) -> Result<Arc<Self>, CoordError> {
         let connection =
             Connection::open(&settings.url, settings.sentinel.clone(), settings.timeout).await?;
-        let coordinator = Arc::new(Self {
+        let shared = Arc::new(Shared {
             connection: connection.clone(),
             scripts: Scripts {
                 create: Script::new(include_str!("lua/create.lua")),
@@ -124,12 +129,14 @@ impl RedisCoordinator {
         });
         tokio::spawn(listen_for_release_requests(
             Arc::downgrade(&connection),
-            coordinator.key("release"),
-            Arc::downgrade(&coordinator.local),
+            shared.key("release"),
+            Arc::downgrade(&shared.local),
         ));
-        Ok(coordinator)
+        Ok(Arc::new(Self { shared }))
     }
+}
 
+impl Shared {
     /// `<prefix>{t}:<name>`: one hash tag for all keys (see the module docs).
     fn key(&self, name: &str) -> String {
         format!("{}{{t}}:{name}", self.settings.prefix)
@@ -193,7 +200,7 @@ impl RedisCoordinator {
     /// The commit script; with `release`, the lease key goes in the same round trip.
     async fn run_commit(
         &self,
-        lease: &Lease,
+        lease: &RedisLease,
         commit: &Commit,
         release: bool,
     ) -> Result<(), CoordError> {
@@ -248,7 +255,7 @@ impl RedisCoordinator {
     }
 
     /// Stops routing release requests for a lease this node is letting go of.
-    fn forget_local(&self, lease: &Lease) {
+    fn forget_local(&self, lease: &RedisLease) {
         let mut local = self.local();
         if local
             .get(&lease.upload_id)
@@ -382,8 +389,9 @@ impl Coordinator for RedisCoordinator {
             created_at: record.created_at,
         })
         .map_err(corrupt)?;
-        let [_, up, _, expiry] = self.upload_keys(&record.id);
+        let [_, up, _, expiry] = self.shared.upload_keys(&record.id);
         let created: i64 = self
+            .shared
             .scripts
             .create
             .key(up)
@@ -392,22 +400,22 @@ impl Coordinator for RedisCoordinator {
             .arg(meta)
             .arg(record.length.map(|l| l.to_string()).unwrap_or_default())
             .arg(record.expires_at.map(|t| t.to_string()).unwrap_or_default())
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.shared.conn())
             .await
             .map_err(unavailable)?;
         if created == 1 {
-            self.replicated().await
+            self.shared.replicated().await
         } else {
             Err(CoordError::AlreadyExists)
         }
     }
 
     async fn load(&self, id: &str) -> Result<Option<UploadRecord>, CoordError> {
-        let [_, up, seg, _] = self.upload_keys(id);
+        let [_, up, seg, _] = self.shared.upload_keys(id);
         let (fields, segments): (HashMap<String, String>, Vec<String>) = redis::pipe()
             .hgetall(up)
             .lrange(seg, 0, -1)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.shared.conn())
             .await
             .map_err(unavailable)?;
         if fields.is_empty() {
@@ -417,19 +425,21 @@ impl Coordinator for RedisCoordinator {
     }
 
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
-        let [lease_key, up, seg, _] = self.upload_keys(id);
-        let deadline = tokio::time::Instant::now() + wait;
+        let [lease_key, up, seg, _] = self.shared.upload_keys(id);
+        let requested_at = tokio::time::Instant::now();
+        let deadline = requested_at + wait;
         let mut asked_at: Option<tokio::time::Instant> = None;
         let mut pause = Duration::from_millis(10);
         loop {
             let answer: Vec<redis::Value> = self
+                .shared
                 .scripts
                 .acquire
                 .key(&up)
                 .key(&lease_key)
                 .key(&seg)
-                .arg(ms(self.settings.lease_ttl))
-                .invoke_async(&mut self.conn())
+                .arg(ms(self.shared.settings.lease_ttl))
+                .invoke_async(&mut self.shared.conn())
                 .await
                 .map_err(unavailable)?;
             match answer.as_slice() {
@@ -444,14 +454,19 @@ impl Coordinator for RedisCoordinator {
                             .map_err(corrupt)?;
                     let record = parse_record(fields, segments)?;
                     let (ask, release) = ReleaseRequest::channel();
-                    self.local().insert(id.to_string(), (token, ask));
-                    return Ok(Lease {
+                    self.shared.local().insert(id.to_string(), (token, ask));
+                    let held = RedisLease {
+                        shared: self.shared.clone(),
                         upload_id: id.to_string(),
                         token,
-                        release,
+                    };
+                    return Ok(Lease::grant(
+                        Box::new(held),
                         record,
-                        waited: asked_at.is_some(),
-                    });
+                        release,
+                        asked_at.is_some(),
+                        requested_at,
+                    ));
                 }
                 other => return Err(corrupt(format!("acquire answered {other:?}"))),
             }
@@ -463,8 +478,9 @@ impl Coordinator for RedisCoordinator {
             // message was lost while a subscriber reconnected.
             if asked_at.is_none_or(|at| now.duration_since(at) > Duration::from_millis(500)) {
                 let _: i64 = self
+                    .shared
                     .conn()
-                    .publish(self.key("release"), id)
+                    .publish(self.shared.key("release"), id)
                     .await
                     .map_err(unavailable)?;
                 asked_at = Some(now);
@@ -474,97 +490,138 @@ impl Coordinator for RedisCoordinator {
         }
     }
 
-    async fn renew(&self, upload_id: &str, token: u64) -> Result<(), CoordError> {
-        let [lease_key, ..] = self.upload_keys(upload_id);
-        self.fenced(
-            &self.scripts.renew,
-            &[lease_key],
-            &[token.to_string(), ms(self.settings.lease_ttl).to_string()],
-        )
-        .await
-    }
-
-    async fn reserve(&self, upload_id: &str, token: u64) -> Result<WriteTarget, CoordError> {
-        let [lease_key, up, _, _] = self.upload_keys(upload_id);
-        let seq: i64 = self
-            .scripts
-            .reserve
-            .key(lease_key)
-            .key(up)
-            .arg(token)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let seq = u32::try_from(seq).map_err(|_| CoordError::LeaseLost)?;
-        Ok(WriteTarget { token, seq })
-    }
-
-    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError> {
-        self.run_commit(lease, commit, false).await
-    }
-
-    async fn commit_and_release(&self, lease: Lease, commit: &Commit) -> Result<(), CoordError> {
-        self.forget_local(&lease);
-        self.run_commit(&lease, commit, true).await
-    }
-
-    async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError> {
-        let keys = self.upload_keys(&lease.upload_id);
-        let args = [
-            lease.token.to_string(),
-            purge_at.to_string(),
-            lease.upload_id.clone(),
-        ];
-        self.fenced(&self.scripts.mark_gone, &keys, &args).await?;
-        self.replicated().await
-    }
-
-    async fn purge(&self, lease: &Lease) -> Result<(), CoordError> {
-        let keys = self.upload_keys(&lease.upload_id);
-        let args = [lease.token.to_string(), lease.upload_id.clone()];
-        self.fenced(&self.scripts.purge, &keys, &args).await?;
-        self.replicated().await
-    }
-
-    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
-        self.forget_local(&lease);
-        let [lease_key, ..] = self.upload_keys(&lease.upload_id);
-        // Answering 0 means the lease had expired already: nothing to let go of.
-        let _: i64 = self
-            .scripts
-            .release
-            .key(lease_key)
-            .arg(lease.token)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {
         let limit = isize::try_from(limit).unwrap_or(isize::MAX);
-        self.conn()
-            .zrangebyscore_limit(self.key("expiry"), "-inf", now, 0, limit)
+        self.shared
+            .conn()
+            .zrangebyscore_limit(self.shared.key("expiry"), "-inf", now, 0, limit)
             .await
             .map_err(unavailable)
     }
 
-    async fn lead(&self, role: &str, ttl: Duration) -> Result<bool, CoordError> {
-        let held: i64 = self
-            .scripts
-            .lead
-            .key(self.key(&format!("leader:{role}")))
-            .arg(&self.node_id)
-            .arg(ms(ttl))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(held == 1)
+    fn leadership(&self) -> Option<&dyn Leadership> {
+        Some(self)
     }
 
     async fn ping(&self) -> Result<(), CoordError> {
         let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn())
+            .query_async(&mut self.shared.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Leadership for RedisCoordinator {
+    async fn lead(&self, role: &str, ttl: Duration) -> Result<bool, CoordError> {
+        let held: i64 = self
+            .shared
+            .scripts
+            .lead
+            .key(self.shared.key(&format!("leader:{role}")))
+            .arg(&self.shared.node_id)
+            .arg(ms(ttl))
+            .invoke_async(&mut self.shared.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(held == 1)
+    }
+}
+
+/// A lease granted by Redis: its key holds the token with a TTL, and every change is a
+/// script that first checks the key still holds it.
+struct RedisLease {
+    shared: Arc<Shared>,
+    upload_id: String,
+    token: u64,
+}
+
+#[async_trait]
+impl HeldLease for RedisLease {
+    fn token(&self) -> u64 {
+        self.token
+    }
+
+    fn ttl(&self) -> Option<Duration> {
+        Some(self.shared.settings.lease_ttl)
+    }
+
+    async fn renew(&self) -> Result<(), CoordError> {
+        let shared = &self.shared;
+        let [lease_key, ..] = shared.upload_keys(&self.upload_id);
+        shared
+            .fenced(
+                &shared.scripts.renew,
+                &[lease_key],
+                &[
+                    self.token.to_string(),
+                    ms(shared.settings.lease_ttl).to_string(),
+                ],
+            )
+            .await
+    }
+
+    async fn reserve(&self) -> Result<WriteTarget, CoordError> {
+        let shared = &self.shared;
+        let [lease_key, up, _, _] = shared.upload_keys(&self.upload_id);
+        let seq: i64 = shared
+            .scripts
+            .reserve
+            .key(lease_key)
+            .key(up)
+            .arg(self.token)
+            .invoke_async(&mut shared.conn())
+            .await
+            .map_err(unavailable)?;
+        let seq = u32::try_from(seq).map_err(|_| CoordError::LeaseLost)?;
+        Ok(WriteTarget {
+            token: self.token,
+            seq,
+        })
+    }
+
+    async fn commit(&self, commit: &Commit, release: bool) -> Result<(), CoordError> {
+        if release {
+            self.shared.forget_local(self);
+        }
+        self.shared.run_commit(self, commit, release).await
+    }
+
+    async fn mark_gone(&self, purge_at: u64) -> Result<(), CoordError> {
+        let shared = &self.shared;
+        let keys = shared.upload_keys(&self.upload_id);
+        let args = [
+            self.token.to_string(),
+            purge_at.to_string(),
+            self.upload_id.clone(),
+        ];
+        shared
+            .fenced(&shared.scripts.mark_gone, &keys, &args)
+            .await?;
+        shared.replicated().await
+    }
+
+    async fn purge(&self) -> Result<(), CoordError> {
+        let shared = &self.shared;
+        shared.forget_local(self);
+        let keys = shared.upload_keys(&self.upload_id);
+        let args = [self.token.to_string(), self.upload_id.clone()];
+        shared.fenced(&shared.scripts.purge, &keys, &args).await?;
+        shared.replicated().await
+    }
+
+    async fn release(&self) -> Result<(), CoordError> {
+        let shared = &self.shared;
+        shared.forget_local(self);
+        let [lease_key, ..] = shared.upload_keys(&self.upload_id);
+        // Answering 0 means the lease had expired already: nothing to let go of.
+        let _: i64 = shared
+            .scripts
+            .release
+            .key(lease_key)
+            .arg(self.token)
+            .invoke_async(&mut shared.conn())
             .await
             .map_err(unavailable)?;
         Ok(())

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tusk_coord_redis::{RedisCoordinator, RedisSettings};
+use tusk_core::contract::{commit_and_release, coordinator_contract, CoordinatorFixture};
 use tusk_core::{Commit, CoordError, Coordinator, Segment, UploadRecord, UploadState};
 
 /// A redis-server child on a free port, killed on drop.
@@ -66,6 +67,28 @@ impl Redis {
         panic!("redis-server did not listen on {port}");
     }
 
+    /// Kills the server and starts an empty one on the same port: a restart without
+    /// persistence, which forgets every key.
+    fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = std::process::Command::new("redis-server")
+            .args(["--save", "", "--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server again");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not listen again on {}", self.port);
+    }
+
     async fn node(&self, lease_ttl: Duration) -> Arc<RedisCoordinator> {
         RedisCoordinator::connect(RedisSettings {
             url: format!("redis://127.0.0.1:{}/", self.port),
@@ -123,161 +146,53 @@ fn commit(expected_offset: u64, target: tusk_core::WriteTarget, len: u64) -> Com
     }
 }
 
+/// Nodes of one Redis, with short leases so the suite can wait past them.
+struct Nodes {
+    redis: Redis,
+}
+
+#[async_trait::async_trait]
+impl CoordinatorFixture for Nodes {
+    async fn node(&self) -> Arc<dyn Coordinator> {
+        self.redis.node(LEASE_TTL).await
+    }
+
+    fn lease_ttl(&self) -> Option<Duration> {
+        Some(LEASE_TTL)
+    }
+}
+
+const LEASE_TTL: Duration = Duration::from_millis(500);
+
 #[tokio::test]
-async fn records_round_trip_and_commits_append() {
-    let redis = Redis::start();
-    let node = redis.node(Duration::from_secs(5)).await;
-    let id = "AAAAAAAAAAAAAAAAAAAAAAAA";
+async fn redis_keeps_the_coordinator_contract() {
+    coordinator_contract(&Nodes {
+        redis: Redis::start(),
+    })
+    .await;
+}
+
+/// Tokens must keep growing when Redis forgets its counter: a restart without persistence
+/// (or a failover to a replica that missed the last changes) loses the upload's hash, and
+/// the same ID created again must still get tokens above the old ones.
+#[tokio::test]
+async fn tokens_keep_growing_when_redis_forgets() {
+    let mut redis = Redis::start();
+    let node = redis.node(LEASE_TTL).await;
+    let id = "FFFFFFFFFFFFFFFFFFFFFFFF";
     node.create(&record(id, 10)).await.expect("create");
-    assert!(matches!(
-        node.create(&record(id, 10)).await,
-        Err(CoordError::AlreadyExists)
-    ));
-    let lease = node.acquire(id, Duration::ZERO).await.expect("lease");
-    assert_eq!(
-        Some(lease.record.clone()),
-        node.load(id).await.expect("load")
-    );
-    let a = node
-        .reserve(&lease.upload_id, lease.token)
-        .await
-        .expect("reserve");
-    let b = node
-        .reserve(&lease.upload_id, lease.token)
-        .await
-        .expect("reserve");
-    assert_ne!(a, b);
-    node.commit(&lease, &commit(0, a, 4)).await.expect("commit");
-    node.commit(&lease, &commit(4, b, 6)).await.expect("commit");
-    let stale = node.commit(&lease, &commit(4, b, 6)).await;
+    let before = node.acquire(id, Duration::ZERO).await.expect("lease");
+    let old_token = before.token();
+    before.release().await.ok();
+    redis.restart_empty();
+    let node = redis.node(LEASE_TTL).await;
+    node.create(&record(id, 10)).await.expect("create again");
+    let after = node.acquire(id, Duration::ZERO).await.expect("lease");
     assert!(
-        matches!(
-            stale,
-            Err(CoordError::OffsetChanged {
-                expected: 4,
-                found: 10
-            })
-        ),
-        "{stale:?}"
+        after.token() > old_token,
+        "{} after {old_token}",
+        after.token()
     );
-    let mut expected = record(id, 10);
-    expected.apply_commit(&commit(0, a, 4));
-    expected.apply_commit(&commit(4, b, 6));
-    assert_eq!(node.load(id).await.expect("load"), Some(expected));
-    assert_eq!(
-        node.due_for_sweep(199, 10).await.expect("due"),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        node.due_for_sweep(200, 10).await.expect("due"),
-        vec![id.to_string()]
-    );
-    // The last commit of a PATCH lets go of the lease in the same step.
-    node.commit_and_release(lease, &commit(10, b, 0))
-        .await
-        .expect("commit and release");
-    let lease = node
-        .acquire(id, Duration::ZERO)
-        .await
-        .expect("free again at once");
-    node.mark_gone(&lease, 300).await.expect("gone");
-    let gone = node.load(id).await.expect("load").expect("tombstone");
-    assert_eq!(
-        (gone.state, gone.segments.len()),
-        (UploadState::Gone { purge_at: 300 }, 0)
-    );
-    node.purge(&lease).await.expect("purge");
-    assert_eq!(node.load(id).await.expect("load"), None);
-}
-
-#[tokio::test]
-async fn an_expired_lease_fences_its_holder_on_every_node() {
-    let redis = Redis::start();
-    let ttl = Duration::from_millis(400);
-    let (zombie_node, live_node) = (redis.node(ttl).await, redis.node(ttl).await);
-    let id = "BBBBBBBBBBBBBBBBBBBBBBBB";
-    zombie_node.create(&record(id, 10)).await.expect("create");
-    let zombie = zombie_node
-        .acquire(id, Duration::ZERO)
-        .await
-        .expect("lease");
-    let zombie_target = zombie_node
-        .reserve(&zombie.upload_id, zombie.token)
-        .await
-        .expect("reserve");
-    // The holder pauses past its TTL (a GC pause, SIGSTOP, a partition)...
-    tokio::time::sleep(ttl * 2).await;
-    let live = live_node
-        .acquire(id, Duration::ZERO)
-        .await
-        .expect("taken over");
-    assert!(live.token > zombie.token);
-    let target = live_node
-        .reserve(&live.upload_id, live.token)
-        .await
-        .expect("reserve");
-    live_node
-        .commit(&live, &commit(0, target, 3))
-        .await
-        .expect("commit");
-    // ...and wakes up: it can neither renew, reserve, commit nor release the new lease.
-    assert!(matches!(
-        zombie_node.renew(id, zombie.token).await,
-        Err(CoordError::LeaseLost)
-    ));
-    assert!(matches!(
-        zombie_node.reserve(&zombie.upload_id, zombie.token).await,
-        Err(CoordError::LeaseLost)
-    ));
-    let late = zombie_node
-        .commit(&zombie, &commit(0, zombie_target, 5))
-        .await;
-    assert!(matches!(late, Err(CoordError::LeaseLost)), "{late:?}");
-    zombie_node
-        .release(zombie)
-        .await
-        .expect("release is harmless");
-    assert!(
-        live_node.renew(id, live.token).await.is_ok(),
-        "the live lease survived"
-    );
-    let record = live_node.load(id).await.expect("load").expect("record");
-    assert_eq!(record.offset, 3);
-}
-
-#[tokio::test]
-async fn a_waiting_node_asks_the_holder_to_release() {
-    let redis = Redis::start();
-    let ttl = Duration::from_secs(30);
-    let (holder_node, waiter_node) = (redis.node(ttl).await, redis.node(ttl).await);
-    let id = "CCCCCCCCCCCCCCCCCCCCCCCC";
-    holder_node.create(&record(id, 10)).await.expect("create");
-    let mut lease = holder_node
-        .acquire(id, Duration::ZERO)
-        .await
-        .expect("lease");
-    // Give the holder node's subscription a moment to be in place.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let holder = tokio::spawn(async move {
-        lease.release.requested().await;
-        holder_node.release(lease).await.expect("release");
-    });
-    let started = std::time::Instant::now();
-    let taken = waiter_node
-        .acquire(id, Duration::from_secs(5))
-        .await
-        .expect("handed over");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
-    holder.await.expect("holder");
-    assert!(matches!(
-        waiter_node.acquire(id, Duration::ZERO).await,
-        Err(CoordError::Locked)
-    ));
-    waiter_node.release(taken).await.expect("release");
 }
 
 #[tokio::test]
@@ -349,14 +264,10 @@ async fn a_sentinel_failover_keeps_every_acknowledged_commit() {
     let id = "EEEEEEEEEEEEEEEEEEEEEEEE";
     node.create(&record(id, 10)).await.expect("create");
     let lease = node.acquire(id, Duration::ZERO).await.expect("lease");
-    let target = node
-        .reserve(&lease.upload_id, lease.token)
-        .await
-        .expect("reserve");
-    node.commit(&lease, &commit(0, target, 4))
+    let target = lease.reserve().await.expect("reserve");
+    commit_and_release(lease, &commit(0, target, 4))
         .await
         .expect("commit");
-    node.release(lease).await.expect("release");
 
     assert!(sentinel
         .cli(&["sentinel", "failover", "mymaster"])
@@ -403,8 +314,10 @@ async fn a_sentinel_failover_keeps_every_acknowledged_commit() {
     loop {
         let attempt = async {
             let lease = node.acquire(id, Duration::ZERO).await?;
-            let target = node.reserve(&lease.upload_id, lease.token).await?;
-            node.commit_and_release(lease, &commit(4, target, 6)).await
+            let target = lease.reserve().await?;
+            commit_and_release(lease, &commit(4, target, 6))
+                .await
+                .map(|_| ())
         };
         match attempt.await {
             Ok(()) => break,

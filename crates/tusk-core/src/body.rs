@@ -4,9 +4,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use crate::coordinator::ReleaseRequest;
 use crate::storage::Chunks;
 use crate::Hasher;
+use crate::ReleaseRequest;
 
 /// Why reading a request body failed: the client went away or sent a broken stream.
 #[derive(Debug, thiserror::Error)]
@@ -35,23 +35,23 @@ pub(crate) enum BodyEnd {
 
 /// Reads a request body for a PATCH while enforcing the limits of the commit protocol:
 /// at most `limit` bytes, an idle timeout per read, and a stop on a release request.
-pub(crate) struct BodyReader<'a> {
+pub(crate) struct BodyReader {
     body: IncomingBody,
     limit: u64,
     idle_timeout: Duration,
-    release: &'a mut ReleaseRequest,
+    release: ReleaseRequest,
     shutdown: tokio::sync::watch::Receiver<bool>,
     hasher: Option<Hasher>,
     pub received: u64,
     pub end: Option<BodyEnd>,
 }
 
-impl<'a> BodyReader<'a> {
+impl BodyReader {
     pub fn new(
         body: IncomingBody,
         limit: u64,
         idle_timeout: Duration,
-        release: &'a mut ReleaseRequest,
+        release: ReleaseRequest,
         shutdown: tokio::sync::watch::Receiver<bool>,
         hasher: Option<Hasher>,
     ) -> Self {

@@ -2,9 +2,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
-use crate::{Segment, UploadRecord, WriteTarget};
+use crate::{Lease, Segment, UploadRecord};
 
 /// Failures of the control plane, by meaning.
 #[derive(Debug, thiserror::Error)]
@@ -29,34 +28,19 @@ pub enum CoordError {
     Corrupt(String),
 }
 
-/// Resolves when another request asks the lease holder to let go of the upload.
-pub struct ReleaseRequest(watch::Receiver<bool>);
-
-impl ReleaseRequest {
-    /// A pair: the sender side asks for release, the receiver side is carried by the lease.
-    pub fn channel() -> (watch::Sender<bool>, Self) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Self(rx))
+impl CoordError {
+    /// Whether the coordinator answered no: the change was certainly not made. Any other
+    /// failure (a timeout, a lost connection) leaves it unknown whether it was.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            CoordError::LeaseLost
+                | CoordError::OffsetChanged { .. }
+                | CoordError::NotFound
+                | CoordError::AlreadyExists
+                | CoordError::Locked
+        )
     }
-
-    /// Waits until a release is requested; never resolves if nobody can ask any more.
-    pub async fn requested(&mut self) {
-        if self.0.wait_for(|asked| *asked).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-/// The right to write one upload, proven by a fencing token that only ever grows.
-pub struct Lease {
-    pub upload_id: String,
-    pub token: u64,
-    pub release: ReleaseRequest,
-    /// The upload's committed record when the lease was taken. While the lease is held
-    /// only its holder commits, so the holder need not load the record again.
-    pub record: UploadRecord,
-    /// Whether taking it meant waiting for another holder to let go.
-    pub waited: bool,
 }
 
 /// What a lease holder commits in one compare-and-set.
@@ -111,10 +95,10 @@ impl From<StoredCommit> for Commit {
     }
 }
 
-/// The control plane: upload records and per-upload leases with fencing tokens.
+/// The control plane: upload records, and leases with fencing tokens.
 ///
-/// Every state change of an existing upload goes through a lease; commits are
-/// compare-and-set on the fencing token, so a writer whose lease was lost cannot change it.
+/// Small on purpose: a record store, `acquire`, the sweep index and health. Everything that
+/// changes an existing upload goes through the [`Lease`] that `acquire` returns.
 #[async_trait]
 pub trait Coordinator: Send + Sync + 'static {
     /// Short backend name for logs and metrics, e.g. `embedded`.
@@ -131,49 +115,25 @@ pub trait Coordinator: Send + Sync + 'static {
     /// zero `wait` the holder is not asked: the caller only takes a free lease.
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError>;
 
-    /// Extends the lease holding `token`; `LeaseLost` if it is gone. Called while a long
-    /// PATCH streams (the lease itself is then busy watching for release requests).
-    async fn renew(&self, upload_id: &str, token: u64) -> Result<(), CoordError>;
-
-    /// Reserves a new write target under the lease holding `token`. Targets carry the token
-    /// and a sequence number that grows per upload across leases: no two writers are ever
-    /// given the same target, and a target's number is above every committed one's.
-    async fn reserve(&self, upload_id: &str, token: u64) -> Result<WriteTarget, CoordError>;
-
-    /// Compare-and-set: applies `commit` (as [`UploadRecord::apply_commit`] defines it) only
-    /// while the lease's token is current and the record's offset equals
-    /// `commit.expected_offset`. Durable when it returns.
-    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError>;
-
-    /// [`Coordinator::commit`], then [`Coordinator::release`], as the last step of a PATCH.
-    /// The lease is let go of whether the commit succeeds or not. Remote coordinators do
-    /// both in one round trip.
-    async fn commit_and_release(&self, lease: Lease, commit: &Commit) -> Result<(), CoordError> {
-        let committed = self.commit(&lease, commit).await;
-        let released = self.release(lease).await;
-        committed.and(released)
-    }
-
-    /// Marks the upload gone (terminated or expired) under the lease, keeping a tombstone
-    /// until `purge_at`.
-    async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError>;
-
-    /// Removes the record entirely (after its tombstone time) under the lease.
-    async fn purge(&self, lease: &Lease) -> Result<(), CoordError>;
-
-    /// Lets go of the lease; waiting requests proceed at once.
-    async fn release(&self, lease: Lease) -> Result<(), CoordError>;
-
     /// IDs of uploads that need the sweeper at `now`: active uploads whose `expires_at` has
     /// passed, and tombstones whose `purge_at` has passed. At most `limit` of them.
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError>;
 
-    /// Takes or keeps the cluster-wide `role` (e.g. the expiry sweeper) for `ttl`; true while
-    /// this node holds it. At most one node holds a role at a time.
-    async fn lead(&self, role: &str, ttl: Duration) -> Result<bool, CoordError>;
-
     /// Whether the coordinator can serve requests now (for readiness).
     async fn ping(&self) -> Result<(), CoordError>;
+
+    /// The capability to elect one node for a cluster-wide role, for coordinators shared by
+    /// several nodes. Without it, this node is the only one and leads every role.
+    fn leadership(&self) -> Option<&dyn Leadership> {
+        None
+    }
+}
+
+/// Optional capability: at most one node of a cluster holds a role (the expiry sweeper).
+#[async_trait]
+pub trait Leadership: Send + Sync {
+    /// Takes or keeps `role` for `ttl`; true while this node holds it.
+    async fn lead(&self, role: &str, ttl: Duration) -> Result<bool, CoordError>;
 }
 
 #[cfg(test)]

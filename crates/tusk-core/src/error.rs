@@ -73,7 +73,7 @@ impl From<CoordError> for Error {
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Reserve(e) => e.into(),
+            StorageError::Lease(e) => e.into(),
             StorageError::UploadTooLarge(reason) => Error::TooLarge(reason),
             StorageError::NotFinished => Error::NotFinished,
             other => Error::Storage(other),

@@ -10,11 +10,14 @@
 
 mod body;
 mod checksum;
+#[cfg(feature = "contract")]
+pub mod contract;
 mod coordinator;
 pub mod embedded;
 mod engine;
 mod error;
 mod hooks;
+mod lease;
 mod observed;
 mod observer;
 mod record;
@@ -22,13 +25,14 @@ mod storage;
 
 pub use body::{BodyError, IncomingBody};
 pub use checksum::Hasher;
-pub use coordinator::{Commit, CoordError, Coordinator, Lease, ReleaseRequest};
+pub use coordinator::{Commit, CoordError, Coordinator, Leadership};
 pub use engine::{CreateUpload, Engine, EngineConfig, PatchRequest, SweepReport, UploadView};
 pub use error::Error;
 pub use hooks::{CreateChanges, HookEvent, HookRejection, Hooks, NoHooks, RequestInfo};
+pub use lease::{HeldLease, Lease, ReleaseRequest};
 pub use observer::{NoObserver, Observer};
 pub use record::{unix_now, ConcatKind, Segment, UploadRecord, UploadState, WriteTarget};
 pub use storage::{
-    ByteStream, Chunks, Concatenation, Leftovers, Presentation, Presign, ReserveTargets, Storage,
-    StorageError, Stored, WriteContext,
+    ByteStream, Chunks, Concatenation, Leftovers, Presentation, Presign, Storage, StorageError,
+    Stored, WriteContext,
 };

@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use tracing::{info_span, Instrument, Span};
 
 use crate::{
-    ByteStream, Chunks, Commit, Concatenation, CoordError, Coordinator, Lease, Leftovers, Observer,
-    Presign, Segment, Storage, StorageError, Stored, UploadRecord, WriteContext, WriteTarget,
+    ByteStream, Chunks, Commit, Concatenation, CoordError, Coordinator, HeldLease, Leadership,
+    Lease, Leftovers, Observer, Presign, Storage, StorageError, Stored, UploadRecord, WriteContext,
+    WriteTarget,
 };
 
 /// The span of one storage call: `storage.<op>` with the backend and the upload ID.
@@ -37,6 +38,17 @@ macro_rules! coordinator_span {
     };
     ($self:ident, $op:literal) => {
         info_span!(concat!("coordinator.", $op), backend = $self.inner.name())
+    };
+}
+
+/// The span of one call through a held lease: `coordinator.<op>` with the upload ID.
+macro_rules! lease_span {
+    ($self:ident, $op:literal) => {
+        info_span!(
+            concat!("coordinator.", $op),
+            backend = $self.backend,
+            upload_id = %$self.upload_id
+        )
     };
 }
 
@@ -71,16 +83,16 @@ impl Storage for ObservedStorage {
         context: WriteContext<'_>,
         chunks: Chunks<'_>,
     ) -> Result<Stored, StorageError> {
-        let span = storage_span!(self, "write", &context.record.id);
+        let span = storage_span!(self, "write", context.lease.upload_id());
         self.timed("write", span, self.inner.write(context, chunks))
             .await
     }
 
-    async fn discard(&self, upload: &str, segments: &[Segment]) -> Result<(), StorageError> {
+    async fn discard(&self, lease: &Lease, stored: &Stored) -> Result<(), StorageError> {
         self.timed(
             "discard",
-            storage_span!(self, "discard", upload),
-            self.inner.discard(upload, segments),
+            storage_span!(self, "discard", lease.upload_id()),
+            self.inner.discard(lease, stored),
         )
         .await
     }
@@ -107,20 +119,20 @@ impl Storage for ObservedStorage {
         .await
     }
 
-    async fn delete(&self, upload: &str) -> Result<(), StorageError> {
+    async fn delete(&self, lease: &Lease) -> Result<(), StorageError> {
         self.timed(
             "delete",
-            storage_span!(self, "delete", upload),
-            self.inner.delete(upload),
+            storage_span!(self, "delete", lease.upload_id()),
+            self.inner.delete(lease),
         )
         .await
     }
 
-    async fn remove_uncommitted(&self, record: &UploadRecord) -> Result<usize, StorageError> {
+    async fn remove_uncommitted(&self, lease: &Lease) -> Result<usize, StorageError> {
         self.timed(
             "remove_uncommitted",
-            storage_span!(self, "remove_uncommitted", &record.id),
-            self.inner.remove_uncommitted(record),
+            storage_span!(self, "remove_uncommitted", lease.upload_id()),
+            self.inner.remove_uncommitted(lease),
         )
         .await
     }
@@ -155,7 +167,7 @@ impl Concatenation for ObservedStorage {
             .inner
             .concatenation()
             .ok_or_else(|| StorageError::Backend("concatenation is not supported".into()))?;
-        let span = storage_span!(self, "concatenate", &context.record.id);
+        let span = storage_span!(self, "concatenate", context.lease.upload_id());
         self.timed("concatenate", span, inner.concatenate(context, partials))
             .await
     }
@@ -177,13 +189,6 @@ impl ObservedCoordinator {
         let result = call.instrument(span).await;
         self.observer
             .coordinator_call(self.inner.name(), op, started.elapsed());
-        result
-    }
-
-    fn fenced<T>(&self, result: Result<T, CoordError>) -> Result<T, CoordError> {
-        if matches!(result, Err(CoordError::LeaseLost)) {
-            self.observer.lease_lost();
-        }
         result
     }
 }
@@ -223,7 +228,7 @@ impl Coordinator for ObservedCoordinator {
         // Waiting means the holder was asked to let go (the embedded and Redis
         // coordinators ask whenever they wait).
         let asked = match &lease {
-            Ok(lease) => lease.waited,
+            Ok(lease) => lease.waited(),
             Err(CoordError::Locked) => !wait.is_zero(),
             Err(_) => false,
         };
@@ -231,87 +236,18 @@ impl Coordinator for ObservedCoordinator {
             self.observer.release_requested();
         }
         let lease = lease?;
-        self.observer.lease_acquired(lease.waited);
-        Ok(lease)
-    }
-
-    async fn renew(&self, upload_id: &str, token: u64) -> Result<(), CoordError> {
-        let result = self
-            .timed(
-                "renew",
-                coordinator_span!(self, "renew", upload_id),
-                self.inner.renew(upload_id, token),
-            )
-            .await;
-        self.fenced(result)
-    }
-
-    async fn reserve(&self, upload_id: &str, token: u64) -> Result<WriteTarget, CoordError> {
-        let result = self
-            .timed(
-                "reserve",
-                coordinator_span!(self, "reserve", upload_id),
-                self.inner.reserve(upload_id, token),
-            )
-            .await;
-        self.fenced(result)
-    }
-
-    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError> {
-        let result = self
-            .timed(
-                "commit",
-                coordinator_span!(self, "commit", &lease.upload_id),
-                self.inner.commit(lease, commit),
-            )
-            .await;
-        self.fenced(result)
-    }
-
-    async fn commit_and_release(&self, lease: Lease, commit: &Commit) -> Result<(), CoordError> {
-        let result = self
-            .timed(
-                "commit_and_release",
-                coordinator_span!(self, "commit_and_release", &lease.upload_id),
-                self.inner.commit_and_release(lease, commit),
-            )
-            .await;
-        self.observer.lease_released();
-        self.fenced(result)
-    }
-
-    async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError> {
-        let result = self
-            .timed(
-                "mark_gone",
-                coordinator_span!(self, "mark_gone", &lease.upload_id),
-                self.inner.mark_gone(lease, purge_at),
-            )
-            .await;
-        self.fenced(result)
-    }
-
-    async fn purge(&self, lease: &Lease) -> Result<(), CoordError> {
-        let result = self
-            .timed(
-                "purge",
-                coordinator_span!(self, "purge", &lease.upload_id),
-                self.inner.purge(lease),
-            )
-            .await;
-        self.fenced(result)
-    }
-
-    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
-        let result = self
-            .timed(
-                "release",
-                coordinator_span!(self, "release", &lease.upload_id),
-                self.inner.release(lease),
-            )
-            .await;
-        self.observer.lease_released();
-        result
+        self.observer.lease_acquired(lease.waited());
+        let upload_id = lease.upload_id().to_string();
+        let backend = self.inner.name();
+        let observer = self.observer.clone();
+        Ok(lease.wrap_held(|inner| {
+            Box::new(ObservedLease {
+                inner,
+                upload_id,
+                backend,
+                observer,
+            })
+        }))
     }
 
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {
@@ -323,17 +259,125 @@ impl Coordinator for ObservedCoordinator {
         .await
     }
 
+    async fn ping(&self) -> Result<(), CoordError> {
+        self.timed("ping", coordinator_span!(self, "ping"), self.inner.ping())
+            .await
+    }
+
+    fn leadership(&self) -> Option<&dyn Leadership> {
+        self.inner.leadership().map(|_| self as &dyn Leadership)
+    }
+}
+
+#[async_trait]
+impl Leadership for ObservedCoordinator {
     async fn lead(&self, role: &str, ttl: Duration) -> Result<bool, CoordError> {
+        let Some(inner) = self.inner.leadership() else {
+            return Ok(true);
+        };
         self.timed(
             "lead",
             coordinator_span!(self, "lead"),
-            self.inner.lead(role, ttl),
+            inner.lead(role, ttl),
+        )
+        .await
+    }
+}
+
+/// A held lease whose every coordinator call is timed and traced like the coordinator's.
+struct ObservedLease {
+    inner: Box<dyn HeldLease>,
+    upload_id: String,
+    backend: &'static str,
+    observer: Arc<dyn Observer>,
+}
+
+impl ObservedLease {
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        span: Span,
+        call: impl std::future::Future<Output = Result<T, CoordError>>,
+    ) -> Result<T, CoordError> {
+        let started = Instant::now();
+        let result = call.instrument(span).await;
+        self.observer
+            .coordinator_call(self.backend, op, started.elapsed());
+        if matches!(result, Err(CoordError::LeaseLost)) {
+            self.observer.lease_lost();
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl HeldLease for ObservedLease {
+    fn token(&self) -> u64 {
+        self.inner.token()
+    }
+
+    fn ttl(&self) -> Option<Duration> {
+        self.inner.ttl()
+    }
+
+    async fn renew(&self) -> Result<(), CoordError> {
+        self.timed("renew", lease_span!(self, "renew"), self.inner.renew())
+            .await
+    }
+
+    async fn reserve(&self) -> Result<WriteTarget, CoordError> {
+        self.timed(
+            "reserve",
+            lease_span!(self, "reserve"),
+            self.inner.reserve(),
         )
         .await
     }
 
-    async fn ping(&self) -> Result<(), CoordError> {
-        self.timed("ping", coordinator_span!(self, "ping"), self.inner.ping())
-            .await
+    async fn commit(&self, commit: &Commit, release: bool) -> Result<(), CoordError> {
+        let (op, span) = if release {
+            (
+                "commit_and_release",
+                lease_span!(self, "commit_and_release"),
+            )
+        } else {
+            ("commit", lease_span!(self, "commit"))
+        };
+        let result = self
+            .timed(op, span, self.inner.commit(commit, release))
+            .await;
+        if release {
+            self.observer.lease_released();
+        }
+        result
+    }
+
+    async fn mark_gone(&self, purge_at: u64) -> Result<(), CoordError> {
+        self.timed(
+            "mark_gone",
+            lease_span!(self, "mark_gone"),
+            self.inner.mark_gone(purge_at),
+        )
+        .await
+    }
+
+    async fn purge(&self) -> Result<(), CoordError> {
+        let result = self
+            .timed("purge", lease_span!(self, "purge"), self.inner.purge())
+            .await;
+        self.observer.lease_released();
+        result
+    }
+
+    async fn release(&self) -> Result<(), CoordError> {
+        let result = self
+            .timed(
+                "release",
+                lease_span!(self, "release"),
+                self.inner.release(),
+            )
+            .await;
+        self.observer.lease_released();
+        result
     }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::{CoordError, Segment, UploadRecord, WriteTarget};
+use crate::{CoordError, Lease, Segment, UploadRecord, WriteTarget};
 
 /// A PATCH body as a storage backend sees it: chunks in order, ending when the body ends,
 /// is interrupted, or the engine stops reading. The stream never yields an error; whatever
@@ -31,33 +31,31 @@ pub enum StorageError {
     /// The backend serves an upload's bytes only once the upload is finished.
     #[error("this storage serves an upload's bytes only once the upload is finished")]
     NotFinished,
-    /// Reserving a target under the lease failed.
+    /// The lease this call needs is lost (or the coordinator could not confirm it): the
+    /// call stopped without changing anything another writer relies on.
     #[error(transparent)]
-    Reserve(#[from] CoordError),
+    Lease(#[from] CoordError),
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage backend: {0}")]
     Backend(String),
 }
 
-/// Reserves write targets under the writing request's lease.
-#[async_trait]
-pub trait ReserveTargets: Send + Sync {
-    /// The lease's fencing token: unique to this writer for all time.
-    fn token(&self) -> u64;
-
-    /// A target never given to any other writer (see [`crate::Coordinator::reserve`]).
-    async fn reserve(&self) -> Result<WriteTarget, StorageError>;
-}
-
 /// What a write knows of its upload besides the bytes.
 pub struct WriteContext<'a> {
-    /// The committed record as of the lease.
-    pub record: &'a UploadRecord,
+    /// The lease the write happens under: its token names the targets, its record is the
+    /// upload's committed state, and it reserves further targets.
+    pub lease: &'a Lease,
     /// The upload's length once this request is applied, `None` while it is deferred: a
     /// write that reaches it stores the upload's last bytes.
     pub length: Option<u64>,
-    pub targets: &'a dyn ReserveTargets,
+}
+
+impl WriteContext<'_> {
+    /// The committed record the write continues.
+    pub fn record(&self) -> &UploadRecord {
+        self.lease.record()
+    }
 }
 
 /// What a write stored, for the engine to commit as one [`crate::Commit`].
@@ -75,6 +73,27 @@ pub struct Stored {
     /// Bytes the write sent to the backend a second time (S3: tail bytes folded into a
     /// part), for the metric that shows the backend does not rewrite data over and over.
     pub rewritten: u64,
+}
+
+impl Stored {
+    /// What a commit says its write stored.
+    pub fn of(commit: &crate::Commit) -> Self {
+        Self {
+            written: commit.added,
+            append: commit.append.clone(),
+            fold: commit.fold,
+            session: commit.session.clone(),
+            rewritten: 0,
+        }
+    }
+
+    /// Committed segments that a later commit replaced.
+    pub fn folded(segments: Vec<Segment>) -> Self {
+        Self {
+            append: segments,
+            ..Self::default()
+        }
+    }
 }
 
 /// The data plane: bytes only.
@@ -95,9 +114,11 @@ pub trait Storage: Send + Sync + 'static {
         chunks: Chunks<'_>,
     ) -> Result<Stored, StorageError>;
 
-    /// Forgets segments that will never be committed (checksum mismatch, lost lease) or no
-    /// longer are (folded into a later segment).
-    async fn discard(&self, upload: &str, segments: &[Segment]) -> Result<(), StorageError>;
+    /// Forgets what a write stored that will never be committed (a checksum mismatch, a
+    /// refused commit), or segments no longer committed (folded into a later one), under
+    /// the upload's lease. Removes only what was stored under the lease's token or an older
+    /// one.
+    async fn discard(&self, lease: &Lease, stored: &Stored) -> Result<(), StorageError>;
 
     /// Called once the commit that finished `record` is durable: makes the finished upload
     /// whole in storage (S3 completes the multipart upload). Called again if it fails; it
@@ -114,15 +135,17 @@ pub trait Storage: Send + Sync + 'static {
         range: Range<u64>,
     ) -> Result<ByteStream, StorageError>;
 
-    /// Removes everything stored for `upload`. Removing an upload that has nothing stored is
+    /// Removes everything stored for the lease's upload, which the lease has marked gone (so
+    /// no writer can commit to it any more). Removing an upload that has nothing stored is
     /// not an error.
-    async fn delete(&self, upload: &str) -> Result<(), StorageError>;
+    async fn delete(&self, lease: &Lease) -> Result<(), StorageError>;
 
-    /// Removes what was stored for `record` and is not among its committed segments:
-    /// writes that never committed (a crash mid-PATCH, a lost lease, a discard that
-    /// failed). Called once the upload is finished, when no honest writer can be using
-    /// another target. Returns how many were removed.
-    async fn remove_uncommitted(&self, record: &UploadRecord) -> Result<usize, StorageError>;
+    /// Removes what was stored for the lease's upload and is not among its committed
+    /// segments: writes that never committed (a crash mid-PATCH, a lost lease, a discard
+    /// that failed). Only what was reserved under the lease's token or an older one: a
+    /// newer writer's targets are never touched. Called once the upload is finished.
+    /// Returns how many were removed.
+    async fn remove_uncommitted(&self, lease: &Lease) -> Result<usize, StorageError>;
 
     /// Whether the backend can serve requests now (for readiness).
     async fn ping(&self) -> Result<(), StorageError>;
@@ -185,12 +208,14 @@ pub trait Leftovers: Send + Sync {
     /// that could still commit them is alive; at most `limit`.
     async fn suspects(&self, limit: usize) -> Result<Vec<String>, StorageError>;
 
-    /// Removes what is stored for `upload` that `record` does not account for (everything
-    /// if there is no record). Called under the upload's lease, so no writer can commit
-    /// meanwhile. Returns how many objects were removed.
+    /// Removes what is stored for `upload` that the lease's record does not account for.
+    /// With a lease, removes only what was reserved under its token or an older one and
+    /// confirms the lease before each removal; without one (the upload has no record),
+    /// only what is old enough that no writer can still commit it. Returns how many
+    /// objects were removed.
     async fn remove_leftovers(
         &self,
         upload: &str,
-        record: Option<&UploadRecord>,
+        lease: Option<&Lease>,
     ) -> Result<usize, StorageError>;
 }

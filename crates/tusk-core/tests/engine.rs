@@ -8,11 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tusk_core::contract::commit_and_release;
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{
-    BodyError, ByteStream, Chunks, Commit, CoordError, Coordinator, CreateUpload, Engine,
-    EngineConfig, Error, IncomingBody, PatchRequest, Segment, Storage, StorageError, Stored,
-    UploadRecord, WriteContext, WriteTarget,
+    BodyError, ByteStream, Chunks, Commit, Coordinator, CreateUpload, Engine, EngineConfig, Error,
+    IncomingBody, Lease, PatchRequest, Segment, Storage, StorageError, Stored, UploadRecord,
+    WriteContext, WriteTarget,
 };
 
 /// Targets in a map; like every real store, a target can be created only once.
@@ -31,8 +32,8 @@ impl Storage for MemStorage {
         context: WriteContext<'_>,
         mut chunks: Chunks<'_>,
     ) -> Result<Stored, StorageError> {
-        let target = context.targets.reserve().await?;
-        let key = (context.record.id.clone(), target);
+        let target = context.lease.reserve().await?;
+        let key = (context.lease.upload_id().to_string(), target);
         if self.targets.lock().expect("lock").contains_key(&key) {
             return Err(StorageError::TargetExists(target));
         }
@@ -48,10 +49,11 @@ impl Storage for MemStorage {
             ..Stored::default()
         })
     }
-    async fn discard(&self, upload: &str, segments: &[Segment]) -> Result<(), StorageError> {
+    async fn discard(&self, lease: &Lease, stored: &Stored) -> Result<(), StorageError> {
+        lease.confirm().await?;
         let mut targets = self.targets.lock().expect("lock");
-        for s in segments {
-            targets.remove(&(upload.to_string(), s.target));
+        for s in &stored.append {
+            targets.remove(&(lease.upload_id().to_string(), s.target));
         }
         Ok(())
     }
@@ -75,7 +77,9 @@ impl Storage for MemStorage {
         let part = Bytes::copy_from_slice(&all[range.start as usize..range.end as usize]);
         Ok(Box::pin(futures_util::stream::iter([Ok(part)])))
     }
-    async fn remove_uncommitted(&self, record: &UploadRecord) -> Result<usize, StorageError> {
+    async fn remove_uncommitted(&self, lease: &Lease) -> Result<usize, StorageError> {
+        lease.confirm().await?;
+        let record = lease.record();
         let mut targets = self.targets.lock().expect("lock");
         let before = targets.len();
         targets
@@ -85,11 +89,12 @@ impl Storage for MemStorage {
     async fn ping(&self) -> Result<(), StorageError> {
         Ok(())
     }
-    async fn delete(&self, upload: &str) -> Result<(), StorageError> {
+    async fn delete(&self, lease: &Lease) -> Result<(), StorageError> {
+        lease.confirm().await?;
         self.targets
             .lock()
             .expect("lock")
-            .retain(|(u, _), _| u != upload);
+            .retain(|(u, _), _| u != lease.upload_id());
         Ok(())
     }
 }
@@ -136,70 +141,6 @@ async fn read_all(engine: &Engine, id: &str, len: u64) -> Vec<u8> {
         out.extend_from_slice(&b.expect("bytes"));
     }
     out
-}
-
-#[tokio::test]
-async fn a_writer_that_lost_its_lease_can_neither_reserve_nor_commit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (engine, _) = new_engine(dir.path(), EngineConfig::default()).await;
-    let record = engine
-        .create(CreateUpload {
-            length: Some(10),
-            ..Default::default()
-        })
-        .await
-        .expect("create");
-    let coord = engine.coordinator();
-    let lease_a = coord
-        .acquire(&record.id, Duration::ZERO)
-        .await
-        .expect("lease A");
-    let stale_target = coord
-        .reserve(&lease_a.upload_id, lease_a.token)
-        .await
-        .expect("reserve A");
-    // A's lease goes (in a cluster: expiry while paused); B takes over. A keeps a copy of
-    // its lease, as a zombie would.
-    let stale = tusk_core::Lease {
-        upload_id: lease_a.upload_id.clone(),
-        token: lease_a.token,
-        release: tusk_core::ReleaseRequest::channel().1,
-        record: lease_a.record.clone(),
-        waited: false,
-    };
-    coord.release(lease_a).await.expect("release");
-    let current = coord
-        .acquire(&record.id, Duration::ZERO)
-        .await
-        .expect("lease B");
-    assert!(current.token > stale.token, "fencing tokens must grow");
-    let commit = Commit {
-        expected_offset: 0,
-        added: 4,
-        append: vec![Segment::new(stale_target, 4)],
-        fold: 0,
-        session: None,
-        declare_length: None,
-        expires_at: None,
-    };
-    assert!(matches!(
-        coord.commit(&stale, &commit).await,
-        Err(CoordError::LeaseLost)
-    ));
-    assert!(matches!(
-        coord.reserve(&stale.upload_id, stale.token).await,
-        Err(CoordError::LeaseLost)
-    ));
-    let fresh = coord
-        .reserve(&current.upload_id, current.token)
-        .await
-        .expect("reserve B");
-    assert_ne!(
-        fresh, stale_target,
-        "a later holder never gets a reserved target again"
-    );
-    let record = coord.load(&record.id).await.expect("load").expect("exists");
-    assert_eq!(record.offset, 0, "the stale commit changed nothing");
 }
 
 #[tokio::test]
@@ -307,10 +248,7 @@ async fn records_and_tokens_survive_reopening_across_compactions() {
         for i in 0..40u64 {
             let id = create(&engine, 100).await;
             let lease = coord.acquire(&id, Duration::ZERO).await.expect("lease");
-            let target = coord
-                .reserve(&lease.upload_id, lease.token)
-                .await
-                .expect("reserve");
+            let target = lease.reserve().await.expect("reserve");
             let commit = Commit {
                 expected_offset: 0,
                 added: i,
@@ -320,15 +258,14 @@ async fn records_and_tokens_survive_reopening_across_compactions() {
                 declare_length: None,
                 expires_at: None,
             };
-            coord.commit(&lease, &commit).await.expect("commit");
-            coord.release(lease).await.expect("release");
+            commit_and_release(lease, &commit).await.expect("commit");
             ids.push((id, i));
         }
         last_token = coord
             .acquire(&ids[0].0, Duration::ZERO)
             .await
             .expect("lease")
-            .token;
+            .token();
     }
     let coord = EmbeddedCoordinator::open_with_compaction(dir.path(), 2048)
         .await
@@ -345,7 +282,7 @@ async fn records_and_tokens_survive_reopening_across_compactions() {
         .acquire(&ids[1].0, Duration::ZERO)
         .await
         .expect("lease")
-        .token;
+        .token();
     assert!(
         token > last_token,
         "a token was reused after restart: {token} <= {last_token}"

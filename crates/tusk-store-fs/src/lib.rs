@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use shards::{sync_dir, Shards};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tusk_core::{
-    ByteStream, Chunks, Concatenation, Segment, Storage, StorageError, Stored, UploadRecord,
+    ByteStream, Chunks, Concatenation, Lease, Segment, Storage, StorageError, Stored, UploadRecord,
     WriteContext, WriteTarget,
 };
 
@@ -142,11 +142,13 @@ impl FsStorage {
         }
     }
 
-    /// Removes the files of `upload` other than `keep`; returns how many it removed.
+    /// Removes the files of `upload` other than `keep` written under a token up to
+    /// `max_token` (a newer writer's files are never touched); returns how many it removed.
     async fn remove_files_except(
         &self,
         upload: &str,
         keep: HashSet<PathBuf>,
+        max_token: u64,
     ) -> Result<usize, StorageError> {
         let dir = self.shards.dir(upload)?;
         let prefix = format!("{upload}.");
@@ -159,10 +161,11 @@ impl FsStorage {
             let mut removed = 0;
             for entry in entries {
                 let path = entry?.path();
-                let ours = path
+                let token = path
                     .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix));
-                if ours && !keep.contains(&path) {
+                    .and_then(|n| n.to_str()?.strip_prefix(&prefix).and_then(token_of));
+                let removable = token.is_some_and(|t| t <= max_token);
+                if removable && !keep.contains(&path) {
                     match std::fs::remove_file(&path) {
                         Ok(()) => removed += 1,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -180,6 +183,11 @@ impl FsStorage {
 /// A target's file name; the upload ID prefix lets one listing find all of an upload's files.
 fn file_name(upload: &str, target: WriteTarget) -> String {
     format!("{upload}.{:016x}-{:08x}.part", target.token, target.seq)
+}
+
+/// The token a target's file name carries (after the `<upload>.` prefix).
+fn token_of(rest: &str) -> Option<u64> {
+    u64::from_str_radix(rest.get(..16)?, 16).ok()
 }
 
 fn open_target(path: &Path, target: WriteTarget) -> Result<std::fs::File, StorageError> {
@@ -204,8 +212,8 @@ impl Storage for FsStorage {
         context: WriteContext<'_>,
         chunks: Chunks<'_>,
     ) -> Result<Stored, StorageError> {
-        let upload = context.record.id.as_str();
-        let target = context.targets.reserve().await?;
+        let upload = context.lease.upload_id();
+        let target = context.lease.reserve().await?;
         match self.write_target(upload, target, chunks).await {
             Ok(0) => Ok(Stored::default()),
             Ok(written) => Ok(Stored {
@@ -222,9 +230,15 @@ impl Storage for FsStorage {
         }
     }
 
-    async fn discard(&self, upload: &str, segments: &[Segment]) -> Result<(), StorageError> {
-        for segment in segments {
-            self.remove_target(upload, segment.target).await?;
+    async fn discard(&self, lease: &Lease, stored: &Stored) -> Result<(), StorageError> {
+        lease.confirm().await?;
+        for segment in stored
+            .append
+            .iter()
+            .filter(|s| s.target.token <= lease.token())
+        {
+            self.remove_target(lease.upload_id(), segment.target)
+                .await?;
         }
         Ok(())
     }
@@ -290,20 +304,23 @@ impl Storage for FsStorage {
         Ok(Box::pin(stream))
     }
 
-    async fn delete(&self, upload: &str) -> Result<(), StorageError> {
-        self.remove_files_except(upload, HashSet::new())
+    async fn delete(&self, lease: &Lease) -> Result<(), StorageError> {
+        lease.confirm().await?;
+        self.remove_files_except(lease.upload_id(), HashSet::new(), u64::MAX)
             .await
             .map(|_| ())
     }
 
-    async fn remove_uncommitted(&self, record: &UploadRecord) -> Result<usize, StorageError> {
-        let upload = record.id.as_str();
-        let keep = record
+    async fn remove_uncommitted(&self, lease: &Lease) -> Result<usize, StorageError> {
+        let upload = lease.upload_id();
+        let keep = lease
+            .record()
             .segments
             .iter()
             .map(|s| self.target_path(upload, s.target))
             .collect::<io::Result<_>>()?;
-        self.remove_files_except(upload, keep).await
+        lease.confirm().await?;
+        self.remove_files_except(upload, keep, lease.token()).await
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
@@ -331,13 +348,13 @@ impl Concatenation for FsStorage {
         context: WriteContext<'_>,
         partials: &[UploadRecord],
     ) -> Result<Stored, StorageError> {
-        let into = context.record.id.as_str();
+        let into = context.lease.upload_id();
         let mut stored = Stored::default();
         for partial in partials {
             for segment in &partial.segments {
-                let target = context.targets.reserve().await?;
+                let target = context.lease.reserve().await?;
                 if let Err(error) = self.link_segment(&partial.id, segment, into, target).await {
-                    self.discard(into, &stored.append).await.ok();
+                    self.discard(context.lease, &stored).await.ok();
                     return Err(error);
                 }
                 stored.append.push(Segment::new(target, segment.len));
@@ -445,21 +462,30 @@ mod tests {
         let again = store.write_target(UP, a, chunks(vec![b"XXXXXX"])).await;
         assert!(matches!(again, Err(StorageError::TargetExists(_))));
         assert_eq!(read(&store, &segments, 0..11).await, b"hello world");
-        // A write that never committed is swept once the upload is finished.
+        // A write that never committed is swept; one under a newer token than the
+        // remover's lease is not the remover's to touch.
         let orphan = WriteTarget { token: 3, seq: 0 };
-        store
-            .write_target(UP, orphan, chunks(vec![b"zombie"]))
-            .await
-            .expect("write");
-        assert_eq!(
+        let newer = WriteTarget { token: 9, seq: 0 };
+        for target in [orphan, newer] {
             store
-                .remove_uncommitted(&record(&segments))
+                .write_target(UP, target, chunks(vec![b"zombie"]))
                 .await
-                .expect("sweep"),
-            1
-        );
+                .expect("write");
+        }
+        let keep = segments
+            .iter()
+            .map(|s| store.target_path(UP, s.target).expect("path"))
+            .collect();
+        let removed = store.remove_files_except(UP, keep, 5).await.expect("sweep");
+        assert_eq!(removed, 1);
+        let newer_path = store.target_path(UP, newer).expect("path");
+        assert!(newer_path.exists(), "a newer writer's file was removed");
         assert_eq!(read(&store, &segments, 0..11).await, b"hello world");
-        store.delete(UP).await.expect("delete");
+        let removed = store
+            .remove_files_except(UP, HashSet::new(), u64::MAX)
+            .await
+            .expect("delete");
+        assert_eq!(removed, 3);
         let gone = collect_err(store.read(&record(&segments), 0..11).await.expect("read")).await;
         assert!(matches!(gone, Some(StorageError::MissingSegment { .. })));
     }

@@ -63,7 +63,7 @@ pub(crate) async fn list_keys(
 }
 
 /// Multipart uploads in progress on keys starting with `prefix`: (key, upload ID, started).
-async fn list_multipart_uploads(
+pub(crate) async fn list_multipart_uploads(
     client: &Client,
     bucket: &str,
     prefix: &str,
@@ -102,19 +102,6 @@ async fn list_multipart_uploads(
 }
 
 /// Multipart uploads in progress whose key starts with `prefix`: (key, upload ID).
-pub(crate) async fn list_multiparts(
-    client: &Client,
-    bucket: &str,
-    prefix: &str,
-) -> Result<Vec<(String, String)>, StorageError> {
-    Ok(list_multipart_uploads(client, bucket, prefix)
-        .await?
-        .into_iter()
-        .map(|(key, id, _)| (key, id))
-        .collect())
-}
-
-/// Keys of the store's multipart uploads started before `before`.
 pub(crate) async fn list_multiparts_started_before(
     client: &Client,
     bucket: &str,

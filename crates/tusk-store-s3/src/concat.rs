@@ -35,12 +35,12 @@ pub(crate) async fn concatenate(
             "the concatenation needs more parts than the S3 provider allows",
         ));
     }
-    let into = context.record.id.as_str();
+    let into = context.lease.upload_id();
     let multipart = store.create_multipart(into).await?;
     let mut append = Vec::with_capacity(plan.len());
     for pieces in &plan {
         let sent = async {
-            let target = context.targets.reserve().await?;
+            let target = context.lease.reserve().await?;
             let number = i32::try_from(u64::from(target.seq) + 1).unwrap_or(i32::MAX);
             let (len, receipt) = match pieces.as_slice() {
                 [one] => {

@@ -33,14 +33,12 @@ pub struct Session {
 
 impl Session {
     pub fn of(record: &UploadRecord) -> Result<Option<Self>, StorageError> {
-        record
-            .session
-            .as_deref()
-            .map(|s| {
-                serde_json::from_str(s)
-                    .map_err(|e| StorageError::Backend(format!("bad S3 session {s:?}: {e}")))
-            })
-            .transpose()
+        record.session.as_deref().map(Self::decode).transpose()
+    }
+
+    pub fn decode(session: &str) -> Result<Self, StorageError> {
+        serde_json::from_str(session)
+            .map_err(|e| StorageError::Backend(format!("bad S3 session {session:?}: {e}")))
     }
 
     pub fn encode(&self) -> String {
@@ -133,6 +131,12 @@ impl Keys {
     pub fn upload_of_object<'k>(&self, key: &'k str) -> Option<&'k str> {
         let id = key.strip_prefix(&self.prefix)?;
         is_valid_upload_id(id).then_some(id)
+    }
+
+    /// The fencing token of the writer of tail `key`.
+    pub fn token_of_tail(&self, key: &str) -> Option<u64> {
+        let (_, token) = key.rsplit_once('/')?;
+        u64::from_str_radix(token, 16).ok()
     }
 
     /// The upload whose tail `key` is.

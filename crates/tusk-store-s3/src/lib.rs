@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption, StorageClass};
 use tusk_core::{
-    ByteStream, Chunks, Concatenation, Leftovers, Presentation, Presign, Segment, Storage,
+    ByteStream, Chunks, Concatenation, Lease, Leftovers, Presentation, Presign, Segment, Storage,
     StorageError, Stored, UploadRecord, UploadState, WriteContext,
 };
 
@@ -183,6 +183,11 @@ impl S3Storage {
     }
 
     async fn object_exists(&self, key: &str) -> Result<bool, StorageError> {
+        Ok(self.object_modified(key).await?.is_some())
+    }
+
+    /// `Some(last modified)` if the object exists.
+    async fn object_modified(&self, key: &str) -> Result<Option<Option<SystemTime>>, StorageError> {
         match self
             .client
             .head_object()
@@ -191,8 +196,11 @@ impl S3Storage {
             .send()
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Ok(head) => Ok(Some(
+                head.last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok()),
+            )),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(backend_error("HeadObject", e)),
         }
     }
@@ -250,19 +258,23 @@ impl S3Storage {
         client::delete_keys(&self.client, &self.bucket, keys).await
     }
 
-    /// Removes the tails and multipart uploads of `upload` that `record` does not hold, all
-    /// of them without a record (or for a gone one, with its object too).
-    async fn remove_unreferenced(
-        &self,
-        upload: &str,
-        record: Option<&UploadRecord>,
-    ) -> Result<usize, StorageError> {
+    /// Removes what `scope` allows of `upload`'s multipart uploads, tails and object,
+    /// confirming the lease (if any) right before each removal.
+    async fn remove_stored(&self, upload: &str, scope: Removal<'_>) -> Result<usize, StorageError> {
+        let lease = scope.lease();
+        let confirm = || async {
+            match lease {
+                Some(lease) => lease.confirm().await.map_err(StorageError::from),
+                None => Ok(()),
+            }
+        };
+        confirm().await?;
+        let record = lease.map(Lease::record);
         let live = record.filter(|r| r.state == UploadState::Active);
-        let session = match live {
-            Some(r) => Session::of(r)?,
+        let kept_multipart = match live {
+            Some(r) => Session::of(r)?.and_then(|s| s.multipart),
             None => None,
         };
-        let kept_multipart = session.and_then(|s| s.multipart);
         let kept_tails: Vec<String> = live
             .map(|r| {
                 split_parts_and_tails(&r.segments)
@@ -272,28 +284,82 @@ impl S3Storage {
                     .collect()
             })
             .unwrap_or_default();
+        // What a writer may still be working on: anything younger than the grace, unless
+        // no writer can write any more (the upload is gone or finished).
+        let settled = record.is_some_and(|r| r.state != UploadState::Active || r.is_finished());
+        let grace_start = SystemTime::now()
+            .checked_sub(self.leftover_grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let old_enough = |at: Option<SystemTime>| settled || at.is_some_and(|at| at < grace_start);
         let object = self.keys.object(upload);
         let mut removed = 0;
-        for (key, id) in client::list_multiparts(&self.client, &self.bucket, &object).await? {
-            if key == object && kept_multipart.as_deref() != Some(id.as_str()) {
+        for (key, id, started) in
+            client::list_multipart_uploads(&self.client, &self.bucket, &object).await?
+        {
+            if key == object
+                && kept_multipart.as_deref() != Some(id.as_str())
+                && old_enough(started)
+            {
+                confirm().await?;
                 client::abort_multipart(&self.client, &self.bucket, &key, &id).await?;
                 removed += 1;
             }
         }
+        let newest_token = lease.map_or(u64::MAX, Lease::token);
         let stray: Vec<String> =
             client::list_keys(&self.client, &self.bucket, &self.keys.tails(upload), None)
                 .await?
                 .into_iter()
+                .filter(|(key, modified)| {
+                    // A tail's name carries its writer's token: a newer writer's is never ours
+                    // to remove.
+                    let token = self.keys.token_of_tail(key);
+                    !kept_tails.contains(key)
+                        && token.is_some_and(|t| t <= newest_token)
+                        && (lease.is_some() || old_enough(*modified))
+                })
                 .map(|(key, _)| key)
-                .filter(|key| !kept_tails.contains(key))
                 .collect();
-        removed += stray.len();
-        client::delete_keys(&self.client, &self.bucket, stray).await?;
-        if live.is_none() && self.object_exists(&object).await? {
-            client::delete_keys(&self.client, &self.bucket, vec![object]).await?;
-            removed += 1;
+        if !stray.is_empty() {
+            removed += stray.len();
+            confirm().await?;
+            client::delete_keys(&self.client, &self.bucket, stray).await?;
+        }
+        let object_is_ours = match scope {
+            Removal::Gone(_) => true,
+            Removal::Unreferenced(_) => false,
+            Removal::NoRecord => true,
+        };
+        if object_is_ours {
+            if let Some(modified) = self.object_modified(&object).await? {
+                if lease.is_some() || old_enough(modified) {
+                    confirm().await?;
+                    client::delete_keys(&self.client, &self.bucket, vec![object]).await?;
+                    removed += 1;
+                }
+            }
         }
         Ok(removed)
+    }
+}
+
+/// What a removal may take of an upload's stored objects.
+#[derive(Clone, Copy)]
+enum Removal<'a> {
+    /// The lease's upload is gone (marked under this lease): everything.
+    Gone(&'a Lease),
+    /// What the lease's record does not name, written under its token or an older one.
+    Unreferenced(&'a Lease),
+    /// No record at all: whatever is older than the leftover grace.
+    NoRecord,
+}
+
+impl<'a> Removal<'a> {
+    fn lease(self) -> Option<&'a Lease> {
+        match self {
+            Removal::Gone(lease) | Removal::Unreferenced(lease) => Some(lease),
+            Removal::NoRecord => None,
+        }
     }
 }
 
@@ -311,15 +377,27 @@ impl Storage for S3Storage {
         write::write(self, context, chunks).await
     }
 
-    async fn discard(&self, upload: &str, segments: &[Segment]) -> Result<(), StorageError> {
+    async fn discard(&self, lease: &Lease, stored: &Stored) -> Result<(), StorageError> {
         // Parts need nothing: a part no commit names is left out when the upload completes
-        // and goes when it is aborted.
-        let tails: Vec<Segment> = segments
+        // and goes when it is aborted. A multipart upload the write opened goes now.
+        lease.confirm().await?;
+        let tails: Vec<Segment> = stored
+            .append
             .iter()
-            .filter(|s| s.receipt.is_none())
+            .filter(|s| s.receipt.is_none() && s.target.token <= lease.token())
             .cloned()
             .collect();
-        self.delete_tails(upload, &tails).await
+        self.delete_tails(lease.upload_id(), &tails).await?;
+        let committed = Session::of(lease.record())?.and_then(|s| s.multipart);
+        let opened = match &stored.session {
+            Some(session) => Session::decode(session)?.multipart,
+            None => None,
+        };
+        if let Some(opened) = opened.filter(|id| committed.as_ref() != Some(id)) {
+            let key = self.keys.object(lease.upload_id());
+            client::abort_multipart(&self.client, &self.bucket, &key, &opened).await?;
+        }
+        Ok(())
     }
 
     async fn finish(&self, record: &UploadRecord) -> Result<(), StorageError> {
@@ -363,12 +441,15 @@ impl Storage for S3Storage {
             .ok_or_else(|| StorageError::Backend(format!("object of {} is missing", record.id)))
     }
 
-    async fn delete(&self, upload: &str) -> Result<(), StorageError> {
-        self.remove_unreferenced(upload, None).await.map(|_| ())
+    async fn delete(&self, lease: &Lease) -> Result<(), StorageError> {
+        self.remove_stored(lease.upload_id(), Removal::Gone(lease))
+            .await
+            .map(|_| ())
     }
 
-    async fn remove_uncommitted(&self, record: &UploadRecord) -> Result<usize, StorageError> {
-        self.remove_unreferenced(&record.id, Some(record)).await
+    async fn remove_uncommitted(&self, lease: &Lease) -> Result<usize, StorageError> {
+        self.remove_stored(lease.upload_id(), Removal::Unreferenced(lease))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
@@ -468,8 +549,13 @@ impl Leftovers for S3Storage {
     async fn remove_leftovers(
         &self,
         upload: &str,
-        record: Option<&UploadRecord>,
+        lease: Option<&Lease>,
     ) -> Result<usize, StorageError> {
-        self.remove_unreferenced(upload, record).await
+        let scope = match lease {
+            Some(lease) if lease.record().state != UploadState::Active => Removal::Gone(lease),
+            Some(lease) => Removal::Unreferenced(lease),
+            None => Removal::NoRecord,
+        };
+        self.remove_stored(upload, scope).await
     }
 }

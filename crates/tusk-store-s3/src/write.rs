@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use tusk_core::{
-    Chunks, ReserveTargets, Segment, StorageError, Stored, UploadRecord, WriteContext, WriteTarget,
+    Chunks, Lease, Segment, StorageError, Stored, UploadRecord, WriteContext, WriteTarget,
 };
 
 use crate::client::{self, backend_error};
@@ -23,7 +23,7 @@ pub(crate) async fn write(
     context: WriteContext<'_>,
     mut chunks: Chunks<'_>,
 ) -> Result<Stored, StorageError> {
-    let record = context.record;
+    let record = context.record();
     let known = Session::of(record)?;
     let session = match &known {
         Some(session) => session.clone(),
@@ -38,7 +38,7 @@ pub(crate) async fn write(
     let mut sender = PartSender {
         store,
         upload: &record.id,
-        targets: context.targets,
+        lease: context.lease,
         session,
         created_multipart: false,
         unfolded: tails,
@@ -61,7 +61,7 @@ pub(crate) async fn write(
 struct PartSender<'a> {
     store: &'a S3Storage,
     upload: &'a str,
-    targets: &'a dyn ReserveTargets,
+    lease: &'a Lease,
     session: Session,
     /// Whether this write started the multipart upload (to abort it if the write fails).
     created_multipart: bool,
@@ -144,7 +144,7 @@ impl PartSender<'_> {
                 id
             }
         };
-        let target = self.targets.reserve().await?;
+        let target = self.lease.reserve().await?;
         let number = u64::from(target.seq) + 1;
         if number > u64::from(self.store.rules.max_parts) {
             return Err(StorageError::UploadTooLarge(
@@ -180,7 +180,7 @@ impl PartSender<'_> {
     /// Stores the bytes after the last full part as this writer's tail object. Its name
     /// carries the fencing token, unique to this writer, and it is created only if absent.
     async fn put_tail(&mut self, body: Bytes) -> Result<(), StorageError> {
-        let token = self.targets.token();
+        let token = self.lease.token();
         let len = body.len() as u64;
         self.store
             .client

@@ -18,21 +18,28 @@ use tokio::sync::{watch, Notify};
 
 use self::log::{Durable, Entry, LogWriter};
 use crate::{
-    Commit, CoordError, Coordinator, Lease, ReleaseRequest, UploadRecord, UploadState, WriteTarget,
+    Commit, CoordError, Coordinator, HeldLease, Lease, ReleaseRequest, UploadRecord, UploadState,
+    WriteTarget,
 };
 
 /// Tokens are reserved in blocks so that handing one out costs no disk write.
 const TOKEN_BLOCK: u64 = 1 << 20;
 
-struct HeldLease {
+/// What the coordinator keeps of a lease it granted.
+struct HeldLeaseState {
     token: u64,
     next_seq: u32,
     ask_release: watch::Sender<bool>,
 }
 
 pub struct EmbeddedCoordinator {
+    shared: Arc<Shared>,
+}
+
+/// The coordinator's state, shared with the leases it grants.
+struct Shared {
     state: Arc<Mutex<Durable>>,
-    leases: Mutex<HashMap<String, HeldLease>>,
+    leases: Mutex<HashMap<String, HeldLeaseState>>,
     /// Per upload, the sequence number after the last one any lease reserved in this run:
     /// a request the last holder left in flight (an S3 part upload being cancelled) can
     /// never land on a number a later holder uses.
@@ -80,7 +87,7 @@ impl EmbeddedCoordinator {
         let state = Arc::new(Mutex::new(durable));
         let log = LogWriter::start(dir, generation, valid_len, state.clone(), compact_after)
             .map_err(unavailable)?;
-        let coord = Arc::new(Self {
+        let shared = Arc::new(Shared {
             state,
             leases: Mutex::new(HashMap::new()),
             next_seqs: Mutex::new(HashMap::new()),
@@ -89,14 +96,16 @@ impl EmbeddedCoordinator {
             requested_ceiling: AtomicU64::new(first_token + TOKEN_BLOCK),
             log,
         });
-        coord
+        shared
             .log
             .append(Entry::TokenCeiling(first_token + TOKEN_BLOCK))
             .await
             .map_err(unavailable)?;
-        Ok(coord)
+        Ok(Arc::new(Self { shared }))
     }
+}
 
+impl Shared {
     /// A fresh fencing token, larger than any handed out before, in this or an earlier run.
     async fn next_token(&self) -> Result<u64, CoordError> {
         let token = self.next_token.fetch_add(1, Ordering::SeqCst);
@@ -135,6 +144,130 @@ impl EmbeddedCoordinator {
     }
 }
 
+/// A lease of the embedded coordinator: in-process, it never expires by itself.
+struct EmbeddedLease {
+    shared: Arc<Shared>,
+    upload_id: String,
+    token: u64,
+}
+
+impl EmbeddedLease {
+    fn check(&self) -> Result<(), CoordError> {
+        self.shared.check_holder(&self.upload_id, self.token)
+    }
+}
+
+#[async_trait]
+impl HeldLease for EmbeddedLease {
+    fn token(&self) -> u64 {
+        self.token
+    }
+
+    fn ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn renew(&self) -> Result<(), CoordError> {
+        // In-process leases do not expire; renewal only confirms the token is current.
+        self.check()
+    }
+
+    async fn reserve(&self) -> Result<WriteTarget, CoordError> {
+        // Leases here never expire and a restart ends every writer, so numbers that grow
+        // within this run, above the committed ones, are enough and need no disk write.
+        let mut leases = lock(&self.shared.leases);
+        match leases.get_mut(&self.upload_id) {
+            Some(held) if held.token == self.token => {
+                let seq = held.next_seq;
+                held.next_seq += 1;
+                Ok(WriteTarget {
+                    token: self.token,
+                    seq,
+                })
+            }
+            _ => Err(CoordError::LeaseLost),
+        }
+    }
+
+    async fn commit(&self, commit: &Commit, release: bool) -> Result<(), CoordError> {
+        let committed = self.commit_held(commit).await;
+        if release {
+            self.release().await?;
+        }
+        committed
+    }
+
+    async fn mark_gone(&self, purge_at: u64) -> Result<(), CoordError> {
+        self.check()?;
+        self.shared
+            .log
+            .append(Entry::Gone {
+                id: self.upload_id.clone(),
+                purge_at,
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn purge(&self) -> Result<(), CoordError> {
+        self.check()?;
+        lock(&self.shared.next_seqs).remove(&self.upload_id);
+        let purged = self
+            .shared
+            .log
+            .append(Entry::Purge {
+                id: self.upload_id.clone(),
+            })
+            .await
+            .map_err(unavailable);
+        self.release().await?;
+        purged
+    }
+
+    async fn release(&self) -> Result<(), CoordError> {
+        let shared = &self.shared;
+        let mut leases = lock(&shared.leases);
+        if leases
+            .get(&self.upload_id)
+            .is_some_and(|h| h.token == self.token)
+        {
+            if let Some(held) = leases.remove(&self.upload_id) {
+                lock(&shared.next_seqs).insert(self.upload_id.clone(), held.next_seq);
+            }
+        }
+        drop(leases);
+        shared.released.notify_waiters();
+        Ok(())
+    }
+}
+
+impl EmbeddedLease {
+    async fn commit_held(&self, commit: &Commit) -> Result<(), CoordError> {
+        self.check()?;
+        {
+            let state = lock(&self.shared.state);
+            let record = state
+                .records
+                .get(&self.upload_id)
+                .ok_or(CoordError::NotFound)?;
+            if record.offset != commit.expected_offset {
+                return Err(CoordError::OffsetChanged {
+                    expected: commit.expected_offset,
+                    found: record.offset,
+                });
+            }
+        }
+        self.shared
+            .log
+            .append(Entry::Commit {
+                id: self.upload_id.clone(),
+                commit: commit.clone(),
+            })
+            .await
+            .map_err(unavailable)
+    }
+}
+
 #[async_trait]
 impl Coordinator for EmbeddedCoordinator {
     fn name(&self) -> &'static str {
@@ -142,31 +275,35 @@ impl Coordinator for EmbeddedCoordinator {
     }
 
     async fn create(&self, record: &UploadRecord) -> Result<(), CoordError> {
-        if lock(&self.state).records.contains_key(&record.id) {
+        let shared = &self.shared;
+        if lock(&shared.state).records.contains_key(&record.id) {
             return Err(CoordError::AlreadyExists);
         }
-        self.log
+        shared
+            .log
             .append(Entry::Create(record.clone()))
             .await
             .map_err(unavailable)
     }
 
     async fn load(&self, id: &str) -> Result<Option<UploadRecord>, CoordError> {
-        Ok(lock(&self.state).records.get(id).cloned())
+        Ok(lock(&self.shared.state).records.get(id).cloned())
     }
 
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let shared = &self.shared;
+        let requested_at = tokio::time::Instant::now();
+        let deadline = requested_at + wait;
         let mut waited = false;
         loop {
-            if !lock(&self.state).records.contains_key(id) {
+            if !lock(&shared.state).records.contains_key(id) {
                 return Err(CoordError::NotFound);
             }
-            let released = self.released.notified();
+            let released = shared.released.notified();
             tokio::pin!(released);
             // Register for the wake-up before checking, so a release in between is not missed.
             released.as_mut().enable();
-            let held_elsewhere = match lock(&self.leases).get(id) {
+            let held_elsewhere = match lock(&shared.leases).get(id) {
                 Some(held) => {
                     // A caller that will not wait (the sweeper) must not interrupt a writer.
                     if !wait.is_zero() {
@@ -177,37 +314,42 @@ impl Coordinator for EmbeddedCoordinator {
                 None => false,
             };
             if !held_elsewhere {
-                let token = self.next_token().await?;
+                let token = shared.next_token().await?;
                 let (ask_release, release) = ReleaseRequest::channel();
-                let mut leases = lock(&self.leases);
+                let mut leases = lock(&shared.leases);
                 // Another request may have taken it while we drew a token; then wait again.
                 if !leases.contains_key(id) {
                     // Read only now: a previous holder's commit is applied before it releases.
-                    let Some(record) = lock(&self.state).records.get(id).cloned() else {
+                    let Some(record) = lock(&shared.state).records.get(id).cloned() else {
                         return Err(CoordError::NotFound);
                     };
                     let next_seq = record
                         .segments
                         .iter()
                         .map(|s| s.target.seq.saturating_add(1))
-                        .chain(lock(&self.next_seqs).get(id).copied())
+                        .chain(lock(&shared.next_seqs).get(id).copied())
                         .max()
                         .unwrap_or(0);
                     leases.insert(
                         id.to_string(),
-                        HeldLease {
+                        HeldLeaseState {
                             token,
                             next_seq,
                             ask_release,
                         },
                     );
-                    return Ok(Lease {
+                    let held = EmbeddedLease {
+                        shared: shared.clone(),
                         upload_id: id.to_string(),
                         token,
-                        release,
+                    };
+                    return Ok(Lease::grant(
+                        Box::new(held),
                         record,
+                        release,
                         waited,
-                    });
+                        requested_at,
+                    ));
                 }
                 continue;
             }
@@ -218,88 +360,8 @@ impl Coordinator for EmbeddedCoordinator {
         }
     }
 
-    async fn renew(&self, upload_id: &str, token: u64) -> Result<(), CoordError> {
-        // In-process leases do not expire; renewal only confirms the token is current.
-        self.check_holder(upload_id, token)
-    }
-
-    async fn reserve(&self, upload_id: &str, token: u64) -> Result<WriteTarget, CoordError> {
-        // Leases here never expire and a restart ends every writer, so numbers that grow
-        // within this run, above the committed ones, are enough and need no disk write.
-        let mut leases = lock(&self.leases);
-        match leases.get_mut(upload_id) {
-            Some(held) if held.token == token => {
-                let seq = held.next_seq;
-                held.next_seq += 1;
-                Ok(WriteTarget { token, seq })
-            }
-            _ => Err(CoordError::LeaseLost),
-        }
-    }
-
-    async fn commit(&self, lease: &Lease, commit: &Commit) -> Result<(), CoordError> {
-        self.check_holder(&lease.upload_id, lease.token)?;
-        {
-            let state = lock(&self.state);
-            let record = state
-                .records
-                .get(&lease.upload_id)
-                .ok_or(CoordError::NotFound)?;
-            if record.offset != commit.expected_offset {
-                return Err(CoordError::OffsetChanged {
-                    expected: commit.expected_offset,
-                    found: record.offset,
-                });
-            }
-        }
-        self.log
-            .append(Entry::Commit {
-                id: lease.upload_id.clone(),
-                commit: commit.clone(),
-            })
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn mark_gone(&self, lease: &Lease, purge_at: u64) -> Result<(), CoordError> {
-        self.check_holder(&lease.upload_id, lease.token)?;
-        self.log
-            .append(Entry::Gone {
-                id: lease.upload_id.clone(),
-                purge_at,
-            })
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn purge(&self, lease: &Lease) -> Result<(), CoordError> {
-        self.check_holder(&lease.upload_id, lease.token)?;
-        lock(&self.next_seqs).remove(&lease.upload_id);
-        self.log
-            .append(Entry::Purge {
-                id: lease.upload_id.clone(),
-            })
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
-        let mut leases = lock(&self.leases);
-        if leases
-            .get(&lease.upload_id)
-            .is_some_and(|h| h.token == lease.token)
-        {
-            if let Some(held) = leases.remove(&lease.upload_id) {
-                lock(&self.next_seqs).insert(lease.upload_id.clone(), held.next_seq);
-            }
-        }
-        drop(leases);
-        self.released.notify_waiters();
-        Ok(())
-    }
-
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {
-        let state = lock(&self.state);
+        let state = lock(&self.shared.state);
         Ok(state
             .records
             .values()
@@ -310,10 +372,6 @@ impl Coordinator for EmbeddedCoordinator {
             .take(limit)
             .map(|r| r.id.clone())
             .collect())
-    }
-
-    async fn lead(&self, _role: &str, _ttl: Duration) -> Result<bool, CoordError> {
-        Ok(true) // a single node leads itself
     }
 
     async fn ping(&self) -> Result<(), CoordError> {

@@ -1,0 +1,373 @@
+//! The storage contract: what every [`Storage`] must do, checked the same way on each. A
+//! storage crate calls [`storage_contract`] from its own tests with a fixture that makes a
+//! fresh store and can list what the store holds for an upload.
+//!
+//! The engine drives the ordinary paths (PATCH, GET, DELETE, concatenation, sweeps) over a
+//! [`MemoryCoordinator`], whose leases a case can make lost at will; the fencing cases call
+//! the storage directly with a lease that was lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{new_id, MemoryCoordinator};
+use crate::{
+    ConcatKind, CoordError, Coordinator, CreateUpload, Engine, EngineConfig, Error, IncomingBody,
+    PatchRequest, Storage, StorageError, Stored, WriteContext,
+};
+
+/// Makes the storage under test and looks inside it.
+#[async_trait]
+pub trait StorageFixture: Send + Sync {
+    /// A fresh, empty store. Leftovers it can report must be reported at once (no grace).
+    async fn storage(&self) -> Arc<dyn Storage>;
+
+    /// Whether the store serves the bytes of an unfinished upload.
+    fn reads_unfinished(&self) -> bool;
+
+    /// Everything the store holds for `upload`, by any name the fixture likes (files,
+    /// objects, multipart uploads), sorted: how removals are checked.
+    async fn stored(&self, storage: &dyn Storage, upload: &str) -> Vec<String>;
+}
+
+/// Runs every case of the contract, in order; panics naming the case that failed.
+pub async fn storage_contract(fixture: &dyn StorageFixture) {
+    writes_read_back_exactly(fixture).await;
+    a_refused_write_leaves_nothing(fixture).await;
+    termination_removes_everything(fixture).await;
+    a_zombie_write_never_changes_committed_bytes(fixture).await;
+    removal_under_a_lost_lease_removes_nothing(fixture).await;
+    concatenation_joins_partials(fixture).await;
+}
+
+struct Setup {
+    storage: Arc<dyn Storage>,
+    coordinator: Arc<MemoryCoordinator>,
+    engine: Engine,
+}
+
+async fn setup(fixture: &dyn StorageFixture) -> Setup {
+    let storage = fixture.storage().await;
+    let coordinator = MemoryCoordinator::new();
+    let config = EngineConfig {
+        lease_wait: Duration::ZERO,
+        lease_renew_interval: Duration::from_millis(200),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(storage.clone(), coordinator.clone(), config);
+    Setup {
+        storage,
+        coordinator,
+        engine,
+    }
+}
+
+/// Bytes that differ at every position, so a misplaced piece shows.
+fn payload(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+fn body(bytes: &[u8]) -> IncomingBody {
+    let pieces: Vec<Result<Bytes, crate::BodyError>> = bytes
+        .chunks(64 << 10)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Box::pin(futures_util::stream::iter(pieces))
+}
+
+fn patch_at(offset: u64) -> PatchRequest {
+    PatchRequest {
+        offset,
+        declare_length: None,
+        checksum: None,
+        content_length: None,
+        request: Default::default(),
+    }
+}
+
+async fn create(engine: &Engine, length: Option<u64>) -> String {
+    let request = CreateUpload {
+        length,
+        ..CreateUpload::default()
+    };
+    engine.create(request).await.expect("create").id
+}
+
+async fn patch(engine: &Engine, id: &str, offset: usize, bytes: &[u8]) {
+    let record = engine
+        .patch(id, patch_at(offset as u64), body(bytes))
+        .await
+        .expect("patch");
+    assert_eq!(record.offset, (offset + bytes.len()) as u64, "committed");
+}
+
+async fn read(engine: &Engine, id: &str, range: std::ops::Range<u64>) -> Vec<u8> {
+    let mut stream = engine.read(id, range).await.expect("read");
+    let mut out = Vec::new();
+    while let Some(piece) = stream.next().await {
+        out.extend_from_slice(&piece.expect("bytes"));
+    }
+    out
+}
+
+/// Waits until what the store holds for `upload` satisfies `done` (tidying after a commit
+/// runs off the request's path).
+async fn settle(
+    fixture: &dyn StorageFixture,
+    storage: &dyn Storage,
+    upload: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let mut stored = fixture.stored(storage, upload).await;
+    for _ in 0..100 {
+        if done(&stored) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stored = fixture.stored(storage, upload).await;
+    }
+    stored
+}
+
+pub async fn writes_read_back_exactly(fixture: &dyn StorageFixture) {
+    let s = setup(fixture).await;
+    let data = payload(3 * 1024 * 1024 + 12_345, 1);
+    let id = create(&s.engine, Some(data.len() as u64)).await;
+    // Small, odd and large PATCHes, as tus clients send them.
+    let cuts = [0, 1, 1000, 70_000, 2_000_000, data.len()];
+    for pair in cuts.windows(2) {
+        patch(&s.engine, &id, pair[0], &data[pair[0]..pair[1]]).await;
+        if fixture.reads_unfinished() && pair[1] < data.len() {
+            let got = read(&s.engine, &id, 0..pair[1] as u64).await;
+            assert!(
+                got == data[..pair[1]],
+                "writes_read_back_exactly: unfinished"
+            );
+        }
+    }
+    let len = data.len() as u64;
+    assert!(
+        read(&s.engine, &id, 0..len).await == data,
+        "writes_read_back_exactly"
+    );
+    for range in [0..1, 999..1001, 69_999..2_000_001, len - 7..len] {
+        let got = read(&s.engine, &id, range.clone()).await;
+        assert!(
+            got == data[range.start as usize..range.end as usize],
+            "writes_read_back_exactly: range {range:?}"
+        );
+    }
+    // A zero-length upload is finished at birth and reads as nothing.
+    let empty = create(&s.engine, Some(0)).await;
+    assert!(read(&s.engine, &empty, 0..0).await.is_empty());
+}
+
+pub async fn a_refused_write_leaves_nothing(fixture: &dyn StorageFixture) {
+    let s = setup(fixture).await;
+    let data = payload(200_000, 2);
+    let id = create(&s.engine, Some(data.len() as u64)).await;
+    patch(&s.engine, &id, 0, &data[..1000]).await;
+    let before = settle(fixture, s.storage.as_ref(), &id, |_| true).await;
+    let wrong = tusk_protocol::parse_checksum("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=")
+        .expect("checksum header");
+    let request = PatchRequest {
+        checksum: Some(wrong),
+        ..patch_at(1000)
+    };
+    let refused = s.engine.patch(&id, request, body(&data[1000..])).await;
+    assert!(
+        matches!(refused, Err(Error::ChecksumMismatch)),
+        "a_refused_write_leaves_nothing: {refused:?}"
+    );
+    let after = fixture.stored(s.storage.as_ref(), &id).await;
+    assert_eq!(before, after, "a_refused_write_leaves_nothing: stored");
+    patch(&s.engine, &id, 1000, &data[1000..]).await;
+    assert!(read(&s.engine, &id, 0..data.len() as u64).await == data);
+}
+
+pub async fn termination_removes_everything(fixture: &dyn StorageFixture) {
+    let s = setup(fixture).await;
+    let data = payload(300_000, 3);
+    let id = create(&s.engine, Some(data.len() as u64)).await;
+    patch(&s.engine, &id, 0, &data[..100_000]).await;
+    assert!(!fixture.stored(s.storage.as_ref(), &id).await.is_empty());
+    s.engine
+        .terminate(&id, &Default::default())
+        .await
+        .expect("terminate");
+    assert_eq!(
+        fixture.stored(s.storage.as_ref(), &id).await,
+        Vec::<String>::new(),
+        "termination_removes_everything"
+    );
+    assert!(matches!(s.engine.view(&id).await, Err(Error::Gone)));
+}
+
+pub async fn a_zombie_write_never_changes_committed_bytes(fixture: &dyn StorageFixture) {
+    let s = setup(fixture).await;
+    let data = payload(150_000, 4);
+    let id = create(&s.engine, Some(data.len() as u64)).await;
+    patch(&s.engine, &id, 0, &data[..50_000]).await;
+    // A writer takes the lease, then pauses past it; another writer finishes the upload.
+    let zombie = s
+        .coordinator
+        .acquire(&id, Duration::ZERO)
+        .await
+        .expect("lease");
+    s.coordinator.expire(&id);
+    patch(&s.engine, &id, 50_000, &data[50_000..]).await;
+    // The zombie wakes up and writes what it had for the same range.
+    let junk = vec![0xEE; 100_000];
+    let chunks: crate::Chunks<'_> = Box::pin(futures_util::stream::iter(vec![Bytes::from(junk)]));
+    let context = WriteContext {
+        lease: &zombie,
+        length: Some(data.len() as u64),
+    };
+    match s.storage.write(context, chunks).await {
+        // Refused for its lease, or failed on its own (what it read may be gone already).
+        Err(_) => {}
+        // A backend may store without reserving (a tail named by the token alone); the
+        // commit is what it can never do.
+        Ok(stored) => {
+            let commit = crate::Commit {
+                expected_offset: 50_000,
+                added: stored.written,
+                append: stored.append,
+                fold: stored.fold,
+                session: stored.session,
+                declare_length: None,
+                expires_at: None,
+            };
+            let late = zombie.commit_and_release(&commit).await;
+            assert!(
+                matches!(late, Err(CoordError::LeaseLost)),
+                "a_zombie_write_never_changes_committed_bytes: commit {late:?}"
+            );
+        }
+    }
+    assert!(
+        read(&s.engine, &id, 0..data.len() as u64).await == data,
+        "a_zombie_write_never_changes_committed_bytes"
+    );
+}
+
+pub async fn removal_under_a_lost_lease_removes_nothing(fixture: &dyn StorageFixture) {
+    let s = setup(fixture).await;
+    let data = payload(400_000, 5);
+    let id = create(&s.engine, Some(data.len() as u64)).await;
+    patch(&s.engine, &id, 0, &data[..100_000]).await;
+    // The remover's lease and its view of the record, then the lease is lost and another
+    // writer commits more (new targets under a newer token).
+    let stale = s
+        .coordinator
+        .acquire(&id, Duration::ZERO)
+        .await
+        .expect("lease");
+    s.coordinator.expire(&id);
+    patch(&s.engine, &id, 100_000, &data[100_000..250_000]).await;
+    let stored = fixture.stored(s.storage.as_ref(), &id).await;
+    let newer = s.engine.view(&id).await.expect("view").record.segments;
+    let lost = |what: &str, result: Result<(), StorageError>| {
+        assert!(
+            matches!(result, Err(StorageError::Lease(CoordError::LeaseLost))),
+            "removal_under_a_lost_lease_removes_nothing: {what}: {result:?}"
+        );
+    };
+    lost(
+        "discard",
+        s.storage.discard(&stale, &Stored::folded(newer)).await,
+    );
+    lost(
+        "remove_uncommitted",
+        s.storage.remove_uncommitted(&stale).await.map(|_| ()),
+    );
+    lost("delete", s.storage.delete(&stale).await);
+    if let Some(leftovers) = s.storage.leftovers() {
+        lost(
+            "remove_leftovers",
+            leftovers
+                .remove_leftovers(&id, Some(&stale))
+                .await
+                .map(|_| ()),
+        );
+    }
+    assert_eq!(
+        fixture.stored(s.storage.as_ref(), &id).await,
+        stored,
+        "removal_under_a_lost_lease_removes_nothing: stored"
+    );
+    // The sweep, under a live lease, keeps everything committed.
+    s.engine.sweep_leftovers().await.expect("sweep");
+    patch(&s.engine, &id, 250_000, &data[250_000..]).await;
+    assert!(
+        read(&s.engine, &id, 0..data.len() as u64).await == data,
+        "removal_under_a_lost_lease_removes_nothing"
+    );
+}
+
+pub async fn concatenation_joins_partials(fixture: &dyn StorageFixture) {
+    let s = setup(fixture).await;
+    let Some(_) = s.storage.concatenation() else {
+        let refused = s
+            .engine
+            .create(CreateUpload {
+                concat: Some((
+                    tusk_protocol::ConcatRequest::Final(vec!["/files/x".into()]),
+                    vec![new_id()],
+                )),
+                ..CreateUpload::default()
+            })
+            .await;
+        assert!(
+            refused.is_err(),
+            "concatenation_joins_partials: a store without it refuses a final upload"
+        );
+        assert!(!s.engine.extensions().contains(&"concatenation"));
+        return;
+    };
+    assert!(s.engine.extensions().contains(&"concatenation"));
+    let pieces = [payload(70_000, 6), payload(1, 7), payload(300_000, 8)];
+    let mut ids = Vec::new();
+    for piece in &pieces {
+        let created = s
+            .engine
+            .create(CreateUpload {
+                length: Some(piece.len() as u64),
+                concat: Some((tusk_protocol::ConcatRequest::Partial, Vec::new())),
+                ..CreateUpload::default()
+            })
+            .await
+            .expect("partial");
+        patch(&s.engine, &created.id, 0, piece).await;
+        ids.push(created.id);
+    }
+    let urls = ids.iter().map(|id| format!("/files/{id}")).collect();
+    let final_upload = s
+        .engine
+        .create(CreateUpload {
+            concat: Some((tusk_protocol::ConcatRequest::Final(urls), ids.clone())),
+            ..CreateUpload::default()
+        })
+        .await
+        .expect("final");
+    assert!(matches!(
+        final_upload.concat,
+        Some(ConcatKind::Final { .. })
+    ));
+    let whole: Vec<u8> = pieces.concat();
+    assert!(
+        read(&s.engine, &final_upload.id, 0..whole.len() as u64).await == whole,
+        "concatenation_joins_partials"
+    );
+    // Removing a partial later leaves the final upload's bytes alone.
+    s.engine
+        .terminate(&ids[0], &Default::default())
+        .await
+        .expect("terminate");
+    assert!(read(&s.engine, &final_upload.id, 0..whole.len() as u64).await == whole);
+}

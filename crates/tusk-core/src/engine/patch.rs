@@ -1,0 +1,308 @@
+//! PATCH: the commit protocol of docs/architecture.md, under the upload's lease.
+
+use std::time::Duration;
+
+use super::Engine;
+use crate::body::{BodyEnd, BodyReader};
+use crate::{
+    Commit, CoordError, Error, HookEvent, IncomingBody, Lease, RequestInfo, Segment, Stored,
+    UploadRecord, UploadState, WriteContext,
+};
+use crate::{Hasher, PatchRequest};
+
+/// What a PATCH's body left to do once it was written.
+enum Written {
+    /// Bytes to commit (or a length to declare).
+    Commit(PendingCommit),
+    /// Nothing arrived and nothing was declared: the record stays as it is.
+    Nothing,
+}
+
+struct PendingCommit {
+    commit: Commit,
+    /// The record's segments the commit folds into its first new one.
+    folded: Vec<Segment>,
+    /// Bytes the storage sent a second time for this write.
+    rewritten: u64,
+}
+
+/// Whether a PATCH at `offset` may write to `record`.
+pub(super) fn check_patchable(record: &UploadRecord, offset: u64) -> Result<(), Error> {
+    if record.state != UploadState::Active {
+        return Err(Error::Gone);
+    }
+    if record.is_final() {
+        return Err(Error::PatchOnFinal);
+    }
+    if offset != record.offset {
+        return Err(Error::OffsetMismatch {
+            expected: record.offset,
+            got: offset,
+        });
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Appends a PATCH body to an upload: the commit protocol of docs/architecture.md.
+    ///
+    /// Returns the committed record. Bytes received before an interruption, an idle timeout
+    /// or a release request are committed; nothing is committed on a checksum mismatch or
+    /// a body beyond the upload's length.
+    pub async fn patch(
+        &self,
+        id: &str,
+        mut request: PatchRequest,
+        body: IncomingBody,
+    ) -> Result<UploadRecord, Error> {
+        let info = std::mem::take(&mut request.request);
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        let started = std::time::Instant::now();
+        // Most PATCHes find the lease free: taking it also returns the record.
+        let lease = match self.coord.acquire(id, Duration::ZERO).await {
+            Ok(lease) => lease,
+            Err(CoordError::Locked) => {
+                // Another request writes: only a request that could succeed asks it to stop.
+                let record = self.load_active(id).await?;
+                check_patchable(&record, request.offset)?;
+                self.acquire(id).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let result = match self.patch_under_lease(&lease, request, body).await {
+            Ok(Written::Commit(pending)) => match self.commit(lease, pending).await {
+                Ok(record) => self.after_commit(record, &info).await,
+                Err(e) => Err(e),
+            },
+            Ok(Written::Nothing) => {
+                let record = lease.record().clone();
+                self.release(lease).await;
+                Ok(record)
+            }
+            Err(e) => {
+                self.release(lease).await;
+                Err(e)
+            }
+        };
+        self.observer.patch_handled(started.elapsed());
+        result
+    }
+
+    /// Progress and finish hooks once a PATCH's bytes are committed. A pre-finish
+    /// rejection changes only the answer: the bytes are committed already.
+    async fn after_commit(
+        &self,
+        record: UploadRecord,
+        info: &RequestInfo,
+    ) -> Result<UploadRecord, Error> {
+        if !record.is_finished() {
+            self.notify(HookEvent::PostReceive, &record, Some(info));
+            return Ok(record);
+        }
+        if self.hooks.enabled(HookEvent::PreFinish) {
+            self.hooks
+                .pre_finish(&record, info)
+                .await
+                .map_err(Error::HookRejected)?;
+        }
+        // Only the commit that completed the upload gets here: one post-finish per upload,
+        // whichever node made it.
+        self.notify(HookEvent::PostFinish, &record, Some(info));
+        Ok(record)
+    }
+
+    /// The last step of a PATCH: commit and let go of the lease. Most PATCHes do both in
+    /// one step (one round trip for remote coordinators); a PATCH that leaves storage to
+    /// tidy (folded segments, or the uncommitted targets of a finished upload) keeps the
+    /// lease for that, off the request's path, so every removal happens under the lease.
+    async fn commit(
+        &self,
+        mut lease: Lease,
+        pending: PendingCommit,
+    ) -> Result<UploadRecord, Error> {
+        let PendingCommit {
+            commit,
+            folded,
+            rewritten,
+        } = pending;
+        let finishing = lease.record().length == Some(lease.record().offset + commit.added)
+            || commit.declare_length == Some(lease.record().offset + commit.added);
+        let tidy = finishing || !folded.is_empty();
+        let (record, kept) = if tidy {
+            match lease.commit(&commit).await {
+                Ok(()) => (lease.record().clone(), Some(lease)),
+                Err(e) => {
+                    // Only a refusal proves the commit did not happen: after an ambiguous
+                    // failure (a timeout) the segments may be committed, so they stay.
+                    if e.is_refusal() {
+                        self.discard(&lease, &Stored::of(&commit)).await;
+                    }
+                    self.release(lease).await;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            (lease.commit_and_release(&commit).await?, None)
+        };
+        self.observer.bytes_committed(commit.added);
+        if rewritten > 0 {
+            self.observer
+                .bytes_rewritten(self.storage.name(), rewritten);
+        }
+        if record.is_finished() {
+            self.observer.upload_finished();
+            self.finish_in_storage(&record).await;
+        }
+        if let Some(lease) = kept {
+            self.tidy_later(lease, folded);
+        }
+        Ok(record)
+    }
+
+    /// After a commit: forgets the segments it folded and, once the upload is finished, the
+    /// targets that never committed; then lets go of the lease. A crash leaves them to the
+    /// leftovers sweep.
+    fn tidy_later(&self, lease: Lease, folded: Vec<Segment>) {
+        let storage = self.storage.clone();
+        let coordinator_interval = self.config.lease_renew_interval;
+        tokio::spawn(async move {
+            let id = lease.upload_id().to_string();
+            let work = async {
+                if !folded.is_empty() {
+                    if let Err(error) = storage.discard(&lease, &Stored::folded(folded)).await {
+                        tracing::warn!(upload_id = %id, %error, "removing folded segments failed");
+                    }
+                }
+                if lease.record().is_finished() {
+                    match storage.remove_uncommitted(&lease).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(upload_id = %id, removed = n, "removed uncommitted targets")
+                        }
+                        Err(error) => {
+                            tracing::warn!(upload_id = %id, %error, "removing uncommitted targets failed")
+                        }
+                    }
+                }
+            };
+            if lease.hold_while(coordinator_interval, work).await.is_err() {
+                tracing::warn!(upload_id = %id, "lease lost while tidying storage; the sweeper finishes it");
+            }
+            super::release_logged(lease).await;
+        });
+    }
+
+    /// Streams the body into targets reserved under the lease; says what to commit.
+    async fn patch_under_lease(
+        &self,
+        lease: &Lease,
+        request: PatchRequest,
+        body: IncomingBody,
+    ) -> Result<Written, Error> {
+        // The record as of the lease: the previous holder may have committed meanwhile.
+        let record = lease.record();
+        check_patchable(record, request.offset)?;
+        let length = self.effective_length(record, request.declare_length)?;
+        let limit = match (length, self.config.max_size) {
+            (Some(length), _) => length - record.offset,
+            (None, Some(max)) => max.saturating_sub(record.offset),
+            (None, None) => u64::MAX,
+        };
+        if request.content_length.is_some_and(|n| n > limit) {
+            return Err(Error::TooLarge("the body goes past the upload's length"));
+        }
+
+        let hasher = request.checksum.as_ref().map(|c| Hasher::new(c.algorithm));
+        let mut reader = BodyReader::new(
+            body,
+            limit,
+            self.config.network_timeout,
+            lease.release_request(),
+            self.shutting_down.subscribe(),
+            hasher,
+        );
+        let context = WriteContext { lease, length };
+        let write = self.storage.write(context, reader.chunks());
+        // A failed write removed what it had stored itself; a lost lease stops the write.
+        let stored = lease
+            .hold_while(self.config.lease_renew_interval, write)
+            .await??;
+        let end = reader.end.unwrap_or(BodyEnd::Complete);
+        if end == BodyEnd::ReleaseRequested {
+            self.observer.release_honoured();
+        }
+        let digest = reader.take_digest();
+        drop(reader);
+        let written = stored.written;
+        tracing::debug!(upload_id = %lease.upload_id(), written, ?end, "body stored");
+
+        let refused = if end == BodyEnd::TooLarge {
+            Some(Error::TooLarge("the body goes past the upload's length"))
+        } else {
+            match (&request.checksum, digest) {
+                (Some(_), Some(_)) if end != BodyEnd::Complete => {
+                    Some(Error::IncompleteChecksummedBody)
+                }
+                (Some(expected), Some(actual)) if expected.digest != actual => {
+                    Some(Error::ChecksumMismatch)
+                }
+                _ => None,
+            }
+        };
+        if let Some(error) = refused {
+            self.discard(lease, &stored).await;
+            return Err(error);
+        }
+        if stored.append.is_empty() && request.declare_length.is_none() {
+            return Ok(Written::Nothing);
+        }
+        let finished = length == Some(record.offset + written);
+        let folded = record.segments[record.segments.len().saturating_sub(stored.fold)..].to_vec();
+        let commit = Commit {
+            expected_offset: record.offset,
+            added: written,
+            append: stored.append,
+            fold: stored.fold,
+            session: stored.session,
+            declare_length: request.declare_length.filter(|_| record.length.is_none()),
+            expires_at: if finished {
+                None
+            } else {
+                self.expiry_from_now()
+            },
+        };
+        Ok(Written::Commit(PendingCommit {
+            commit,
+            folded,
+            rewritten: stored.rewritten,
+        }))
+    }
+
+    /// The upload's length after this request: the recorded one, or the one it declares.
+    fn effective_length(
+        &self,
+        record: &UploadRecord,
+        declared: Option<u64>,
+    ) -> Result<Option<u64>, Error> {
+        match (record.length, declared) {
+            (Some(set), Some(new)) if set != new => Err(Error::LengthAlreadySet(set)),
+            (Some(set), _) => Ok(Some(set)),
+            (None, Some(new)) => {
+                if self.config.max_size.is_some_and(|max| new > max) {
+                    return Err(Error::TooLarge(
+                        "Upload-Length exceeds the maximum upload size",
+                    ));
+                }
+                if new < record.offset {
+                    return Err(Error::TooLarge(
+                        "Upload-Length is below the upload's offset",
+                    ));
+                }
+                Ok(Some(new))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
