@@ -25,6 +25,7 @@ pub(crate) fn kind_of(error: &Error) -> &'static str {
             "precondition_failed"
         }
         Error::Protocol(ProtocolError::WrongContentType) => "unsupported_media_type",
+        Error::Protocol(ProtocolError::BodyOnFinal) => "forbidden",
         Error::Protocol(_) => "bad_request",
         Error::NotFound => "not_found",
         Error::Gone => "gone",
@@ -56,6 +57,7 @@ fn status_of(error: &Error) -> StatusCode {
                 S::PRECONDITION_FAILED
             }
             ProtocolError::WrongContentType => S::UNSUPPORTED_MEDIA_TYPE,
+            ProtocolError::BodyOnFinal => S::FORBIDDEN,
             ProtocolError::InvalidRange => S::RANGE_NOT_SATISFIABLE,
             _ => S::BAD_REQUEST,
         },

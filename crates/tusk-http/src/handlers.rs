@@ -12,7 +12,7 @@ use tusk_core::{
     BodyError, CreateUpload, Error, IncomingBody, PatchRequest, Presentation, RequestInfo,
     UploadRecord,
 };
-use tusk_protocol::{self as tus, headers as h, ConcatRequest, ProtocolError};
+use tusk_protocol::{self as tus, headers as h, ConcatRequest, Concatenation};
 
 use crate::url::{self, Target};
 use crate::{download, ApiError, AppState};
@@ -178,21 +178,6 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
         .into_response()
 }
 
-fn header_str<'a>(
-    headers: &'a HeaderMap,
-    name: &'static str,
-) -> std::result::Result<Option<&'a str>, ProtocolError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| match name {
-            h::UPLOAD_METADATA => ProtocolError::InvalidMetadata("not visible ASCII"),
-            h::UPLOAD_CHECKSUM => ProtocolError::InvalidChecksum,
-            h::UPLOAD_CONCAT => ProtocolError::InvalidConcat("not visible ASCII"),
-            _ => ProtocolError::InvalidNumber("header"),
-        }),
-    }
-}
-
 fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
     if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
         headers.insert(name, v);
@@ -236,106 +221,40 @@ fn incoming(body: Body) -> IncomingBody {
     )
 }
 
-fn content_length(headers: &HeaderMap) -> std::result::Result<Option<u64>, ProtocolError> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .map(|v| {
-            tus::parse_upload_length(v.as_bytes())
-                .map_err(|_| ProtocolError::InvalidNumber("Content-Length"))
-        })
-        .transpose()
-}
+/// A request's headers as the tus parsers read them.
+struct RequestHeaders<'a>(&'a HeaderMap);
 
-fn has_body(headers: &HeaderMap) -> std::result::Result<bool, ProtocolError> {
-    Ok(content_length(headers)?.is_some_and(|n| n > 0)
-        || headers.contains_key(header::TRANSFER_ENCODING))
-}
-
-fn is_offset_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .eq_ignore_ascii_case(tus::OFFSET_OCTET_STREAM)
-        })
-}
-
-fn checksum(
-    headers: &HeaderMap,
-) -> std::result::Result<Option<tus::ChecksumHeader>, ProtocolError> {
-    header_str(headers, h::UPLOAD_CHECKSUM)?
-        .map(tus::parse_checksum)
-        .transpose()
+impl tus::Headers for RequestHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(HeaderValue::as_bytes)
+    }
 }
 
 async fn create(app: &AppState, request: Request, info: RequestInfo) -> Result<Response> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let length = headers
-        .get(h::UPLOAD_LENGTH)
-        .map(|v| tus::parse_upload_length(v.as_bytes()))
-        .transpose()?;
-    let deferred = headers
-        .get(h::UPLOAD_DEFER_LENGTH)
-        .map(|v| tus::parse_defer_length(v.as_bytes()))
-        .transpose()?;
-    let concat = header_str(headers, h::UPLOAD_CONCAT)?
-        .map(tus::parse_concat)
-        .transpose()?;
-    let concat = match concat {
-        None => None,
-        Some(ConcatRequest::Partial) => Some((ConcatRequest::Partial, Vec::new())),
-        Some(ConcatRequest::Final(urls)) => {
-            if length.is_some() || deferred.is_some() {
-                return Err(
-                    Error::InvalidConcat("a final upload must not carry Upload-Length").into(),
-                );
-            }
-            let ids = urls
-                .iter()
-                .map(|u| url::upload_id_of(u, &app.config.base_path))
-                .collect::<Option<Vec<_>>>()
-                .ok_or(Error::InvalidConcat(
-                    "a partial upload URL is not an upload of this server",
-                ))?;
-            Some((ConcatRequest::Final(urls), ids))
-        }
-    };
-    let is_final = matches!(concat, Some((ConcatRequest::Final(_), _)));
-    if !is_final && length.is_some() == deferred.is_some() {
-        return Err(ProtocolError::LengthAndDeferLength.into());
-    }
-    let metadata = header_str(headers, h::UPLOAD_METADATA)?;
-    if let Some(raw) = metadata {
-        tus::parse_metadata(raw, app.config.max_metadata_bytes)?;
-    }
-    let with_upload = has_body(headers)?;
-    if with_upload && !is_offset_stream(headers) {
-        return Err(ProtocolError::WrongContentType.into());
-    }
-    if with_upload && is_final {
-        return Err(Error::PatchOnFinal.into());
-    }
-    let first_chunk = if with_upload {
-        Some(PatchRequest {
-            offset: 0,
-            declare_length: None,
-            checksum: checksum(headers)?,
-            content_length: content_length(headers)?,
-            request: info.clone(),
-        })
-    } else {
-        None
-    };
+    let creation = tus::parse_creation(
+        &RequestHeaders(headers),
+        app.config.max_metadata_bytes,
+        |reference| url::upload_id_of(reference, &app.config.base_path),
+    )?;
+    let first_chunk = creation.upload.map(|body| PatchRequest {
+        offset: 0,
+        declare_length: None,
+        checksum: body.checksum,
+        content_length: body.content_length,
+        request: info.clone(),
+    });
+    let with_upload = first_chunk.is_some();
+    let concat = creation.concat.map(|concat| match concat {
+        Concatenation::Partial => (ConcatRequest::Partial, Vec::new()),
+        Concatenation::Final { urls, upload_ids } => (ConcatRequest::Final(urls), upload_ids),
+    });
     let record = app
         .engine
         .create(CreateUpload {
-            length,
-            metadata: metadata.map(str::to_string),
+            length: creation.length,
+            metadata: creation.metadata,
             concat,
             request: info,
         })
@@ -420,22 +339,12 @@ async fn head(app: &AppState, id: &str) -> Result<Response> {
 async fn patch(app: &AppState, id: &str, request: Request, info: RequestInfo) -> Result<Response> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    if !is_offset_stream(headers) {
-        return Err(ProtocolError::WrongContentType.into());
-    }
-    let offset = headers
-        .get(h::UPLOAD_OFFSET)
-        .ok_or(ProtocolError::MissingHeader("Upload-Offset"))
-        .and_then(|v| tus::parse_offset(v.as_bytes()))?;
-    let declare_length = headers
-        .get(h::UPLOAD_LENGTH)
-        .map(|v| tus::parse_upload_length(v.as_bytes()))
-        .transpose()?;
+    let patch = tus::parse_patch(&RequestHeaders(headers))?;
     let request = PatchRequest {
-        offset,
-        declare_length,
-        checksum: checksum(headers)?,
-        content_length: content_length(headers)?,
+        offset: patch.offset,
+        declare_length: patch.declare_length,
+        checksum: patch.body.checksum,
+        content_length: patch.body.content_length,
         request: info,
     };
     let record = patch_detached(app, id, request, body).await?;
