@@ -14,6 +14,7 @@ use tusk_core::{
 };
 use tusk_protocol::{self as tus, headers as h, ConcatRequest, Concatenation};
 
+use crate::error::Refusal;
 use crate::url::{self, Target};
 use crate::{download, ApiError, AppState};
 
@@ -54,7 +55,13 @@ pub(crate) async fn dispatch(State(app): State<Arc<AppState>>, request: Request)
 }
 
 fn error_response(app: &AppState, error: ApiError) -> Response {
-    app.engine.observer().error(crate::error::kind_of(&error.0));
+    // The error metric counts failed tus operations; the HTTP layer's own refusals (a stray
+    // path, a bad method) show in the request metric by status only.
+    if let ApiError::Engine(engine_error) = &error {
+        app.engine
+            .observer()
+            .error(crate::error::kind_of(engine_error));
+    }
     error.into_response()
 }
 
@@ -65,10 +72,7 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     if head_bytes > app.config.max_header_bytes {
-        return Ok(plain(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request headers too large",
-        ));
+        return Err(Refusal::HeadersTooLarge.into());
     }
     let method = effective_method(&request);
     let path = request.uri().path().to_string();
@@ -77,7 +81,7 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
         return Ok(options(app, request.headers()));
     }
     let id = match target {
-        Target::Elsewhere => return Ok(plain(StatusCode::NOT_FOUND, "not found")),
+        Target::Elsewhere => return Err(Refusal::NoSuchPath.into()),
         Target::Invalid => return Err(Error::NotFound.into()),
         Target::Collection => None,
         Target::Upload(id) => Some(id.to_string()),
@@ -101,7 +105,7 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
         (Method::PATCH, Some(id)) => patch(app, &id, request, info).await,
         (Method::DELETE, Some(id)) => terminate(app, &id, &info).await,
         (Method::GET, Some(id)) => get(app, &id, request.headers()).await,
-        _ => Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
+        _ => Err(Refusal::MethodNotAllowed.into()),
     }
 }
 
@@ -167,15 +171,6 @@ fn decorate(app: &AppState, headers: &mut HeaderMap) {
             headers.insert(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{text}\n"),
-    )
-        .into_response()
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
@@ -265,17 +260,18 @@ async fn create(app: &AppState, request: Request, info: RequestInfo) -> Result<R
         app.config.base_path,
         record.id
     );
-    let (status, record, error) = match first_chunk {
-        None => (StatusCode::CREATED, record, None),
+    let (record, first_chunk_error) = match first_chunk {
+        None => (record, None),
         Some(patch) => match patch_detached(app, &record.id, patch, body).await {
-            Ok(r) => (StatusCode::CREATED, r, None),
-            // The upload exists even when its first chunk failed; the client may resume it.
-            Err(e) => (StatusCode::CREATED, record, Some(e)),
+            Ok(r) => (r, None),
+            // The upload exists even when its first chunk failed; the client may resume it,
+            // so the error answer still carries its Location.
+            Err(e) => (record, Some(e)),
         },
     };
-    let mut response = match error {
-        Some(e) => error_response(app, ApiError(e)),
-        None => status.into_response(),
+    let mut response = match first_chunk_error {
+        Some(e) => error_response(app, ApiError::Engine(e)),
+        None => StatusCode::CREATED.into_response(),
     };
     let out = response.headers_mut();
     set(out, "location", location);
@@ -393,16 +389,7 @@ async fn get(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Response> 
         None => None,
         Some(value) => match tus::parse_range(value, total) {
             Ok(Some(r)) => Some(r),
-            Ok(None) => {
-                let mut response =
-                    plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
-                set(
-                    response.headers_mut(),
-                    "content-range",
-                    format!("bytes */{total}"),
-                );
-                return Ok(response);
-            }
+            Ok(None) => return Err(Refusal::RangeNotSatisfiable { total }.into()),
             // A Range header we do not understand is ignored (RFC 9110 allows it).
             Err(_) => None,
         },

@@ -16,7 +16,7 @@ use axum::Router;
 use tusk_core::Engine;
 
 pub use admin::{admin_router, RenderMetrics};
-pub use error::ApiError;
+pub use error::{ApiError, Refusal};
 pub use serve::{serve, ServeLimits};
 
 /// Settings of the HTTP layer.
