@@ -20,9 +20,9 @@ use crate::{download, ApiError, AppState};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// The single entry point: resolves method override and target, then runs the method.
+/// The single entry point: resolves the target, then runs the method.
 pub(crate) async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    let method = effective_method(&request);
+    let method = request.method().clone();
     // One span per request; storage and coordinator calls nest under it. An incoming W3C
     // `traceparent` makes it part of the caller's trace.
     let path = request.uri().path();
@@ -74,7 +74,7 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
     if head_bytes > app.config.max_header_bytes {
         return Err(Refusal::HeadersTooLarge.into());
     }
-    let method = effective_method(&request);
+    let method = request.method().clone();
     let path = request.uri().path().to_string();
     let target = url::target(&path, &app.config.base_path);
     if method == Method::OPTIONS {
@@ -131,29 +131,6 @@ fn request_info(request: &Request, method: &Method) -> RequestInfo {
             })
             .collect(),
     }
-}
-
-/// `X-HTTP-Method-Override` lets clients behind restrictive proxies send PATCH, DELETE and
-/// HEAD as POST.
-fn effective_method(request: &Request) -> Method {
-    if request.method() == Method::POST {
-        if let Some(v) = request.headers().get(h::X_HTTP_METHOD_OVERRIDE) {
-            if let Ok(m) = Method::from_bytes(v.as_bytes()) {
-                if [
-                    Method::PATCH,
-                    Method::DELETE,
-                    Method::HEAD,
-                    Method::GET,
-                    Method::OPTIONS,
-                ]
-                .contains(&m)
-                {
-                    return m;
-                }
-            }
-        }
-    }
-    request.method().clone()
 }
 
 /// Headers every response carries.

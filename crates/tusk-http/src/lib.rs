@@ -7,6 +7,7 @@ mod download;
 mod drain;
 mod error;
 mod handlers;
+mod method_override;
 mod serve;
 mod url;
 
@@ -45,5 +46,9 @@ pub(crate) struct AppState {
 /// The tus router for `engine`: every method on the base path and the upload URLs.
 pub fn router(engine: Arc<Engine>, config: HttpConfig) -> Router {
     let state = Arc::new(AppState { engine, config });
-    Router::new().fallback(handlers::dispatch).with_state(state)
+    // The last layer added is the outermost.
+    Router::new()
+        .fallback(handlers::dispatch)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(method_override::apply))
 }
