@@ -22,35 +22,11 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 /// The single entry point: resolves the target, then runs the method.
 pub(crate) async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    let method = request.method().clone();
-    // One span per request; storage and coordinator calls nest under it. An incoming W3C
-    // `traceparent` makes it part of the caller's trace.
-    let path = request.uri().path();
-    let span = tracing::info_span!(
-        "request",
-        otel.kind = "server",
-        method = %method,
-        path,
-        upload_id = tracing::field::Empty,
-        status = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    if let Target::Upload(id) = url::target(path, &app.config.base_path) {
-        span.record("upload_id", id);
-    }
-    tusk_telemetry::set_remote_parent(&span, request.headers());
-    let mut response = match route(&app, request).instrument(span.clone()).await {
+    let mut response = match route(&app, request).await {
         Ok(r) => r,
-        Err(e) => span.in_scope(|| error_response(&app, e)),
+        Err(e) => error_response(&app, e),
     };
     decorate(&app, response.headers_mut());
-    span.record("status", response.status().as_u16());
-    if response.status().is_server_error() {
-        span.record("otel.status_code", "error");
-    }
-    app.engine
-        .observer()
-        .request(method.as_str(), response.status().as_u16());
     response
 }
 

@@ -8,11 +8,14 @@ mod drain;
 mod error;
 mod handlers;
 mod method_override;
+mod metrics;
+mod request_span;
 mod serve;
 mod url;
 
 use std::sync::Arc;
 
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use tusk_core::Engine;
 
@@ -45,10 +48,14 @@ pub(crate) struct AppState {
 
 /// The tus router for `engine`: every method on the base path and the upload URLs.
 pub fn router(engine: Arc<Engine>, config: HttpConfig) -> Router {
+    let base_path: Arc<str> = Arc::from(config.base_path.as_str());
+    let observer = engine.observer().clone();
     let state = Arc::new(AppState { engine, config });
     // The last layer added is the outermost.
     Router::new()
         .fallback(handlers::dispatch)
         .with_state(state)
-        .layer(axum::middleware::from_fn(method_override::apply))
+        .layer(from_fn_with_state(base_path, request_span::instrument))
+        .layer(from_fn_with_state(observer, metrics::count))
+        .layer(from_fn(method_override::apply))
 }
