@@ -22,12 +22,10 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 /// The single entry point: resolves the target, then runs the method.
 pub(crate) async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    let mut response = match route(&app, request).await {
+    match route(&app, request).await {
         Ok(r) => r,
         Err(e) => error_response(&app, e),
-    };
-    decorate(&app, response.headers_mut());
-    response
+    }
 }
 
 fn error_response(app: &AppState, error: ApiError) -> Response {
@@ -54,7 +52,7 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
     let path = request.uri().path().to_string();
     let target = url::target(&path, &app.config.base_path);
     if method == Method::OPTIONS {
-        return Ok(options(app, request.headers()));
+        return Ok(options(app));
     }
     let id = match target {
         Target::Elsewhere => return Err(Refusal::NoSuchPath.into()),
@@ -109,30 +107,13 @@ fn request_info(request: &Request, method: &Method) -> RequestInfo {
     }
 }
 
-/// Headers every response carries.
-fn decorate(app: &AppState, headers: &mut HeaderMap) {
-    headers.insert(h::TUS_RESUMABLE, HeaderValue::from_static(tus::TUS_VERSION));
-    if let Some(origin) = &app.config.cors_allow_origin {
-        if let Ok(v) = HeaderValue::from_str(origin) {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        }
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(h::CORS_EXPOSE_HEADERS),
-        );
-        if origin != "*" {
-            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-        }
-    }
-}
-
 fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
     if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
         headers.insert(name, v);
     }
 }
 
-fn options(app: &AppState, request: &HeaderMap) -> Response {
+fn options(app: &AppState) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     set(headers, h::TUS_VERSION, tus::TUS_VERSION);
@@ -144,20 +125,6 @@ fn options(app: &AppState, request: &HeaderMap) -> Response {
     );
     if let Some(max) = app.engine.config().max_size {
         set(headers, h::TUS_MAX_SIZE, max);
-    }
-    if app.config.cors_allow_origin.is_some() && request.contains_key(header::ORIGIN) {
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("POST, HEAD, PATCH, OPTIONS, GET, DELETE"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(h::CORS_ALLOW_HEADERS),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
     }
     response
 }

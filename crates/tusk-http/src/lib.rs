@@ -3,6 +3,7 @@
 //! with its limits (header size, header read timeout).
 
 mod admin;
+mod cors;
 mod download;
 mod drain;
 mod error;
@@ -11,6 +12,7 @@ mod method_override;
 mod metrics;
 mod request_span;
 mod serve;
+mod tus_resumable;
 mod url;
 
 use std::sync::Arc;
@@ -49,12 +51,18 @@ pub(crate) struct AppState {
 /// The tus router for `engine`: every method on the base path and the upload URLs.
 pub fn router(engine: Arc<Engine>, config: HttpConfig) -> Router {
     let base_path: Arc<str> = Arc::from(config.base_path.as_str());
+    let cors = config.cors_allow_origin.as_deref().map(cors::Cors::new);
     let observer = engine.observer().clone();
     let state = Arc::new(AppState { engine, config });
     // The last layer added is the outermost.
-    Router::new()
+    let mut router = Router::new()
         .fallback(handlers::dispatch)
         .with_state(state)
+        .layer(from_fn(tus_resumable::stamp));
+    if let Some(cors) = cors {
+        router = router.layer(from_fn_with_state(Arc::new(cors), cors::apply));
+    }
+    router
         .layer(from_fn_with_state(base_path, request_span::instrument))
         .layer(from_fn_with_state(observer, metrics::count))
         .layer(from_fn(method_override::apply))
