@@ -40,14 +40,6 @@ fn error_response(app: &AppState, error: ApiError) -> Response {
 }
 
 async fn route(app: &AppState, request: Request) -> Result<Response> {
-    let head_bytes: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    if head_bytes > app.config.max_header_bytes {
-        return Err(Refusal::HeadersTooLarge.into());
-    }
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let target = url::target(&path, &app.config.base_path);
