@@ -1,4 +1,5 @@
-//! The one table that maps engine errors to HTTP statuses.
+//! The one table that maps errors to HTTP statuses: the engine's, and the HTTP layer's own
+//! refusals. Handlers choose success statuses only; every error status is chosen here.
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
@@ -8,13 +9,41 @@ use tusk_protocol::ProtocolError;
 /// Status 460 of the checksum extension.
 const CHECKSUM_MISMATCH: u16 = 460;
 
-/// An engine error on its way to the client.
+/// An error on its way to the client.
 #[derive(Debug)]
-pub struct ApiError(pub Error);
+pub enum ApiError {
+    /// What the engine (or a protocol rule) refused or failed to do.
+    Engine(Error),
+    /// What the HTTP layer refuses before any upload is involved.
+    Refused(Refusal),
+}
+
+/// Requests the HTTP layer refuses on its own, whatever the engine would say.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The request head exceeds `HttpConfig::max_header_bytes`.
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    /// The path is neither the upload collection nor under it.
+    #[error("not found")]
+    NoSuchPath,
+    /// The method means nothing on this path (e.g. PATCH on the collection).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A download's Range starts at or past the end of the `total` bytes it has.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable { total: u64 },
+}
 
 impl<E: Into<Error>> From<E> for ApiError {
     fn from(e: E) -> Self {
-        Self(e.into())
+        Self::Engine(e.into())
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
     }
 }
 
@@ -25,6 +54,7 @@ pub(crate) fn kind_of(error: &Error) -> &'static str {
             "precondition_failed"
         }
         Error::Protocol(ProtocolError::WrongContentType) => "unsupported_media_type",
+        Error::Protocol(ProtocolError::BodyOnFinal) => "forbidden",
         Error::Protocol(_) => "bad_request",
         Error::NotFound => "not_found",
         Error::Gone => "gone",
@@ -48,14 +78,26 @@ pub(crate) fn kind_of(error: &Error) -> &'static str {
     }
 }
 
-fn status_of(error: &Error) -> StatusCode {
+fn status_of(error: &ApiError) -> StatusCode {
     use StatusCode as S;
+    let error = match error {
+        ApiError::Refused(refusal) => {
+            return match refusal {
+                Refusal::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                Refusal::NoSuchPath => S::NOT_FOUND,
+                Refusal::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
+                Refusal::RangeNotSatisfiable { .. } => S::RANGE_NOT_SATISFIABLE,
+            }
+        }
+        ApiError::Engine(error) => error,
+    };
     match error {
         Error::Protocol(p) => match p {
             ProtocolError::MissingTusResumable | ProtocolError::UnsupportedVersion => {
                 S::PRECONDITION_FAILED
             }
             ProtocolError::WrongContentType => S::UNSUPPORTED_MEDIA_TYPE,
+            ProtocolError::BodyOnFinal => S::FORBIDDEN,
             ProtocolError::InvalidRange => S::RANGE_NOT_SATISFIABLE,
             _ => S::BAD_REQUEST,
         },
@@ -85,29 +127,29 @@ fn status_of(error: &Error) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = status_of(&self.0);
+        let status = status_of(&self);
+        let error = match self {
+            Self::Refused(refusal) => return refused(status, &refusal),
+            Self::Engine(error) => error,
+        };
         // Internals never reach the client: 5xx get a generic reason, logged with the cause.
-        let reason = if let Error::HookRejected(rejection) = &self.0 {
+        let reason = if let Error::HookRejected(rejection) = &error {
             // The application's own words, as its hook gave them.
             tracing::debug!(status = rejection.status, "request rejected by a hook");
             rejection.body.clone()
         } else if status.is_server_error() {
-            tracing::warn!(error = %self.0, %status, "request failed");
+            tracing::warn!(%error, %status, "request failed");
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => "service unavailable, retry later".to_string(),
                 _ => "internal error, the upload is resumable: retry later".to_string(),
             }
         } else {
-            tracing::debug!(error = %self.0, %status, "request refused");
-            self.0.to_string()
+            tracing::debug!(%error, %status, "request refused");
+            error.to_string()
         };
-        let mut response = (status, format!("{reason}\n")).into_response();
+        let mut response = text_response(status, &reason);
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        match &self.0 {
+        match &error {
             Error::Protocol(
                 ProtocolError::MissingTusResumable | ProtocolError::UnsupportedVersion,
             ) => {
@@ -128,5 +170,93 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+fn refused(status: StatusCode, refusal: &Refusal) -> Response {
+    tracing::debug!(%refusal, %status, "request refused");
+    let mut response = text_response(status, &refusal.to_string());
+    if let Refusal::RangeNotSatisfiable { total } = refusal {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
+    response
+}
+
+/// Every error body is one line of plain text.
+fn text_response(status: StatusCode, reason: &str) -> Response {
+    let mut response = (status, format!("{reason}\n")).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn answer(error: impl Into<ApiError>) -> (StatusCode, http::HeaderMap, String) {
+        let response = error.into().into_response();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("in-memory body").to_bytes();
+        let text = String::from_utf8(body.to_vec()).expect("UTF-8 body");
+        (parts.status, parts.headers, text)
+    }
+
+    #[tokio::test]
+    async fn refusals_answer_one_line_of_text() {
+        for (refusal, status, text) in [
+            (Refusal::HeadersTooLarge, 431, "request headers too large\n"),
+            (Refusal::NoSuchPath, 404, "not found\n"),
+            (Refusal::MethodNotAllowed, 405, "method not allowed\n"),
+        ] {
+            let (got_status, headers, got_text) = answer(refusal).await;
+            assert_eq!((got_status.as_u16(), got_text.as_str()), (status, text));
+            assert_eq!(
+                headers.get(header::CONTENT_TYPE),
+                Some(&HeaderValue::from_static("text/plain; charset=utf-8"))
+            );
+        }
+        let (status, headers, text) = answer(Refusal::RangeNotSatisfiable { total: 42 }).await;
+        assert_eq!(
+            (status.as_u16(), text.as_str()),
+            (416, "range not satisfiable\n")
+        );
+        assert_eq!(
+            headers.get(header::CONTENT_RANGE),
+            Some(&HeaderValue::from_static("bytes */42"))
+        );
+    }
+
+    #[tokio::test]
+    async fn protocol_rules_keep_their_statuses() {
+        let (status, _, text) = answer(ProtocolError::BodyOnFinal).await;
+        assert_eq!(
+            (status.as_u16(), text.as_str()),
+            (403, "a final concatenated upload cannot be patched\n")
+        );
+        assert_eq!(kind_of(&ProtocolError::BodyOnFinal.into()), "forbidden");
+        let (status, _, text) = answer(ProtocolError::ConcatenationRefused(
+            "a final upload must not carry Upload-Length",
+        ))
+        .await;
+        assert_eq!(
+            (status.as_u16(), text.as_str()),
+            (
+                400,
+                "invalid concatenation: a final upload must not carry Upload-Length\n"
+            )
+        );
+        let (status, headers, _) = answer(ProtocolError::MissingTusResumable).await;
+        assert_eq!(status.as_u16(), 412);
+        assert_eq!(
+            headers.get("tus-version"),
+            Some(&HeaderValue::from_static("1.0.0"))
+        );
     }
 }

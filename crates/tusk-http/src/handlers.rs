@@ -12,72 +12,42 @@ use tusk_core::{
     BodyError, CreateUpload, Error, IncomingBody, PatchRequest, Presentation, RequestInfo,
     UploadRecord,
 };
-use tusk_protocol::{self as tus, headers as h, ConcatRequest, ProtocolError};
+use tusk_protocol::{self as tus, headers as h, ConcatRequest, Concatenation};
 
+use crate::error::Refusal;
 use crate::url::{self, Target};
 use crate::{download, ApiError, AppState};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// The single entry point: resolves method override and target, then runs the method.
+/// The single entry point: resolves the target, then runs the method.
 pub(crate) async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    let method = effective_method(&request);
-    // One span per request; storage and coordinator calls nest under it. An incoming W3C
-    // `traceparent` makes it part of the caller's trace.
-    let path = request.uri().path();
-    let span = tracing::info_span!(
-        "request",
-        otel.kind = "server",
-        method = %method,
-        path,
-        upload_id = tracing::field::Empty,
-        status = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    if let Target::Upload(id) = url::target(path, &app.config.base_path) {
-        span.record("upload_id", id);
-    }
-    tusk_telemetry::set_remote_parent(&span, request.headers());
-    let mut response = match route(&app, request).instrument(span.clone()).await {
+    match route(&app, request).await {
         Ok(r) => r,
-        Err(e) => span.in_scope(|| error_response(&app, e)),
-    };
-    decorate(&app, response.headers_mut());
-    span.record("status", response.status().as_u16());
-    if response.status().is_server_error() {
-        span.record("otel.status_code", "error");
+        Err(e) => error_response(&app, e),
     }
-    app.engine
-        .observer()
-        .request(method.as_str(), response.status().as_u16());
-    response
 }
 
 fn error_response(app: &AppState, error: ApiError) -> Response {
-    app.engine.observer().error(crate::error::kind_of(&error.0));
+    // The error metric counts failed tus operations; the HTTP layer's own refusals (a stray
+    // path, a bad method) show in the request metric by status only.
+    if let ApiError::Engine(engine_error) = &error {
+        app.engine
+            .observer()
+            .error(crate::error::kind_of(engine_error));
+    }
     error.into_response()
 }
 
 async fn route(app: &AppState, request: Request) -> Result<Response> {
-    let head_bytes: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    if head_bytes > app.config.max_header_bytes {
-        return Ok(plain(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request headers too large",
-        ));
-    }
-    let method = effective_method(&request);
+    let method = request.method().clone();
     let path = request.uri().path().to_string();
     let target = url::target(&path, &app.config.base_path);
     if method == Method::OPTIONS {
-        return Ok(options(app, request.headers()));
+        return Ok(options(app));
     }
     let id = match target {
-        Target::Elsewhere => return Ok(plain(StatusCode::NOT_FOUND, "not found")),
+        Target::Elsewhere => return Err(Refusal::NoSuchPath.into()),
         Target::Invalid => return Err(Error::NotFound.into()),
         Target::Collection => None,
         Target::Upload(id) => Some(id.to_string()),
@@ -101,7 +71,7 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
         (Method::PATCH, Some(id)) => patch(app, &id, request, info).await,
         (Method::DELETE, Some(id)) => terminate(app, &id, &info).await,
         (Method::GET, Some(id)) => get(app, &id, request.headers()).await,
-        _ => Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
+        _ => Err(Refusal::MethodNotAllowed.into()),
     }
 }
 
@@ -129,77 +99,13 @@ fn request_info(request: &Request, method: &Method) -> RequestInfo {
     }
 }
 
-/// `X-HTTP-Method-Override` lets clients behind restrictive proxies send PATCH, DELETE and
-/// HEAD as POST.
-fn effective_method(request: &Request) -> Method {
-    if request.method() == Method::POST {
-        if let Some(v) = request.headers().get(h::X_HTTP_METHOD_OVERRIDE) {
-            if let Ok(m) = Method::from_bytes(v.as_bytes()) {
-                if [
-                    Method::PATCH,
-                    Method::DELETE,
-                    Method::HEAD,
-                    Method::GET,
-                    Method::OPTIONS,
-                ]
-                .contains(&m)
-                {
-                    return m;
-                }
-            }
-        }
-    }
-    request.method().clone()
-}
-
-/// Headers every response carries.
-fn decorate(app: &AppState, headers: &mut HeaderMap) {
-    headers.insert(h::TUS_RESUMABLE, HeaderValue::from_static(tus::TUS_VERSION));
-    if let Some(origin) = &app.config.cors_allow_origin {
-        if let Ok(v) = HeaderValue::from_str(origin) {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        }
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(h::CORS_EXPOSE_HEADERS),
-        );
-        if origin != "*" {
-            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-        }
-    }
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{text}\n"),
-    )
-        .into_response()
-}
-
-fn header_str<'a>(
-    headers: &'a HeaderMap,
-    name: &'static str,
-) -> std::result::Result<Option<&'a str>, ProtocolError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| match name {
-            h::UPLOAD_METADATA => ProtocolError::InvalidMetadata("not visible ASCII"),
-            h::UPLOAD_CHECKSUM => ProtocolError::InvalidChecksum,
-            h::UPLOAD_CONCAT => ProtocolError::InvalidConcat("not visible ASCII"),
-            _ => ProtocolError::InvalidNumber("header"),
-        }),
-    }
-}
-
 fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
     if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
         headers.insert(name, v);
     }
 }
 
-fn options(app: &AppState, request: &HeaderMap) -> Response {
+fn options(app: &AppState) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     set(headers, h::TUS_VERSION, tus::TUS_VERSION);
@@ -212,20 +118,6 @@ fn options(app: &AppState, request: &HeaderMap) -> Response {
     if let Some(max) = app.engine.config().max_size {
         set(headers, h::TUS_MAX_SIZE, max);
     }
-    if app.config.cors_allow_origin.is_some() && request.contains_key(header::ORIGIN) {
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("POST, HEAD, PATCH, OPTIONS, GET, DELETE"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(h::CORS_ALLOW_HEADERS),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
-    }
     response
 }
 
@@ -236,106 +128,40 @@ fn incoming(body: Body) -> IncomingBody {
     )
 }
 
-fn content_length(headers: &HeaderMap) -> std::result::Result<Option<u64>, ProtocolError> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .map(|v| {
-            tus::parse_upload_length(v.as_bytes())
-                .map_err(|_| ProtocolError::InvalidNumber("Content-Length"))
-        })
-        .transpose()
-}
+/// A request's headers as the tus parsers read them.
+struct RequestHeaders<'a>(&'a HeaderMap);
 
-fn has_body(headers: &HeaderMap) -> std::result::Result<bool, ProtocolError> {
-    Ok(content_length(headers)?.is_some_and(|n| n > 0)
-        || headers.contains_key(header::TRANSFER_ENCODING))
-}
-
-fn is_offset_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .eq_ignore_ascii_case(tus::OFFSET_OCTET_STREAM)
-        })
-}
-
-fn checksum(
-    headers: &HeaderMap,
-) -> std::result::Result<Option<tus::ChecksumHeader>, ProtocolError> {
-    header_str(headers, h::UPLOAD_CHECKSUM)?
-        .map(tus::parse_checksum)
-        .transpose()
+impl tus::Headers for RequestHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(HeaderValue::as_bytes)
+    }
 }
 
 async fn create(app: &AppState, request: Request, info: RequestInfo) -> Result<Response> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let length = headers
-        .get(h::UPLOAD_LENGTH)
-        .map(|v| tus::parse_upload_length(v.as_bytes()))
-        .transpose()?;
-    let deferred = headers
-        .get(h::UPLOAD_DEFER_LENGTH)
-        .map(|v| tus::parse_defer_length(v.as_bytes()))
-        .transpose()?;
-    let concat = header_str(headers, h::UPLOAD_CONCAT)?
-        .map(tus::parse_concat)
-        .transpose()?;
-    let concat = match concat {
-        None => None,
-        Some(ConcatRequest::Partial) => Some((ConcatRequest::Partial, Vec::new())),
-        Some(ConcatRequest::Final(urls)) => {
-            if length.is_some() || deferred.is_some() {
-                return Err(
-                    Error::InvalidConcat("a final upload must not carry Upload-Length").into(),
-                );
-            }
-            let ids = urls
-                .iter()
-                .map(|u| url::upload_id_of(u, &app.config.base_path))
-                .collect::<Option<Vec<_>>>()
-                .ok_or(Error::InvalidConcat(
-                    "a partial upload URL is not an upload of this server",
-                ))?;
-            Some((ConcatRequest::Final(urls), ids))
-        }
-    };
-    let is_final = matches!(concat, Some((ConcatRequest::Final(_), _)));
-    if !is_final && length.is_some() == deferred.is_some() {
-        return Err(ProtocolError::LengthAndDeferLength.into());
-    }
-    let metadata = header_str(headers, h::UPLOAD_METADATA)?;
-    if let Some(raw) = metadata {
-        tus::parse_metadata(raw, app.config.max_metadata_bytes)?;
-    }
-    let with_upload = has_body(headers)?;
-    if with_upload && !is_offset_stream(headers) {
-        return Err(ProtocolError::WrongContentType.into());
-    }
-    if with_upload && is_final {
-        return Err(Error::PatchOnFinal.into());
-    }
-    let first_chunk = if with_upload {
-        Some(PatchRequest {
-            offset: 0,
-            declare_length: None,
-            checksum: checksum(headers)?,
-            content_length: content_length(headers)?,
-            request: info.clone(),
-        })
-    } else {
-        None
-    };
+    let creation = tus::parse_creation(
+        &RequestHeaders(headers),
+        app.config.max_metadata_bytes,
+        |reference| url::upload_id_of(reference, &app.config.base_path),
+    )?;
+    let first_chunk = creation.upload.map(|body| PatchRequest {
+        offset: 0,
+        declare_length: None,
+        checksum: body.checksum,
+        content_length: body.content_length,
+        request: info.clone(),
+    });
+    let with_upload = first_chunk.is_some();
+    let concat = creation.concat.map(|concat| match concat {
+        Concatenation::Partial => (ConcatRequest::Partial, Vec::new()),
+        Concatenation::Final { urls, upload_ids } => (ConcatRequest::Final(urls), upload_ids),
+    });
     let record = app
         .engine
         .create(CreateUpload {
-            length,
-            metadata: metadata.map(str::to_string),
+            length: creation.length,
+            metadata: creation.metadata,
             concat,
             request: info,
         })
@@ -346,17 +172,18 @@ async fn create(app: &AppState, request: Request, info: RequestInfo) -> Result<R
         app.config.base_path,
         record.id
     );
-    let (status, record, error) = match first_chunk {
-        None => (StatusCode::CREATED, record, None),
+    let (record, first_chunk_error) = match first_chunk {
+        None => (record, None),
         Some(patch) => match patch_detached(app, &record.id, patch, body).await {
-            Ok(r) => (StatusCode::CREATED, r, None),
-            // The upload exists even when its first chunk failed; the client may resume it.
-            Err(e) => (StatusCode::CREATED, record, Some(e)),
+            Ok(r) => (r, None),
+            // The upload exists even when its first chunk failed; the client may resume it,
+            // so the error answer still carries its Location.
+            Err(e) => (record, Some(e)),
         },
     };
-    let mut response = match error {
-        Some(e) => error_response(app, ApiError(e)),
-        None => status.into_response(),
+    let mut response = match first_chunk_error {
+        Some(e) => error_response(app, ApiError::Engine(e)),
+        None => StatusCode::CREATED.into_response(),
     };
     let out = response.headers_mut();
     set(out, "location", location);
@@ -420,22 +247,12 @@ async fn head(app: &AppState, id: &str) -> Result<Response> {
 async fn patch(app: &AppState, id: &str, request: Request, info: RequestInfo) -> Result<Response> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    if !is_offset_stream(headers) {
-        return Err(ProtocolError::WrongContentType.into());
-    }
-    let offset = headers
-        .get(h::UPLOAD_OFFSET)
-        .ok_or(ProtocolError::MissingHeader("Upload-Offset"))
-        .and_then(|v| tus::parse_offset(v.as_bytes()))?;
-    let declare_length = headers
-        .get(h::UPLOAD_LENGTH)
-        .map(|v| tus::parse_upload_length(v.as_bytes()))
-        .transpose()?;
+    let patch = tus::parse_patch(&RequestHeaders(headers))?;
     let request = PatchRequest {
-        offset,
-        declare_length,
-        checksum: checksum(headers)?,
-        content_length: content_length(headers)?,
+        offset: patch.offset,
+        declare_length: patch.declare_length,
+        checksum: patch.body.checksum,
+        content_length: patch.body.content_length,
         request: info,
     };
     let record = patch_detached(app, id, request, body).await?;
@@ -484,16 +301,7 @@ async fn get(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Response> 
         None => None,
         Some(value) => match tus::parse_range(value, total) {
             Ok(Some(r)) => Some(r),
-            Ok(None) => {
-                let mut response =
-                    plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
-                set(
-                    response.headers_mut(),
-                    "content-range",
-                    format!("bytes */{total}"),
-                );
-                return Ok(response);
-            }
+            Ok(None) => return Err(Refusal::RangeNotSatisfiable { total }.into()),
             // A Range header we do not understand is ignored (RFC 9110 allows it).
             Err(_) => None,
         },

@@ -1,22 +1,30 @@
-//! Tusk's HTTP front: one axum handler that speaks tus over [`tusk_core::Engine`], the tower
-//! layers around it (CORS, method override, common headers), and the hyper server loop
-//! with its limits (header size, header read timeout).
+//! Tusk's HTTP front: one axum handler that speaks tus over [`tusk_core::Engine`], the
+//! layers around it (method override, request metric, request span, CORS, `Tus-Resumable`,
+//! header size limit; one file each), and the hyper server loop with its header read timeout.
+//! The tus header rules live in `tusk-protocol`; every error status comes from `error.rs`.
 
 mod admin;
+mod cors;
 mod download;
 mod drain;
 mod error;
 mod handlers;
+mod header_limit;
+mod method_override;
+mod metrics;
+mod request_span;
 mod serve;
+mod tus_resumable;
 mod url;
 
 use std::sync::Arc;
 
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use tusk_core::Engine;
 
 pub use admin::{admin_router, RenderMetrics};
-pub use error::ApiError;
+pub use error::{ApiError, Refusal};
 pub use serve::{serve, ServeLimits};
 
 /// Settings of the HTTP layer.
@@ -42,8 +50,25 @@ pub(crate) struct AppState {
     pub config: HttpConfig,
 }
 
-/// The tus router for `engine`: every method on the base path and the upload URLs.
+/// The tus router for `engine`: every method on the base path and the upload URLs, inside
+/// its layers.
 pub fn router(engine: Arc<Engine>, config: HttpConfig) -> Router {
+    let base_path: Arc<str> = Arc::from(config.base_path.as_str());
+    let max_header_bytes = config.max_header_bytes;
+    let cors = config.cors_allow_origin.as_deref().map(cors::Cors::new);
+    let observer = engine.observer().clone();
     let state = Arc::new(AppState { engine, config });
-    Router::new().fallback(handlers::dispatch).with_state(state)
+    // The last layer added is the outermost.
+    let mut router = Router::new()
+        .fallback(handlers::dispatch)
+        .with_state(state)
+        .layer(from_fn_with_state(max_header_bytes, header_limit::enforce))
+        .layer(from_fn(tus_resumable::stamp));
+    if let Some(cors) = cors {
+        router = router.layer(from_fn_with_state(Arc::new(cors), cors::apply));
+    }
+    router
+        .layer(from_fn_with_state(base_path, request_span::instrument))
+        .layer(from_fn_with_state(observer, metrics::count))
+        .layer(from_fn(method_override::apply))
 }

@@ -2,7 +2,7 @@
 //!
 //! hyper's read buffer keeps its default size (about 400 KiB): it also bounds how much of a
 //! body one read takes, and shrinking it to the header limit cuts upload throughput by 3x.
-//! The configured header limit is enforced per request in the handler instead.
+//! The configured header limit is enforced per request by a layer instead (`header_limit.rs`).
 
 use std::future::Future;
 use std::sync::Arc;

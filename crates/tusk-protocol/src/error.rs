@@ -31,4 +31,11 @@ pub enum ProtocolError {
     InvalidRange,
     #[error("Content-Type must be application/offset+octet-stream")]
     WrongContentType,
+    /// A concatenation the headers ask for cannot be made (the same words the engine uses
+    /// for the concatenation rules it checks itself).
+    #[error("invalid concatenation: {0}")]
+    ConcatenationRefused(&'static str),
+    /// A final upload is made of its partials only: it takes no bytes of its own.
+    #[error("a final concatenated upload cannot be patched")]
+    BodyOnFinal,
 }

@@ -14,6 +14,11 @@ pub const UPLOAD_CONCAT: &str = "upload-concat";
 pub const UPLOAD_EXPIRES: &str = "upload-expires";
 pub const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";
 
+// Plain HTTP headers whose values tus rules depend on.
+pub const CONTENT_TYPE: &str = "content-type";
+pub const CONTENT_LENGTH: &str = "content-length";
+pub const TRANSFER_ENCODING: &str = "transfer-encoding";
+
 /// Request headers a browser must be allowed to send (CORS preflight).
 pub const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, Location, Tus-Extension, \
 Tus-Max-Size, Tus-Resumable, Tus-Version, Upload-Concat, Upload-Defer-Length, Upload-Length, \

@@ -2,7 +2,9 @@
 //! validation of every request header, rendering of response headers.
 //!
 //! Nothing here does I/O or knows about a server; every parser takes the raw header value and
-//! returns a typed value or a [`ProtocolError`] that names what was wrong. The HTTP layer maps
+//! returns a typed value or a [`ProtocolError`] that names what was wrong. The request parsers
+//! ([`parse_creation`], [`parse_patch`]) read a whole request's headers through the small
+//! [`Headers`] trait and hold every rule of which headers go together. The HTTP layer maps
 //! those errors to the statuses the spec names.
 
 mod checksum;
@@ -13,14 +15,18 @@ mod id;
 mod metadata;
 mod numbers;
 mod range;
+mod request;
 
 pub use checksum::{parse_checksum, ChecksumAlgorithm, ChecksumHeader};
 pub use concat::{parse_concat, render_concat, ConcatRequest};
 pub use error::ProtocolError;
 pub use id::{is_valid_upload_id, MAX_ID_LEN, MIN_ID_LEN};
 pub use metadata::{parse_metadata, Metadata};
-pub use numbers::{parse_defer_length, parse_offset, parse_upload_length};
+pub use numbers::{parse_content_length, parse_defer_length, parse_offset, parse_upload_length};
 pub use range::{parse_range, ByteRange};
+pub use request::{
+    parse_creation, parse_patch, BodyHeaders, Concatenation, CreationHeaders, Headers, PatchHeaders,
+};
 
 /// The only protocol version Tusk speaks.
 pub const TUS_VERSION: &str = "1.0.0";

@@ -24,6 +24,11 @@ pub fn parse_upload_length(value: &[u8]) -> Result<u64, ProtocolError> {
     parse_decimal(value, "Upload-Length")
 }
 
+/// Parses `Content-Length`: a non-negative decimal that fits in a u64.
+pub fn parse_content_length(value: &[u8]) -> Result<u64, ProtocolError> {
+    parse_decimal(value, "Content-Length")
+}
+
 /// Parses `Upload-Defer-Length`, whose only valid value is `1`.
 pub fn parse_defer_length(value: &[u8]) -> Result<(), ProtocolError> {
     if value == b"1" {

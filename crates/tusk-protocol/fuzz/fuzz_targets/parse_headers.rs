@@ -9,11 +9,13 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
+use tusk_protocol::headers as h;
 use tusk_protocol::{
-    check_tus_resumable, is_valid_upload_id, parse_checksum, parse_concat, parse_defer_length,
-    parse_metadata, parse_offset, parse_range, parse_upload_length, render_concat,
-    ChecksumAlgorithm, ChecksumHeader, ConcatRequest, Metadata, ProtocolError, MAX_ID_LEN,
-    MIN_ID_LEN, TUS_VERSION,
+    check_tus_resumable, is_valid_upload_id, parse_checksum, parse_concat, parse_content_length,
+    parse_creation, parse_defer_length, parse_metadata, parse_offset, parse_patch, parse_range,
+    parse_upload_length, render_concat, ChecksumAlgorithm, ChecksumHeader, ConcatRequest,
+    Concatenation, Headers, Metadata, ProtocolError, MAX_ID_LEN, MIN_ID_LEN, OFFSET_OCTET_STREAM,
+    TUS_VERSION,
 };
 
 /// Longest decimal the number parsers accept (the crate's `MAX_DIGITS`, the width of u64::MAX).
@@ -34,6 +36,8 @@ enum Segment {
     Concat,
     Range,
     RangeTotal,
+    /// A whole request's headers, one `name:value` per line.
+    Request,
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -54,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
     check_concat(&text(segment(Segment::Concat)));
     let total = le_u64(segment(Segment::RangeTotal));
     check_range(&text(segment(Segment::Range)), total);
+    check_request(segment(Segment::Request));
 
     // And every parser on the whole input.
     let whole = text(body);
@@ -68,6 +73,7 @@ fuzz_target!(|data: &[u8]| {
     for total in [0, 1, 100, total, u64::MAX] {
         check_range(&whole, total);
     }
+    check_request(body);
 
     // The grammar's literal prefixes are hard to guess without a dictionary (no sanitizer,
     // so no memcmp hooks): put them in front of arbitrary input too.
@@ -86,6 +92,7 @@ fuzz_target!(|data: &[u8]| {
     oracle_checksum(segment(Segment::Checksum));
     oracle_range(segment(Segment::Range), total);
     oracle_concat(segment(Segment::Concat));
+    oracle_creation(segment(Segment::Request));
 });
 
 /// Header values arrive as bytes; the string parsers get them the way a lossy HTTP layer would.
@@ -428,4 +435,132 @@ fn oracle_concat(bytes: &[u8]) {
     };
     assert_eq!(parse_concat(&header).ok(), expected, "{header:?}");
     assert_eq!(parse_concat("partial"), Ok(ConcatRequest::Partial));
+}
+
+/// The server in this target keeps its uploads under `/files/`.
+fn partial_upload_id(url: &str) -> Option<String> {
+    url.strip_prefix("/files/")
+        .filter(|id| is_valid_upload_id(id))
+        .map(str::to_string)
+}
+
+/// A header list from `name:value` lines; a line without a colon is a name with an empty value.
+fn header_lines(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    bytes
+        .split(|&b| b == b'\n')
+        .map(|line| match line.iter().position(|&b| b == b':') {
+            Some(colon) => (text(&line[..colon]), line[colon + 1..].to_vec()),
+            None => (text(line), Vec::new()),
+        })
+        .collect()
+}
+
+/// `parse_creation` / `parse_patch` on any header list: what they accept agrees with the
+/// single-header parsers and with the rules of which headers go together.
+fn check_request(bytes: &[u8]) {
+    let headers = header_lines(bytes);
+    let headers = &headers[..];
+    let get = |name: &str| Headers::get(headers, name);
+    let content_length = get(h::CONTENT_LENGTH).map(|v| parse_content_length(v).ok());
+
+    if let Ok(creation) = parse_creation(headers, DEFAULT_METADATA_MAX, partial_upload_id) {
+        match &creation.concat {
+            Some(Concatenation::Final { urls, upload_ids }) => {
+                assert_eq!(
+                    creation.length, None,
+                    "final upload with a length: {headers:?}"
+                );
+                assert_eq!(
+                    creation.upload, None,
+                    "final upload with a body: {headers:?}"
+                );
+                assert!(get(h::UPLOAD_LENGTH).is_none() && get(h::UPLOAD_DEFER_LENGTH).is_none());
+                let expected: Vec<_> = urls.iter().filter_map(|u| partial_upload_id(u)).collect();
+                assert_eq!(upload_ids, &expected, "{headers:?}");
+            }
+            _ => {
+                let length = get(h::UPLOAD_LENGTH).map(parse_upload_length);
+                let deferred = get(h::UPLOAD_DEFER_LENGTH).map(parse_defer_length);
+                assert!(
+                    length.is_some() != deferred.is_some(),
+                    "exactly one of length and deferred length: {headers:?}"
+                );
+                assert_eq!(creation.length, length.and_then(Result::ok), "{headers:?}");
+            }
+        }
+        let raw_metadata = get(h::UPLOAD_METADATA).map(text);
+        assert_eq!(creation.metadata, raw_metadata, "metadata not kept as sent");
+        if let Some(raw) = &creation.metadata {
+            assert!(parse_metadata(raw, DEFAULT_METADATA_MAX).is_ok());
+        }
+        if let Some(body) = &creation.upload {
+            assert!(is_offset_stream(get(h::CONTENT_TYPE)), "{headers:?}");
+            assert_eq!(body.content_length, content_length.flatten());
+            assert!(
+                body.content_length.is_some_and(|n| n > 0) || get(h::TRANSFER_ENCODING).is_some(),
+                "a body without Content-Length or Transfer-Encoding: {headers:?}"
+            );
+        }
+    }
+
+    if let Ok(patch) = parse_patch(headers) {
+        assert!(is_offset_stream(get(h::CONTENT_TYPE)), "{headers:?}");
+        let offset = get(h::UPLOAD_OFFSET).map(parse_offset);
+        assert_eq!(offset, Some(Ok(patch.offset)), "{headers:?}");
+        let declared = get(h::UPLOAD_LENGTH).map(parse_upload_length);
+        assert_eq!(declared.transpose(), Ok(patch.declare_length));
+        assert_eq!(patch.body.content_length, content_length.flatten());
+        let checksum = get(h::UPLOAD_CHECKSUM).map(|v| parse_checksum(&text(v)));
+        assert_eq!(checksum.transpose(), Ok(patch.body.checksum));
+    }
+}
+
+/// A looser model of the Content-Type rule (any UTF-8, not only visible ASCII): the media
+/// type, in any case, parameters ignored.
+fn is_offset_stream(value: Option<&[u8]>) -> bool {
+    value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(OFFSET_OCTET_STREAM))
+}
+
+/// Well-formed creation and PATCH headers built from the input parse to exactly their values.
+fn oracle_creation(bytes: &[u8]) {
+    let length = le_u64(bytes);
+    let content_length = le_u64(bytes.get(8..).unwrap_or_default());
+    let offset = le_u64(bytes.get(16..).unwrap_or_default());
+    let stream = (h::CONTENT_TYPE, OFFSET_OCTET_STREAM.to_string());
+    let headers = [
+        (h::UPLOAD_LENGTH, length.to_string()),
+        (h::CONTENT_LENGTH, content_length.to_string()),
+        stream.clone(),
+    ];
+    let creation = parse_creation(&headers, DEFAULT_METADATA_MAX, partial_upload_id)
+        .unwrap_or_else(|e| panic!("{headers:?}: {e}"));
+    assert_eq!(creation.length, Some(length));
+    assert_eq!(
+        creation.upload.map(|body| body.content_length),
+        (content_length > 0).then_some(Some(content_length))
+    );
+
+    let headers = [
+        (h::UPLOAD_OFFSET, offset.to_string()),
+        (h::CONTENT_LENGTH, content_length.to_string()),
+        stream,
+    ];
+    let patch = parse_patch(&headers).unwrap_or_else(|e| panic!("{headers:?}: {e}"));
+    assert_eq!(
+        (patch.offset, patch.body.content_length),
+        (offset, Some(content_length))
+    );
+
+    let partials = [format!("/files/{}", "a".repeat(MIN_ID_LEN))];
+    let headers = [(h::UPLOAD_CONCAT, format!("final;{}", partials.join(" ")))];
+    assert_eq!(
+        parse_creation(&headers, DEFAULT_METADATA_MAX, partial_upload_id).map(|c| c.concat),
+        Ok(Some(Concatenation::Final {
+            urls: partials.to_vec(),
+            upload_ids: vec!["a".repeat(MIN_ID_LEN)],
+        }))
+    );
 }
