@@ -429,7 +429,7 @@ enum Attempt {
     Failed(String),
 }
 
-/// The HTTP side: one attempt, and the retry policies of both kinds of hooks.
+/// The HTTP side: one attempt, and the retry loop both kinds of hooks go through.
 struct Sender {
     client: Client<HttpConnector, Full<Bytes>>,
     endpoint: Uri,
@@ -481,37 +481,64 @@ impl Sender {
         self.backoff.saturating_mul(1 << retry.min(16))
     }
 
-    /// Delivers a notification: retried on connection errors, timeouts, 408, 429 and 5xx.
-    async fn deliver(&self, job: Job) {
-        let event = job.event.name();
-        let mut retry = 0;
+    /// POSTs `body` until an attempt is answered with a 2xx that `accept` takes, retrying
+    /// what `retry` allows with doubling pauses. Every failed attempt is reported as
+    /// "failed"; reporting the accepted one is the caller's, who knows what it meant.
+    async fn send<T>(
+        &self,
+        event: HookEvent,
+        key: &str,
+        body: Bytes,
+        retry: Retry,
+        accept: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<T, Undelivered> {
+        let name = event.name();
+        let mut retries = 0;
         loop {
-            let (problem, retryable) = match self.attempt(&job.key, job.body.clone()).await {
-                Attempt::Answered(status, _) if status.is_success() => {
-                    self.observer.hook_call(event, "ok");
-                    return;
+            let (problem, retryable) = match self.attempt(key, body.clone()).await {
+                Attempt::Answered(status, answer) if status.is_success() => match accept(&answer) {
+                    Ok(accepted) => return Ok(accepted),
+                    Err(problem) => (problem, false),
+                },
+                Attempt::Answered(status, _) => {
+                    (format!("answered {status}"), retry.on_status(status))
                 }
-                Attempt::Answered(status, _) => (
-                    format!("answered {status}"),
-                    status.is_server_error()
-                        || status == StatusCode::REQUEST_TIMEOUT
-                        || status == StatusCode::TOO_MANY_REQUESTS,
+                Attempt::TimedOut => (
+                    format!("no answer within {:?}", self.timeout),
+                    retry.on_timeout(),
                 ),
-                Attempt::TimedOut => (format!("no answer within {:?}", self.timeout), true),
                 Attempt::Failed(e) => (e, true),
             };
-            self.observer.hook_call(event, "failed");
-            if !retryable || retry >= self.retries {
-                tracing::warn!(event, key = %job.key, %problem, attempts = retry + 1, "hook notification not delivered");
-                return;
+            self.observer.hook_call(name, "failed");
+            if !retryable || retries >= self.retries {
+                return Err(Undelivered {
+                    problem,
+                    attempts: retries + 1,
+                });
             }
-            tracing::debug!(event, key = %job.key, %problem, "hook notification failed, retrying");
-            tokio::time::sleep(self.backoff(retry)).await;
-            retry += 1;
+            tracing::debug!(event = name, key, %problem, "hook call failed, retrying");
+            tokio::time::sleep(self.backoff(retries)).await;
+            retries += 1;
         }
     }
 
-    /// Calls a blocking hook: retried on connection errors, 429 and 5xx; fails closed.
+    /// Delivers a notification, retried as [`Retry::Notification`] says.
+    async fn deliver(&self, job: Job) {
+        let event = job.event.name();
+        match self
+            .send(job.event, &job.key, job.body, Retry::Notification, |_| {
+                Ok(())
+            })
+            .await
+        {
+            Ok(()) => self.observer.hook_call(event, "ok"),
+            Err(Undelivered { problem, attempts }) => {
+                tracing::warn!(event, key = %job.key, %problem, attempts, "hook notification not delivered");
+            }
+        }
+    }
+
+    /// Calls a blocking hook, retried as [`Retry::Blocking`] says; fails closed.
     async fn call(
         &self,
         event: HookEvent,
@@ -519,46 +546,59 @@ impl Sender {
         body: Bytes,
     ) -> Result<CreateChanges, HookRejection> {
         let name = event.name();
-        let mut retry = 0;
-        loop {
-            let (problem, retryable) = match self.attempt(key, body.clone()).await {
-                Attempt::Answered(status, answer) if status.is_success() => {
-                    match payload::parse_answer(&answer) {
-                        Ok(Decision::Allow(changes)) => {
-                            self.observer.hook_call(name, "ok");
-                            return Ok(changes);
-                        }
-                        Ok(Decision::Reject(rejection)) => {
-                            self.observer.hook_call(name, "rejected");
-                            tracing::debug!(
-                                event = name,
-                                key,
-                                status = rejection.status,
-                                "hook rejected the request"
-                            );
-                            return Err(rejection);
-                        }
-                        Err(e) => (e, false),
-                    }
-                }
-                Attempt::Answered(status, _) => (
-                    format!("answered {status}"),
-                    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
-                ),
-                Attempt::TimedOut => (format!("no answer within {:?}", self.timeout), false),
-                Attempt::Failed(e) => (e, true),
-            };
-            self.observer.hook_call(name, "failed");
-            if !retryable || retry >= self.retries {
-                tracing::warn!(event = name, key, %problem, attempts = retry + 1, "hook unavailable, refusing the request");
-                return Err(HookRejection {
+        match self
+            .send(event, key, body, Retry::Blocking, payload::parse_answer)
+            .await
+        {
+            Ok(Decision::Allow(changes)) => {
+                self.observer.hook_call(name, "ok");
+                Ok(changes)
+            }
+            Ok(Decision::Reject(rejection)) => {
+                self.observer.hook_call(name, "rejected");
+                tracing::debug!(
+                    event = name,
+                    key,
+                    status = rejection.status,
+                    "hook rejected the request"
+                );
+                Err(rejection)
+            }
+            Err(Undelivered { problem, attempts }) => {
+                tracing::warn!(event = name, key, %problem, attempts, "hook unavailable, refusing the request");
+                Err(HookRejection {
                     status: 503,
                     body: "hook unavailable".to_string(),
-                });
+                })
             }
-            tracing::debug!(event = name, key, %problem, "hook call failed, retrying");
-            tokio::time::sleep(self.backoff(retry)).await;
-            retry += 1;
         }
     }
+}
+
+/// Which failed attempts are worth another one.
+#[derive(Clone, Copy)]
+enum Retry {
+    /// Notifications: connection errors, timeouts, 408, 429 and 5xx.
+    Notification,
+    /// Blocking hooks: connection errors, 429 and 5xx; not a timeout, since a client is
+    /// waiting.
+    Blocking,
+}
+
+impl Retry {
+    fn on_status(self, status: StatusCode) -> bool {
+        status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || (matches!(self, Self::Notification) && status == StatusCode::REQUEST_TIMEOUT)
+    }
+
+    fn on_timeout(self) -> bool {
+        matches!(self, Self::Notification)
+    }
+}
+
+/// Why a hook call gave up: the last attempt's problem.
+struct Undelivered {
+    problem: String,
+    attempts: u32,
 }
