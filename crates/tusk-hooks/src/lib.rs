@@ -15,13 +15,16 @@
 //! (a blocking hook said no) or "failed"; a notification dropped from a full queue is
 //! reported as "dropped".
 
+mod access_cache;
 mod payload;
+mod progress;
+mod pruned;
 mod settings;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -35,16 +38,11 @@ use tusk_core::{
     CreateChanges, HookEvent, HookRejection, Hooks, Observer, RequestInfo, UploadRecord,
 };
 
-pub use settings::HookSettings;
-
+use access_cache::AccessCache;
 use payload::Decision;
+use progress::ProgressLimiter;
 
-/// Notifications delivered concurrently at most.
-const MAX_IN_FLIGHT: usize = 8;
-/// Largest hook answer read; a longer one is a failed call.
-const MAX_ANSWER: usize = 64 * 1024;
-/// Maps (rate limit, access cache) are pruned of stale entries when they grow past this.
-const PRUNE_FLOOR: usize = 1024;
+pub use settings::HookSettings;
 
 /// Why [`HttpHooks::new`] refused its settings.
 #[derive(Debug, thiserror::Error)]
@@ -62,12 +60,8 @@ pub struct HttpHooks {
     events: HashSet<HookEvent>,
     sender: Arc<Sender>,
     queue: Arc<Queue>,
-    post_receive_interval: Duration,
-    /// Upload ID to when its last post-receive was queued.
-    last_progress: Mutex<Pruned<String, Instant>>,
-    access_cache_ttl: Duration,
-    /// Upload ID to (credentials to when the "ok" was cached).
-    access_cache: Mutex<Pruned<String, HashMap<String, Instant>>>,
+    progress: ProgressLimiter,
+    access_cache: AccessCache,
 }
 
 impl HttpHooks {
@@ -92,26 +86,8 @@ impl HttpHooks {
             parse_endpoint(endpoint)?
         };
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-        let sender = Arc::new(Sender {
-            client,
-            endpoint: uri,
-            timeout: settings.timeout,
-            retries: settings.retries,
-            backoff: settings.backoff,
-            observer,
-        });
-        let queue = Arc::new(Queue {
-            jobs: Mutex::new(VecDeque::new()),
-            capacity: settings.queue.max(1),
-            wake: Notify::new(),
-            closed: AtomicBool::new(false),
-        });
+        let sender = Arc::new(Sender::new(uri, &settings, observer.clone()));
+        let queue = Arc::new(Queue::new(settings.queue, observer));
         if events.iter().any(|e| !is_blocking(*e)) {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| HookError::NoRuntime)?;
@@ -121,10 +97,8 @@ impl HttpHooks {
             events,
             sender,
             queue,
-            post_receive_interval: settings.post_receive_interval,
-            last_progress: Mutex::new(Pruned::default()),
-            access_cache_ttl: settings.access_cache_ttl,
-            access_cache: Mutex::new(Pruned::default()),
+            progress: ProgressLimiter::new(settings.post_receive_interval),
+            access_cache: AccessCache::new(settings.access_cache_ttl),
         }))
     }
 
@@ -141,93 +115,11 @@ impl HttpHooks {
         let body = Bytes::from(payload::body(event, &key, upload, Some(request)));
         self.sender.call(event, &key, body).await
     }
-
-    /// Whether a post-receive for `id` may go now (and if so, the clock restarts).
-    fn progress_allowed(&self, id: &str) -> bool {
-        let interval = self.post_receive_interval;
-        if interval.is_zero() {
-            return true;
-        }
-        let now = Instant::now();
-        let mut last = self
-            .last_progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last
-            .map
-            .get(id)
-            .is_some_and(|t| now.duration_since(*t) < interval)
-        {
-            return false;
-        }
-        last.insert(id.to_string(), now, |t| now.duration_since(*t) < interval);
-        true
-    }
-
-    /// The cache key of a request's credentials: its Authorization and Cookie values.
-    fn credentials(request: &RequestInfo) -> String {
-        let values = |name: &str| {
-            request
-                .headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        format!("{}\0{}", values("authorization"), values("cookie"))
-    }
-
-    fn access_cached(&self, id: &str, credentials: &str) -> bool {
-        let cache = self
-            .access_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache
-            .map
-            .get(id)
-            .and_then(|m| m.get(credentials))
-            .is_some_and(|t| t.elapsed() < self.access_cache_ttl)
-    }
-
-    fn cache_access(&self, id: &str, credentials: String) {
-        let ttl = self.access_cache_ttl;
-        let now = Instant::now();
-        let mut cache = self
-            .access_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(entries) = cache.map.get_mut(id) {
-            entries.retain(|_, t| now.duration_since(*t) < ttl);
-            entries.insert(credentials, now);
-        } else {
-            let entries = HashMap::from([(credentials, now)]);
-            cache.insert(id.to_string(), entries, |m| {
-                m.values().any(|t| now.duration_since(*t) < ttl)
-            });
-        }
-    }
-
-    /// Forgets what is kept per upload once it is finished or gone.
-    fn forget(&self, id: &str) {
-        self.last_progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .map
-            .remove(id);
-        self.access_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .map
-            .remove(id);
-    }
 }
 
 impl Drop for HttpHooks {
     fn drop(&mut self) {
-        // The delivery task sends what is queued, then ends.
-        self.queue.closed.store(true, Ordering::Release);
-        self.queue.wake.notify_one();
+        self.queue.close();
     }
 }
 
@@ -253,15 +145,12 @@ impl Hooks for HttpHooks {
         if !self.events.contains(&HookEvent::PreAccess) {
             return Ok(());
         }
-        let cache = !self.access_cache_ttl.is_zero();
-        let credentials = Self::credentials(request);
-        if cache && self.access_cached(&upload.id, &credentials) {
+        let credentials = AccessCache::credentials(request);
+        if self.access_cache.allows(&upload.id, &credentials) {
             return Ok(());
         }
         self.blocking(HookEvent::PreAccess, upload, request).await?;
-        if cache {
-            self.cache_access(&upload.id, credentials);
-        }
+        self.access_cache.remember(&upload.id, credentials);
         Ok(())
     }
 
@@ -277,18 +166,18 @@ impl Hooks for HttpHooks {
 
     fn notify(&self, event: HookEvent, upload: &UploadRecord, request: Option<&RequestInfo>) {
         if matches!(event, HookEvent::PostFinish | HookEvent::PostTerminate) {
-            self.forget(&upload.id);
+            self.progress.forget(&upload.id);
+            self.access_cache.forget(&upload.id);
         }
         if is_blocking(event) || !self.events.contains(&event) {
             return;
         }
-        if event == HookEvent::PostReceive && !self.progress_allowed(&upload.id) {
+        if event == HookEvent::PostReceive && !self.progress.allow(&upload.id) {
             return;
         }
         let key = payload::idempotency_key(event, upload);
         let body = Bytes::from(payload::body(event, &key, upload, request));
-        self.queue
-            .push(Job { event, key, body }, &*self.sender.observer);
+        self.queue.push(Job { event, key, body });
     }
 }
 
@@ -324,54 +213,41 @@ fn parse_endpoint(endpoint: &str) -> Result<Uri, HookError> {
     Ok(uri)
 }
 
-/// A map that drops stale entries when it has grown, so per-upload state cannot pile up
-/// for uploads that never finish.
-struct Pruned<K, V> {
-    map: HashMap<K, V>,
-    next_prune: usize,
-}
-
-impl<K, V> Default for Pruned<K, V> {
-    fn default() -> Self {
-        Self {
-            map: HashMap::new(),
-            next_prune: PRUNE_FLOOR,
-        }
-    }
-}
-
-impl<K: std::hash::Hash + Eq, V> Pruned<K, V> {
-    fn insert(&mut self, key: K, value: V, live: impl Fn(&V) -> bool) {
-        self.map.insert(key, value);
-        if self.map.len() > self.next_prune {
-            self.map.retain(|_, v| live(v));
-            self.next_prune = (self.map.len() * 2).max(PRUNE_FLOOR);
-        }
-    }
-}
+/// Notifications delivered concurrently at most.
+const MAX_IN_FLIGHT: usize = 8;
 
 /// One queued notification, its body built when it was queued.
-struct Job {
-    event: HookEvent,
-    key: String,
-    body: Bytes,
+pub(crate) struct Job {
+    pub(crate) event: HookEvent,
+    pub(crate) key: String,
+    pub(crate) body: Bytes,
 }
 
-/// The bounded notification queue: full, it drops its oldest entry.
-struct Queue {
+/// The bounded notification queue: full, it drops its oldest entry (reported to the
+/// observer as "dropped") so that queueing never waits.
+pub(crate) struct Queue {
     jobs: Mutex<VecDeque<Job>>,
     capacity: usize,
     wake: Notify,
     closed: AtomicBool,
+    observer: Arc<dyn Observer>,
 }
 
 impl Queue {
-    fn push(&self, job: Job, observer: &dyn Observer) {
+    /// A queue of at most `capacity` jobs (at least one).
+    pub(crate) fn new(capacity: usize, observer: Arc<dyn Observer>) -> Self {
+        Self {
+            jobs: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            observer,
+        }
+    }
+
+    pub(crate) fn push(&self, job: Job) {
         let dropped = {
-            let mut jobs = self
-                .jobs
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
             let dropped = if jobs.len() >= self.capacity {
                 jobs.pop_front()
             } else {
@@ -382,22 +258,28 @@ impl Queue {
         };
         if let Some(old) = dropped {
             tracing::warn!(key = %old.key, "hook queue full, dropping the oldest notification");
-            observer.hook_call(old.event.name(), "dropped");
+            self.observer.hook_call(old.event.name(), "dropped");
         }
+        self.wake.notify_one();
+    }
+
+    /// Ends [`dispatch`] once what is queued has been sent.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
     fn pop(&self) -> Option<Job> {
         self.jobs
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .pop_front()
     }
 }
 
-/// Delivers queued notifications, up to [`MAX_IN_FLIGHT`] at once, until the hooks are
-/// dropped and the queue is empty.
-async fn dispatch(queue: Arc<Queue>, sender: Arc<Sender>) {
+/// Delivers queued notifications, up to [`MAX_IN_FLIGHT`] at once, until the queue is
+/// closed and empty.
+pub(crate) async fn dispatch(queue: Arc<Queue>, sender: Arc<Sender>) {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         let permit = permits
@@ -422,6 +304,9 @@ async fn dispatch(queue: Arc<Queue>, sender: Arc<Sender>) {
     }
 }
 
+/// Largest hook answer read; a longer one is a failed call.
+const MAX_ANSWER: usize = 64 * 1024;
+
 /// How one HTTP attempt ended.
 enum Attempt {
     Answered(StatusCode, Bytes),
@@ -430,7 +315,7 @@ enum Attempt {
 }
 
 /// The HTTP side: one attempt, and the retry loop both kinds of hooks go through.
-struct Sender {
+pub(crate) struct Sender {
     client: Client<HttpConnector, Full<Bytes>>,
     endpoint: Uri,
     timeout: Duration,
@@ -440,6 +325,24 @@ struct Sender {
 }
 
 impl Sender {
+    /// A sender POSTing to `endpoint` with the timeout and retries of `settings`.
+    pub(crate) fn new(endpoint: Uri, settings: &HookSettings, observer: Arc<dyn Observer>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(settings.timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Self {
+            client,
+            endpoint,
+            timeout: settings.timeout,
+            retries: settings.retries,
+            backoff: settings.backoff,
+            observer,
+        }
+    }
+
     async fn attempt(&self, key: &str, body: Bytes) -> Attempt {
         let request = Request::builder()
             .method(Method::POST)
@@ -523,7 +426,7 @@ impl Sender {
     }
 
     /// Delivers a notification, retried as [`Retry::Notification`] says.
-    async fn deliver(&self, job: Job) {
+    pub(crate) async fn deliver(&self, job: Job) {
         let event = job.event.name();
         match self
             .send(job.event, &job.key, job.body, Retry::Notification, |_| {
@@ -539,7 +442,7 @@ impl Sender {
     }
 
     /// Calls a blocking hook, retried as [`Retry::Blocking`] says; fails closed.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         event: HookEvent,
         key: &str,
