@@ -55,25 +55,15 @@ impl fmt::Display for TelemetryError {
 
 impl std::error::Error for TelemetryError {}
 
-/// Keeps trace export running; dropping it (or [`Telemetry::shutdown`]) flushes the spans
-/// not yet sent, waiting at most a few seconds for the collector.
+/// Keeps trace export running; dropping it flushes the spans not yet sent, waiting at most
+/// a few seconds for the collector.
 #[must_use = "dropping the guard stops trace export"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
-impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
-    /// Sends what is still buffered and stops export.
-    pub fn shutdown(mut self) {
-        self.flush_and_stop();
-    }
-
-    fn flush_and_stop(&mut self) {
+impl Drop for Telemetry {
+    fn drop(&mut self) {
         let Some(provider) = self.provider.take() else {
             return;
         };
@@ -94,12 +84,6 @@ impl Telemetry {
             Ok(Err(error)) => eprintln!("flushing traces failed: {error}"),
             Err(_) => eprintln!("flushing traces timed out after {FLUSH_TIMEOUT:?}"),
         }
-    }
-}
-
-impl Drop for Telemetry {
-    fn drop(&mut self) {
-        self.flush_and_stop();
     }
 }
 

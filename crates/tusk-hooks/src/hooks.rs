@@ -1,0 +1,185 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Uri;
+use tusk_core::{
+    CreateChanges, HookEvent, HookRejection, Hooks, Observer, RequestInfo, UploadRecord,
+};
+
+use crate::access_cache::AccessCache;
+use crate::payload;
+use crate::progress::ProgressLimiter;
+use crate::queue::{self, Job, Queue};
+use crate::sender::Sender;
+use crate::settings::{self, HookSettings};
+
+/// Why [`HttpHooks::new`] refused its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("hook endpoint {endpoint:?} is not a usable URL: {reason}")]
+    InvalidEndpoint { endpoint: String, reason: String },
+    #[error("unknown hook event {0:?} (known: pre-create, post-create, post-receive, pre-finish, post-finish, post-terminate, pre-access)")]
+    UnknownEvent(String),
+    #[error("hooks are enabled but no tokio runtime is running to deliver them")]
+    NoRuntime,
+}
+
+/// Hooks POSTed as JSON to one HTTP endpoint. See the crate documentation.
+pub struct HttpHooks {
+    events: HashSet<HookEvent>,
+    sender: Arc<Sender>,
+    queue: Arc<Queue>,
+    progress: ProgressLimiter,
+    access_cache: AccessCache,
+}
+
+impl HttpHooks {
+    /// Checks `settings` and, unless hooks are disabled (empty endpoint or no events),
+    /// spawns the task that delivers notifications: it must then be called inside a tokio
+    /// runtime, which the task lives on ([`HookError::NoRuntime`] otherwise).
+    pub fn new(
+        settings: HookSettings,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Arc<Self>, HookError> {
+        let endpoint = settings.endpoint.trim();
+        let mut events = HashSet::new();
+        for name in &settings.events {
+            let event = settings::event_by_name(name)
+                .ok_or_else(|| HookError::UnknownEvent(name.clone()))?;
+            events.insert(event);
+        }
+        let uri = if endpoint.is_empty() {
+            events.clear();
+            Uri::default()
+        } else {
+            parse_endpoint(endpoint)?
+        };
+
+        let sender = Arc::new(Sender::new(uri, &settings, observer.clone()));
+        let queue = Arc::new(Queue::new(settings.queue, observer));
+        if events.iter().any(|e| !is_blocking(*e)) {
+            let runtime =
+                tokio::runtime::Handle::try_current().map_err(|_| HookError::NoRuntime)?;
+            runtime.spawn(queue::dispatch(queue.clone(), sender.clone()));
+        }
+        Ok(Arc::new(Self {
+            events,
+            sender,
+            queue,
+            progress: ProgressLimiter::new(settings.post_receive_interval),
+            access_cache: AccessCache::new(settings.access_cache_ttl),
+        }))
+    }
+
+    async fn blocking(
+        &self,
+        event: HookEvent,
+        upload: &UploadRecord,
+        request: &RequestInfo,
+    ) -> Result<CreateChanges, HookRejection> {
+        if !self.events.contains(&event) {
+            return Ok(CreateChanges::default());
+        }
+        let key = payload::idempotency_key(event, upload);
+        let body = Bytes::from(payload::body(event, &key, upload, Some(request)));
+        self.sender.call(event, &key, body).await
+    }
+}
+
+impl Drop for HttpHooks {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+#[async_trait]
+impl Hooks for HttpHooks {
+    fn enabled(&self, event: HookEvent) -> bool {
+        self.events.contains(&event)
+    }
+
+    async fn pre_create(
+        &self,
+        upload: &UploadRecord,
+        request: &RequestInfo,
+    ) -> Result<CreateChanges, HookRejection> {
+        self.blocking(HookEvent::PreCreate, upload, request).await
+    }
+
+    async fn pre_access(
+        &self,
+        upload: &UploadRecord,
+        request: &RequestInfo,
+    ) -> Result<(), HookRejection> {
+        if !self.events.contains(&HookEvent::PreAccess) {
+            return Ok(());
+        }
+        let credentials = AccessCache::credentials(request);
+        if self.access_cache.allows(&upload.id, &credentials) {
+            return Ok(());
+        }
+        self.blocking(HookEvent::PreAccess, upload, request).await?;
+        self.access_cache.remember(&upload.id, credentials);
+        Ok(())
+    }
+
+    async fn pre_finish(
+        &self,
+        upload: &UploadRecord,
+        request: &RequestInfo,
+    ) -> Result<(), HookRejection> {
+        self.blocking(HookEvent::PreFinish, upload, request)
+            .await
+            .map(|_| ())
+    }
+
+    fn notify(&self, event: HookEvent, upload: &UploadRecord, request: Option<&RequestInfo>) {
+        if matches!(event, HookEvent::PostFinish | HookEvent::PostTerminate) {
+            self.progress.forget(&upload.id);
+            self.access_cache.forget(&upload.id);
+        }
+        if is_blocking(event) || !self.events.contains(&event) {
+            return;
+        }
+        if event == HookEvent::PostReceive && !self.progress.allow(&upload.id) {
+            return;
+        }
+        let key = payload::idempotency_key(event, upload);
+        let body = Bytes::from(payload::body(event, &key, upload, request));
+        self.queue.push(Job { event, key, body });
+    }
+}
+
+fn is_blocking(event: HookEvent) -> bool {
+    matches!(
+        event,
+        HookEvent::PreCreate | HookEvent::PreAccess | HookEvent::PreFinish
+    )
+}
+
+fn parse_endpoint(endpoint: &str) -> Result<Uri, HookError> {
+    let invalid = |reason: String| HookError::InvalidEndpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let uri: Uri = endpoint.parse().map_err(|e| invalid(format!("{e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(invalid(format!(
+                "scheme {other:?} is not supported, use http"
+            )))
+        }
+        None => {
+            return Err(invalid(
+                "no scheme, expected http://host[:port]/path".into(),
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid("no host".into()));
+    }
+    Ok(uri)
+}
