@@ -16,6 +16,8 @@ use crate::{
 
 #[derive(Default)]
 struct State {
+    /// Commits are applied but answered as a timeout (a reply lost on the way back).
+    lose_commit_replies: bool,
     records: HashMap<String, UploadRecord>,
     /// The current holder's token per upload.
     holders: HashMap<String, u64>,
@@ -43,6 +45,12 @@ impl MemoryCoordinator {
     /// and the next `acquire` succeeds.
     pub fn expire(&self, id: &str) {
         lock(&self.state).holders.remove(id);
+    }
+
+    /// From now on, every commit is applied but its answer is lost: the committer sees
+    /// [`CoordError::Unavailable`] and cannot tell whether it happened.
+    pub fn lose_commit_replies(&self, lose: bool) {
+        lock(&self.state).lose_commit_replies = lose;
     }
 }
 
@@ -105,6 +113,11 @@ impl HeldLease for MemoryLease {
                 });
             }
             record.apply_commit(commit);
+            if state.lose_commit_replies {
+                return Err(CoordError::Unavailable(
+                    "the commit's answer was lost".into(),
+                ));
+            }
             Ok(())
         });
         if release {

@@ -40,6 +40,7 @@ pub async fn storage_contract(fixture: &dyn StorageFixture) {
     termination_removes_everything(fixture).await;
     a_zombie_write_never_changes_committed_bytes(fixture).await;
     removal_under_a_lost_lease_removes_nothing(fixture).await;
+    a_commit_whose_answer_was_lost_keeps_its_bytes(fixture).await;
     concatenation_joins_partials(fixture).await;
 }
 
@@ -307,6 +308,41 @@ pub async fn removal_under_a_lost_lease_removes_nothing(fixture: &dyn StorageFix
     assert!(
         read(&s.engine, &id, 0..data.len() as u64).await == data,
         "removal_under_a_lost_lease_removes_nothing"
+    );
+}
+
+pub async fn a_commit_whose_answer_was_lost_keeps_its_bytes(fixture: &dyn StorageFixture) {
+    let s = setup(fixture).await;
+    let data = payload(600_000, 9);
+    let id = create(&s.engine, Some(data.len() as u64)).await;
+    patch(&s.engine, &id, 0, &data[..10_000]).await;
+    // The coordinator applies the next commits but their answers are lost (a timeout): the
+    // writer cannot know they happened, so it must not remove what they name.
+    s.coordinator.lose_commit_replies(true);
+    for range in [10_000..20_000, 20_000..600_000] {
+        let answer = s
+            .engine
+            .patch(
+                &id,
+                patch_at(range.start as u64),
+                body(&data[range.clone()]),
+            )
+            .await;
+        assert!(
+            matches!(answer, Err(Error::Coordinator(CoordError::Unavailable(_)))),
+            "a_commit_whose_answer_was_lost_keeps_its_bytes: {answer:?}"
+        );
+        // The client retries after HEAD, which shows the commit happened.
+        let view = s.engine.view(&id).await.expect("view");
+        assert_eq!(view.record.offset, range.end as u64);
+        s.coordinator.expire(&id);
+    }
+    s.coordinator.lose_commit_replies(false);
+    // Whatever tidying the lost answers left undone is the sweepers' to do.
+    s.engine.sweep_leftovers().await.expect("sweep");
+    assert!(
+        read(&s.engine, &id, 0..data.len() as u64).await == data,
+        "a_commit_whose_answer_was_lost_keeps_its_bytes"
     );
 }
 
