@@ -144,11 +144,17 @@ impl Lease {
                 .unwrap_or(Err(CoordError::LeaseLost)),
             None => self.held.renew().await,
         };
-        renewed?;
-        if let Some(ttl) = self.held.ttl() {
-            *self.lock_deadline() = Some(sent + ttl);
+        match renewed {
+            Ok(()) => {
+                if let Some(ttl) = self.held.ttl() {
+                    *self.lock_deadline() = Some(sent + ttl);
+                }
+                Ok(())
+            }
+            // Unproven past its deadline, the lease may be another writer's by now.
+            Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => Err(CoordError::LeaseLost),
+            Err(error) => Err(error),
         }
-        Ok(())
     }
 
     /// Runs `work` while renewing the lease every `interval`. If the lease is lost, or
@@ -177,9 +183,6 @@ impl Lease {
                 Ok(()) => {}
                 Err(CoordError::LeaseLost) => return CoordError::LeaseLost,
                 Err(error) => {
-                    if self.deadline().is_some_and(|d| Instant::now() >= d) {
-                        return CoordError::LeaseLost;
-                    }
                     tracing::warn!(upload_id = %self.upload_id(), %error, "renewing a lease failed; retrying");
                 }
             }
@@ -244,5 +247,133 @@ impl Lease {
             held: wrap(self.held),
             ..self
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A lease whose coordinator can be made unreachable or say the lease is gone.
+    struct Remote {
+        ttl: Duration,
+        reachable: Arc<AtomicBool>,
+        current: Arc<AtomicBool>,
+        renewals: Arc<AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl HeldLease for Remote {
+        fn token(&self) -> u64 {
+            7
+        }
+        fn ttl(&self) -> Option<Duration> {
+            Some(self.ttl)
+        }
+        async fn renew(&self) -> Result<(), CoordError> {
+            self.renewals.fetch_add(1, Ordering::SeqCst);
+            if !self.reachable.load(Ordering::SeqCst) {
+                return Err(CoordError::Unavailable("unreachable".into()));
+            }
+            if !self.current.load(Ordering::SeqCst) {
+                return Err(CoordError::LeaseLost);
+            }
+            Ok(())
+        }
+        async fn reserve(&self) -> Result<WriteTarget, CoordError> {
+            Err(CoordError::LeaseLost)
+        }
+        async fn commit(&self, _: &Commit, _: bool) -> Result<(), CoordError> {
+            Err(CoordError::LeaseLost)
+        }
+        async fn mark_gone(&self, _: u64) -> Result<(), CoordError> {
+            Err(CoordError::LeaseLost)
+        }
+        async fn purge(&self) -> Result<(), CoordError> {
+            Err(CoordError::LeaseLost)
+        }
+        async fn release(&self) -> Result<(), CoordError> {
+            Ok(())
+        }
+    }
+
+    struct Switches {
+        reachable: Arc<AtomicBool>,
+        current: Arc<AtomicBool>,
+        renewals: Arc<AtomicUsize>,
+    }
+
+    fn lease(ttl: Duration) -> (Lease, Switches) {
+        let switches = Switches {
+            reachable: Arc::new(AtomicBool::new(true)),
+            current: Arc::new(AtomicBool::new(true)),
+            renewals: Arc::new(AtomicUsize::new(0)),
+        };
+        let held = Remote {
+            ttl,
+            reachable: switches.reachable.clone(),
+            current: switches.current.clone(),
+            renewals: switches.renewals.clone(),
+        };
+        let record = crate::UploadRecord {
+            id: "lease-test-id-000000000".into(),
+            offset: 0,
+            length: None,
+            metadata: None,
+            concat: None,
+            created_at: 0,
+            expires_at: None,
+            state: crate::UploadState::Active,
+            segments: Vec::new(),
+            session: None,
+        };
+        let (_ask, release) = ReleaseRequest::channel();
+        let lease = Lease::grant(Box::new(held), record, release, false, Instant::now());
+        (lease, switches)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_outlasting_the_ttl_goes_on_while_renewals_succeed() {
+        let (lease, switches) = lease(Duration::from_secs(3));
+        let work = tokio::time::sleep(Duration::from_secs(30));
+        let held = lease.hold_while(Duration::from_secs(5), work).await;
+        assert!(held.is_ok());
+        // Renewed at a third of the TTL, not at the longer interval asked for.
+        assert!(switches.renewals.load(Ordering::SeqCst) >= 9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_that_cannot_renew_stops_when_its_lease_would_expire() {
+        let (lease, switches) = lease(Duration::from_secs(3));
+        switches.reachable.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        let work = tokio::time::sleep(Duration::from_secs(60));
+        let held = lease.hold_while(Duration::from_secs(1), work).await;
+        assert!(matches!(held, Err(CoordError::LeaseLost)), "{held:?}");
+        let stopped = started.elapsed();
+        assert!(
+            stopped >= Duration::from_secs(3) && stopped <= Duration::from_secs(4),
+            "stopped after {stopped:?}, the TTL is 3 s"
+        );
+        // And confirming afterwards is refused at once, without waiting on the coordinator.
+        assert!(matches!(lease.confirm().await, Err(CoordError::LeaseLost)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_taken_over_stops_the_work_at_the_next_renewal() {
+        let (lease, switches) = lease(Duration::from_secs(3));
+        switches.current.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        let held = lease
+            .hold_while(
+                Duration::from_secs(1),
+                tokio::time::sleep(Duration::from_secs(60)),
+            )
+            .await;
+        assert!(matches!(held, Err(CoordError::LeaseLost)));
+        assert!(started.elapsed() <= Duration::from_secs(1));
     }
 }
