@@ -38,6 +38,9 @@ pub enum Error {
     /// A blocking hook said no; its status and body go to the client as they are.
     #[error("{}", .0.body)]
     HookRejected(crate::HookRejection),
+    /// A blocking hook could not be asked; the request is refused (fail closed).
+    #[error("a hook that must approve this request cannot be reached")]
+    HookUnavailable,
     /// A hook answered something the engine cannot use (a bad ID or metadata).
     #[error("hook answer unusable: {0}")]
     HookAnswer(&'static str),
@@ -66,6 +69,15 @@ impl From<CoordError> for Error {
                 got: expected,
             },
             other => Error::Coordinator(other),
+        }
+    }
+}
+
+impl From<crate::HookRefusal> for Error {
+    fn from(refusal: crate::HookRefusal) -> Self {
+        match refusal {
+            crate::HookRefusal::Rejected(rejection) => Error::HookRejected(rejection),
+            crate::HookRefusal::Unavailable => Error::HookUnavailable,
         }
     }
 }

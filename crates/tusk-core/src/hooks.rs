@@ -55,6 +55,16 @@ pub struct HookRejection {
     pub body: String,
 }
 
+/// Why a blocking hook did not let a request through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookRefusal {
+    /// The hook said no; its status and body go to the client as they are.
+    Rejected(HookRejection),
+    /// The hook could not be asked (unreachable, failing, an answer that cannot be used):
+    /// the request is refused, since a hook that guards access must fail closed.
+    Unavailable,
+}
+
 /// What a pre-create hook may change about the upload about to be created.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateChanges {
@@ -75,14 +85,14 @@ pub trait Hooks: Send + Sync + 'static {
         &self,
         upload: &UploadRecord,
         request: &RequestInfo,
-    ) -> Result<CreateChanges, HookRejection>;
+    ) -> Result<CreateChanges, HookRefusal>;
 
     /// Before HEAD, PATCH, GET or DELETE touches an existing upload.
     async fn pre_access(
         &self,
         upload: &UploadRecord,
         request: &RequestInfo,
-    ) -> Result<(), HookRejection>;
+    ) -> Result<(), HookRefusal>;
 
     /// Before the answer to the request that made an upload complete (its bytes are
     /// committed already; a rejection only changes the answer).
@@ -90,7 +100,7 @@ pub trait Hooks: Send + Sync + 'static {
         &self,
         upload: &UploadRecord,
         request: &RequestInfo,
-    ) -> Result<(), HookRejection>;
+    ) -> Result<(), HookRefusal>;
 
     /// A notify event (post-*): queued for delivery, never awaited by the request.
     fn notify(&self, event: HookEvent, upload: &UploadRecord, request: Option<&RequestInfo>);
@@ -108,21 +118,21 @@ impl Hooks for NoHooks {
         &self,
         _upload: &UploadRecord,
         _request: &RequestInfo,
-    ) -> Result<CreateChanges, HookRejection> {
+    ) -> Result<CreateChanges, HookRefusal> {
         Ok(CreateChanges::default())
     }
     async fn pre_access(
         &self,
         _upload: &UploadRecord,
         _request: &RequestInfo,
-    ) -> Result<(), HookRejection> {
+    ) -> Result<(), HookRefusal> {
         Ok(())
     }
     async fn pre_finish(
         &self,
         _upload: &UploadRecord,
         _request: &RequestInfo,
-    ) -> Result<(), HookRejection> {
+    ) -> Result<(), HookRefusal> {
         Ok(())
     }
     fn notify(&self, _event: HookEvent, _upload: &UploadRecord, _request: Option<&RequestInfo>) {}

@@ -28,7 +28,9 @@ pub use checksum::Hasher;
 pub use coordinator::{Commit, CoordError, Coordinator, Leadership};
 pub use engine::{CreateUpload, Engine, EngineConfig, PatchRequest, SweepReport, UploadView};
 pub use error::Error;
-pub use hooks::{CreateChanges, HookEvent, HookRejection, Hooks, NoHooks, RequestInfo};
+pub use hooks::{
+    CreateChanges, HookEvent, HookRefusal, HookRejection, Hooks, NoHooks, RequestInfo,
+};
 pub use lease::{HeldLease, Lease, ReleaseRequest};
 pub use observer::{NoObserver, Observer};
 pub use record::{unix_now, ConcatKind, Segment, UploadRecord, UploadState, WriteTarget};

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::Uri;
 use tusk_core::{
-    CreateChanges, HookEvent, HookRejection, Hooks, Observer, RequestInfo, UploadRecord,
+    CreateChanges, HookEvent, HookRefusal, Hooks, Observer, RequestInfo, UploadRecord,
 };
 
 use crate::access_cache::AccessCache;
@@ -78,7 +78,7 @@ impl HttpHooks {
         event: HookEvent,
         upload: &UploadRecord,
         request: &RequestInfo,
-    ) -> Result<CreateChanges, HookRejection> {
+    ) -> Result<CreateChanges, HookRefusal> {
         if !self.events.contains(&event) {
             return Ok(CreateChanges::default());
         }
@@ -104,7 +104,7 @@ impl Hooks for HttpHooks {
         &self,
         upload: &UploadRecord,
         request: &RequestInfo,
-    ) -> Result<CreateChanges, HookRejection> {
+    ) -> Result<CreateChanges, HookRefusal> {
         self.blocking(HookEvent::PreCreate, upload, request).await
     }
 
@@ -112,7 +112,7 @@ impl Hooks for HttpHooks {
         &self,
         upload: &UploadRecord,
         request: &RequestInfo,
-    ) -> Result<(), HookRejection> {
+    ) -> Result<(), HookRefusal> {
         if !self.events.contains(&HookEvent::PreAccess) {
             return Ok(());
         }
@@ -129,7 +129,7 @@ impl Hooks for HttpHooks {
         &self,
         upload: &UploadRecord,
         request: &RequestInfo,
-    ) -> Result<(), HookRejection> {
+    ) -> Result<(), HookRefusal> {
         self.blocking(HookEvent::PreFinish, upload, request)
             .await
             .map(|_| ())

@@ -4,8 +4,8 @@
 //! - Blocking hooks (pre-create, pre-access, pre-finish) wait for the answer: a 2xx with an
 //!   empty body allows, `{"reject": true, "status": 403, "body": "..."}` rejects, and on
 //!   pre-create `{"change": {"id": "...", "metadata": {"k": "v"}}}` changes the upload. They
-//!   fail closed: an endpoint that cannot be reached or answers badly gives 503
-//!   "hook unavailable".
+//!   fail closed: an endpoint that cannot be reached or answers badly refuses the request
+//!   ([`tusk_core::HookRefusal::Unavailable`], 503 with Retry-After in tusk-http's table).
 //! - Notify hooks (post-*) are queued and delivered by a background task, with retries
 //!   and an idempotency key (`<upload id>:<event>:<offset>`), at least once while the
 //!   process lives. [`Hooks::notify`] never waits, so a hook server that is down or slow

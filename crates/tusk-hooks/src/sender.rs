@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tusk_core::{CreateChanges, HookEvent, HookRejection, Observer};
+use tusk_core::{CreateChanges, HookEvent, HookRefusal, Observer};
 
 use crate::payload::{self, Decision};
 use crate::queue::Job;
@@ -156,7 +156,7 @@ impl Sender {
         event: HookEvent,
         key: &str,
         body: Bytes,
-    ) -> Result<CreateChanges, HookRejection> {
+    ) -> Result<CreateChanges, HookRefusal> {
         let name = event.name();
         match self
             .send(event, key, body, Retry::Blocking, payload::parse_answer)
@@ -174,14 +174,11 @@ impl Sender {
                     status = rejection.status,
                     "hook rejected the request"
                 );
-                Err(rejection)
+                Err(HookRefusal::Rejected(rejection))
             }
             Err(Undelivered { problem, attempts }) => {
                 tracing::warn!(event = name, key, %problem, attempts, "hook unavailable, refusing the request");
-                Err(HookRejection {
-                    status: 503,
-                    body: "hook unavailable".to_string(),
-                })
+                Err(HookRefusal::Unavailable)
             }
         }
     }

@@ -72,6 +72,7 @@ pub(crate) fn kind_of(error: &Error) -> &'static str {
         Error::Storage(_) => "storage",
         Error::HookRejected(_) => "hook_rejected",
         Error::HookAnswer(_) => "hook_failed",
+        Error::HookUnavailable => "hook_unavailable",
         Error::IdTaken => "conflict",
         Error::NotFinished => "not_finished",
         Error::Coordinator(_) | Error::TaskFailed(_) => "internal",
@@ -115,9 +116,9 @@ fn status_of(error: &ApiError) -> StatusCode {
         | Error::LengthAlreadySet(_)
         | Error::LengthRequired
         | Error::IncompleteChecksummedBody => S::BAD_REQUEST,
-        Error::ShuttingDown | Error::Coordinator(CoordError::Unavailable(_)) => {
-            S::SERVICE_UNAVAILABLE
-        }
+        Error::ShuttingDown
+        | Error::HookUnavailable
+        | Error::Coordinator(CoordError::Unavailable(_)) => S::SERVICE_UNAVAILABLE,
         // Clients retry 5xx: a backend failure leaves the upload resumable.
         Error::Storage(_) | Error::Coordinator(_) | Error::TaskFailed(_) => {
             S::INTERNAL_SERVER_ERROR
@@ -164,7 +165,9 @@ impl IntoResponse for ApiError {
                     HeaderValue::from(retry_after.as_secs().max(1)),
                 );
             }
-            Error::ShuttingDown | Error::Coordinator(CoordError::Unavailable(_)) => {
+            Error::ShuttingDown
+            | Error::HookUnavailable
+            | Error::Coordinator(CoordError::Unavailable(_)) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
@@ -258,5 +261,26 @@ mod tests {
             headers.get("tus-version"),
             Some(&HeaderValue::from_static("1.0.0"))
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_hook_is_the_tables_503_with_retry_after() {
+        let (status, headers, text) = answer(Error::HookUnavailable).await;
+        assert_eq!(
+            (status.as_u16(), text.as_str()),
+            (503, "service unavailable, retry later\n")
+        );
+        assert_eq!(
+            headers.get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("1"))
+        );
+        assert_eq!(kind_of(&Error::HookUnavailable), "hook_unavailable");
+        // A hook's own answer keeps its status and words.
+        let rejection = tusk_core::HookRejection {
+            status: 401,
+            body: "who are you".into(),
+        };
+        let (status, _, text) = answer(Error::HookRejected(rejection)).await;
+        assert_eq!((status.as_u16(), text.as_str()), (401, "who are you\n"));
     }
 }

@@ -154,7 +154,7 @@ impl Engine {
         self.hooks
             .pre_access(&record, request)
             .await
-            .map_err(Error::HookRejected)
+            .map_err(Error::from)
     }
 
     pub fn observer(&self) -> &Arc<dyn Observer> {
@@ -256,7 +256,7 @@ impl Engine {
                 .hooks
                 .pre_create(&record, &request.request)
                 .await
-                .map_err(Error::HookRejected)?;
+                .map_err(Error::from)?;
             if let Some(id) = changes.id {
                 if !tusk_protocol::is_valid_upload_id(&id) {
                     return Err(Error::HookAnswer("pre-create chose an invalid upload ID"));

@@ -105,7 +105,7 @@ impl Engine {
             self.hooks
                 .pre_finish(&record, info)
                 .await
-                .map_err(Error::HookRejected)?;
+                .map_err(Error::from)?;
         }
         // Only the commit that completed the upload gets here: one post-finish per upload,
         // whichever node made it.
