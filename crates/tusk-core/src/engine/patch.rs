@@ -113,39 +113,17 @@ impl Engine {
         Ok(record)
     }
 
-    /// The last step of a PATCH: commit and let go of the lease. Most PATCHes do both in
-    /// one step (one round trip for remote coordinators); a PATCH that leaves storage to
-    /// tidy (folded segments, or the uncommitted targets of a finished upload) keeps the
-    /// lease for that, off the request's path, so every removal happens under the lease.
-    async fn commit(
-        &self,
-        mut lease: Lease,
-        pending: PendingCommit,
-    ) -> Result<UploadRecord, Error> {
+    /// The last step of a PATCH: commit and let go of the lease in one step (one round trip
+    /// for remote coordinators). A commit that fails removes nothing: the lease is gone,
+    /// and after an ambiguous failure (a timeout) the segments may even be committed; what
+    /// a refused commit left behind goes with the tidying of a later commit or the sweeper.
+    async fn commit(&self, lease: Lease, pending: PendingCommit) -> Result<UploadRecord, Error> {
         let PendingCommit {
             commit,
             folded,
             rewritten,
         } = pending;
-        let finishing = lease.record().length == Some(lease.record().offset + commit.added)
-            || commit.declare_length == Some(lease.record().offset + commit.added);
-        let tidy = finishing || !folded.is_empty();
-        let (record, kept) = if tidy {
-            match lease.commit(&commit).await {
-                Ok(()) => (lease.record().clone(), Some(lease)),
-                Err(e) => {
-                    // Only a refusal proves the commit did not happen: after an ambiguous
-                    // failure (a timeout) the segments may be committed, so they stay.
-                    if e.is_refusal() {
-                        self.discard(&lease, &Stored::of(&commit)).await;
-                    }
-                    self.release(lease).await;
-                    return Err(e.into());
-                }
-            }
-        } else {
-            (lease.commit_and_release(&commit).await?, None)
-        };
+        let record = lease.commit_and_release(&commit).await?;
         self.observer.bytes_committed(commit.added);
         if rewritten > 0 {
             self.observer
@@ -155,20 +133,29 @@ impl Engine {
             self.observer.upload_finished();
             self.finish_in_storage(&record).await;
         }
-        if let Some(lease) = kept {
-            self.tidy_later(lease, folded);
+        if record.is_finished() || !folded.is_empty() {
+            self.tidy_later(&record.id, folded);
         }
         Ok(record)
     }
 
-    /// After a commit: forgets the segments it folded and, once the upload is finished, the
-    /// targets that never committed; then lets go of the lease. A crash leaves them to the
-    /// leftovers sweep.
-    fn tidy_later(&self, lease: Lease, folded: Vec<Segment>) {
+    /// After a commit, off the request's path and under a lease of its own: forgets the
+    /// segments the commit folded and, once the upload is finished, the targets that never
+    /// committed. A writer that takes the upload first wins; what is left then (or after a
+    /// crash) goes with a later tidying or the leftovers sweep.
+    fn tidy_later(&self, id: &str, folded: Vec<Segment>) {
         let storage = self.storage.clone();
-        let coordinator_interval = self.config.lease_renew_interval;
+        let coord = self.coord.clone();
+        let renew_every = self.config.lease_renew_interval;
+        let id = id.to_string();
         tokio::spawn(async move {
-            let id = lease.upload_id().to_string();
+            let lease = match coord.acquire(&id, Duration::ZERO).await {
+                Ok(lease) => lease,
+                Err(error) => {
+                    tracing::debug!(upload_id = %id, %error, "not tidying storage now");
+                    return;
+                }
+            };
             let work = async {
                 if !folded.is_empty() {
                     if let Err(error) = storage.discard(&lease, &Stored::folded(folded)).await {
@@ -187,7 +174,7 @@ impl Engine {
                     }
                 }
             };
-            if lease.hold_while(coordinator_interval, work).await.is_err() {
+            if lease.hold_while(renew_every, work).await.is_err() {
                 tracing::warn!(upload_id = %id, "lease lost while tidying storage; the sweeper finishes it");
             }
             super::release_logged(lease).await;
