@@ -1,8 +1,9 @@
 //! Starts real `tusk` processes for the end-to-end tests.
 //!
-//! A [`Backend`] says how a node is configured (which storage, which coordinator); everything
-//! else — spawning, waiting for the listening line, kill -9, restart on the same port — is
-//! shared, so a new backend pair runs every existing test by adding one `Backend` value.
+//! A [`TestServer`] is one node: spawning, waiting for the listening line, kill -9, restart on
+//! the same port. How a node is configured (which storage, which coordinator) comes from the
+//! halves of a [`Pair`](crate::deploy::Pair); a [`Deployment`] is whatever the conformance
+//! suite runs against.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -14,26 +15,21 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// How one node of a backend pair is configured.
+pub use crate::deploy::FsEmbedded;
+
+/// How one node of a backend pair that needs no service is configured (a [`Pair`] of
+/// [`NodeLocal`] halves): what [`TestServer::start`] and restarts need.
+///
+/// [`Pair`]: crate::deploy::Pair
+/// [`NodeLocal`]: crate::deploy::NodeLocal
 pub trait Backend: Send + Sync {
     /// Short name used in test output, e.g. `fs+embedded`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> String;
     /// Extra command-line arguments for a node whose private scratch directory is `dir`.
     fn node_args(&self, dir: &Path) -> Vec<String>;
-}
-
-/// Local disk for bytes, the embedded coordinator for records and leases.
-pub struct FsEmbedded;
-
-impl Backend for FsEmbedded {
-    fn name(&self) -> &'static str {
-        "fs+embedded"
-    }
-    fn node_args(&self, dir: &Path) -> Vec<String> {
-        vec![
-            "--upload-dir".into(),
-            dir.join("data").display().to_string(),
-        ]
+    /// Environment variables for a node whose private scratch directory is `dir`.
+    fn node_env(&self, _dir: &Path) -> Vec<(String, String)> {
+        Vec::new()
     }
 }
 
@@ -59,8 +55,9 @@ pub fn tusk_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Anything the conformance suite can run against: a single node of a [`Backend`], or a
-/// cluster of nodes behind a load balancer ([`crate::cluster`]).
+/// Anything the conformance suite can run against: a single node of a
+/// [`Pair`](crate::deploy::Pair), or a cluster of nodes behind a load balancer
+/// ([`crate::cluster`]).
 pub trait Deployment: Send + Sync {
     /// Short name used in test output, e.g. `fs+embedded` or `fs+redis x3 behind nginx`.
     fn name(&self) -> String;
@@ -89,18 +86,6 @@ pub trait Running: Send {
     }
     /// Keeps the scratch directories after the test, for debugging; returns them.
     fn keep_dirs(&mut self) -> Vec<PathBuf>;
-}
-
-impl<B: Backend> Deployment for B {
-    fn name(&self) -> String {
-        Backend::name(self).to_string()
-    }
-    fn start<'a>(&'a self, extra_args: &'a [&'a str]) -> BoxFuture<'a, Result<Box<dyn Running>>> {
-        Box::pin(async move {
-            let server = TestServer::start(self, extra_args).await?;
-            Ok(Box::new(server) as Box<dyn Running>)
-        })
-    }
 }
 
 impl Running for TestServer {
@@ -154,7 +139,7 @@ impl TestServer {
         let mut server = TestServer {
             child: None,
             args,
-            env: Vec::new(),
+            env: backend.node_env(&dir),
             label: String::new(),
             dir,
             _tempdir: Some(tempdir),

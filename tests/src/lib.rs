@@ -1,10 +1,15 @@
-//! Shared code of Tusk's end-to-end tests: the process harness, the conformance suite, the
-//! cluster and S3 services, and the fault scenarios.
+//! Shared code of Tusk's end-to-end tests: the process harness, deployments made of a storage
+//! half and a coordinator half, the conformance suite, the cluster and its services (Redis,
+//! S3 on moto, load balancers), and the fault scenarios.
 
+pub mod balancer;
 pub mod cluster;
 pub mod conformance;
+pub mod deploy;
 pub mod faultproxy;
 pub mod faults;
 pub mod harness;
+pub mod process;
 pub mod rawpatch;
+pub mod redis;
 pub mod s3;

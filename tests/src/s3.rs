@@ -1,7 +1,7 @@
 //! S3 for the end-to-end tests: a real S3-compatible server on loopback (moto's server,
-//! pinned to 5.1.x), a client that looks into its bucket ([`S3Inspector`]), and the
-//! [`S3Redis`] cluster backend (nodes storing bytes in one bucket, records and leases in
-//! Redis).
+//! pinned to 5.1.x), a client that looks into its bucket ([`S3Inspector`]), the
+//! [`S3Storage`] half (nodes storing bytes in one bucket), and [`S3Redis`], the name the
+//! cluster tests give it with Redis.
 //!
 //! moto must be installed: `pip install 'moto[server]==5.1.22'` (tests/run.sh does this). A
 //! missing or other moto fails the test with that command; nothing is skipped. The server
@@ -27,10 +27,11 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use sha2::Digest as _;
 use tokio::process::{Child, Command};
 
-use crate::cluster::{
-    free_port, tail, unique_name, wait_listening, ClusterBackend, RedisServer, Shared,
-};
+use crate::cluster::ClusterBackend;
+use crate::deploy::{Pair, Shared, SharedByNodes, StorageHalf};
 use crate::harness::BoxFuture;
+use crate::process::{free_port, tail, unique_name, wait_listening};
+use crate::redis::Redis;
 
 /// The moto release the S3 tests run against (5.2.x is known not to work).
 pub const MOTO_VERSION: &str = "5.1.22";
@@ -591,7 +592,7 @@ impl S3Inspector {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cluster backend
+// The storage half
 
 /// The bucket a cluster's nodes share, on the moto server started for it.
 pub struct S3Bucket {
@@ -645,13 +646,13 @@ impl S3Bucket {
     }
 }
 
-/// Nodes storing upload bytes in one S3 bucket (moto on loopback, a fresh bucket and object
-/// prefix per cluster), records and leases in Redis (a key prefix of its own per cluster).
+/// Bytes in one S3 bucket on moto (a fresh bucket and object prefix per deployment), every
+/// node using it.
 ///
-/// A GET of an unfinished upload answers 409 on this backend (an unfinished multipart
-/// upload cannot be read), so [`ClusterBackend::reads_unfinished`] is false.
+/// A GET of an unfinished upload answers 409 on this storage (an unfinished multipart upload
+/// cannot be read), so [`StorageHalf::reads_unfinished`] is false.
 #[derive(Clone, Copy, Debug)]
-pub struct S3Redis {
+pub struct S3Storage {
     /// `--s3-part-size` in bytes; None keeps the node's default (16 MiB).
     pub part_size: Option<u64>,
     /// `TUSK_STORAGE__S3__LEFTOVER_GRACE` (e.g. `3s`): how old a tail object or multipart
@@ -660,25 +661,24 @@ pub struct S3Redis {
     pub leftover_grace: Option<&'static str>,
 }
 
-impl S3Redis {
+impl S3Storage {
     /// The node's defaults: 16 MiB parts, the default leftover grace.
-    pub const DEFAULT: S3Redis = S3Redis {
+    pub const DEFAULT: S3Storage = S3Storage {
         part_size: None,
         leftover_grace: None,
     };
 }
 
-impl ClusterBackend for S3Redis {
+impl StorageHalf for S3Storage {
     fn name(&self) -> &'static str {
-        "s3+redis"
+        "s3"
     }
     fn reads_unfinished(&self) -> bool {
         false
     }
-    fn start_shared<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<Shared>> {
+    fn start<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<Shared>> {
         Box::pin(async move {
             let s3 = S3Bucket::start(&dir.join("moto")).await?;
-            let redis = RedisServer::start(&dir.join("redis")).await?;
             let mut node_args: Vec<String> = vec![
                 "--storage".into(),
                 "s3".into(),
@@ -689,12 +689,6 @@ impl ClusterBackend for S3Redis {
                 "--s3-object-prefix".into(),
                 s3.prefix.clone(),
                 "--s3-path-style".into(),
-                "--coordinator".into(),
-                "redis".into(),
-                "--redis-url".into(),
-                redis.url(),
-                "--redis-prefix".into(),
-                unique_name("tusk-test-") + ":",
             ];
             if let Some(size) = self.part_size {
                 node_args.extend(["--s3-part-size".into(), size.to_string()]);
@@ -706,9 +700,53 @@ impl ClusterBackend for S3Redis {
             Ok(Shared {
                 node_args,
                 env,
-                redis: Some(redis),
                 s3: Some(s3),
+                ..Shared::default()
             })
         })
+    }
+}
+
+impl SharedByNodes for S3Storage {}
+
+/// [`S3Storage`] with [`Redis`] under the name and fields the S3 cluster tests use:
+/// `S3Redis { part_size, leftover_grace }` is `Pair { storage: S3Storage { .. }, coordinator:
+/// Redis }`.
+#[derive(Clone, Copy, Debug)]
+pub struct S3Redis {
+    /// See [`S3Storage::part_size`].
+    pub part_size: Option<u64>,
+    /// See [`S3Storage::leftover_grace`].
+    pub leftover_grace: Option<&'static str>,
+}
+
+impl S3Redis {
+    /// The node's defaults: 16 MiB parts, the default leftover grace.
+    pub const DEFAULT: S3Redis = S3Redis {
+        part_size: None,
+        leftover_grace: None,
+    };
+
+    /// The pair this names.
+    pub const fn pair(self) -> Pair<S3Storage, Redis> {
+        Pair {
+            storage: S3Storage {
+                part_size: self.part_size,
+                leftover_grace: self.leftover_grace,
+            },
+            coordinator: Redis,
+        }
+    }
+}
+
+impl ClusterBackend for S3Redis {
+    fn name(&self) -> String {
+        self.pair().name()
+    }
+    fn reads_unfinished(&self) -> bool {
+        self.pair().storage.reads_unfinished()
+    }
+    fn start_shared<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<Shared>> {
+        Box::pin(async move { self.pair().start_shared(dir).await })
     }
 }

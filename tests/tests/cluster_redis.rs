@@ -2,7 +2,6 @@
 //! Redis, behind a real load balancer (nginx running deploy/nginx.conf; one test through
 //! HAProxy running deploy/haproxy.cfg), started on loopback by `tusk_tests::cluster`.
 //!
-//! - the whole conformance suite through the balancer (module `conformance`);
 //! - kill -9 of the node serving a PATCH mid-body, resume through the balancer;
 //! - a zombie writer (SIGSTOP past its lease, SIGCONT after another node finished the upload);
 //! - two clients PATCHing one upload at once through different nodes;
@@ -23,12 +22,6 @@ use tusk_tests::cluster::{Balancer, Cluster, FsRedis};
 use tusk_tests::conformance::util::{header, random_bytes, Ctx};
 use tusk_tests::faults::{self, check_exact, upload_resiliently};
 use tusk_tests::rawpatch::RawPatch;
-
-/// The conformance suite through nginx in front of three nodes: every request may land on
-/// any node.
-mod conformance {
-    tusk_tests::conformance_suite!(tusk_tests::cluster::FS_REDIS_NGINX);
-}
 
 const MIB: usize = 1024 * 1024;
 

@@ -105,8 +105,8 @@ macro_rules! run_cases {
 }
 
 /// Expands to one `#[tokio::test]` per conformance case, each against its own fresh
-/// deployment: a [`Backend`](crate::harness::Backend) value (one node), e.g.
-/// `tusk_tests::conformance_suite!(tusk_tests::harness::FsEmbedded);`, or any other
+/// deployment: a [`Pair`](crate::deploy::Pair) of halves (one node), e.g.
+/// `tusk_tests::conformance_suite!(tusk_tests::deploy::S3_EMBEDDED);`, or any other
 /// [`Deployment`], e.g. a cluster behind a load balancer
 /// (`tusk_tests::conformance_suite!(tusk_tests::cluster::FS_REDIS_NGINX);`).
 ///
