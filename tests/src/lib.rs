@@ -8,3 +8,4 @@ pub mod faults;
 pub mod harness;
 pub mod rawpatch;
 pub mod s3;
+pub mod s3proxy;
