@@ -441,7 +441,8 @@ async fn recreate_after_purge(node: &TestServer, root: &Path, id: &str) -> Resul
     ensure!(resp.status() == 204, "DELETE answered {}", resp.status());
     // Gone (410) until the tombstone is purged, then unknown (404): only then may the ID be
     // created again.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let terminated = Instant::now();
+    let deadline = terminated + Duration::from_secs(20);
     loop {
         let status = t.head(&url).await?.status().as_u16();
         if status == 404 {
@@ -453,6 +454,10 @@ async fn recreate_after_purge(node: &TestServer, root: &Path, id: &str) -> Resul
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!(
+        "{id}: purged {:?} after its termination",
+        terminated.elapsed()
+    );
     let leftover: Vec<String> = part_tokens(root, id)?.into_iter().map(|(n, _)| n).collect();
 
     let again = t.create(len as u64).await?;
