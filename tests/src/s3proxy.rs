@@ -366,3 +366,57 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream answering every request with 200 and its query string.
+    async fn echo_upstream() -> Result<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+            uri.query().unwrap_or_default().to_string()
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(format!("http://{addr}"))
+    }
+
+    #[tokio::test]
+    async fn holds_only_the_next_matching_request() -> Result<()> {
+        let proxy = S3Proxy::start(&echo_upstream().await?).await?;
+        let http = reqwest::Client::new();
+        let delay = Duration::from_millis(600);
+        proxy.hold_next(delay, |r| r.is_list_objects("p/.tails/x/"));
+        let url = format!(
+            "{}/bucket?list-type=2&prefix=p%2F.tails%2Fx%2F",
+            proxy.endpoint()
+        );
+
+        let other = Instant::now();
+        http.get(format!("{}/bucket?uploads&prefix=p%2F", proxy.endpoint()))
+            .send()
+            .await?;
+        assert!(
+            other.elapsed() < delay,
+            "a request the hold does not match waited"
+        );
+
+        let held = Instant::now();
+        let body = http.get(&url).send().await?.text().await?;
+        assert!(held.elapsed() >= delay, "the matching request was not held");
+        assert_eq!(body, "list-type=2&prefix=p%2F.tails%2Fx%2F");
+        let caught = proxy.wait_answered(Duration::from_secs(5)).await?;
+        assert_eq!(caught.request.param("prefix"), Some("p/.tails/x/"));
+        assert_eq!(caught.status, Some(200));
+
+        // One-shot: the same request again passes at once.
+        let again = Instant::now();
+        http.get(&url).send().await?;
+        assert!(again.elapsed() < delay, "the hold caught a second request");
+        assert_eq!(proxy.held().len(), 1);
+        assert_eq!(proxy.seen().len(), 3);
+        assert!(proxy.seen()[0].is_list_multipart_uploads("p/"));
+        Ok(())
+    }
+}
