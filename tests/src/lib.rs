@@ -13,3 +13,4 @@ pub mod process;
 pub mod rawpatch;
 pub mod redis;
 pub mod s3;
+pub mod s3proxy;
