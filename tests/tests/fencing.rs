@@ -51,10 +51,10 @@ const LEFTOVER_GRACE: &str = "2s";
 /// ended (what the test waits for).
 const SWEEP_INTERVAL: &str = "2s";
 
-/// A request never waits for the lease; the test's client sends a 423 again instead. Redis's
-/// acquire counts a lease's validity from the start of the request's wait, so a PATCH granted
-/// the lease after waiting close to the 1 s TTL loses it at its first renewal (409).
-const LEASE_WAIT: &str = "0s";
+/// A request waits for the lease as long as by default, well past the 1 s TTL: a lease
+/// granted after such a wait must count its TTL from the grant, not from the start of the
+/// wait (it once did, and such a PATCH lost its lease at the first renewal: 409).
+const LEASE_WAIT: &str = "3s";
 
 /// How long the proxy holds the sweep's listing: four lease TTLs.
 const HOLD: Duration = Duration::from_secs(4);

@@ -426,11 +426,12 @@ impl Coordinator for RedisCoordinator {
 
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
         let [lease_key, up, seg, _] = self.shared.upload_keys(id);
-        let requested_at = tokio::time::Instant::now();
-        let deadline = requested_at + wait;
+        let deadline = tokio::time::Instant::now() + wait;
         let mut asked_at: Option<tokio::time::Instant> = None;
         let mut pause = Duration::from_millis(10);
         loop {
+            // The TTL starts when the script runs, not when this request began waiting.
+            let attempt_at = tokio::time::Instant::now();
             let answer: Vec<redis::Value> = self
                 .shared
                 .scripts
@@ -465,7 +466,7 @@ impl Coordinator for RedisCoordinator {
                         record,
                         release,
                         asked_at.is_some(),
-                        requested_at,
+                        attempt_at,
                     ));
                 }
                 other => return Err(corrupt(format!("acquire answered {other:?}"))),
