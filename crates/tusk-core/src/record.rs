@@ -101,6 +101,15 @@ impl UploadRecord {
         matches!(self.concat, Some(ConcatKind::Partial))
     }
 
+    /// Whether the sweeper must look at this upload at `now`: an active upload past its
+    /// expiry, or a tombstone past its purge time.
+    pub fn due_for_sweep(&self, now: u64) -> bool {
+        match self.state {
+            UploadState::Gone { purge_at } => purge_at <= now,
+            UploadState::Active => self.expires_at.is_some_and(|t| t <= now),
+        }
+    }
+
     /// The record after `commit`. Every coordinator applies commits with this one function,
     /// so they cannot disagree about what a commit means.
     pub fn apply_commit(&mut self, commit: &crate::Commit) {

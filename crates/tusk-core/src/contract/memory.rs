@@ -203,10 +203,7 @@ impl Coordinator for MemoryCoordinator {
         Ok(lock(&self.state)
             .records
             .values()
-            .filter(|r| match r.state {
-                UploadState::Gone { purge_at } => purge_at <= now,
-                UploadState::Active => r.expires_at.is_some_and(|t| t <= now),
-            })
+            .filter(|r| r.due_for_sweep(now))
             .take(limit)
             .map(|r| r.id.clone())
             .collect())

@@ -18,8 +18,7 @@ use tokio::sync::{watch, Notify};
 
 use self::log::{Durable, Entry, LogWriter};
 use crate::{
-    Commit, CoordError, Coordinator, HeldLease, Lease, ReleaseRequest, UploadRecord, UploadState,
-    WriteTarget,
+    Commit, CoordError, Coordinator, HeldLease, Lease, ReleaseRequest, UploadRecord, WriteTarget,
 };
 
 /// Tokens are reserved in blocks so that handing one out costs no disk write.
@@ -365,10 +364,7 @@ impl Coordinator for EmbeddedCoordinator {
         Ok(state
             .records
             .values()
-            .filter(|r| match r.state {
-                UploadState::Gone { purge_at } => purge_at <= now,
-                UploadState::Active => r.expires_at.is_some_and(|t| t <= now),
-            })
+            .filter(|r| r.due_for_sweep(now))
             .take(limit)
             .map(|r| r.id.clone())
             .collect())
