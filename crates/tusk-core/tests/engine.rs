@@ -353,3 +353,67 @@ async fn the_sweeper_expires_idle_uploads_then_forgets_them() {
     assert_eq!((report.expired, report.purged), (0, 1));
     assert!(matches!(engine.view(&idle).await, Err(Error::NotFound)));
 }
+
+/// Reserved sequence numbers (S3's part numbers) never repeat for an upload, not even across
+/// a restart after a crash that left reservations uncommitted, and not across compactions.
+#[tokio::test]
+async fn reserved_numbers_never_repeat_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut reserved = Vec::new();
+    let id = {
+        let coord = EmbeddedCoordinator::open_with_compaction(dir.path(), 2048)
+            .await
+            .expect("open");
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::default());
+        let engine = Engine::new(storage, coord.clone(), EngineConfig::default());
+        let id = create(&engine, 100).await;
+        // Other uploads' records push the log past its compaction size.
+        for _ in 0..30 {
+            create(&engine, 100).await;
+        }
+        let lease = coord.acquire(&id, Duration::ZERO).await.expect("lease");
+        for _ in 0..40 {
+            reserved.push(lease.reserve().await.expect("reserve").seq);
+        }
+        let first = Segment::new(
+            tusk_core::WriteTarget {
+                token: lease.token(),
+                seq: reserved[0],
+            },
+            1,
+        );
+        let commit = Commit {
+            expected_offset: 0,
+            added: 1,
+            append: vec![first],
+            fold: 0,
+            session: None,
+            declare_length: None,
+            expires_at: None,
+        };
+        commit_and_release(lease, &commit).await.expect("commit");
+        let lease = coord.acquire(&id, Duration::ZERO).await.expect("lease");
+        for _ in 0..40 {
+            reserved.push(lease.reserve().await.expect("reserve").seq);
+        }
+        for _ in 0..30 {
+            create(&engine, 100).await;
+        }
+        // The process dies holding the lease, 39 + 40 reservations never committed.
+        id
+    };
+    for _ in 0..2 {
+        let coord = EmbeddedCoordinator::open_with_compaction(dir.path(), 2048)
+            .await
+            .expect("reopen");
+        let lease = coord.acquire(&id, Duration::ZERO).await.expect("lease");
+        for _ in 0..3 {
+            let seq = lease.reserve().await.expect("reserve").seq;
+            assert!(
+                !reserved.contains(&seq),
+                "sequence number {seq} reserved again after a restart"
+            );
+            reserved.push(seq);
+        }
+    }
+}

@@ -37,6 +37,12 @@ pub(super) enum Entry {
     },
     /// Fencing tokens below this may have been handed out; after a restart, start here.
     TokenCeiling(u64),
+    /// Sequence numbers of upload `id` below this may have been reserved; after a restart,
+    /// reserve from here on.
+    SeqCeiling {
+        id: String,
+        ceiling: u32,
+    },
 }
 
 /// The records and the token ceiling: what the log describes.
@@ -44,6 +50,8 @@ pub(super) enum Entry {
 pub(super) struct Durable {
     pub records: HashMap<String, UploadRecord>,
     pub token_ceiling: u64,
+    /// Per upload, the logged [`Entry::SeqCeiling`].
+    pub seq_ceilings: HashMap<String, u32>,
 }
 
 impl Durable {
@@ -67,8 +75,13 @@ impl Durable {
             }
             Entry::Purge { id } => {
                 self.records.remove(&id);
+                self.seq_ceilings.remove(&id);
             }
             Entry::TokenCeiling(t) => self.token_ceiling = self.token_ceiling.max(t),
+            Entry::SeqCeiling { id, ceiling } => {
+                let known = self.seq_ceilings.entry(id).or_insert(0);
+                *known = (*known).max(ceiling);
+            }
         }
     }
 }
@@ -79,6 +92,9 @@ struct SnapshotHeader {
     generation: u64,
     token_ceiling: u64,
     records: usize,
+    /// Snapshots written before sequence ceilings existed have none.
+    #[serde(default)]
+    seq_ceilings: HashMap<String, u32>,
 }
 
 const SNAPSHOT: &str = "snapshot.jsonl";
@@ -112,6 +128,7 @@ pub(super) fn recover(dir: &Path) -> io::Result<(Durable, u64, u64)> {
                     .map_err(corrupt)?;
             generation = header.generation;
             durable.token_ceiling = header.token_ceiling;
+            durable.seq_ceilings = header.seq_ceilings;
             for line in lines {
                 let record: UploadRecord = serde_json::from_str(&line?).map_err(corrupt)?;
                 durable.records.insert(record.id.clone(), record);
@@ -298,6 +315,7 @@ impl Writer {
                 generation: next,
                 token_ceiling: state.token_ceiling,
                 records: state.records.len(),
+                seq_ceilings: state.seq_ceilings.clone(),
             };
             serde_json::to_writer(&mut buf, &header).map_err(corrupt)?;
             buf.push(b'\n');

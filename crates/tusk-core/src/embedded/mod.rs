@@ -24,6 +24,10 @@ use crate::{
 /// Tokens are reserved in blocks so that handing one out costs no disk write.
 const TOKEN_BLOCK: u64 = 1 << 20;
 
+/// Sequence numbers reserved without a disk write above an upload's committed ones; a
+/// restart skips them (S3 allows 10,000 parts; uploads are planned for 9,000).
+const SEQ_WINDOW: u32 = 32;
+
 /// What the coordinator keeps of a lease it granted.
 struct HeldLeaseState {
     token: u64,
@@ -135,6 +139,21 @@ impl Shared {
         Ok(token)
     }
 
+    /// Where reservations of `id` start after a restart: above the window over its committed
+    /// numbers and above its logged ceiling.
+    fn restart_floor(&self, id: &str) -> u32 {
+        let state = lock(&self.state);
+        let committed = state.records.get(id).map_or(0, |r| {
+            r.segments
+                .iter()
+                .map(|s| s.target.seq.saturating_add(1))
+                .max()
+                .unwrap_or(0)
+        });
+        let logged = state.seq_ceilings.get(id).copied().unwrap_or(0);
+        committed.saturating_add(SEQ_WINDOW).max(logged)
+    }
+
     fn check_holder(&self, id: &str, token: u64) -> Result<(), CoordError> {
         match lock(&self.leases).get(id) {
             Some(held) if held.token == token => Ok(()),
@@ -172,20 +191,36 @@ impl HeldLease for EmbeddedLease {
     }
 
     async fn reserve(&self) -> Result<WriteTarget, CoordError> {
-        // Leases here never expire and a restart ends every writer, so numbers that grow
-        // within this run, above the committed ones, are enough and need no disk write.
-        let mut leases = lock(&self.shared.leases);
-        match leases.get_mut(&self.upload_id) {
-            Some(held) if held.token == self.token => {
-                let seq = held.next_seq;
-                held.next_seq += 1;
-                Ok(WriteTarget {
-                    token: self.token,
-                    seq,
-                })
+        let seq = {
+            let mut leases = lock(&self.shared.leases);
+            match leases.get_mut(&self.upload_id) {
+                Some(held) if held.token == self.token => {
+                    held.next_seq += 1;
+                    held.next_seq - 1
+                }
+                _ => return Err(CoordError::LeaseLost),
             }
-            _ => Err(CoordError::LeaseLost),
+        };
+        // A number may be handed out once what a restart would start from is above it:
+        // free within the window above the committed numbers (no disk write for the usual
+        // write-then-commit), beyond it only after a ceiling is logged. So a number is never
+        // reserved twice, not even across a restart (an S3 part uploaded late by a process
+        // that died must not land on a number its successor uses).
+        let shared = &self.shared;
+        if seq >= shared.restart_floor(&self.upload_id) {
+            shared
+                .log
+                .append(Entry::SeqCeiling {
+                    id: self.upload_id.clone(),
+                    ceiling: seq.saturating_add(SEQ_WINDOW),
+                })
+                .await
+                .map_err(unavailable)?;
         }
+        Ok(WriteTarget {
+            token: self.token,
+            seq,
+        })
     }
 
     async fn commit(&self, commit: &Commit, release: bool) -> Result<(), CoordError> {
@@ -282,7 +317,10 @@ impl Coordinator for EmbeddedCoordinator {
             .log
             .append(Entry::Create(record.clone()))
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        // Nothing of it was reserved in an earlier run: numbers start at 0.
+        lock(&shared.next_seqs).insert(record.id.clone(), 0);
+        Ok(())
     }
 
     async fn load(&self, id: &str) -> Result<Option<UploadRecord>, CoordError> {
@@ -322,13 +360,13 @@ impl Coordinator for EmbeddedCoordinator {
                     let Some(record) = lock(&shared.state).records.get(id).cloned() else {
                         return Err(CoordError::NotFound);
                     };
-                    let next_seq = record
-                        .segments
-                        .iter()
-                        .map(|s| s.target.seq.saturating_add(1))
-                        .chain(lock(&shared.next_seqs).get(id).copied())
-                        .max()
-                        .unwrap_or(0);
+                    // Within this run, on from the last lease; for an upload first written
+                    // before a restart, above anything the previous run may have reserved.
+                    let carried = lock(&shared.next_seqs).get(id).copied();
+                    let next_seq = match carried {
+                        Some(next) => next,
+                        None => shared.restart_floor(id),
+                    };
                     leases.insert(
                         id.to_string(),
                         HeldLeaseState {
