@@ -6,7 +6,7 @@
 #     SERVERS    comma list of tusk,node,rustus,tusk-prev  (default: tusk,node,rustus)
 #   REPEAT=5     runs per (scenario, server); the summary prints medians
 #   PEERS=../shared/peers   where node.sh and rustus.sh live
-#   TUSK_PREV=path          another tusk binary (e.g. the previous commit's release build),
+#   OTHER_TUSK=path         another tusk binary (e.g. the previous commit's release build),
 #                           run as the server `tusk-prev`, to compare a change side by side
 #
 # Each run gets a fresh server and a fresh data directory, so the peak RSS printed (VmHWM of
@@ -30,7 +30,7 @@ start_server() { # name dir -> sets pid, url
   port=$((port + 1))
   case $1 in
     tusk) "$tusk" --port "$port" --admin-port 0 --upload-dir "$2" >/dev/null 2>&1 & ;;
-    tusk-prev) "${TUSK_PREV:?set TUSK_PREV to the other tusk binary}" --port "$port" \
+    tusk-prev) "${OTHER_TUSK:?set OTHER_TUSK to the other tusk binary}" --port "$port" \
       --admin-port 0 --upload-dir "$2" >/dev/null 2>&1 & ;;
     node) "$peers/node.sh" "$port" "$2" >/dev/null 2>&1 & ;;
     rustus) "$peers/rustus.sh" "$port" "$2" >/dev/null 2>&1 & ;;
