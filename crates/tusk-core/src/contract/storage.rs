@@ -41,6 +41,7 @@ pub async fn storage_contract(fixture: &dyn StorageFixture) {
     a_zombie_write_never_changes_committed_bytes(fixture).await;
     removal_under_a_lost_lease_removes_nothing(fixture).await;
     a_commit_whose_answer_was_lost_keeps_its_bytes(fixture).await;
+    a_write_that_never_committed_goes_once_the_upload_finishes(fixture).await;
     concatenation_joins_partials(fixture).await;
 }
 
@@ -344,6 +345,59 @@ pub async fn a_commit_whose_answer_was_lost_keeps_its_bytes(fixture: &dyn Storag
         read(&s.engine, &id, 0..data.len() as u64).await == data,
         "a_commit_whose_answer_was_lost_keeps_its_bytes"
     );
+}
+
+pub async fn a_write_that_never_committed_goes_once_the_upload_finishes(
+    fixture: &dyn StorageFixture,
+) {
+    let s = setup(fixture).await;
+    let data = payload(200_000, 11);
+    let len = data.len() as u64;
+    // The same PATCHes twice: on one upload a writer also stores bytes and dies before
+    // committing them; once both are finished, both hold the same number of objects.
+    let clean = create(&s.engine, Some(len)).await;
+    let crashed = create(&s.engine, Some(len)).await;
+    for id in [&clean, &crashed] {
+        patch(&s.engine, id, 0, &data[..50_000]).await;
+    }
+    let dying = s
+        .coordinator
+        .acquire(&crashed, Duration::ZERO)
+        .await
+        .expect("lease");
+    let chunks: crate::Chunks<'_> =
+        Box::pin(futures_util::stream::iter(vec![Bytes::from(vec![
+            0xAB;
+            30_000
+        ])]));
+    let context = WriteContext {
+        lease: &dying,
+        length: Some(len),
+    };
+    s.storage
+        .write(context, chunks)
+        .await
+        .expect("a write that never commits");
+    drop(dying);
+    s.coordinator.expire(&crashed);
+    for id in [&clean, &crashed] {
+        patch(&s.engine, id, 50_000, &data[50_000..]).await;
+    }
+    // Storage that can leave leftovers nothing else removes reports them to the sweep.
+    s.engine.sweep_leftovers().await.expect("sweep");
+    let expected = settle(fixture, s.storage.as_ref(), &clean, |_| true)
+        .await
+        .len();
+    let left = settle(fixture, s.storage.as_ref(), &crashed, |stored| {
+        stored.len() == expected
+    })
+    .await;
+    assert_eq!(
+        left.len(),
+        expected,
+        "a_write_that_never_committed_goes_once_the_upload_finishes: {left:?}"
+    );
+    assert!(read(&s.engine, &crashed, 0..len).await == data);
 }
 
 pub async fn concatenation_joins_partials(fixture: &dyn StorageFixture) {

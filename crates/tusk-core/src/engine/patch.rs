@@ -26,6 +26,22 @@ struct PendingCommit {
     rewritten: u64,
 }
 
+/// Whether a write to `record` may have stored something no commit names. Sequence numbers
+/// grow by one per reservation, across leases: if the committed ones run 0, 1, 2, ... up to
+/// the last commit's own, every reservation was committed, and a finished upload has nothing
+/// to tidy (the usual case, so it costs no lease). A gap, or a last commit that added no
+/// segment, means a reservation may have stored bytes that never committed.
+fn reservations_were_lost(record: &UploadRecord, last: &Commit) -> bool {
+    if last.append.is_empty() {
+        return true;
+    }
+    let mut seqs: Vec<u32> = record.segments.iter().map(|s| s.target.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    seqs.iter().enumerate().any(|(i, &seq)| seq as usize != i)
+        || seqs.len() != record.segments.len()
+}
+
 /// Whether a PATCH at `offset` may write to `record`.
 pub(super) fn check_patchable(record: &UploadRecord, offset: u64) -> Result<(), Error> {
     if record.state != UploadState::Active {
@@ -133,7 +149,8 @@ impl Engine {
             self.observer.upload_finished();
             self.finish_in_storage(&record).await;
         }
-        if record.is_finished() || !folded.is_empty() {
+        let strays_possible = record.is_finished() && reservations_were_lost(&record, &commit);
+        if strays_possible || !folded.is_empty() {
             self.tidy_later(&record.id, folded);
         }
         Ok(record)
