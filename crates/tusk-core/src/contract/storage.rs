@@ -365,8 +365,7 @@ pub async fn a_write_that_never_committed_goes_once_the_upload_finishes(
         .acquire(&crashed, Duration::ZERO)
         .await
         .expect("lease");
-    let chunks: crate::Chunks<'_> =
-        Box::pin(futures_util::stream::iter(vec![Bytes::from(vec![
+    let chunks: crate::Chunks<'_> = Box::pin(futures_util::stream::iter(vec![Bytes::from(vec![
             0xAB;
             30_000
         ])]));
