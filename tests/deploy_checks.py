@@ -170,6 +170,19 @@ class Tusk:
             time.sleep(0.1)
         raise AssertionError("tusk /healthz did not answer 200 in time")
 
+    def wait_ready(self, timeout=15):
+        self.wait_healthy(timeout)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("tusk /readyz did not answer 200 in time")
+
     def log_text(self):
         self.log.flush()
         with open(self.log.name) as f:
@@ -1378,6 +1391,66 @@ def check_rendered_config_with_binary():
     return "; ".join(notes)
 
 
+def service_link_env(services):
+    """The variables the kubelet puts into a pod for each Service of its namespace when
+    enableServiceLinks is on (the Docker-links form as well), as in pkg/kubelet/envvars."""
+    env = {}
+    for i, svc in enumerate(services):
+        spec = svc["spec"]
+        if spec.get("clusterIP") == "None":
+            continue  # headless: no links
+        ip = f"10.96.0.{10 + i}"
+        name = svc["metadata"]["name"].upper().replace("-", "_")
+        ports = spec["ports"]
+        env[f"{name}_SERVICE_HOST"] = ip
+        env[f"{name}_SERVICE_PORT"] = str(ports[0]["port"])
+        for p in ports:
+            if p.get("name"):
+                env[f"{name}_SERVICE_PORT_{p['name'].upper().replace('-', '_')}"] = str(p["port"])
+        first_proto = ports[0].get("protocol", "TCP").lower()
+        env[f"{name}_PORT"] = f"{first_proto}://{ip}:{ports[0]['port']}"
+        for p in ports:
+            proto = p.get("protocol", "TCP")
+            prefix = f"{name}_PORT_{p['port']}_{proto.upper()}"
+            env[prefix] = f"{proto.lower()}://{ip}:{p['port']}"
+            env[prefix + "_PROTO"] = proto.lower()
+            env[prefix + "_PORT"] = str(p["port"])
+            env[prefix + "_ADDR"] = ip
+    return env
+
+
+KUBERNETES_SERVICE = {"metadata": {"name": "kubernetes"},
+                      "spec": {"ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}}
+
+
+def check_service_links_with_binary():
+    """Rendered with release names that make its Services `tusk...`, the chart turns service
+    links off; and were they on (a chart fork, an older render), the binary still starts with
+    every link variable the kubelet would inject for the render's Services and answers /readyz."""
+    notes = []
+    values = {"metrics": {"serviceMonitor": {"enabled": True}}}
+    for release in ("tusk", "tusk-api"):
+        docs = render(values, name=release)
+        pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+        assert pod["enableServiceLinks"] is False, f"{release}: service links on"
+        test_pod = by_kind(docs, "Pod", test=True)[0]["spec"]
+        assert test_pod["enableServiceLinks"] is False, f"{release}: service links on in the test pod"
+        services = by_kind(docs, "Service") + [KUBERNETES_SERVICE]
+        links = service_link_env(services)
+        prefixed = sorted(k for k in links if k.startswith("TUSK_"))
+        assert "TUSK_SERVICE_HOST" in prefixed or release != "tusk", prefixed
+        # The container's own env wins over a link of the same name, as in the kubelet.
+        env = {**links, **pod_env_for_binary(pod["containers"][0])}
+        config_text = by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"]
+        with Tusk(env=env, config_text=config_text) as t:
+            try:
+                t.wait_ready()
+            except AssertionError as e:
+                raise AssertionError(f"release {release}: {e}")
+        notes.append(f"{release}: {len(prefixed)} TUSK_* links of {len(services)} Services")
+    return "; ".join(notes)
+
+
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kw):
         return None
@@ -1408,6 +1481,8 @@ CHECKS = [
      "a claim on S3+Redis pods, short grace period", check_chart_refuses_unworkable),
     ("rendered tusk.toml + pod env accepted by the real tusk binary (S3: uploads to moto)",
      check_rendered_config_with_binary),
+    ("release named tusk: service links off, and the binary starts with them all injected",
+     check_service_links_with_binary),
 ]
 
 

@@ -2,6 +2,7 @@
 //! `bench` subcommand. Each flag overrides one configuration key; [`FLAGS`] is the single
 //! table that ties them together, and feeds `--help` and `tusk config-reference`.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -462,6 +463,15 @@ pub const FILE_ONLY: &[Flag] = &[
         default: "tusk",
     },
 ];
+
+/// Every configuration key, as the environment may set it.
+pub fn setting_keys() -> BTreeSet<String> {
+    FLAGS
+        .iter()
+        .chain(FILE_ONLY)
+        .map(|f| f.key.to_string())
+        .collect()
+}
 
 /// The environment variable of a configuration key.
 pub fn env_name(key: &str) -> String {

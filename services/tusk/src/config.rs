@@ -1,5 +1,5 @@
-//! Typed configuration: defaults < TOML file (`--config`) < `TUSK_*` environment variables
-//! (nested with `__`, e.g. `TUSK_SERVER__PORT=9000`) < command-line flags.
+//! Typed configuration: defaults < TOML file (`--config`) < `TUSK_<SECTION>__<KEY>`
+//! environment variables (e.g. `TUSK_SERVER__PORT=9000`; see `environment.rs`) < flags.
 //!
 //! Every field is documented here with its unit and default; `tusk --help` and the README's
 //! reference table are generated from the flag table in `cli.rs`, which names these keys.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod environment;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -52,10 +53,19 @@ fn return_large_buffers_to_the_system() {
     }
 }
 
-/// Defaults < TOML file < TUSK_* environment < flags.
-fn load_config(flags: &ServeFlags) -> Result<Config> {
-    let mut builder =
-        ::config::Config::builder().add_source(::config::Config::try_from(&Config::default())?);
+/// The configuration, and the `TUSK_*` variables that were not read as settings.
+struct Loaded {
+    config: Config,
+    ignored_variables: Vec<String>,
+}
+
+/// Defaults < TOML file < TUSK_<SECTION>__<KEY> environment < flags.
+fn load_config(flags: &ServeFlags) -> Result<Loaded> {
+    let defaults = ::config::Config::try_from(&Config::default())?;
+    let variables = environment::settings_in(std::env::vars(), &cli::setting_keys())
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
+    let mut builder = ::config::Config::builder().add_source(defaults);
     if let Some(path) = &flags.config {
         builder = builder
             .add_source(::config::File::from(path.as_path()).format(::config::FileFormat::Toml));
@@ -67,7 +77,8 @@ fn load_config(flags: &ServeFlags) -> Result<Config> {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("coordinator.redis.sentinels")
-            .with_list_parse_key("hooks.events"),
+            .with_list_parse_key("hooks.events")
+            .source(Some(variables.settings.into_iter().collect())),
     );
     let text = |v: &Option<String>| v.clone();
     let events = flags.hooks_enabled_events.as_ref().map(|events| {
@@ -185,7 +196,10 @@ fn load_config(flags: &ServeFlags) -> Result<Config> {
         .try_deserialize()
         .context("invalid configuration")?;
     config.validate().map_err(anyhow::Error::msg)?;
-    Ok(config)
+    Ok(Loaded {
+        config,
+        ignored_variables: variables.ignored,
+    })
 }
 
 fn engine_config(config: &Config) -> EngineConfig {
@@ -200,7 +214,8 @@ fn engine_config(config: &Config) -> EngineConfig {
     }
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(loaded: Loaded) -> Result<()> {
+    let config = loaded.config;
     // Kept until serve returns: dropping it flushes the spans not yet exported.
     let _telemetry = tusk_telemetry::init(
         config.log.format,
@@ -211,6 +226,12 @@ async fn serve(config: Config) -> Result<()> {
         },
     )
     .context("setting up logging and trace export")?;
+    for name in &loaded.ignored_variables {
+        tracing::debug!(
+            variable = %name,
+            "environment variable ignored: only TUSK_<SECTION>__<KEY> is configuration"
+        );
+    }
     let storage: Arc<dyn tusk_core::Storage> = match config.storage.backend {
         StorageBackend::Fs => Arc::new(
             FsStorage::new(&config.storage.fs.dir, config.storage.fs.write_window).with_context(
@@ -373,5 +394,54 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The dotted keys that hold a value in `config` (an empty list holds none).
+    fn keys_with_values(config: &::config::Config) -> BTreeSet<String> {
+        fn walk(
+            prefix: &str,
+            table: ::config::Map<String, ::config::Value>,
+            keys: &mut BTreeSet<String>,
+        ) {
+            for (name, value) in table {
+                let key = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                match value.clone().into_table() {
+                    Ok(inner) => walk(&key, inner, keys),
+                    Err(_) => {
+                        keys.insert(key);
+                    }
+                }
+            }
+        }
+        let mut keys = BTreeSet::new();
+        walk("", config.clone().try_deserialize().unwrap(), &mut keys);
+        keys
+    }
+
+    /// The documented keys are the ones the environment may set, so every setting must be
+    /// among them.
+    #[test]
+    fn every_setting_is_documented() {
+        let defaults = ::config::Config::try_from(&Config::default()).unwrap();
+        let documented = cli::setting_keys();
+        let settings = keys_with_values(&defaults);
+        assert!(
+            settings.contains("coordinator.embedded.dir"),
+            "an unset option is a key"
+        );
+        for key in settings {
+            assert!(documented.contains(&key), "{key} is not in cli.rs's table");
+        }
     }
 }
