@@ -1,12 +1,14 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use crate::storage::Chunks;
-use crate::Hasher;
 use crate::ReleaseRequest;
+use crate::{Hasher, WriteUnits};
 
 /// Why reading a request body failed: the client went away or sent a broken stream.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +44,36 @@ pub(crate) struct BodyReader {
     release: ReleaseRequest,
     shutdown: tokio::sync::watch::Receiver<bool>,
     hasher: Option<Hasher>,
+    /// The rest of a chunk a stretch was cut in, first in the next stretch.
+    carry: Option<Bytes>,
     pub received: u64,
     pub end: Option<BodyEnd>,
+}
+
+/// When a stretch of the body ends so that what it carried can be committed while the rest
+/// streams on (a progress commit).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StretchEnd {
+    /// A stretch ends once it carried this many bytes ...
+    pub bytes: u64,
+    /// ... or once this long passed since its first byte, whichever comes first,
+    pub time: Duration,
+    /// ... at the next point the storage can stop at without a partial unit.
+    pub units: Option<WriteUnits>,
+}
+
+impl StretchEnd {
+    /// Where the stretch ends, in its own bytes, once it is due after `sent` bytes.
+    fn cut_at(&self, sent: u64) -> u64 {
+        match self.units {
+            None => sent,
+            Some(units) if sent <= units.first => units.first,
+            Some(units) => {
+                let every = units.every.max(1);
+                units.first + (sent - units.first).div_ceil(every) * every
+            }
+        }
+    }
 }
 
 impl BodyReader {
@@ -62,12 +92,16 @@ impl BodyReader {
             release,
             shutdown,
             hasher,
+            carry: None,
             received: 0,
             end: None,
         }
     }
 
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(carried) = self.carry.take() {
+            return Some(carried);
+        }
         if self.end.is_some() {
             return None;
         }
@@ -118,8 +152,177 @@ impl BodyReader {
         }))
     }
 
+    /// The next stretch of the body: all of it with `end` unset; otherwise chunks until the
+    /// stretch is due (bytes or time) and reaches a point the storage can stop at. A stretch
+    /// that reached the body's end leaves [`Self::end`] set; one that was cut leaves it unset,
+    /// and the next stretch continues where it stopped. A stretch never ends exactly at the
+    /// body's limit: the body must end there, and its last stretch finishes the upload.
+    pub fn stretch(&mut self, end: Option<StretchEnd>) -> Chunks<'_> {
+        let Some(end) = end else {
+            return self.chunks();
+        };
+        struct State<'a> {
+            reader: &'a mut BodyReader,
+            end: StretchEnd,
+            sent: u64,
+            deadline: Option<Instant>,
+            /// Where the stretch is cut, once it is due.
+            cut: Option<u64>,
+        }
+        let state = State {
+            reader: self,
+            end,
+            sent: 0,
+            deadline: None,
+            cut: None,
+        };
+        Box::pin(futures_util::stream::unfold(state, |mut s| async move {
+            if s.cut.is_some_and(|cut| s.sent >= cut) {
+                return None;
+            }
+            let next = match (s.deadline, s.end.units, s.cut) {
+                // Any byte will do: a client that pauses past the deadline gets its bytes
+                // committed without waiting for the next chunk.
+                (Some(deadline), None, None) => {
+                    tokio::select! {
+                        chunk = s.reader.next_chunk() => chunk,
+                        () = tokio::time::sleep_until(deadline) => return None,
+                    }
+                }
+                _ => s.reader.next_chunk().await,
+            };
+            let mut chunk = next?;
+            let deadline = *s
+                .deadline
+                .get_or_insert_with(|| Instant::now() + s.end.time);
+            let after = s.sent + chunk.len() as u64;
+            if s.cut.is_none() && (after >= s.end.bytes || Instant::now() >= deadline) {
+                s.cut = Some(s.end.cut_at(after.min(s.end.bytes.max(s.sent + 1))));
+            }
+            if let Some(cut) = s.cut {
+                if after > cut {
+                    let keep = usize::try_from(cut - s.sent).unwrap_or(usize::MAX);
+                    s.reader.carry = Some(chunk.split_off(keep));
+                }
+                if s.reader.received >= s.reader.limit && s.reader.carry.is_none() {
+                    // The body's limit: not a cut, the body ends here.
+                    s.cut = None;
+                }
+            }
+            s.sent += chunk.len() as u64;
+            Some((chunk, s))
+        }))
+    }
+
     /// The digest of everything received (if a checksum was asked for).
     pub fn take_digest(&mut self) -> Option<Vec<u8>> {
         self.hasher.take().map(Hasher::finish)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::stream;
+
+    use super::*;
+
+    /// A reader over `chunks` (sizes), each chunk arriving after `gap`.
+    fn reader(chunks: &[usize], gap: Duration, limit: u64) -> BodyReader {
+        let items: Vec<Result<Bytes, BodyError>> = chunks
+            .iter()
+            .map(|&n| Ok(Bytes::from(vec![7u8; n])))
+            .collect();
+        let body = stream::iter(items).then(move |item| async move {
+            tokio::time::sleep(gap).await;
+            item
+        });
+        let (_tx, release) = ReleaseRequest::channel();
+        let (_down_tx, down) = tokio::sync::watch::channel(false);
+        BodyReader::new(
+            Box::pin(body),
+            limit,
+            Duration::from_secs(60),
+            release,
+            down,
+            None,
+        )
+    }
+
+    /// The lengths of successive stretches until the body ends.
+    async fn stretches(reader: &mut BodyReader, end: StretchEnd) -> Vec<u64> {
+        let mut lengths = Vec::new();
+        loop {
+            let mut total = 0u64;
+            let mut chunks = reader.stretch(Some(end));
+            while let Some(chunk) = chunks.next().await {
+                total += chunk.len() as u64;
+            }
+            drop(chunks);
+            lengths.push(total);
+            if reader.end.is_some() {
+                return lengths;
+            }
+        }
+    }
+
+    fn by_bytes(bytes: u64, units: Option<WriteUnits>) -> StretchEnd {
+        StretchEnd {
+            bytes,
+            time: Duration::from_secs(3600),
+            units,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stretches_end_at_the_byte_interval() {
+        let mut r = reader(&[40, 40, 40, 40, 40], Duration::ZERO, u64::MAX);
+        assert_eq!(stretches(&mut r, by_bytes(100, None)).await, [100, 100, 0]);
+        assert_eq!(r.end, Some(BodyEnd::Complete));
+        assert_eq!(r.received, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stretches_end_on_unit_boundaries() {
+        // A part of 30 was left open with 10 bytes: the first boundary is 20 bytes in.
+        let units = Some(WriteUnits {
+            first: 20,
+            every: 30,
+        });
+        let mut r = reader(&[45, 45, 45], Duration::ZERO, u64::MAX);
+        // Due at 50 bytes: the boundaries are 20, 50, 80, ...; after a cut the next
+        // stretch starts on a boundary (the caller asks the storage again: here alike).
+        assert_eq!(stretches(&mut r, by_bytes(50, units)).await, [50, 50, 35]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_past_the_interval_ends_a_stretch_without_waiting_for_more() {
+        let end = StretchEnd {
+            bytes: u64::MAX,
+            time: Duration::from_secs(2),
+            units: None,
+        };
+        let mut r = reader(&[10, 10, 10], Duration::from_secs(3), u64::MAX);
+        assert_eq!(stretches(&mut r, end).await, [10, 10, 10]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stretch_never_ends_at_the_body_limit() {
+        let mut r = reader(&[50, 50], Duration::ZERO, 100);
+        // Due exactly at the limit: the body must end there, so the stretch runs on to
+        // the end instead of leaving an empty last stretch to finish the upload.
+        assert_eq!(stretches(&mut r, by_bytes(100, None)).await, [100]);
+        assert_eq!(r.end, Some(BodyEnd::Complete));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_an_end_the_stretch_is_the_whole_body() {
+        let mut r = reader(&[50, 50, 50], Duration::ZERO, u64::MAX);
+        let mut chunks = r.stretch(None);
+        let mut total = 0;
+        while let Some(chunk) = chunks.next().await {
+            total += chunk.len();
+        }
+        drop(chunks);
+        assert_eq!((total, r.end), (150, Some(BodyEnd::Complete)));
     }
 }

@@ -36,5 +36,5 @@ pub use observer::{NoObserver, Observer};
 pub use record::{unix_now, ConcatKind, Segment, UploadRecord, UploadState, WriteTarget};
 pub use storage::{
     ByteStream, Chunks, Concatenation, Leftovers, Presentation, Presign, Storage, StorageError,
-    Stored, WriteContext,
+    Stored, WriteContext, WriteUnits,
 };

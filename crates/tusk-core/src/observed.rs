@@ -12,7 +12,7 @@ use tracing::{info_span, Instrument, Span};
 use crate::{
     ByteStream, Chunks, Commit, Concatenation, CoordError, Coordinator, HeldLease, Leadership,
     Lease, Leftovers, Observer, Presign, Storage, StorageError, Stored, UploadRecord, WriteContext,
-    WriteTarget,
+    WriteTarget, WriteUnits,
 };
 
 /// The span of one storage call: `storage.<op>` with the backend and the upload ID.
@@ -86,6 +86,10 @@ impl Storage for ObservedStorage {
         let span = storage_span!(self, "write", context.lease.upload_id());
         self.timed("write", span, self.inner.write(context, chunks))
             .await
+    }
+
+    fn write_units(&self, context: &WriteContext<'_>) -> Option<WriteUnits> {
+        self.inner.write_units(context)
     }
 
     async fn discard(&self, lease: &Lease, stored: &Stored) -> Result<(), StorageError> {

@@ -58,6 +58,15 @@ impl WriteContext<'_> {
     }
 }
 
+/// The points a write can stop at without leaving a partial unit behind (S3: a part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteUnits {
+    /// Bytes of the write that complete the unit the committed bytes left open.
+    pub first: u64,
+    /// The unit's size from there on.
+    pub every: u64,
+}
+
 /// What a write stored, for the engine to commit as one [`crate::Commit`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
@@ -113,6 +122,13 @@ pub trait Storage: Send + Sync + 'static {
         context: WriteContext<'_>,
         chunks: Chunks<'_>,
     ) -> Result<Stored, StorageError>;
+
+    /// Where a write in `context` can stop without leaving a partial unit behind, if the
+    /// backend stores in units; progress commits are cut only there. `None`: anywhere.
+    fn write_units(&self, context: &WriteContext<'_>) -> Option<WriteUnits> {
+        let _ = context;
+        None
+    }
 
     /// Forgets what a write stored that will never be committed (a checksum mismatch, a
     /// refused commit), or segments no longer committed (folded into a later one), under

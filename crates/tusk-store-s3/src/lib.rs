@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption, StorageClass};
 use tusk_core::{
     ByteStream, Chunks, Concatenation, Lease, Leftovers, Presentation, Presign, Segment, Storage,
-    StorageError, Stored, UploadRecord, UploadState, WriteContext,
+    StorageError, Stored, UploadRecord, UploadState, WriteContext, WriteUnits,
 };
 
 use crate::client::{backend_error, error_code};
@@ -375,6 +375,10 @@ impl Storage for S3Storage {
         chunks: Chunks<'_>,
     ) -> Result<Stored, StorageError> {
         write::write(self, context, chunks).await
+    }
+
+    fn write_units(&self, context: &WriteContext<'_>) -> Option<WriteUnits> {
+        write::write_units(self, context)
     }
 
     async fn discard(&self, lease: &Lease, stored: &Stored) -> Result<(), StorageError> {

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use tusk_core::{
     Chunks, Lease, Segment, StorageError, Stored, UploadRecord, WriteContext, WriteTarget,
+    WriteUnits,
 };
 
 use crate::client::{self, backend_error};
@@ -55,6 +56,26 @@ pub(crate) async fn write(
             Err(error)
         }
     }
+}
+
+/// Where a write in `context` completes a part: the first part starts with the committed
+/// tails, each later one is a whole part. `None` if the session cannot be read (the write
+/// then fails with the reason itself).
+pub(crate) fn write_units(store: &S3Storage, context: &WriteContext<'_>) -> Option<WriteUnits> {
+    let record = context.record();
+    let part_size = match Session::of(record).ok()? {
+        Some(session) => session.part_size,
+        None => store
+            .rules
+            .part_size_for(context.length.or(record.length).or(store.max_upload_size))
+            .ok()?,
+    };
+    let (_, tails) = split_parts_and_tails(&record.segments);
+    let open = tails.iter().map(|s| s.len).sum::<u64>() % part_size.max(1);
+    Some(WriteUnits {
+        first: part_size - open,
+        every: part_size,
+    })
 }
 
 /// One write's parts: those being sent, those sent, and the tail it left.

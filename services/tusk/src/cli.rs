@@ -278,6 +278,18 @@ pub const FLAGS: &[Flag] = &[
 pub const FILE_ONLY: &[Flag] = &[
     Flag {
         flag: "",
+        help: "While a PATCH streams, its bytes are made durable and committed every this many bytes (S3: at the next part boundary); a crash loses at most one interval.",
+        key: "uploads.commit_interval_bytes",
+        default: "67108864",
+    },
+    Flag {
+        flag: "",
+        help: "... or every this long, whichever comes first; HEAD shows the progress.",
+        key: "uploads.commit_interval",
+        default: "2s",
+    },
+    Flag {
+        flag: "",
         help: "S3 region; empty takes it from the AWS chain (AWS_REGION, profile), else us-east-1.",
         key: "storage.s3.region",
         default: "",

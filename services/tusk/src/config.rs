@@ -95,6 +95,13 @@ pub struct UploadsConfig {
     /// before it answers 423. Default 3s.
     #[serde(with = "humantime_serde")]
     pub lease_wait: Duration,
+    /// While a PATCH streams, what it received is made durable and committed every this
+    /// many bytes, or every `commit_interval`, whichever comes first (S3: at the next part
+    /// boundary), so a crash loses at most that much. Default 67108864 (64 MiB).
+    pub commit_interval_bytes: u64,
+    /// See `commit_interval_bytes`. Default 2s.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
 }
 
 impl Default for UploadsConfig {
@@ -106,6 +113,8 @@ impl Default for UploadsConfig {
             tombstone_ttl: Duration::from_secs(24 * 3600),
             sweep_interval: Duration::from_secs(60),
             lease_wait: Duration::from_secs(3),
+            commit_interval_bytes: 64 << 20,
+            commit_interval: Duration::from_secs(2),
         }
     }
 }
@@ -262,6 +271,12 @@ impl Config {
         }
         if self.uploads.sweep_interval.is_zero() {
             return Err("uploads.sweep_interval must be positive".into());
+        }
+        if self.uploads.commit_interval_bytes < 64 << 10 {
+            return Err("uploads.commit_interval_bytes must be at least 65536".into());
+        }
+        if self.uploads.commit_interval < Duration::from_millis(10) {
+            return Err("uploads.commit_interval must be at least 10ms".into());
         }
         if self.coordinator.lease_ttl < Duration::from_millis(300) {
             return Err("coordinator.lease_ttl must be at least 300ms".into());

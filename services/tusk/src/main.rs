@@ -211,6 +211,8 @@ fn engine_config(config: &Config) -> EngineConfig {
         lease_wait: config.uploads.lease_wait,
         network_timeout: config.server.network_timeout,
         lease_renew_interval: config.coordinator.lease_ttl / 3,
+        commit_interval_bytes: config.uploads.commit_interval_bytes,
+        commit_interval: config.uploads.commit_interval,
     }
 }
 

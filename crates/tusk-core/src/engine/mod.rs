@@ -32,6 +32,10 @@ pub struct EngineConfig {
     pub network_timeout: Duration,
     /// How often a streaming PATCH renews its lease.
     pub lease_renew_interval: Duration,
+    /// A streaming PATCH commits what it received every this many bytes ...
+    pub commit_interval_bytes: u64,
+    /// ... or this long, whichever comes first (progress commits).
+    pub commit_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +47,8 @@ impl Default for EngineConfig {
             lease_wait: Duration::from_secs(3),
             network_timeout: Duration::from_secs(60),
             lease_renew_interval: Duration::from_secs(5),
+            commit_interval_bytes: 64 << 20,
+            commit_interval: Duration::from_secs(2),
         }
     }
 }

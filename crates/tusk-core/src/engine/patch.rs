@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::Engine;
-use crate::body::{BodyEnd, BodyReader};
+use crate::body::{BodyEnd, BodyReader, StretchEnd};
 use crate::{
     Commit, CoordError, Error, HookEvent, IncomingBody, Lease, RequestInfo, Segment, Stored,
     UploadRecord, UploadState, WriteContext,
@@ -16,6 +16,13 @@ enum Written {
     Commit(PendingCommit),
     /// Nothing arrived and nothing was declared: the record stays as it is.
     Nothing,
+}
+
+/// What a PATCH's progress commits did before its last stretch.
+#[derive(Default)]
+struct Progress {
+    /// Segments the progress commits folded, to forget once the PATCH is over.
+    folded: Vec<Segment>,
 }
 
 struct PendingCommit {
@@ -87,18 +94,29 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        let result = match self.patch_under_lease(&lease, request, body).await {
-            Ok(Written::Commit(pending)) => match self.commit(lease, pending).await {
-                Ok(record) => self.after_commit(record, &info).await,
-                Err(e) => Err(e),
-            },
+        let mut lease = lease;
+        let mut progress = Progress::default();
+        let result = match self
+            .patch_under_lease(&mut lease, request, body, &info, &mut progress)
+            .await
+        {
+            Ok(Written::Commit(mut pending)) => {
+                pending.folded.splice(0..0, progress.folded);
+                match self.commit(lease, pending).await {
+                    Ok(record) => self.after_commit(record, &info).await,
+                    Err(e) => Err(e),
+                }
+            }
             Ok(Written::Nothing) => {
                 let record = lease.record().clone();
                 self.release(lease).await;
+                self.tidy_folded(&record.id, progress.folded);
                 Ok(record)
             }
             Err(e) => {
+                let id = lease.upload_id().to_string();
                 self.release(lease).await;
+                self.tidy_folded(&id, progress.folded);
                 Err(e)
             }
         };
@@ -156,6 +174,13 @@ impl Engine {
         Ok(record)
     }
 
+    /// Forgets folded segments after a PATCH that ended without a last commit.
+    fn tidy_folded(&self, id: &str, folded: Vec<Segment>) {
+        if !folded.is_empty() {
+            self.tidy_later(id, folded);
+        }
+    }
+
     /// After a commit, off the request's path and under a lease of its own: forgets the
     /// segments the commit folded and, once the upload is finished, the targets that never
     /// committed. A writer that takes the upload first wins; what is left then (or after a
@@ -198,12 +223,15 @@ impl Engine {
         });
     }
 
-    /// Streams the body into targets reserved under the lease; says what to commit.
+    /// Streams the body into targets reserved under the lease, committing each stretch but
+    /// the last as it ends (progress commits, keeping the lease); says what to commit last.
     async fn patch_under_lease(
         &self,
-        lease: &Lease,
+        lease: &mut Lease,
         request: PatchRequest,
         body: IncomingBody,
+        info: &RequestInfo,
+        progress: &mut Progress,
     ) -> Result<Written, Error> {
         // The record as of the lease: the previous holder may have committed meanwhile.
         let record = lease.record();
@@ -227,41 +255,113 @@ impl Engine {
             self.shutting_down.subscribe(),
             hasher,
         );
-        let context = WriteContext { lease, length };
-        let write = self.storage.write(context, reader.chunks());
-        // A failed write removed what it had stored itself; a lost lease stops the write.
-        let stored = lease
-            .hold_while(self.config.lease_renew_interval, write)
-            .await??;
-        let end = reader.end.unwrap_or(BodyEnd::Complete);
-        if end == BodyEnd::ReleaseRequested {
-            self.observer.release_honoured();
-        }
-        let digest = reader.take_digest();
-        drop(reader);
-        let written = stored.written;
-        tracing::debug!(upload_id = %lease.upload_id(), written, ?end, "body stored");
-
-        let refused = if end == BodyEnd::TooLarge {
-            Some(Error::TooLarge("the body goes past the upload's length"))
-        } else {
-            match (&request.checksum, digest) {
-                (Some(_), Some(_)) if end != BodyEnd::Complete => {
-                    Some(Error::IncompleteChecksummedBody)
-                }
-                (Some(expected), Some(actual)) if expected.digest != actual => {
-                    Some(Error::ChecksumMismatch)
-                }
-                _ => None,
+        loop {
+            // A checksum covers the whole body: nothing is committed before it is checked.
+            let stretch_end = request.checksum.is_none().then(|| StretchEnd {
+                bytes: self.config.commit_interval_bytes,
+                time: self.config.commit_interval,
+                units: self.storage.write_units(&WriteContext { lease, length }),
+            });
+            let context = WriteContext { lease, length };
+            let write = self.storage.write(context, reader.stretch(stretch_end));
+            // A failed write removed what it had stored itself; a lost lease stops the write.
+            let stored = lease
+                .hold_while(self.config.lease_renew_interval, write)
+                .await??;
+            let Some(end) = reader.end else {
+                self.commit_progress(
+                    lease,
+                    stored,
+                    length,
+                    request.declare_length,
+                    info,
+                    progress,
+                )
+                .await?;
+                continue;
+            };
+            if end == BodyEnd::ReleaseRequested {
+                self.observer.release_honoured();
             }
-        };
-        if let Some(error) = refused {
-            self.discard(lease, &stored).await;
-            return Err(error);
+            let digest = reader.take_digest();
+            tracing::debug!(upload_id = %lease.upload_id(), written = stored.written, ?end, "body stored");
+            let refused = if end == BodyEnd::TooLarge {
+                Some(Error::TooLarge("the body goes past the upload's length"))
+            } else {
+                match (&request.checksum, digest) {
+                    (Some(_), Some(_)) if end != BodyEnd::Complete => {
+                        Some(Error::IncompleteChecksummedBody)
+                    }
+                    (Some(expected), Some(actual)) if expected.digest != actual => {
+                        Some(Error::ChecksumMismatch)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(error) = refused {
+                self.discard(lease, &stored).await;
+                return Err(error);
+            }
+            let record = lease.record();
+            if stored.append.is_empty() && request.declare_length.is_none() {
+                return Ok(Written::Nothing);
+            }
+            if stored.append.is_empty() && record.length.is_some() {
+                // Declared by a progress commit already.
+                return Ok(Written::Nothing);
+            }
+            return Ok(Written::Commit(self.pending_commit(
+                record,
+                stored,
+                length,
+                request.declare_length,
+            )));
         }
-        if stored.append.is_empty() && request.declare_length.is_none() {
-            return Ok(Written::Nothing);
+    }
+
+    /// A progress commit: what one stretch of a still-streaming body stored, committed under
+    /// the lease, which stays held. A client polling HEAD sees it, and a crash keeps it.
+    async fn commit_progress(
+        &self,
+        lease: &mut Lease,
+        stored: Stored,
+        length: Option<u64>,
+        declare_length: Option<u64>,
+        info: &RequestInfo,
+        progress: &mut Progress,
+    ) -> Result<(), Error> {
+        if stored.append.is_empty() {
+            return Ok(());
         }
+        let PendingCommit {
+            commit,
+            folded,
+            rewritten,
+        } = self.pending_commit(lease.record(), stored, length, declare_length);
+        if let Err(error) = lease.commit(&commit).await {
+            // Nothing of this stretch is committed, and nothing more will be: the lease is
+            // lost or the coordinator refused.
+            return Err(error.into());
+        }
+        progress.folded.extend(folded);
+        self.observer.bytes_committed(commit.added);
+        if rewritten > 0 {
+            self.observer
+                .bytes_rewritten(self.storage.name(), rewritten);
+        }
+        self.notify(HookEvent::PostReceive, lease.record(), Some(info));
+        Ok(())
+    }
+
+    /// The commit of what a write stored on top of `record`.
+    fn pending_commit(
+        &self,
+        record: &UploadRecord,
+        stored: Stored,
+        length: Option<u64>,
+        declare_length: Option<u64>,
+    ) -> PendingCommit {
+        let written = stored.written;
         let finished = length == Some(record.offset + written);
         let folded = record.segments[record.segments.len().saturating_sub(stored.fold)..].to_vec();
         let commit = Commit {
@@ -270,18 +370,18 @@ impl Engine {
             append: stored.append,
             fold: stored.fold,
             session: stored.session,
-            declare_length: request.declare_length.filter(|_| record.length.is_none()),
+            declare_length: declare_length.filter(|_| record.length.is_none()),
             expires_at: if finished {
                 None
             } else {
                 self.expiry_from_now()
             },
         };
-        Ok(Written::Commit(PendingCommit {
+        PendingCommit {
             commit,
             folded,
             rewritten: stored.rewritten,
-        }))
+        }
     }
 
     /// The upload's length after this request: the recorded one, or the one it declares.

@@ -1,0 +1,192 @@
+//! Progress commits: while one long PATCH streams, what arrived is committed every
+//! `uploads.commit_interval_bytes` (S3: at the next part boundary), keeping the lease. So a
+//! client polling HEAD sees the upload grow, and a node killed mid-PATCH keeps all but the
+//! last interval: checked by kill -9, restart, HEAD, resume, sha256 of the whole upload.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tusk_tests::deploy::{Embedded, FsEmbedded, Pair, SingleNode, StorageHalf};
+use tusk_tests::rawpatch::RawPatch;
+use tusk_tests::s3::S3Storage;
+
+const MIB: usize = 1024 * 1024;
+const INTERVAL: usize = 4 * MIB;
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    rand::rng().fill_bytes(&mut data);
+    data
+}
+
+/// A config file with a small commit interval (the default, 64 MiB, would make these tests
+/// send hundreds of MiB) and a long time interval, so only bytes cut the stretches.
+fn interval_config(dir: &Path) -> Result<String> {
+    let path = dir.join("progress.toml");
+    std::fs::write(
+        &path,
+        format!("[uploads]\ncommit_interval_bytes = {INTERVAL}\ncommit_interval = \"1h\"\n"),
+    )?;
+    Ok(path.display().to_string())
+}
+
+async fn create(http: &reqwest::Client, endpoint: &str, len: usize) -> Result<String> {
+    let resp = http
+        .post(endpoint)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", len.to_string())
+        .send()
+        .await?;
+    ensure!(resp.status() == 201, "POST: {}", resp.status());
+    Ok(resp
+        .headers()
+        .get("Location")
+        .context("no Location")?
+        .to_str()?
+        .to_string())
+}
+
+async fn offset(http: &reqwest::Client, url: &str) -> Result<usize> {
+    let resp = http
+        .head(url)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "HEAD: {}", resp.status());
+    Ok(resp
+        .headers()
+        .get("Upload-Offset")
+        .context("no Upload-Offset")?
+        .to_str()?
+        .parse()?)
+}
+
+/// Sends the rest from the server's offset in one PATCH, then compares sha256 of a GET.
+async fn finish_and_verify(http: &reqwest::Client, url: &str, data: &[u8]) -> Result<()> {
+    let from = offset(http, url).await?;
+    let resp = http
+        .patch(url)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", from.to_string())
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(data[from..].to_vec())
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == 204,
+        "resuming PATCH at {from}: {}",
+        resp.status()
+    );
+    let body = http.get(url).send().await?.bytes().await?;
+    ensure!(
+        Sha256::digest(&body) == Sha256::digest(data),
+        "GET after resuming at {from}: {} bytes, sha256 differs from the {} sent",
+        body.len(),
+        data.len()
+    );
+    Ok(())
+}
+
+/// Streams most of a long PATCH, waits until the node has read it, kills it with -9,
+/// restarts it: HEAD must show all but at most `interval` of what was sent (before progress
+/// commits: 0), and the upload must finish byte-exact from there.
+async fn kill9_keeps_all_but_the_last_interval<S: StorageHalf>(
+    pair: &Pair<S, Embedded>,
+    interval: usize,
+) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let config = interval_config(scratch.path())?;
+    let mut single = SingleNode::start(pair, &["--config", &config]).await?;
+    let http = reqwest::Client::new();
+    let data = random_bytes(40 * MIB + 123);
+    let url = create(&http, &single.node.endpoint, data.len()).await?;
+
+    let sent = 30 * MIB + 4321;
+    let mut patch = RawPatch::open(&url, 0, data.len()).await?;
+    patch
+        .send(&data[..sent], 256 * 1024, Duration::ZERO)
+        .await?;
+    // Long enough for the node to read and store everything sent; not a progress deadline
+    // (the time interval is an hour).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    single.node.kill9().await?;
+    drop(patch);
+
+    single.node.restart().await?;
+    let kept = offset(&http, &url).await?;
+    eprintln!(
+        "{}: sent {sent}, kill -9, kept {kept} ({} MiB of {} MiB)",
+        pair.name(),
+        kept / MIB,
+        sent / MIB
+    );
+    ensure!(
+        kept <= sent && kept + interval >= sent,
+        "{}: after kill -9 the offset is {kept}; {sent} bytes were sent and at most one \
+         interval ({interval}) may be lost",
+        pair.name()
+    );
+    finish_and_verify(&http, &url, &data).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_kill9_mid_patch_keeps_all_but_the_last_interval() -> Result<()> {
+    kill9_keeps_all_but_the_last_interval(&FsEmbedded, INTERVAL).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_kill9_mid_patch_keeps_all_but_the_last_interval() -> Result<()> {
+    // Parts of 5 MiB: stretches end at the first part boundary after 4 MiB, so one is lost
+    // at most.
+    let part = 5 * MIB;
+    let pair = Pair {
+        storage: S3Storage {
+            part_size: Some(part as u64),
+            ..S3Storage::DEFAULT
+        },
+        coordinator: Embedded,
+    };
+    kill9_keeps_all_but_the_last_interval(&pair, 2 * part).await
+}
+
+/// A client polling HEAD while its PATCH streams sees the committed progress, and the PATCH
+/// still ends with 204 at the full offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_during_a_long_patch_shows_progress() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let config = interval_config(scratch.path())?;
+    let single = SingleNode::start(&FsEmbedded, &["--config", &config]).await?;
+    let http = reqwest::Client::new();
+    let data = random_bytes(20 * MIB);
+    let url = create(&http, &single.node.endpoint, data.len()).await?;
+
+    let mut patch = RawPatch::open(&url, 0, data.len()).await?;
+    let sent = 3 * INTERVAL + 1000;
+    patch
+        .send(&data[..sent], 256 * 1024, Duration::ZERO)
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = offset(&http, &url).await?;
+    while seen < 3 * INTERVAL && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = offset(&http, &url).await?;
+    }
+    ensure!(
+        seen >= 3 * INTERVAL && seen <= sent,
+        "HEAD during the PATCH answered {seen}; {sent} were sent, progress commits every \
+         {INTERVAL} should show at least {}",
+        3 * INTERVAL
+    );
+    patch
+        .send(&data[sent..], 256 * 1024, Duration::ZERO)
+        .await?;
+    let (status, head) = patch
+        .response(Duration::from_secs(20))
+        .await?
+        .context("no response to the PATCH")?;
+    ensure!(status == 204, "PATCH answered {status}: {head}");
+    finish_and_verify(&http, &url, &data).await
+}
