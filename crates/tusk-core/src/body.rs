@@ -46,6 +46,8 @@ pub(crate) struct BodyReader {
     hasher: Option<Hasher>,
     /// The rest of a chunk a stretch was cut in, first in the next stretch.
     carry: Option<Bytes>,
+    /// The body's length as the request announced it (Content-Length), if it did.
+    pub announced: Option<u64>,
     pub received: u64,
     pub end: Option<BodyEnd>,
 }
@@ -93,6 +95,7 @@ impl BodyReader {
             shutdown,
             hasher,
             carry: None,
+            announced: None,
             received: 0,
             end: None,
         }
@@ -156,7 +159,8 @@ impl BodyReader {
     /// stretch is due (bytes or time) and reaches a point the storage can stop at. A stretch
     /// that reached the body's end leaves [`Self::end`] set; one that was cut leaves it unset,
     /// and the next stretch continues where it stopped. A stretch never ends exactly at the
-    /// body's limit: the body must end there, and its last stretch finishes the upload.
+    /// body's limit or announced length: the body ends there, and its last stretch commits
+    /// it with the lease let go in the same step (and finishes the upload, if it does).
     pub fn stretch(&mut self, end: Option<StretchEnd>) -> Chunks<'_> {
         let Some(end) = end else {
             return self.chunks();
@@ -204,8 +208,9 @@ impl BodyReader {
                     let keep = usize::try_from(cut - s.sent).unwrap_or(usize::MAX);
                     s.reader.carry = Some(chunk.split_off(keep));
                 }
-                if s.reader.received >= s.reader.limit && s.reader.carry.is_none() {
-                    // The body's limit: not a cut, the body ends here.
+                let received = s.reader.received;
+                let at_end = received >= s.reader.limit || s.reader.announced == Some(received);
+                if at_end && s.reader.carry.is_none() {
                     s.cut = None;
                 }
             }
@@ -306,12 +311,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_stretch_never_ends_at_the_body_limit() {
+    async fn a_stretch_never_ends_where_the_body_must() {
         let mut r = reader(&[50, 50], Duration::ZERO, 100);
         // Due exactly at the limit: the body must end there, so the stretch runs on to
         // the end instead of leaving an empty last stretch to finish the upload.
         assert_eq!(stretches(&mut r, by_bytes(100, None)).await, [100]);
         assert_eq!(r.end, Some(BodyEnd::Complete));
+
+        let mut r = reader(&[50, 50], Duration::ZERO, u64::MAX);
+        r.announced = Some(100);
+        assert_eq!(stretches(&mut r, by_bytes(100, None)).await, [100]);
     }
 
     #[tokio::test(start_paused = true)]

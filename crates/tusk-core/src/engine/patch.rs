@@ -255,6 +255,7 @@ impl Engine {
             self.shutting_down.subscribe(),
             hasher,
         );
+        reader.announced = request.content_length;
         loop {
             // A checksum covers the whole body: nothing is committed before it is checked.
             let stretch_end = request.checksum.is_none().then(|| StretchEnd {
