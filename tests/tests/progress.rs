@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use tusk_tests::cluster::{Balancer, Cluster, FsRedis};
 use tusk_tests::deploy::{Embedded, FsEmbedded, Pair, SingleNode, StorageHalf};
 use tusk_tests::rawpatch::RawPatch;
 use tusk_tests::s3::S3Storage;
@@ -189,4 +190,44 @@ async fn head_during_a_long_patch_shows_progress() -> Result<()> {
         .context("no response to the PATCH")?;
     ensure!(status == 204, "PATCH answered {status}: {head}");
     finish_and_verify(&http, &url, &data).await
+}
+
+/// The same in a cluster: the node serving the PATCH is killed and stays dead; another node
+/// answers HEAD with all but the last interval and finishes the upload byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_kill9_mid_patch_keeps_all_but_the_last_interval() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let config = interval_config(scratch.path())?;
+    let mut cluster = Cluster::start(
+        &FsRedis,
+        Balancer::Nginx,
+        2,
+        &["--lease-ttl", "2s", "--config", &config],
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let data = random_bytes(40 * MIB + 123);
+    let url = create(&http, &cluster.endpoint, data.len()).await?;
+
+    let sent = 30 * MIB + 4321;
+    let mut patch = RawPatch::open(&cluster.at_node(1, &url)?, 0, data.len()).await?;
+    patch
+        .send(&data[..sent], 256 * 1024, Duration::ZERO)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.nodes[1].kill9().await?;
+    drop(patch);
+
+    let survivor = cluster.at_node(0, &url)?;
+    let kept = offset(&http, &survivor).await?;
+    eprintln!(
+        "{}: sent {sent}, kill -9 of node 1, node 0 says {kept}",
+        cluster.name()
+    );
+    ensure!(
+        kept <= sent && kept + INTERVAL >= sent,
+        "after kill -9 of the writing node the offset is {kept}; {sent} bytes were sent and \
+         at most one interval ({INTERVAL}) may be lost"
+    );
+    finish_and_verify(&http, &survivor, &data).await
 }
