@@ -1,4 +1,6 @@
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -6,6 +8,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use crate::engine::in_flight::{PatchInFlight, Phase};
 use crate::storage::Chunks;
 use crate::ReleaseRequest;
 use crate::{Hasher, WriteUnits};
@@ -48,8 +51,16 @@ pub(crate) struct BodyReader {
     carry: Option<Bytes>,
     /// The body's length as the request announced it (Content-Length), if it did.
     pub announced: Option<u64>,
+    /// This PATCH's entry among the node's PATCHes in flight, told where reading stands.
+    pub in_flight: Option<Arc<PatchInFlight>>,
     pub received: u64,
     pub end: Option<BodyEnd>,
+}
+
+fn set_phase(in_flight: &Option<Arc<PatchInFlight>>, phase: Phase) {
+    if let Some(in_flight) = in_flight {
+        in_flight.set(phase);
+    }
 }
 
 /// When a stretch of the body ends so that what it carried can be committed while the rest
@@ -96,6 +107,7 @@ impl BodyReader {
             hasher,
             carry: None,
             announced: None,
+            in_flight: None,
             received: 0,
             end: None,
         }
@@ -109,17 +121,31 @@ impl BodyReader {
             return None;
         }
         loop {
+            let (body, in_flight) = (&mut self.body, &self.in_flight);
+            let from_client = async {
+                let mut next = body.next();
+                if let Poll::Ready(ready) = futures_util::poll!(&mut next) {
+                    return Ok(ready);
+                }
+                // Everything that arrived is read: from here on, the client is the one
+                // who has to act.
+                set_phase(in_flight, Phase::AwaitingClient);
+                let next = tokio::time::timeout(self.idle_timeout, next).await;
+                set_phase(in_flight, Phase::Reading);
+                next
+            };
             let next = tokio::select! {
                 biased;
-                () = self.release.requested() => {
-                    self.end = Some(BodyEnd::ReleaseRequested);
+                () = self.release.requested() => Err(BodyEnd::ReleaseRequested),
+                Ok(_) = self.shutdown.wait_for(|down| *down) => Err(BodyEnd::ShuttingDown),
+                next = from_client => Ok(next),
+            };
+            let next = match next {
+                Ok(next) => next,
+                Err(stopped) => {
+                    self.ended(stopped);
                     return None;
                 }
-                Ok(_) = self.shutdown.wait_for(|down| *down) => {
-                    self.end = Some(BodyEnd::ShuttingDown);
-                    return None;
-                }
-                next = tokio::time::timeout(self.idle_timeout, self.body.next()) => next,
             };
             let (end, bytes) = match next {
                 Err(_elapsed) => (BodyEnd::IdleTimeout, None),
@@ -142,9 +168,14 @@ impl BodyReader {
                     }
                 }
             };
-            self.end = Some(end);
+            self.ended(end);
             return bytes;
         }
+    }
+
+    fn ended(&mut self, end: BodyEnd) {
+        self.end = Some(end);
+        set_phase(&self.in_flight, Phase::Ended);
     }
 
     /// The body as the stream of chunks a [`crate::Storage`] writes.

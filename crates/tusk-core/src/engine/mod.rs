@@ -12,6 +12,7 @@ use crate::{
 };
 
 mod concat;
+pub(crate) mod in_flight;
 mod patch;
 mod sweep;
 
@@ -96,6 +97,7 @@ pub struct Engine {
     shutting_down: tokio::sync::watch::Sender<bool>,
     observer: Arc<dyn Observer>,
     hooks: Arc<dyn Hooks>,
+    in_flight: Arc<in_flight::InFlightPatches>,
 }
 
 /// Upload IDs carry 144 random bits: 18 bytes, 24 URL-safe base64 characters.
@@ -133,6 +135,7 @@ impl Engine {
             shutting_down: tokio::sync::watch::Sender::new(false),
             observer,
             hooks: Arc::new(NoHooks),
+            in_flight: Arc::default(),
         }
     }
 
@@ -337,6 +340,7 @@ impl Engine {
     /// The upload as HEAD shows it. A final upload whose partials have all finished is
     /// assembled here, on first sight.
     pub async fn view(&self, id: &str) -> Result<UploadView, Error> {
+        self.in_flight.settle(id, self.config.lease_wait).await;
         let record = self.load_active(id).await?;
         let parts = match &record.concat {
             Some(ConcatKind::Final { parts, .. })

@@ -1,7 +1,9 @@
 //! PATCH: the commit protocol of docs/architecture.md, under the upload's lease.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::in_flight::PatchInFlight;
 use super::Engine;
 use crate::body::{BodyEnd, BodyReader, StretchEnd};
 use crate::{
@@ -23,6 +25,8 @@ enum Written {
 struct Progress {
     /// Segments the progress commits folded, to forget once the PATCH is over.
     folded: Vec<Segment>,
+    /// The record as the last progress commit left it (or as the lease found it).
+    last: Option<UploadRecord>,
 }
 
 struct PendingCommit {
@@ -51,19 +55,29 @@ fn reservations_were_lost(record: &UploadRecord, last: &Commit) -> bool {
 
 /// Whether a PATCH at `offset` may write to `record`.
 pub(super) fn check_patchable(record: &UploadRecord, offset: u64) -> Result<(), Error> {
+    check_writable(record)?;
+    if offset != record.offset {
+        return Err(offset_mismatch(record, offset));
+    }
+    Ok(())
+}
+
+/// Whether any PATCH may write to `record`.
+fn check_writable(record: &UploadRecord) -> Result<(), Error> {
     if record.state != UploadState::Active {
         return Err(Error::Gone);
     }
     if record.is_final() {
         return Err(Error::PatchOnFinal);
     }
-    if offset != record.offset {
-        return Err(Error::OffsetMismatch {
-            expected: record.offset,
-            got: offset,
-        });
-    }
     Ok(())
+}
+
+fn offset_mismatch(record: &UploadRecord, offset: u64) -> Error {
+    Error::OffsetMismatch {
+        expected: record.offset,
+        got: offset,
+    }
 }
 
 impl Engine {
@@ -87,38 +101,49 @@ impl Engine {
         let lease = match self.coord.acquire(id, Duration::ZERO).await {
             Ok(lease) => lease,
             Err(CoordError::Locked) => {
-                // Another request writes: only a request that could succeed asks it to stop.
+                // Another request writes: only a request that could succeed once it has
+                // committed asks it to stop (an offset it may reach: a client resuming
+                // after its connection dropped knows more than the last commit says).
                 let record = self.load_active(id).await?;
-                check_patchable(&record, request.offset)?;
+                check_writable(&record)?;
+                if request.offset < record.offset {
+                    return Err(offset_mismatch(&record, request.offset));
+                }
                 self.acquire(id).await?
             }
             Err(e) => return Err(e.into()),
         };
         let mut lease = lease;
         let mut progress = Progress::default();
-        let result = match self
-            .patch_under_lease(&mut lease, request, body, &info, &mut progress)
-            .await
-        {
+        let in_flight = Arc::new(PatchInFlight::register(self.in_flight.clone(), id));
+        let written = self
+            .patch_under_lease(&mut lease, request, body, &info, &in_flight, &mut progress)
+            .await;
+        let committed = match written {
             Ok(Written::Commit(mut pending)) => {
                 pending.folded.splice(0..0, progress.folded);
-                match self.commit(lease, pending).await {
-                    Ok(record) => self.after_commit(record, &info).await,
-                    Err(e) => Err(e),
-                }
+                self.commit(lease, pending).await.map(Some)
             }
             Ok(Written::Nothing) => {
-                let record = lease.record().clone();
                 self.release(lease).await;
-                self.tidy_folded(&record.id, progress.folded);
-                Ok(record)
+                self.tidy_folded(id, progress.folded);
+                Ok(None)
             }
             Err(e) => {
-                let id = lease.upload_id().to_string();
                 self.release(lease).await;
-                self.tidy_folded(&id, progress.folded);
+                self.tidy_folded(id, progress.folded);
                 Err(e)
             }
+        };
+        // Reads waiting for this PATCH's last commit go on now, not after the hooks.
+        drop(in_flight);
+        let result = match committed {
+            Ok(Some(record)) => self.after_commit(record, &info).await,
+            Ok(None) => match progress.last {
+                Some(record) => Ok(record),
+                None => self.load_active(id).await,
+            },
+            Err(e) => Err(e),
         };
         self.observer.patch_handled(started.elapsed());
         result
@@ -231,6 +256,7 @@ impl Engine {
         request: PatchRequest,
         body: IncomingBody,
         info: &RequestInfo,
+        in_flight: &Arc<PatchInFlight>,
         progress: &mut Progress,
     ) -> Result<Written, Error> {
         // The record as of the lease: the previous holder may have committed meanwhile.
@@ -256,6 +282,7 @@ impl Engine {
             hasher,
         );
         reader.announced = request.content_length;
+        reader.in_flight = Some(in_flight.clone());
         loop {
             // A checksum covers the whole body: nothing is committed before it is checked.
             let stretch_end = request.checksum.is_none().then(|| StretchEnd {
@@ -304,11 +331,11 @@ impl Engine {
                 return Err(error);
             }
             let record = lease.record();
-            if stored.append.is_empty() && request.declare_length.is_none() {
-                return Ok(Written::Nothing);
-            }
-            if stored.append.is_empty() && record.length.is_some() {
-                // Declared by a progress commit already.
+            // Nothing to declare either, or a progress commit declared it already.
+            if stored.append.is_empty()
+                && (request.declare_length.is_none() || record.length.is_some())
+            {
+                progress.last = Some(record.clone());
                 return Ok(Written::Nothing);
             }
             return Ok(Written::Commit(self.pending_commit(

@@ -1,0 +1,146 @@
+//! PATCHes in flight on this node, for HEAD and GET: a read of an upload whose PATCH has
+//! lost its client must answer with every byte the server received, not the offset from
+//! before that PATCH (the client's next PATCH would be a 409). The server learns that a
+//! client left only by reading up to its end, so a read waits (bounded) while this node's
+//! PATCH of the upload still has buffered bytes to read or its last commit to make, and
+//! answers as soon as that PATCH waits for the network (a live client: the last progress
+//! commit is the answer) or is done.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Where a PATCH in flight is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading bytes that have arrived (or storing them).
+    Reading,
+    /// Everything that arrived is read; waiting for the client to send more.
+    AwaitingClient,
+    /// The body has ended; the last commit is being made.
+    Ended,
+}
+
+#[derive(Default)]
+pub(crate) struct InFlightPatches {
+    /// Upload ID → that PATCH's phase; the channel closes when its last commit is done.
+    patches: Mutex<HashMap<String, watch::Receiver<Phase>>>,
+}
+
+impl InFlightPatches {
+    /// Waits, at most `bound`, until this node's PATCH of `id` (if any) waits for its client
+    /// or has made its last commit.
+    pub async fn settle(&self, id: &str, bound: Duration) {
+        let receiver = self
+            .patches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned();
+        if let Some(mut receiver) = receiver {
+            // An error means the sender is gone: the last commit is done.
+            let settled = receiver.wait_for(|phase| *phase == Phase::AwaitingClient);
+            let _ = tokio::time::timeout(bound, settled).await;
+        }
+    }
+}
+
+/// One PATCH's entry in [`InFlightPatches`], from its lease to its last commit (or
+/// release): dropping it lets the waiting reads go on.
+pub(crate) struct PatchInFlight {
+    patches: Arc<InFlightPatches>,
+    id: String,
+    phase: watch::Sender<Phase>,
+}
+
+impl PatchInFlight {
+    pub fn register(patches: Arc<InFlightPatches>, id: &str) -> Self {
+        let phase = watch::Sender::new(Phase::Reading);
+        patches
+            .patches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string(), phase.subscribe());
+        Self {
+            patches,
+            id: id.to_string(),
+            phase,
+        }
+    }
+
+    pub fn set(&self, phase: Phase) {
+        self.phase.send_if_modified(|current| {
+            let changed = *current != phase;
+            *current = phase;
+            changed
+        });
+    }
+}
+
+impl Drop for PatchInFlight {
+    fn drop(&mut self) {
+        let mut patches = self
+            .patches
+            .patches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Only our own entry: a later PATCH of the same upload may have registered since.
+        if patches
+            .get(&self.id)
+            .is_some_and(|receiver| receiver.same_channel(&self.phase.subscribe()))
+        {
+            patches.remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_waits_while_the_patch_reads_or_commits_and_no_longer() {
+        let patches = Arc::new(InFlightPatches::default());
+        let started = tokio::time::Instant::now();
+        // Nothing in flight: no wait at all.
+        patches.settle("a", Duration::from_secs(5)).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+
+        // Reading buffered bytes, then the body ends and the commit takes a while.
+        let patch = PatchInFlight::register(patches.clone(), "a");
+        let committing = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            patch.set(Phase::Ended);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(patch);
+        });
+        patches.settle("a", Duration::from_secs(5)).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        committing.await.unwrap();
+        assert!(patches.patches.lock().unwrap().is_empty());
+
+        // A live client: the PATCH waits for it, so the read answers at once.
+        let live = PatchInFlight::register(patches.clone(), "b");
+        live.set(Phase::AwaitingClient);
+        patches.settle("b", Duration::from_secs(5)).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+
+        // A PATCH that never settles bounds the wait.
+        live.set(Phase::Reading);
+        patches.settle("b", Duration::from_secs(2)).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(2300));
+    }
+
+    #[tokio::test]
+    async fn an_older_patch_leaves_a_newer_ones_entry_in_place() {
+        let patches = Arc::new(InFlightPatches::default());
+        let old = PatchInFlight::register(patches.clone(), "a");
+        let new = PatchInFlight::register(patches.clone(), "a");
+        drop(old);
+        assert!(patches.patches.lock().unwrap().contains_key("a"));
+        drop(new);
+        assert!(patches.patches.lock().unwrap().is_empty());
+    }
+}
