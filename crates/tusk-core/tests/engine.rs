@@ -190,6 +190,47 @@ async fn a_second_patch_makes_the_first_commit_what_it_has() {
     drop(tx);
 }
 
+/// A client whose link died mid-PATCH and that resumes from the offset it reached (ahead of
+/// the last commit) makes the stalled PATCH commit what it has, then continues from there:
+/// no 409 for being ahead of a commit that was about to happen.
+#[tokio::test]
+async fn a_patch_ahead_of_the_commit_makes_the_stalled_one_commit_then_continues() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = EngineConfig {
+        lease_wait: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let (engine, _) = new_engine(dir.path(), config).await;
+    let id = create(&engine, 10).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
+    tx.send(Ok(Bytes::from_static(b"hello")))
+        .await
+        .expect("send");
+    let stalled: IncomingBody = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let first = tokio::spawn({
+        let engine = engine.clone();
+        let id = id.clone();
+        async move { engine.patch(&id, patch_at(0), stalled).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = engine
+        .patch(&id, patch_at(5), body(&[b"world"]))
+        .await
+        .expect("the resuming PATCH at 5 goes on after the stalled one committed");
+    assert_eq!(second.offset, 10);
+    assert_eq!(first.await.expect("join").expect("first commits").offset, 5);
+    assert_eq!(read_all(&engine, &id, 10).await, b"helloworld");
+    // Behind the committed offset is still a conflict, at once.
+    let behind = engine.patch(&id, patch_at(3), body(&[b"x"])).await;
+    assert!(
+        matches!(behind, Err(Error::Gone | Error::OffsetMismatch { .. })),
+        "{behind:?}"
+    );
+    drop(tx);
+}
+
 #[tokio::test]
 async fn a_checksum_mismatch_commits_nothing_and_leaves_no_target() {
     let dir = tempfile::tempdir().expect("tempdir");
