@@ -16,8 +16,16 @@ use crate::{Hasher, PatchRequest};
 enum Written {
     /// Bytes to commit (or a length to declare).
     Commit(PendingCommit),
-    /// Nothing arrived and nothing was declared: the record stays as it is.
-    Nothing,
+    /// Nothing (more) arrived and nothing was declared: the record stays as the lease has it.
+    Nothing(UploadRecord),
+}
+
+/// How a PATCH left the upload once its lease is let go.
+enum Ended {
+    /// Its last commit made this record.
+    Committed(UploadRecord),
+    /// Its last stretch had nothing to commit (progress commits may have).
+    Unchanged(UploadRecord),
 }
 
 /// What a PATCH's progress commits did before its last stretch.
@@ -25,8 +33,6 @@ enum Written {
 struct Progress {
     /// Segments the progress commits folded, to forget once the PATCH is over.
     folded: Vec<Segment>,
-    /// The record as the last progress commit left it (or as the lease found it).
-    last: Option<UploadRecord>,
 }
 
 struct PendingCommit {
@@ -98,7 +104,7 @@ impl Engine {
         }
         let started = std::time::Instant::now();
         // Most PATCHes find the lease free: taking it also returns the record.
-        let lease = match self.coord.acquire(id, Duration::ZERO).await {
+        let mut lease = match self.coord.acquire(id, Duration::ZERO).await {
             Ok(lease) => lease,
             Err(CoordError::Locked) => {
                 // Another request writes: only a request that could succeed once it has
@@ -113,7 +119,6 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut lease = lease;
         let mut progress = Progress::default();
         let in_flight = Arc::new(PatchInFlight::register(self.in_flight.clone(), id));
         let written = self
@@ -122,12 +127,12 @@ impl Engine {
         let committed = match written {
             Ok(Written::Commit(mut pending)) => {
                 pending.folded.splice(0..0, progress.folded);
-                self.commit(lease, pending).await.map(Some)
+                self.commit(lease, pending).await.map(Ended::Committed)
             }
-            Ok(Written::Nothing) => {
+            Ok(Written::Nothing(record)) => {
                 self.release(lease).await;
                 self.tidy_folded(id, progress.folded);
-                Ok(None)
+                Ok(Ended::Unchanged(record))
             }
             Err(e) => {
                 self.release(lease).await;
@@ -138,11 +143,8 @@ impl Engine {
         // Reads waiting for this PATCH's last commit go on now, not after the hooks.
         drop(in_flight);
         let result = match committed {
-            Ok(Some(record)) => self.after_commit(record, &info).await,
-            Ok(None) => match progress.last {
-                Some(record) => Ok(record),
-                None => self.load_active(id).await,
-            },
+            Ok(Ended::Committed(record)) => self.after_commit(record, &info).await,
+            Ok(Ended::Unchanged(record)) => Ok(record),
             Err(e) => Err(e),
         };
         self.observer.patch_handled(started.elapsed());
@@ -335,8 +337,7 @@ impl Engine {
             if stored.append.is_empty()
                 && (request.declare_length.is_none() || record.length.is_some())
             {
-                progress.last = Some(record.clone());
-                return Ok(Written::Nothing);
+                return Ok(Written::Nothing(record.clone()));
             }
             return Ok(Written::Commit(self.pending_commit(
                 record,
