@@ -6,33 +6,43 @@
 //! journal file that one thread syncs once for every body waiting (group commit); then the
 //! body's part file is created with the same bytes, unsynced, so reads find it at once.
 //!
-//! The journal makes the part files durable until they are themselves: every few seconds
-//! the journal is rotated, a checkpoint thread fsyncs the part files written under the old
-//! one and their directories, and deletes it. After a crash, [`Journal::recover`] rewrites
-//! every part file a remaining journal names that is missing or short, then deletes it.
+//! The journal makes the part files durable until they are themselves: a journal is rotated
+//! at the latest a checkpoint interval after its first write, a checkpoint thread fsyncs the
+//! part files written under the old one and their directories, and deletes it.
 //!
-//! Frame: `[name len: u16][name: shard/file][data len: u32][data][crc32 of name and data]`.
+//! Each node journals into a directory of its own under `<root>/.journal/`, locked for as
+//! long as the node lives (several nodes may share the root). A journal whose directory is
+//! unlocked belongs to a node that is gone, and [`Recovery`] replays it at start. Replay
+//! compares each part file a journal names with the journal's bytes, not its length (after a
+//! power cut a file can keep its length and lose its blocks: zeros), rewrites any that
+//! differs, syncs them all, then deletes the journal.
+//!
+//! Frame: `[name len: u16][name: shard/file][data len: u32][data][crc32 of name and data]`;
+//! the crc32 vouches for the journal's copy, which replay then compares byte for byte.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use std::sync::Arc;
-
 use crate::shards::{sync_dir, Shards};
 
 /// Bodies up to this size go through the journal.
 pub(crate) const SMALL_WRITE: usize = 64 << 10;
-/// A journal is rotated (and checkpointed) after this long or this many bytes.
-const ROTATE_AFTER: Duration = Duration::from_secs(2);
+/// A journal is rotated (and checkpointed) after this many bytes, or after the checkpoint
+/// interval.
 const ROTATE_BYTES: u64 = 64 << 20;
 /// Most writes one group commit takes.
 const MAX_BATCH: usize = 1024;
+/// The directory of the nodes' journal directories, under the root.
+const JOURNALS: &str = ".journal";
+/// The lock file a node holds in its journal directory for as long as it lives.
+const LOCK: &str = "lock";
 
 struct Request {
     /// The upload (its shard holds the part file) and the part file's name.
@@ -52,6 +62,29 @@ fn journal_name(n: u64) -> String {
     format!("{n:016}.journal")
 }
 
+/// A node directory's name: 16 hex digits.
+fn is_node_dir(name: &str) -> bool {
+    name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The numbered journals in `dir`, oldest first.
+fn journals_in(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut journals = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let number = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".journal"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(number) = number {
+            journals.push((number, entry.path()));
+        }
+    }
+    journals.sort();
+    Ok(journals)
+}
+
 fn frame(buf: &mut Vec<u8>, name: &str, data: &[u8]) -> io::Result<()> {
     let name_len = u16::try_from(name.len()).map_err(|_| io::Error::other("name too long"))?;
     let data_len = u32::try_from(data.len()).map_err(|_| io::Error::other("write too large"))?;
@@ -66,7 +99,13 @@ fn frame(buf: &mut Vec<u8>, name: &str, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The next frame, or None at the end or at a torn or corrupt tail.
+/// Bytes a frame of this name and data takes.
+fn frame_len(name: &str, data: &[u8]) -> u64 {
+    (2 + name.len() + 4 + data.len() + 4) as u64
+}
+
+/// The next frame, or None at the end or at a torn or corrupt tail. A length no writer
+/// produces is corruption too (and is never allocated).
 fn read_frame(reader: &mut impl Read) -> Option<(String, Vec<u8>)> {
     let mut len2 = [0u8; 2];
     reader.read_exact(&mut len2).ok()?;
@@ -74,7 +113,11 @@ fn read_frame(reader: &mut impl Read) -> Option<(String, Vec<u8>)> {
     reader.read_exact(&mut name).ok()?;
     let mut len4 = [0u8; 4];
     reader.read_exact(&mut len4).ok()?;
-    let mut data = vec![0u8; u32::from_le_bytes(len4) as usize];
+    let data_len = usize::try_from(u32::from_le_bytes(len4)).ok()?;
+    if data_len > SMALL_WRITE {
+        return None;
+    }
+    let mut data = vec![0u8; data_len];
     reader.read_exact(&mut data).ok()?;
     reader.read_exact(&mut len4).ok()?;
     let mut crc = crc32fast::Hasher::new();
@@ -94,17 +137,25 @@ fn is_safe_relative(name: &str) -> bool {
             && ![shard, file].iter().any(|p| p.starts_with('.') || p.contains('\0')))
 }
 
+/// Adds the path to an error, so a failed recovery says what it was doing.
+fn at<'a>(path: &'a Path, what: &str) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    let what = what.to_string();
+    move |e| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
 impl Journal {
-    /// Replays journals left by a crash under `root/.journal`, then starts the writer.
-    pub fn open(root: &Path, shards: Arc<Shards>) -> io::Result<Self> {
-        let base = root.join(".journal");
-        fs::create_dir_all(&base)?;
-        Self::recover_orphans(root, &base)?;
+    /// Recovers the journals of nodes that are gone under `root/.journal`, then starts this
+    /// node's writer. Small writes stay in the journal at most `checkpoint_after` before their
+    /// part files are synced.
+    pub fn open(root: &Path, shards: Arc<Shards>, checkpoint_after: Duration) -> io::Result<Self> {
+        let base = root.join(JOURNALS);
+        let own = format!("{:016x}", rand::random::<u64>());
+        Recovery::new(root, &own)?.adopt()?;
         // Our own directory, locked for as long as this process lives: several nodes may
         // share the root, and a locked directory is never touched by another node.
-        let dir = base.join(format!("{:016x}", rand::random::<u64>()));
+        let dir = base.join(&own);
         fs::create_dir(&dir)?;
-        let lock = File::create(dir.join("lock"))?;
+        let lock = File::create(dir.join(LOCK))?;
         lock.try_lock().map_err(io::Error::other)?;
         sync_dir(&base)?;
         let (requests, rx) = mpsc::channel::<Request>();
@@ -112,7 +163,13 @@ impl Journal {
         std::thread::Builder::new()
             .name("tusk-fs-checkpoint".into())
             .spawn(move || checkpoint(checkpoint_rx))?;
-        let mut writer = Writer::new(root.to_path_buf(), shards, dir, 0, checkpoints)?;
+        let mut writer = Writer::new(
+            root.to_path_buf(),
+            shards,
+            dir,
+            checkpoint_after,
+            checkpoints,
+        )?;
         std::thread::Builder::new()
             .name("tusk-fs-journal".into())
             .spawn(move || writer.run(rx))?;
@@ -120,70 +177,6 @@ impl Journal {
             requests,
             _lock: lock,
         })
-    }
-
-    /// Recovers the journal directories whose owner is gone (their lock is free).
-    fn recover_orphans(root: &Path, base: &Path) -> io::Result<()> {
-        for entry in fs::read_dir(base)? {
-            let dir = entry?.path();
-            if !dir.is_dir() {
-                continue;
-            }
-            let lock = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join("lock"))?;
-            if lock.try_lock().is_err() {
-                continue; // a live node owns it
-            }
-            Self::recover(root, &dir)?;
-            fs::remove_file(dir.join("lock"))?;
-            fs::remove_dir(&dir)?;
-        }
-        sync_dir(base)
-    }
-
-    /// Makes every part file named in a leftover journal whole and durable; returns the
-    /// number for the next journal.
-    fn recover(root: &Path, dir: &Path) -> io::Result<u64> {
-        let mut journals: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                let n = name.strip_suffix(".journal")?.parse::<u64>().ok()?;
-                Some((n, e.path()))
-            })
-            .collect();
-        journals.sort();
-        for (_, path) in &journals {
-            let mut reader = BufReader::new(File::open(path)?);
-            let mut touched = Vec::new();
-            while let Some((name, data)) = read_frame(&mut reader) {
-                if !is_safe_relative(&name) {
-                    continue;
-                }
-                let part = root.join(&name);
-                let whole = fs::metadata(&part).is_ok_and(|m| m.len() >= data.len() as u64);
-                if !whole {
-                    if let Some(shard) = part.parent() {
-                        fs::create_dir_all(shard)?;
-                    }
-                    let mut file = File::create(&part)?;
-                    file.write_all(&data)?;
-                    file.sync_all()?;
-                    touched.push(part);
-                }
-            }
-            for part in &touched {
-                if let Some(shard) = part.parent() {
-                    sync_dir(shard)?;
-                }
-            }
-            fs::remove_file(path)?;
-        }
-        sync_dir(dir)?;
-        Ok(journals.last().map_or(0, |(n, _)| n + 1))
     }
 
     /// Durably writes `bytes` as the part file `name` of `upload` (which must not exist).
@@ -202,13 +195,236 @@ impl Journal {
     }
 }
 
+/// What a replayed frame found.
+#[derive(Debug, PartialEq)]
+enum Restored {
+    /// The part file held the journal's bytes; it is synced now.
+    Kept,
+    /// The part file differed (zeros, short, long) and was rewritten in place, so every hard
+    /// link to it (a concatenation) sees the bytes too.
+    Rewritten,
+    /// The part file was missing and was created.
+    Created,
+}
+
+/// Whether `file` holds exactly `data`.
+fn holds(file: &mut File, data: &[u8]) -> bool {
+    if !file.metadata().is_ok_and(|m| m.len() == data.len() as u64) {
+        return false;
+    }
+    let mut content = vec![0u8; data.len()];
+    file.read_exact(&mut content).is_ok() && content == data
+}
+
+/// Makes the part file at `part` hold exactly `data`, durably (but not its directory entry).
+fn restore(part: &Path, data: &[u8]) -> io::Result<Restored> {
+    match File::open(part) {
+        Ok(mut file) => {
+            if holds(&mut file, data) {
+                file.sync_data()?;
+                return Ok(Restored::Kept);
+            }
+            drop(file);
+            match OpenOptions::new().write(true).open(part) {
+                Ok(mut file) => {
+                    file.write_all(data)?;
+                    file.set_len(data.len() as u64)?;
+                    file.sync_data()?;
+                    return Ok(Restored::Rewritten);
+                }
+                // Removed meanwhile: created below, like a missing one.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(shard) = part.parent() {
+        fs::create_dir_all(shard)?;
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(part)?;
+    file.write_all(data)?;
+    file.sync_data()?;
+    Ok(Restored::Created)
+}
+
+/// Replays the journals of nodes that are gone.
+pub(crate) struct Recovery {
+    root: PathBuf,
+    /// `root/.journal`.
+    base: PathBuf,
+    /// This node's directory name under `base`, never adopted by this node: on NFS, locks
+    /// are per process, so trying our own lock would succeed and closing it would drop it.
+    own: String,
+}
+
+impl Recovery {
+    /// Recovery of the journals under `root` for the node whose directory is named `own`.
+    fn new(root: &Path, own: &str) -> io::Result<Self> {
+        let base = root.join(JOURNALS);
+        fs::create_dir_all(&base)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            base,
+            own: own.to_string(),
+        })
+    }
+
+    /// Recovers every journal directory whose owner is gone (its lock is free); returns how
+    /// many directories it recovered.
+    pub fn adopt(&self) -> io::Result<usize> {
+        let mut adopted = 0;
+        let mut failed = None;
+        for entry in fs::read_dir(&self.base).map_err(at(&self.base, "listing"))? {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
+            if name == self.own {
+                continue;
+            }
+            let dir = entry.path();
+            // One directory that cannot be recovered does not keep the others waiting.
+            let result = if is_node_dir(name) {
+                self.adopt_dir(&dir).map(|done| {
+                    if done {
+                        tracing::info!(dir = %dir.display(), "recovered the journal of a node that is gone");
+                        adopted += 1;
+                    }
+                })
+            } else {
+                Ok(())
+            };
+            if let Err(error) = result {
+                failed.get_or_insert(error);
+            }
+        }
+        if adopted > 0 {
+            sync_dir(&self.base)?;
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(adopted),
+        }
+    }
+
+    /// Recovers `dir` if its owner is gone; false if a live node holds it (or it is gone).
+    fn adopt_dir(&self, dir: &Path) -> io::Result<bool> {
+        let lock_path = dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(at(&lock_path, "opening"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(fs::TryLockError::Error(e)) => return Err(at(&lock_path, "locking")(e)),
+        }
+        self.replay_dir(dir)?;
+        match fs::remove_file(&lock_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(at(&lock_path, "removing")(e))
+            }
+            _ => {}
+        }
+        remove_empty_dir(dir);
+        Ok(true)
+    }
+
+    /// Makes every part file named in the journals of `dir` whole and durable, oldest journal
+    /// first, deleting each once done.
+    fn replay_dir(&self, dir: &Path) -> io::Result<()> {
+        let journals = match journals_in(dir) {
+            Ok(journals) => journals,
+            // Recovered by another node between our open and our lock.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(at(dir, "listing")(e)),
+        };
+        for (_, path) in &journals {
+            self.replay(path).map_err(at(path, "recovering"))?;
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        match sync_dir(dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Replays one journal file.
+    fn replay(&self, path: &Path) -> io::Result<()> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        let mut reader = BufReader::new(file);
+        let mut dirs = BTreeSet::new();
+        let mut replayed = 0u64;
+        while let Some((name, data)) = read_frame(&mut reader) {
+            replayed += frame_len(&name, &data);
+            if !is_safe_relative(&name) {
+                tracing::warn!(journal = %path.display(), %name, "journal frame with an unsafe name skipped");
+                continue;
+            }
+            if name
+                .split_once('/')
+                .and_then(|(_, f)| crate::parse_file_name(f))
+                .is_none()
+            {
+                tracing::warn!(journal = %path.display(), %name, "journal frame naming no part file skipped");
+                continue;
+            }
+            let part = self.root.join(&name);
+            restore(&part, &data).map_err(at(&part, "restoring"))?;
+            if let Some(shard) = part.parent() {
+                dirs.insert(shard.to_path_buf());
+            }
+        }
+        if replayed < len {
+            tracing::warn!(
+                journal = %path.display(),
+                replayed,
+                ignored = len - replayed,
+                "journal replay stopped at a torn or corrupt frame"
+            );
+        }
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes `dir` if it is empty; anything else (not empty, already gone) is left as it is.
+fn remove_empty_dir(dir: &Path) {
+    if let Err(error) = fs::remove_dir(dir) {
+        if error.kind() != io::ErrorKind::NotFound {
+            tracing::debug!(%error, dir = %dir.display(), "journal directory left in place");
+        }
+    }
+}
+
 struct Writer {
     root: PathBuf,
     shards: Arc<Shards>,
     dir: PathBuf,
     number: u64,
     file: File,
-    opened: Instant,
+    /// When the current journal got its first frame (None while it is empty).
+    first_write: Option<Instant>,
+    checkpoint_after: Duration,
     len: u64,
     /// Part files written under the current journal, to be synced at its checkpoint.
     written: Vec<PathBuf>,
@@ -220,17 +436,18 @@ impl Writer {
         root: PathBuf,
         shards: Arc<Shards>,
         dir: PathBuf,
-        number: u64,
+        checkpoint_after: Duration,
         checkpoints: mpsc::Sender<(PathBuf, Vec<PathBuf>)>,
     ) -> io::Result<Self> {
-        let file = Self::create(&dir, number)?;
+        let file = Self::create(&dir, 0)?;
         Ok(Self {
             root,
             shards,
             dir,
-            number,
+            number: 0,
             file,
-            opened: Instant::now(),
+            first_write: None,
+            checkpoint_after,
             len: 0,
             written: Vec::new(),
             checkpoints,
@@ -248,7 +465,11 @@ impl Writer {
 
     fn run(&mut self, rx: mpsc::Receiver<Request>) {
         loop {
-            let first = match rx.recv_timeout(ROTATE_AFTER) {
+            // Wake up when the current journal is due for its checkpoint.
+            let wait = self.first_write.map_or(self.checkpoint_after, |first| {
+                self.checkpoint_after.saturating_sub(first.elapsed())
+            });
+            let first = match rx.recv_timeout(wait) {
                 Ok(r) => r,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     self.rotate_if_due();
@@ -283,6 +504,9 @@ impl Writer {
         }
         self.file.write_all(&buf)?;
         self.file.sync_data()?;
+        if self.len == 0 {
+            self.first_write = Some(Instant::now());
+        }
         self.len += buf.len() as u64;
         Ok(())
     }
@@ -299,9 +523,13 @@ impl Writer {
         Ok(())
     }
 
+    /// Starts a new journal and hands the current one to the checkpoint thread, once it holds
+    /// too many bytes or its first frame is a checkpoint interval old.
     fn rotate_if_due(&mut self) {
-        let due =
-            self.len >= ROTATE_BYTES || (self.len > 0 && self.opened.elapsed() >= ROTATE_AFTER);
+        let due = self.len >= ROTATE_BYTES
+            || self
+                .first_write
+                .is_some_and(|first| first.elapsed() >= self.checkpoint_after);
         if !due {
             return;
         }
@@ -310,7 +538,7 @@ impl Writer {
                 let old = self.dir.join(journal_name(self.number));
                 self.number += 1;
                 self.file = file;
-                self.opened = Instant::now();
+                self.first_write = None;
                 self.len = 0;
                 let _ = self
                     .checkpoints
@@ -325,7 +553,7 @@ impl Writer {
 fn checkpoint(rx: mpsc::Receiver<(PathBuf, Vec<PathBuf>)>) {
     while let Ok((journal, parts)) = rx.recv() {
         let result = (|| -> io::Result<()> {
-            let mut dirs = std::collections::BTreeSet::new();
+            let mut dirs = BTreeSet::new();
             for part in &parts {
                 match File::open(part) {
                     Ok(f) => f.sync_data()?,
@@ -343,7 +571,7 @@ fn checkpoint(rx: mpsc::Receiver<(PathBuf, Vec<PathBuf>)>) {
             fs::remove_file(&journal)
         })();
         if let Err(error) = result {
-            // The journal stays; recovery at the next start makes its files durable.
+            // The journal stays; whoever adopts it once this node is gone recovers its files.
             tracing::warn!(%error, journal = %journal.display(), "checkpoint failed");
         }
     }
@@ -358,6 +586,7 @@ mod tests {
         let mut buf = Vec::new();
         frame(&mut buf, "AB/x.part", b"hello").expect("frame");
         frame(&mut buf, "AB/y.part", b"world").expect("frame");
+        assert_eq!(frame_len("AB/x.part", b"hello"), buf.len() as u64 / 2);
         let whole = buf.len();
         buf.truncate(whole - 2);
         let mut reader = &buf[..];
@@ -373,49 +602,104 @@ mod tests {
     }
 
     #[test]
-    fn recovery_rewrites_missing_part_files() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let dir = root.path().join(".journal");
-        fs::create_dir_all(root.path().join("AB")).expect("shard");
-        fs::create_dir_all(&dir).expect("journal dir");
+    fn a_frame_longer_than_any_write_is_corruption_never_an_allocation() {
+        // Well formed, checksum and all, but longer than a journaled write can be.
         let mut buf = Vec::new();
-        frame(&mut buf, "AB/lost.part", b"acknowledged").expect("frame");
-        fs::write(dir.join(journal_name(7)), &buf).expect("journal");
-        assert_eq!(Journal::recover(root.path(), &dir).expect("recover"), 8);
-        assert_eq!(
-            fs::read(root.path().join("AB/lost.part")).expect("part"),
-            b"acknowledged"
-        );
-        assert!(
-            fs::read_dir(&dir).expect("dir").next().is_none(),
-            "journal removed"
-        );
+        frame(&mut buf, "AB/x.part", &vec![7u8; SMALL_WRITE + 1]).expect("frame");
+        assert_eq!(read_frame(&mut &buf[..]), None);
+        // A length of 4 GiB is refused before anything is allocated for it.
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&9u16.to_le_bytes());
+        buf.extend_from_slice(b"AB/x.part");
+        buf.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(read_frame(&mut &buf[..]), None);
+    }
+
+    const UP: &str = "ABcdefghijklmnopqrstuv";
+
+    /// A part file name of `UP` in its shard, as the journal stores it.
+    fn part(token: u64, seq: u32) -> String {
+        let name = crate::file_name(UP, tusk_core::WriteTarget { token, seq });
+        format!("AB/{name}")
+    }
+
+    /// A dead node's directory under `root` holding one journal of `frames`.
+    fn dead_journal(root: &Path, frames: &[(&str, &[u8])]) -> PathBuf {
+        let dir = root.join(JOURNALS).join("00000000000000de");
+        fs::create_dir_all(&dir).expect("journal dir");
+        File::create(dir.join(LOCK)).expect("lock");
+        let mut buf = Vec::new();
+        for (name, data) in frames {
+            frame(&mut buf, name, data).expect("frame");
+        }
+        fs::write(dir.join(journal_name(3)), &buf).expect("journal");
+        dir
+    }
+
+    #[test]
+    fn replay_compares_content_and_rewrites_what_differs() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let shard = root.path().join("AB");
+        fs::create_dir_all(&shard).expect("shard");
+        let (zeroed, short, long, kept, lost) =
+            (part(1, 0), part(1, 1), part(1, 2), part(1, 3), part(1, 4));
+        let frames: [(&str, &[u8]); 5] = [
+            (&zeroed, b"zeroed by a power cut"),
+            (&short, b"cut short"),
+            (&long, b"too long"),
+            (&kept, b"intact"),
+            (&lost, b"never reached the disk"),
+        ];
+        // The same lengths but lost blocks (zeros), a short file, a long one, a good one.
+        fs::write(root.path().join(&zeroed), [0u8; 21]).expect("zeroed");
+        fs::write(root.path().join(&short), b"cut").expect("short");
+        fs::write(root.path().join(&long), b"too long, really").expect("long");
+        fs::write(root.path().join(&kept), b"intact").expect("kept");
+        // A hard link (a concatenation) sees the rewritten bytes too.
+        let linked = root.path().join("AB/linked.part");
+        fs::hard_link(root.path().join(&zeroed), &linked).expect("link");
+        let dir = dead_journal(root.path(), &frames);
+        let recovery = Recovery::new(root.path(), "00000000000000aa").expect("recovery");
+        assert_eq!(recovery.adopt().expect("adopt"), 1);
+        for (name, data) in frames {
+            assert_eq!(
+                fs::read(root.path().join(name)).expect("part"),
+                data,
+                "{name}"
+            );
+        }
+        assert_eq!(fs::read(linked).expect("link"), b"zeroed by a power cut");
+        assert!(!dir.exists(), "the dead node's directory was not removed");
     }
 
     #[test]
     fn a_live_nodes_journal_is_left_alone_and_a_dead_ones_is_recovered() {
         let root = tempfile::tempdir().expect("tempdir");
-        let base = root.path().join(".journal");
+        let base = root.path().join(JOURNALS);
         fs::create_dir_all(root.path().join("AB")).expect("shard");
+        let name = part(1, 0);
         let mut buf = Vec::new();
-        frame(&mut buf, "AB/dead.part", b"from a dead node").expect("frame");
-        for owner in ["live", "dead"] {
+        frame(&mut buf, &name, b"from a dead node").expect("frame");
+        let (live, dead) = ("000000000000000a", "000000000000000b");
+        for owner in [live, dead] {
             fs::create_dir_all(base.join(owner)).expect("dir");
+            File::create(base.join(owner).join(LOCK)).expect("lock file");
             fs::write(base.join(owner).join(journal_name(0)), &buf).expect("journal");
         }
-        let live = File::create(base.join("live/lock")).expect("lock");
-        live.try_lock().expect("locked");
+        let held = File::open(base.join(live).join(LOCK)).expect("lock");
+        held.try_lock().expect("locked");
         let shards = Shards::open(root.path()).expect("shards");
-        let _journal = Journal::open(root.path(), shards).expect("open");
+        let day = Duration::from_secs(86_400);
+        let _journal = Journal::open(root.path(), shards, day).expect("open");
         assert!(
-            base.join("live").join(journal_name(0)).exists(),
+            base.join(live).join(journal_name(0)).exists(),
             "a live journal was touched"
         );
         assert!(
-            !base.join("dead").exists(),
+            !base.join(dead).exists(),
             "the dead node's journal was not recovered"
         );
-        let part = fs::read(root.path().join("AB/dead.part")).expect("part");
+        let part = fs::read(root.path().join(&name)).expect("part");
         assert_eq!(part, b"from a dead node");
     }
 }

@@ -7,7 +7,8 @@
 //! is created with `O_EXCL` and never modified after its write is synced, so a writer that
 //! lost its lease (stamped with an older token) can never touch a file another writer
 //! committed, even on a shared volume. Upload IDs are validated by the protocol layer to be
-//! single safe path components before they get here.
+//! single safe path components before they get here. Small writes go through a journal
+//! (see `journal.rs`), whose recovery restores exactly the acknowledged bytes.
 
 mod journal;
 mod shards;
@@ -17,6 +18,7 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -31,24 +33,57 @@ use tusk_core::{
 /// Size of the reads that stream a download.
 const READ_CHUNK: usize = 256 << 10;
 
+/// How an [`FsStorage`] runs.
+#[derive(Clone, Debug)]
+pub struct FsOptions {
+    /// Bytes gathered before one write to disk; with the two buffers queued to the writer
+    /// thread this bounds the memory one PATCH uses at about three windows. At least 4 KiB.
+    /// Default 256 KiB.
+    pub write_window: usize,
+    /// Longest a small write's bytes are durable in the journal only, before a checkpoint
+    /// syncs its part file and deletes the journal. Default 2s.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        Self {
+            write_window: 256 << 10,
+            checkpoint_interval: Duration::from_secs(2),
+        }
+    }
+}
+
 pub struct FsStorage {
     shards: Arc<Shards>,
     journal: journal::Journal,
-    /// Bytes gathered before one write to disk; with the two buffers queued to the writer
-    /// thread this bounds the memory one PATCH uses at about three windows.
+    /// See [`FsOptions::write_window`].
     write_window: usize,
 }
 
 impl FsStorage {
-    /// Storage under `root`, which is created if missing.
+    /// Storage under `root`, which is created if missing, with the default options but
+    /// `write_window`.
     pub fn new(root: impl Into<PathBuf>, write_window: usize) -> io::Result<Self> {
+        Self::with_options(
+            root,
+            FsOptions {
+                write_window,
+                ..FsOptions::default()
+            },
+        )
+    }
+
+    /// Storage under `root`, which is created if missing. Recovers, before it returns, the
+    /// journals of nodes sharing the root that are gone.
+    pub fn with_options(root: impl Into<PathBuf>, options: FsOptions) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
         let shards = Shards::open(&root)?;
         Ok(Self {
-            journal: journal::Journal::open(&root, shards.clone())?,
+            journal: journal::Journal::open(&root, shards.clone(), options.checkpoint_interval)?,
             shards,
-            write_window: write_window.max(4096),
+            write_window: options.write_window.max(4096),
         })
     }
 
@@ -188,6 +223,20 @@ fn file_name(upload: &str, target: WriteTarget) -> String {
 /// The token a target's file name carries (after the `<upload>.` prefix).
 fn token_of(rest: &str) -> Option<u64> {
     u64::from_str_radix(rest.get(..16)?, 16).ok()
+}
+
+/// The upload and target a part file's name (as [`file_name`] makes it) stands for.
+pub(crate) fn parse_file_name(name: &str) -> Option<(&str, WriteTarget)> {
+    let (upload, stamp) = name.strip_suffix(".part")?.rsplit_once('.')?;
+    let (token, seq) = stamp.split_once('-')?;
+    if upload.is_empty() || token.len() != 16 || seq.len() != 8 {
+        return None;
+    }
+    let target = WriteTarget {
+        token: u64::from_str_radix(token, 16).ok()?,
+        seq: u32::from_str_radix(seq, 16).ok()?,
+    };
+    Some((upload, target))
 }
 
 fn open_target(path: &Path, target: WriteTarget) -> Result<std::fs::File, StorageError> {

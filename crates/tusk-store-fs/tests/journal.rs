@@ -1,0 +1,202 @@
+//! The small-write journal after crashes and power cuts, on real files and through the
+//! engine. A node is an `FsStorage` with its engine; killing it is dropping it: its lock is
+//! released, its journal stays as it was (the checkpoint interval is a day, so no checkpoint
+//! runs), nothing else happens. A power cut is simulated by editing the part files it left,
+//! the way a filesystem that had not written them back leaves them: zeros of the same
+//! length, or missing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tusk_core::contract::MemoryCoordinator;
+use tusk_core::{CreateUpload, Engine, EngineConfig, IncomingBody, PatchRequest, Storage};
+use tusk_store_fs::{FsOptions, FsStorage};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+struct Node {
+    engine: Engine,
+    storage: Arc<FsStorage>,
+}
+
+impl Node {
+    /// A node on `root`.
+    fn start(root: &Path, coordinator: &Arc<MemoryCoordinator>) -> Self {
+        let options = FsOptions {
+            checkpoint_interval: DAY,
+            ..FsOptions::default()
+        };
+        let storage = Arc::new(FsStorage::with_options(root, options).expect("fs store"));
+        let config = EngineConfig {
+            lease_wait: Duration::ZERO,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(
+            storage.clone() as Arc<dyn Storage>,
+            coordinator.clone(),
+            config,
+        );
+        Node { engine, storage }
+    }
+
+    /// Stops the node as kill -9 would: nothing is checkpointed, its lock is free.
+    fn kill(self) {
+        drop(self.engine);
+        assert_eq!(
+            Arc::strong_count(&self.storage),
+            1,
+            "the storage outlives its engine"
+        );
+    }
+
+    async fn create(&self, length: usize) -> String {
+        let request = CreateUpload {
+            length: Some(length as u64),
+            ..CreateUpload::default()
+        };
+        self.engine.create(request).await.expect("create").id
+    }
+
+    async fn patch(&self, id: &str, offset: usize, bytes: &[u8]) {
+        let request = PatchRequest {
+            offset: offset as u64,
+            declare_length: None,
+            checksum: None,
+            content_length: None,
+            request: Default::default(),
+        };
+        let body: IncomingBody = Box::pin(futures_util::stream::iter([Ok(
+            Bytes::copy_from_slice(bytes),
+        )]));
+        let record = self.engine.patch(id, request, body).await.expect("patch");
+        assert_eq!(record.offset, (offset + bytes.len()) as u64, "committed");
+    }
+
+    /// The upload's bytes, or the error the read ended with.
+    async fn read(&self, id: &str, len: usize) -> Result<Vec<u8>, String> {
+        let mut stream = self
+            .engine
+            .read(id, 0..len as u64)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        while let Some(piece) = stream.next().await {
+            out.extend_from_slice(&piece.map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    }
+}
+
+/// What a read returned, compared with what it should have: short enough to print.
+fn check(read: Result<Vec<u8>, String>, want: &[u8]) -> Result<(), String> {
+    let got = read?;
+    if got == want {
+        return Ok(());
+    }
+    let zeros = got.iter().filter(|&&b| b == 0).count();
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    Err(format!(
+        "{} bytes ({zeros} zeros), expected {}; first difference at {first:?}",
+        got.len(),
+        want.len()
+    ))
+}
+
+/// Bytes that differ at every position, none of them zero-only.
+fn payload(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The part files of `upload`.
+fn part_files(root: &Path, upload: &str) -> Vec<PathBuf> {
+    let prefix = format!("{upload}.");
+    walk(root)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".part"))
+        })
+        .collect()
+}
+
+/// The journals that hold frames (the test is void without them).
+fn non_empty_journals(root: &Path) -> Vec<PathBuf> {
+    walk(&root.join(".journal"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "journal"))
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        .collect()
+}
+
+/// Blocks lost in a power cut: the same length, zeros.
+fn zero(path: &Path) {
+    let len = std::fs::metadata(path).expect("part file").len();
+    std::fs::write(path, vec![0u8; len as usize]).expect("zeroing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_small_writes_survive_a_power_cut_that_zeroed_their_part_files() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let coordinator = MemoryCoordinator::new();
+    let node = Node::start(root.path(), &coordinator);
+    // Two PATCHes into one upload, and one body of exactly the journal's limit.
+    let a = payload(50_000, 1);
+    let b = payload(64 << 10, 2);
+    let id_a = node.create(a.len()).await;
+    node.patch(&id_a, 0, &a[..20_000]).await;
+    node.patch(&id_a, 20_000, &a[20_000..]).await;
+    let id_b = node.create(b.len()).await;
+    node.patch(&id_b, 0, &b).await;
+    assert!(
+        !non_empty_journals(root.path()).is_empty(),
+        "nothing journaled"
+    );
+    node.kill();
+    let parts = [
+        part_files(root.path(), &id_a),
+        part_files(root.path(), &id_b),
+    ]
+    .concat();
+    assert_eq!(parts.len(), 3);
+    for part in &parts {
+        zero(part);
+    }
+
+    let node = Node::start(root.path(), &coordinator);
+    assert_eq!(
+        check(node.read(&id_a, a.len()).await, &a),
+        Ok(()),
+        "upload a"
+    );
+    assert_eq!(
+        check(node.read(&id_b, b.len()).await, &b),
+        Ok(()),
+        "upload b"
+    );
+    assert!(
+        non_empty_journals(root.path()).is_empty(),
+        "the dead node's journal was not recovered"
+    );
+}
