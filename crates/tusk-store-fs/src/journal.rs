@@ -15,7 +15,8 @@
 //! unlocked belongs to a node that is gone, and [`Recovery`] replays it at start. Replay
 //! compares each part file a journal names with the journal's bytes, not its length (after a
 //! power cut a file can keep its length and lose its blocks: zeros), rewrites any that
-//! differs, syncs them all, then deletes the journal.
+//! differs, syncs them all, then deletes the journal. It never recreates a file of an upload
+//! terminated meanwhile ([`crate::tombstones`]).
 //!
 //! Frame: `[name len: u16][name: shard/file][data len: u32][data][crc32 of name and data]`;
 //! the crc32 vouches for the journal's copy, which replay then compares byte for byte.
@@ -31,6 +32,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::shards::{sync_dir, Shards};
+use crate::tombstones::Tombstones;
 
 /// Bodies up to this size go through the journal.
 pub(crate) const SMALL_WRITE: usize = 64 << 10;
@@ -54,6 +56,7 @@ struct Request {
 
 pub(crate) struct Journal {
     requests: mpsc::Sender<Request>,
+    recovery: Arc<Recovery>,
     /// Held for the life of the process: marks our journal directory as owned.
     _lock: File,
 }
@@ -150,7 +153,8 @@ impl Journal {
     pub fn open(root: &Path, shards: Arc<Shards>, checkpoint_after: Duration) -> io::Result<Self> {
         let base = root.join(JOURNALS);
         let own = format!("{:016x}", rand::random::<u64>());
-        Recovery::new(root, &own)?.adopt()?;
+        let recovery = Arc::new(Recovery::new(root, &own)?);
+        recovery.adopt()?;
         // Our own directory, locked for as long as this process lives: several nodes may
         // share the root, and a locked directory is never touched by another node.
         let dir = base.join(&own);
@@ -175,8 +179,14 @@ impl Journal {
             .spawn(move || writer.run(rx))?;
         Ok(Self {
             requests,
+            recovery,
             _lock: lock,
         })
+    }
+
+    /// What buries terminated uploads.
+    pub fn recovery(&self) -> Arc<Recovery> {
+        self.recovery.clone()
     }
 
     /// Durably writes `bytes` as the part file `name` of `upload` (which must not exist).
@@ -205,6 +215,8 @@ enum Restored {
     Rewritten,
     /// The part file was missing and was created.
     Created,
+    /// The part file was missing and was left so: its upload was terminated.
+    Absent,
 }
 
 /// Whether `file` holds exactly `data`.
@@ -216,8 +228,9 @@ fn holds(file: &mut File, data: &[u8]) -> bool {
     file.read_exact(&mut content).is_ok() && content == data
 }
 
-/// Makes the part file at `part` hold exactly `data`, durably (but not its directory entry).
-fn restore(part: &Path, data: &[u8]) -> io::Result<Restored> {
+/// Makes the part file at `part` hold exactly `data`, durably (but not its directory entry);
+/// a missing one is created only if `create`.
+fn restore(part: &Path, data: &[u8], create: bool) -> io::Result<Restored> {
     match File::open(part) {
         Ok(mut file) => {
             if holds(&mut file, data) {
@@ -240,6 +253,9 @@ fn restore(part: &Path, data: &[u8]) -> io::Result<Restored> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
+    if !create {
+        return Ok(Restored::Absent);
+    }
     if let Some(shard) = part.parent() {
         fs::create_dir_all(shard)?;
     }
@@ -253,7 +269,7 @@ fn restore(part: &Path, data: &[u8]) -> io::Result<Restored> {
     Ok(Restored::Created)
 }
 
-/// Replays the journals of nodes that are gone.
+/// Replays the journals of nodes that are gone; buries terminated uploads.
 pub(crate) struct Recovery {
     root: PathBuf,
     /// `root/.journal`.
@@ -261,6 +277,7 @@ pub(crate) struct Recovery {
     /// This node's directory name under `base`, never adopted by this node: on NFS, locks
     /// are per process, so trying our own lock would succeed and closing it would drop it.
     own: String,
+    tombstones: Tombstones,
 }
 
 impl Recovery {
@@ -272,11 +289,12 @@ impl Recovery {
             root: root.to_path_buf(),
             base,
             own: own.to_string(),
+            tombstones: Tombstones::open(root)?,
         })
     }
 
-    /// Recovers every journal directory whose owner is gone (its lock is free); returns how
-    /// many directories it recovered.
+    /// Recovers every journal directory whose owner is gone (its lock is free), then removes
+    /// the tombstones no journal needs any more; returns how many directories it recovered.
     pub fn adopt(&self) -> io::Result<usize> {
         let mut adopted = 0;
         let mut failed = None;
@@ -308,10 +326,13 @@ impl Recovery {
         if adopted > 0 {
             sync_dir(&self.base)?;
         }
-        match failed {
-            Some(error) => Err(error),
-            None => Ok(adopted),
+        if let Some(error) = failed {
+            return Err(error);
         }
+        self.tombstones
+            .collect()
+            .map_err(at(&self.root.join(crate::tombstones::GONE), "collecting"))?;
+        Ok(adopted)
     }
 
     /// Recovers `dir` if its owner is gone; false if a live node holds it (or it is gone).
@@ -370,6 +391,7 @@ impl Recovery {
         };
         let len = file.metadata()?.len();
         let mut reader = BufReader::new(file);
+        let buried = self.tombstones.load()?;
         let mut dirs = BTreeSet::new();
         let mut replayed = 0u64;
         while let Some((name, data)) = read_frame(&mut reader) {
@@ -378,16 +400,27 @@ impl Recovery {
                 tracing::warn!(journal = %path.display(), %name, "journal frame with an unsafe name skipped");
                 continue;
             }
-            if name
+            let Some((upload, target)) = name
                 .split_once('/')
                 .and_then(|(_, f)| crate::parse_file_name(f))
-                .is_none()
-            {
+            else {
                 tracing::warn!(journal = %path.display(), %name, "journal frame naming no part file skipped");
                 continue;
-            }
+            };
+            // A file that exists is always restored (if its upload is being terminated, it
+            // goes anyway); a missing one is not recreated if its upload was terminated.
+            let is_buried = |newest: Option<u64>| newest.is_some_and(|t| target.token <= t);
+            let create = !is_buried(buried.get(upload).copied());
             let part = self.root.join(&name);
-            restore(&part, &data).map_err(at(&part, "restoring"))?;
+            let restored = restore(&part, &data, create).map_err(at(&part, "restoring"))?;
+            // A termination may have removed the file after we read the tombstones: it buries
+            // before it removes, so a tombstone now is seen, and what we created goes again.
+            if restored == Restored::Created && is_buried(self.tombstones.buried(upload)?) {
+                match fs::remove_file(&part) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
             if let Some(shard) = part.parent() {
                 dirs.insert(shard.to_path_buf());
             }
@@ -404,6 +437,45 @@ impl Recovery {
             sync_dir(&dir)?;
         }
         Ok(())
+    }
+
+    /// Durably records, before `upload`'s files are removed, that no recovery may bring back
+    /// those written up to `token`. Free when every journal is empty: none can name them.
+    pub fn bury(&self, upload: &str, token: u64) -> io::Result<()> {
+        let journals = self.non_empty_journals()?;
+        if journals.is_empty() {
+            return Ok(());
+        }
+        self.tombstones.bury(upload, token, &journals)
+    }
+
+    /// Every journal, of every node, that holds a frame, relative to the root. Each is opened
+    /// to learn its size: on NFS that revalidates what the client cached (close-to-open).
+    fn non_empty_journals(&self) -> io::Result<Vec<String>> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.base)? {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let Some(node) = file_name.to_str().filter(|n| is_node_dir(n)) else {
+                continue;
+            };
+            let journals = match journals_in(&entry.path()) {
+                Ok(journals) => journals,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for (number, path) in journals {
+                let len = match File::open(&path).and_then(|f| f.metadata()) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if len > 0 {
+                    found.push(format!("{JOURNALS}/{node}/{}", journal_name(number)));
+                }
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -670,6 +742,39 @@ mod tests {
         }
         assert_eq!(fs::read(linked).expect("link"), b"zeroed by a power cut");
         assert!(!dir.exists(), "the dead node's directory was not removed");
+    }
+
+    #[test]
+    fn replay_never_recreates_a_file_of_a_terminated_upload() {
+        let root = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(root.path().join("AB")).expect("shard");
+        let (before, still_there, after) = (part(4, 0), part(5, 1), part(6, 2));
+        let frames: [(&str, &[u8]); 3] = [
+            (&before, b"terminated"),
+            (&still_there, b"terminated, not removed yet"),
+            (&after, b"written after a re-creation"),
+        ];
+        let dir = dead_journal(root.path(), &frames);
+        fs::write(root.path().join(&still_there), [0u8; 27]).expect("zeroed");
+        let recovery = Recovery::new(root.path(), "00000000000000aa").expect("recovery");
+        // The upload was terminated under token 5 while the dead node's journal named it.
+        recovery.bury(UP, 5).expect("bury");
+        assert_eq!(recovery.adopt().expect("adopt"), 1);
+        assert!(
+            !root.path().join(&before).exists(),
+            "a terminated upload's file was recreated"
+        );
+        assert_eq!(
+            fs::read(root.path().join(&still_there)).expect("part"),
+            b"terminated, not removed yet"
+        );
+        assert_eq!(
+            fs::read(root.path().join(&after)).expect("part"),
+            b"written after a re-creation"
+        );
+        assert!(!dir.exists());
+        // The journal it waited for is gone: so is the tombstone, at the next pass.
+        assert!(recovery.tombstones.load().expect("load").is_empty());
     }
 
     #[test]

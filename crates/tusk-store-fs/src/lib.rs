@@ -12,6 +12,7 @@
 
 mod journal;
 mod shards;
+mod tombstones;
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -354,10 +355,27 @@ impl Storage for FsStorage {
     }
 
     async fn delete(&self, lease: &Lease) -> Result<(), StorageError> {
+        let upload = lease.upload_id();
         lease.confirm().await?;
-        self.remove_files_except(lease.upload_id(), HashSet::new(), u64::MAX)
+        // Before anything is removed: the journal of a node that is gone may name these files,
+        // and recovering it must not bring them back.
+        let recovery = self.journal.recovery();
+        let (buried, token) = (upload.to_string(), lease.token());
+        tokio::task::spawn_blocking(move || recovery.bury(&buried, token))
             .await
-            .map(|_| ())
+            .map_err(|e| StorageError::Backend(format!("tombstone thread: {e}")))??;
+        lease.confirm().await?;
+        let removed = self
+            .remove_files_except(upload, HashSet::new(), u64::MAX)
+            .await?;
+        if removed > 0 {
+            // Removals made durable too, so a power cut cannot bring the files back.
+            let dir = self.shards.dir(upload)?;
+            tokio::task::spawn_blocking(move || sync_dir(&dir))
+                .await
+                .map_err(|e| StorageError::Backend(format!("sync thread: {e}")))??;
+        }
+        Ok(())
     }
 
     async fn remove_uncommitted(&self, lease: &Lease) -> Result<usize, StorageError> {

@@ -200,3 +200,39 @@ async fn acknowledged_small_writes_survive_a_power_cut_that_zeroed_their_part_fi
         "the dead node's journal was not recovered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_never_brings_back_a_terminated_upload() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let coordinator = MemoryCoordinator::new();
+    let node = Node::start(root.path(), &coordinator);
+    let gone = payload(10_000, 3);
+    let kept = payload(30_000, 4);
+    let gone_id = node.create(gone.len()).await;
+    node.patch(&gone_id, 0, &gone).await;
+    let kept_id = node.create(kept.len()).await;
+    node.patch(&kept_id, 0, &kept).await;
+    node.engine
+        .terminate(&gone_id, &Default::default())
+        .await
+        .expect("terminate");
+    assert!(part_files(root.path(), &gone_id).is_empty());
+    node.kill();
+    // The kept upload's file lost its directory entry: it exists, so it is recreated.
+    for part in part_files(root.path(), &kept_id) {
+        std::fs::remove_file(part).expect("losing a part file");
+    }
+
+    let node = Node::start(root.path(), &coordinator);
+    assert_eq!(
+        part_files(root.path(), &gone_id),
+        Vec::<PathBuf>::new(),
+        "recovery recreated the files of a terminated upload"
+    );
+    assert_eq!(check(node.read(&kept_id, kept.len()).await, &kept), Ok(()));
+    assert!(non_empty_journals(root.path()).is_empty());
+    assert!(
+        walk(&root.path().join(".gone")).is_empty(),
+        "tombstones outlived the journals that needed them"
+    );
+}
