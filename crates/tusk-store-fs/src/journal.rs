@@ -12,7 +12,8 @@
 //!
 //! Each node journals into a directory of its own under `<root>/.journal/`, locked for as
 //! long as the node lives (several nodes may share the root). A journal whose directory is
-//! unlocked belongs to a node that is gone, and [`Recovery`] replays it at start. Replay
+//! unlocked belongs to a node that is gone, and [`Recovery`] replays it: at start, every
+//! adoption interval, and at once when a read finds a part file missing or short. Replay
 //! compares each part file a journal names with the journal's bytes, not its length (after a
 //! power cut a file can keep its length and lose its blocks: zeros), rewrites any that
 //! differs, syncs them all, then deletes the journal. It never recreates a file of an upload
@@ -25,8 +26,8 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -45,6 +46,11 @@ const MAX_BATCH: usize = 1024;
 const JOURNALS: &str = ".journal";
 /// The lock file a node holds in its journal directory for as long as it lives.
 const LOCK: &str = "lock";
+/// A node creates its directory under this suffix, locks it, then renames it into place,
+/// so no other node ever sees a node directory that is not locked by a live owner.
+const CLAIMING: &str = ".claiming";
+/// A directory left half-claimed by a crash is removed after this long.
+const STALE_CLAIM: Duration = Duration::from_secs(60);
 
 struct Request {
     /// The upload (its shard holds the part file) and the part file's name.
@@ -57,6 +63,8 @@ struct Request {
 pub(crate) struct Journal {
     requests: mpsc::Sender<Request>,
     recovery: Arc<Recovery>,
+    /// Dropping it stops the adoption thread.
+    _stop_adopting: mpsc::Sender<()>,
     /// Held for the life of the process: marks our journal directory as owned.
     _lock: File,
 }
@@ -148,20 +156,20 @@ fn at<'a>(path: &'a Path, what: &str) -> impl FnOnce(io::Error) -> io::Error + '
 
 impl Journal {
     /// Recovers the journals of nodes that are gone under `root/.journal`, then starts this
-    /// node's writer. Small writes stay in the journal at most `checkpoint_after` before their
+    /// node's writer, and a thread that adopts the journals of nodes that die later, every
+    /// `adopt_every`. Small writes stay in the journal at most `checkpoint_after` before their
     /// part files are synced.
-    pub fn open(root: &Path, shards: Arc<Shards>, checkpoint_after: Duration) -> io::Result<Self> {
+    pub fn open(
+        root: &Path,
+        shards: Arc<Shards>,
+        adopt_every: Duration,
+        checkpoint_after: Duration,
+    ) -> io::Result<Self> {
         let base = root.join(JOURNALS);
         let own = format!("{:016x}", rand::random::<u64>());
         let recovery = Arc::new(Recovery::new(root, &own)?);
         recovery.adopt()?;
-        // Our own directory, locked for as long as this process lives: several nodes may
-        // share the root, and a locked directory is never touched by another node.
-        let dir = base.join(&own);
-        fs::create_dir(&dir)?;
-        let lock = File::create(dir.join(LOCK))?;
-        lock.try_lock().map_err(io::Error::other)?;
-        sync_dir(&base)?;
+        let (dir, lock) = claim(&base, &own)?;
         let (requests, rx) = mpsc::channel::<Request>();
         let (checkpoints, checkpoint_rx) = mpsc::channel::<(PathBuf, Vec<PathBuf>)>();
         std::thread::Builder::new()
@@ -177,14 +185,28 @@ impl Journal {
         std::thread::Builder::new()
             .name("tusk-fs-journal".into())
             .spawn(move || writer.run(rx))?;
+        let (stop_adopting, stopped) = mpsc::channel::<()>();
+        let adopter = recovery.clone();
+        std::thread::Builder::new()
+            .name("tusk-fs-adopt".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(adopt_every)
+                {
+                    if let Err(error) = adopter.adopt() {
+                        tracing::warn!(%error, "adopting the journals of nodes that are gone failed");
+                    }
+                }
+            })?;
         Ok(Self {
             requests,
             recovery,
+            _stop_adopting: stop_adopting,
             _lock: lock,
         })
     }
 
-    /// What buries terminated uploads.
+    /// What replays the journals of nodes that are gone (for a read that finds a part file
+    /// missing or short) and buries terminated uploads.
     pub fn recovery(&self) -> Arc<Recovery> {
         self.recovery.clone()
     }
@@ -203,6 +225,20 @@ impl Journal {
         done.await
             .map_err(|_| io::Error::other("journal writer stopped"))?
     }
+}
+
+/// Creates and locks this node's journal directory `base/own`: under a name no other node
+/// adopts until it is locked.
+fn claim(base: &Path, own: &str) -> io::Result<(PathBuf, File)> {
+    let claiming = base.join(format!("{own}{CLAIMING}"));
+    fs::create_dir(&claiming).map_err(at(&claiming, "creating"))?;
+    let lock = File::create(claiming.join(LOCK)).map_err(at(&claiming, "creating the lock in"))?;
+    lock.try_lock()
+        .map_err(|e| io::Error::other(format!("locking {}: {e}", claiming.display())))?;
+    let dir = base.join(own);
+    fs::rename(&claiming, &dir).map_err(at(&dir, "claiming"))?;
+    sync_dir(base)?;
+    Ok((dir, lock))
 }
 
 /// What a replayed frame found.
@@ -278,6 +314,9 @@ pub(crate) struct Recovery {
     /// are per process, so trying our own lock would succeed and closing it would drop it.
     own: String,
     tombstones: Tombstones,
+    /// One adoption pass at a time in this process (the periodic one, reads that found a
+    /// segment missing): a second waits and then finds the work done.
+    pass: Mutex<()>,
 }
 
 impl Recovery {
@@ -290,12 +329,14 @@ impl Recovery {
             base,
             own: own.to_string(),
             tombstones: Tombstones::open(root)?,
+            pass: Mutex::new(()),
         })
     }
 
     /// Recovers every journal directory whose owner is gone (its lock is free), then removes
     /// the tombstones no journal needs any more; returns how many directories it recovered.
     pub fn adopt(&self) -> io::Result<usize> {
+        let _pass = self.pass.lock().unwrap_or_else(PoisonError::into_inner);
         let mut adopted = 0;
         let mut failed = None;
         for entry in fs::read_dir(&self.base).map_err(at(&self.base, "listing"))? {
@@ -316,6 +357,8 @@ impl Recovery {
                         adopted += 1;
                     }
                 })
+            } else if name.ends_with(CLAIMING) {
+                self.remove_stale_claim(&dir)
             } else {
                 Ok(())
             };
@@ -338,12 +381,16 @@ impl Recovery {
     /// Recovers `dir` if its owner is gone; false if a live node holds it (or it is gone).
     fn adopt_dir(&self, dir: &Path) -> io::Result<bool> {
         let lock_path = dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(at(&lock_path, "opening"))?;
+        // Never created here: a directory without its lock is one another node finished
+        // recovering (it removes the lock last but one), or one a crash left empty.
+        let lock = match OpenOptions::new().write(true).open(&lock_path) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                remove_empty_dir(dir);
+                return Ok(false);
+            }
+            Err(e) => return Err(at(&lock_path, "opening")(e)),
+        };
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Ok(false),
@@ -358,6 +405,27 @@ impl Recovery {
         }
         remove_empty_dir(dir);
         Ok(true)
+    }
+
+    /// Removes a directory a node crashed while claiming (it holds no journal yet).
+    fn remove_stale_claim(&self, dir: &Path) -> io::Result<()> {
+        let old = fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age > STALE_CLAIM);
+        if !old {
+            return Ok(());
+        }
+        let lock_path = dir.join(LOCK);
+        if let Ok(lock) = OpenOptions::new().write(true).open(&lock_path) {
+            if lock.try_lock().is_err() {
+                return Ok(());
+            }
+            fs::remove_file(&lock_path).ok();
+        }
+        remove_empty_dir(dir);
+        Ok(())
     }
 
     /// Makes every part file named in the journals of `dir` whole and durable, oldest journal
@@ -795,7 +863,7 @@ mod tests {
         held.try_lock().expect("locked");
         let shards = Shards::open(root.path()).expect("shards");
         let day = Duration::from_secs(86_400);
-        let _journal = Journal::open(root.path(), shards, day).expect("open");
+        let _journal = Journal::open(root.path(), shards, day, day).expect("open");
         assert!(
             base.join(live).join(journal_name(0)).exists(),
             "a live journal was touched"

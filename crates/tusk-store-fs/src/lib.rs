@@ -41,6 +41,10 @@ pub struct FsOptions {
     /// thread this bounds the memory one PATCH uses at about three windows. At least 4 KiB.
     /// Default 256 KiB.
     pub write_window: usize,
+    /// How often the storage looks for the journal of a node that is gone (its lock is free)
+    /// under a shared root and recovers it; a read that finds a part file missing or short
+    /// looks at once. `tusk` passes `uploads.sweep_interval`. Default 60s.
+    pub adopt_interval: Duration,
     /// Longest a small write's bytes are durable in the journal only, before a checkpoint
     /// syncs its part file and deletes the journal. Default 2s.
     pub checkpoint_interval: Duration,
@@ -50,6 +54,7 @@ impl Default for FsOptions {
     fn default() -> Self {
         Self {
             write_window: 256 << 10,
+            adopt_interval: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(2),
         }
     }
@@ -82,7 +87,12 @@ impl FsStorage {
         std::fs::create_dir_all(&root)?;
         let shards = Shards::open(&root)?;
         Ok(Self {
-            journal: journal::Journal::open(&root, shards.clone(), options.checkpoint_interval)?,
+            journal: journal::Journal::open(
+                &root,
+                shards.clone(),
+                options.adopt_interval,
+                options.checkpoint_interval,
+            )?,
             shards,
             write_window: options.write_window.max(4096),
         })
@@ -251,6 +261,102 @@ fn open_target(path: &Path, target: WriteTarget) -> Result<std::fs::File, Storag
         })
 }
 
+/// A piece of a part file a read streams: `len` bytes from `at`.
+struct Piece {
+    path: PathBuf,
+    target: WriteTarget,
+    at: u64,
+    len: u64,
+}
+
+/// The state of a download's stream.
+struct Reading {
+    upload: String,
+    pieces: std::vec::IntoIter<Piece>,
+    current: Option<(tokio::fs::File, Piece)>,
+    /// Taken by the first part file found missing or short: the journal of a node that is
+    /// gone may hold its bytes, so that node's journal is recovered and the read retried,
+    /// once.
+    recovery: Option<Arc<journal::Recovery>>,
+}
+
+impl Reading {
+    async fn next(mut self) -> Result<Option<(Bytes, Self)>, StorageError> {
+        loop {
+            let (mut file, mut piece) = match self.current.take() {
+                Some(current) => current,
+                None => {
+                    let Some(piece) = self.pieces.next() else {
+                        return Ok(None);
+                    };
+                    (self.open(&piece).await?, piece)
+                }
+            };
+            if piece.len == 0 {
+                continue;
+            }
+            let want = piece.len.min(READ_CHUNK as u64);
+            let mut buf = BytesMut::with_capacity(want as usize);
+            let n = (&mut file).take(want).read_buf(&mut buf).await? as u64;
+            if n == 0 {
+                if self.recover().await {
+                    self.current = Some((self.open(&piece).await?, piece));
+                    continue;
+                }
+                return Err(StorageError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "part file {} is shorter than its committed length",
+                        piece.path.display()
+                    ),
+                )));
+            }
+            piece.at += n;
+            piece.len -= n;
+            self.current = Some((file, piece));
+            return Ok(Some((buf.freeze(), self)));
+        }
+    }
+
+    /// The file of `piece`, at the piece's position.
+    async fn open(&mut self, piece: &Piece) -> Result<tokio::fs::File, StorageError> {
+        loop {
+            match tokio::fs::File::open(&piece.path).await {
+                Ok(mut file) => {
+                    file.seek(io::SeekFrom::Start(piece.at)).await?;
+                    return Ok(file);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !self.recover().await {
+                        return Err(StorageError::MissingSegment {
+                            upload: self.upload.clone(),
+                            target: piece.target,
+                        });
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Recovers the journals of nodes that are gone, the first time only; whether it did.
+    async fn recover(&mut self) -> bool {
+        let Some(recovery) = self.recovery.take() else {
+            return false;
+        };
+        match tokio::task::spawn_blocking(move || recovery.adopt()).await {
+            Ok(Ok(adopted)) => {
+                tracing::debug!(upload = %self.upload, adopted, "a read found a part file missing or short")
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, upload = %self.upload, "recovering journals for a read failed")
+            }
+            Err(error) => tracing::warn!(%error, "recovery thread"),
+        }
+        true
+    }
+}
+
 #[async_trait]
 impl Storage for FsStorage {
     fn name(&self) -> &'static str {
@@ -308,50 +414,25 @@ impl Storage for FsStorage {
             let from = range.start.max(segment_start);
             let to = range.end.min(segment_end);
             if from < to {
-                let path = self.target_path(upload, segment.target)?;
-                pieces.push((path, segment.target, from - segment_start, to - from));
+                pieces.push(Piece {
+                    path: self.target_path(upload, segment.target)?,
+                    target: segment.target,
+                    at: from - segment_start,
+                    len: to - from,
+                });
             }
             segment_start = segment_end;
         }
-        let upload = upload.to_string();
-        let stream = futures_util::stream::try_unfold(
-            (pieces.into_iter(), None::<(tokio::fs::File, u64)>),
-            move |(mut pieces, mut current)| {
-                let upload = upload.clone();
-                async move {
-                    loop {
-                        if let Some((file, remaining)) = current.as_mut() {
-                            if *remaining > 0 {
-                                let want = (*remaining).min(READ_CHUNK as u64) as usize;
-                                let mut buf = BytesMut::with_capacity(want);
-                                let n = file.take(want as u64).read_buf(&mut buf).await?;
-                                if n == 0 {
-                                    return Err(StorageError::Io(io::Error::new(
-                                        io::ErrorKind::UnexpectedEof,
-                                        "segment file shorter than its committed length",
-                                    )));
-                                }
-                                *remaining -= n as u64;
-                                return Ok(Some((buf.freeze(), (pieces, current))));
-                            }
-                        }
-                        let Some((path, target, skip, len)) = pieces.next() else {
-                            return Ok(None);
-                        };
-                        let mut file = match tokio::fs::File::open(&path).await {
-                            Ok(f) => f,
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                return Err(StorageError::MissingSegment { upload, target });
-                            }
-                            Err(e) => return Err(e.into()),
-                        };
-                        file.seek(io::SeekFrom::Start(skip)).await?;
-                        current = Some((file, len));
-                    }
-                }
-            },
-        );
-        Ok(Box::pin(stream))
+        let reading = Reading {
+            upload: upload.to_string(),
+            pieces: pieces.into_iter(),
+            current: None,
+            recovery: Some(self.journal.recovery()),
+        };
+        Ok(Box::pin(futures_util::stream::try_unfold(
+            reading,
+            Reading::next,
+        )))
     }
 
     async fn delete(&self, lease: &Lease) -> Result<(), StorageError> {

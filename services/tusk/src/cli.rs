@@ -214,7 +214,7 @@ pub const FLAGS: &[Flag] = &[
     },
     Flag {
         flag: "sweep-interval",
-        help: "How often the expiry sweeper runs.",
+        help: "How often the expiry sweeper runs, and an fs node looks for the journals of dead nodes sharing its directory.",
         key: "uploads.sweep_interval",
         default: "60s",
     },

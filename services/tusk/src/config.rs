@@ -88,7 +88,8 @@ pub struct UploadsConfig {
     /// How long a terminated or expired upload answers 410 before it is forgotten. Default 1d.
     #[serde(with = "humantime_serde")]
     pub tombstone_ttl: Duration,
-    /// How often the expiry sweeper runs. Default 60s.
+    /// How often the expiry sweeper runs, and how often an fs node looks for the journals of
+    /// nodes that died sharing its upload directory (and recovers them). Default 60s.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
     /// How long a request waits for another request writing the same upload to let go,

@@ -16,7 +16,7 @@ use tusk_coord_redis::{RedisCoordinator, RedisSettings, SentinelSettings};
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{Engine, EngineConfig};
 use tusk_http::{HttpConfig, ServeLimits};
-use tusk_store_fs::FsStorage;
+use tusk_store_fs::{FsOptions, FsStorage};
 use tusk_store_s3::S3Storage;
 
 use crate::cli::{Cli, Command, ServeFlags};
@@ -236,9 +236,17 @@ async fn serve(loaded: Loaded) -> Result<()> {
     }
     let storage: Arc<dyn tusk_core::Storage> = match config.storage.backend {
         StorageBackend::Fs => Arc::new(
-            FsStorage::new(&config.storage.fs.dir, config.storage.fs.write_window).with_context(
-                || format!("opening upload dir {}", config.storage.fs.dir.display()),
-            )?,
+            FsStorage::with_options(
+                &config.storage.fs.dir,
+                FsOptions {
+                    write_window: config.storage.fs.write_window,
+                    // Nodes sharing the directory look for each other's orphaned journals
+                    // as often as the sweeper runs.
+                    adopt_interval: config.uploads.sweep_interval,
+                    ..FsOptions::default()
+                },
+            )
+            .with_context(|| format!("opening upload dir {}", config.storage.fs.dir.display()))?,
         ),
         StorageBackend::S3 => Arc::new(
             S3Storage::connect(&config.storage.s3, engine_config(&config).max_size)
