@@ -254,7 +254,9 @@ async fn serve(loaded: Loaded) -> Result<()> {
                 .dir
                 .clone()
                 .unwrap_or_else(|| config.storage.fs.dir.join(".tusk"));
-            EmbeddedCoordinator::open(dir).await?
+            EmbeddedCoordinator::open(&dir)
+                .await
+                .with_context(|| format!("opening the embedded coordinator in {}", dir.display()))?
         }
         CoordinatorBackend::Redis => {
             let redis = &config.coordinator.redis;

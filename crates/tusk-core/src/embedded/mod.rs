@@ -4,11 +4,17 @@
 //! a newer one cannot commit), and they survive restarts: the log records a ceiling that
 //! tokens handed out stay below, so a token is never reused and a write target stamped
 //! with it is never written twice.
+//!
+//! One process at a time: [`EmbeddedCoordinator::open`] takes an exclusive lock on the
+//! directory (a `flock` on `lock`, which holds the holder's pid) and keeps it while the
+//! coordinator lives.
 
 mod log;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -53,6 +59,8 @@ struct Shared {
     /// Ceiling already durable or requested; a new block is requested at half way.
     requested_ceiling: AtomicU64,
     log: LogWriter,
+    /// The directory's lock, released when the last lease and the coordinator are gone.
+    _dir_lock: File,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,8 +71,53 @@ fn unavailable(e: std::io::Error) -> CoordError {
     CoordError::Unavailable(format!("embedded coordinator log: {e}"))
 }
 
+/// The lock file in a coordinator directory.
+const LOCK_FILE: &str = "lock";
+
+/// Takes the exclusive lock on coordinator directory `dir` (created if missing) and writes
+/// this process's pid into it; held while the returned file is open. If another process
+/// holds it, the error names the directory and that process's pid.
+fn lock_dir(dir: &Path) -> Result<File, CoordError> {
+    let failed = |e: std::io::Error| {
+        CoordError::Unavailable(format!(
+            "locking coordinator directory {}: {e}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let holder = match file.read_to_string(&mut holder) {
+                Ok(_) if !holder.trim().is_empty() => holder.trim().to_string(),
+                _ => "unknown".to_string(),
+            };
+            return Err(CoordError::Unavailable(format!(
+                "coordinator directory {} is in use by another process (pid {holder}, per \
+                 {}); one process at a time may use an embedded coordinator's directory",
+                dir.display(),
+                path.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+    }
+    file.set_len(0).map_err(failed)?;
+    writeln!(file, "{}", std::process::id()).map_err(failed)?;
+    Ok(file)
+}
+
 impl EmbeddedCoordinator {
-    /// Opens (or creates) the coordinator state in `dir`, replaying its log.
+    /// Opens (or creates) the coordinator state in `dir`, replaying its log; takes the
+    /// directory's lock first (see the module doc), so a second process fails at once.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Arc<Self>, CoordError> {
         Self::open_with_compaction(dir, log::COMPACT_AFTER_BYTES).await
     }
@@ -75,16 +128,19 @@ impl EmbeddedCoordinator {
         compact_after: u64,
     ) -> Result<Arc<Self>, CoordError> {
         let dir = dir.into();
-        let (durable, generation, valid_len) = {
+        let (dir_lock, (durable, generation, valid_len)) = {
             let dir = dir.clone();
             let shown = dir.display().to_string();
             tokio::task::spawn_blocking(move || {
-                std::fs::create_dir_all(&dir)?;
-                log::recover(&dir)
+                // Before reading: a second process must not replay (and cut the "torn tail"
+                // of) a log the first is writing.
+                let dir_lock = lock_dir(&dir)?;
+                let recovered =
+                    log::recover(&dir).map_err(|e| CoordError::Corrupt(format!("{shown}: {e}")))?;
+                Ok::<_, CoordError>((dir_lock, recovered))
             })
             .await
-            .map_err(|e| CoordError::Corrupt(e.to_string()))?
-            .map_err(|e| CoordError::Corrupt(format!("{shown}: {e}")))?
+            .map_err(|e| CoordError::Unavailable(e.to_string()))??
         };
         let first_token = durable.token_ceiling.max(1);
         let state = Arc::new(Mutex::new(durable));
@@ -98,6 +154,7 @@ impl EmbeddedCoordinator {
             next_token: AtomicU64::new(first_token),
             requested_ceiling: AtomicU64::new(first_token + TOKEN_BLOCK),
             log,
+            _dir_lock: dir_lock,
         });
         shared
             .log
@@ -410,5 +467,31 @@ impl Coordinator for EmbeddedCoordinator {
 
     async fn ping(&self) -> Result<(), CoordError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second open of a directory in use fails at once, naming the directory and the
+    /// holder's pid; once the holder is gone the directory opens again.
+    #[tokio::test]
+    async fn a_directory_in_use_is_refused_naming_it_and_the_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = EmbeddedCoordinator::open(dir.path()).await.expect("open");
+        match EmbeddedCoordinator::open(dir.path()).await {
+            Err(CoordError::Unavailable(message)) => assert!(
+                message.contains(&dir.path().display().to_string())
+                    && message.contains(&format!("pid {}", std::process::id())),
+                "{message}"
+            ),
+            Err(other) => panic!("expected Unavailable, got {other}"),
+            Ok(_) => panic!("a second coordinator opened a directory in use"),
+        }
+        drop(first);
+        EmbeddedCoordinator::open(dir.path())
+            .await
+            .expect("open after the holder is gone");
     }
 }
