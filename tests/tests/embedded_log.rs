@@ -1,5 +1,11 @@
-//! The embedded coordinator's directory against a second process, with the real binary:
-//! one coordinator directory serves one process at a time.
+//! The embedded coordinator's log and directory, with the real binary: kill -9, then bytes of
+//! the log changed on disk the way a second process would, or a second process started.
+//!
+//! What must hold: a commit that does not start where its record ends is skipped on replay,
+//! and one coordinator directory serves one process at a time.
+//!
+//! The log's frame format (`[len: u32 LE][crc32: u32 LE][json]`) is the only internal this
+//! file knows, to find a frame.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,6 +37,40 @@ fn node_args(root: &Path) -> Vec<String> {
 
 fn coordinator_dir(root: &Path) -> PathBuf {
     root.join("data").join(".tusk")
+}
+
+/// The coordinator's one log file.
+fn log_file(root: &Path) -> Result<PathBuf> {
+    let dir = coordinator_dir(root);
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("wal-") && n.ends_with(".log"))
+        })
+        .collect();
+    logs.sort();
+    logs.pop()
+        .with_context(|| format!("no wal-*.log in {}", dir.display()))
+}
+
+/// Where each frame of a log starts and ends.
+fn frames(log: &[u8]) -> Result<Vec<(usize, usize)>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < log.len() {
+        let header = log
+            .get(at..at + 8)
+            .with_context(|| format!("incomplete frame header at byte {at}"))?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let end = at + 8 + len;
+        ensure!(end <= log.len(), "frame at byte {at} runs past the end");
+        out.push((at, end));
+        at = end;
+    }
+    Ok(out)
 }
 
 /// How a `tusk` run that was expected not to serve ended.
@@ -98,6 +138,39 @@ async fn start(root: &Path) -> Result<TestServer> {
         ..Default::default()
     })
     .await
+}
+
+/// A commit frame written twice (two processes appending the same change, or a replayed
+/// write): replay applies it once and skips the copy, whose expected offset no longer
+/// matches the record, so the upload reads its bytes once and can be finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_at_a_stale_offset_is_skipped_on_replay() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut server = start(root.path()).await?;
+    let t = Ctx::new(&server)?;
+    let data = random_bytes(20_000);
+    let url = t.create(data.len() as u64).await?;
+    t.patch_ok(&url, 0, data[..7000].to_vec()).await?;
+    server.kill9().await?;
+
+    let log_path = log_file(root.path())?;
+    let mut log = std::fs::read(&log_path)?;
+    let (start, end) = *frames(&log)?.last().context("an empty log")?;
+    ensure!(
+        log[start + 8..end].starts_with(b"{\"Commit\""),
+        "the last frame is not the PATCH's commit: {}",
+        String::from_utf8_lossy(&log[start + 8..end])
+    );
+    let copy = log[start..end].to_vec();
+    log.extend_from_slice(&copy);
+    std::fs::write(&log_path, &log)?;
+
+    server.restart().await?;
+    let t = Ctx::new(&server)?;
+    t.assert_offset(&url, 7000, "a commit replayed twice counts once")
+        .await?;
+    t.patch_ok(&url, 7000, data[7000..].to_vec()).await?;
+    check_exact(&t, &url, &data).await
 }
 
 /// A second process on the same upload directory (so the same coordinator directory) exits

@@ -45,6 +45,64 @@ pub(super) enum Entry {
     },
 }
 
+/// Why an entry cannot follow the state it would apply to: the log's compare-and-set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no record of the upload (its creation is not in the log)")]
+    UnknownUpload,
+    #[error("the upload already exists")]
+    AlreadyExists,
+    /// A commit that does not start where its record ends (another writer's commit got
+    /// there first, or the same change was written twice).
+    #[error("commit expected offset {expected}, but the record is at {found}")]
+    OffsetMismatch { expected: u64, found: u64 },
+}
+
+impl Entry {
+    /// Whether this entry may follow a state in which `offset_of(id)` is the offset of
+    /// upload `id` (None: no such record). The one rule both replay and the live writer
+    /// apply, so neither can take what the other would refuse.
+    fn admit(&self, offset_of: impl Fn(&str) -> Option<u64>) -> Result<(), Refusal> {
+        match self {
+            Entry::Create(record) => match offset_of(&record.id) {
+                Some(_) => Err(Refusal::AlreadyExists),
+                None => Ok(()),
+            },
+            Entry::Commit { id, commit } => match offset_of(id) {
+                None => Err(Refusal::UnknownUpload),
+                Some(found) if found != commit.expected_offset => Err(Refusal::OffsetMismatch {
+                    expected: commit.expected_offset,
+                    found,
+                }),
+                Some(_) => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// The upload this entry changes, if any.
+    fn upload_id(&self) -> Option<&str> {
+        match self {
+            Entry::Create(record) => Some(&record.id),
+            Entry::Commit { id, .. }
+            | Entry::Gone { id, .. }
+            | Entry::Purge { id }
+            | Entry::SeqCeiling { id, .. } => Some(id),
+            Entry::TokenCeiling(_) => None,
+        }
+    }
+}
+
+/// An entry replay did not apply, and why.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub upload_id: String,
+    pub why: Refusal,
+    /// The file and byte offset of its frame.
+    pub file: PathBuf,
+    pub offset: u64,
+}
+
 /// The records and the token ceiling: what the log describes.
 #[derive(Debug, Default)]
 pub(super) struct Durable {
@@ -55,9 +113,11 @@ pub(super) struct Durable {
 }
 
 impl Durable {
-    /// Applies one entry. The same function serves replay and live writes, so memory and
-    /// disk cannot disagree about what an entry means.
-    pub fn apply(&mut self, entry: Entry) {
+    /// Applies one entry if [`Entry::admit`] lets it follow the current state. The same
+    /// function serves replay and live writes, so memory and disk cannot disagree about what
+    /// an entry means.
+    pub fn apply(&mut self, entry: Entry) -> Result<(), Refusal> {
+        entry.admit(|id| self.records.get(id).map(|r| r.offset))?;
         match entry {
             Entry::Create(record) => {
                 self.records.insert(record.id.clone(), record);
@@ -83,6 +143,7 @@ impl Durable {
                 *known = (*known).max(ceiling);
             }
         }
+        Ok(())
     }
 }
 
@@ -103,7 +164,7 @@ pub(super) const COMPACT_AFTER_BYTES: u64 = 64 << 20;
 /// Most entries one group commit takes.
 const MAX_BATCH: usize = 4096;
 
-fn wal_path(dir: &Path, generation: u64) -> PathBuf {
+pub(super) fn wal_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("wal-{generation:08}.log"))
 }
 
@@ -115,9 +176,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads the snapshot and the log of its generation; returns the state, the generation and
-/// the log's valid length (a torn tail beyond it is truncated by the caller).
-pub(super) fn recover(dir: &Path) -> io::Result<(Durable, u64, u64)> {
+/// Reads the snapshot and the log of its generation; returns the state, the generation, the
+/// log's valid length (a torn tail beyond it is truncated by the caller) and the entries
+/// replay skipped because they did not follow the state ([`Entry::admit`]).
+pub(super) fn recover(dir: &Path) -> io::Result<(Durable, u64, u64, Vec<Skipped>)> {
     let mut durable = Durable::default();
     let mut generation = 0;
     match File::open(dir.join(SNAPSHOT)) {
@@ -141,19 +203,30 @@ pub(super) fn recover(dir: &Path) -> io::Result<(Durable, u64, u64)> {
         Err(e) => return Err(e),
     }
     let mut valid_len = 0u64;
-    match File::open(wal_path(dir, generation)) {
+    let mut skipped = Vec::new();
+    let log_path = wal_path(dir, generation);
+    match File::open(&log_path) {
         Ok(file) => {
             let mut reader = BufReader::new(file);
             while let Some(entry) = read_frame(&mut reader)? {
+                let offset = valid_len;
                 valid_len += 8 + entry.len() as u64;
                 let entry: Entry = serde_json::from_slice(&entry).map_err(corrupt)?;
-                durable.apply(entry);
+                let upload_id = entry.upload_id().unwrap_or_default().to_string();
+                if let Err(why) = durable.apply(entry) {
+                    skipped.push(Skipped {
+                        upload_id,
+                        why,
+                        file: log_path.clone(),
+                        offset,
+                    });
+                }
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    Ok((durable, generation, valid_len))
+    Ok((durable, generation, valid_len, skipped))
 }
 
 /// One frame's payload, or None at the end of the log or at a torn or corrupt tail.
@@ -178,7 +251,7 @@ fn read_frame(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(payload))
 }
 
-fn append_frame(buf: &mut Vec<u8>, entry: &Entry) -> io::Result<()> {
+pub(super) fn append_frame(buf: &mut Vec<u8>, entry: &Entry) -> io::Result<()> {
     let payload = serde_json::to_vec(entry).map_err(corrupt)?;
     let len = u32::try_from(payload.len()).map_err(|_| corrupt("entry too large"))?;
     buf.extend_from_slice(&len.to_le_bytes());
@@ -187,9 +260,18 @@ fn append_frame(buf: &mut Vec<u8>, entry: &Entry) -> io::Result<()> {
     Ok(())
 }
 
+/// Why an append was not made.
+#[derive(Debug)]
+pub(super) enum AppendError {
+    /// The entry cannot follow the state (nothing was written).
+    Refused(Refusal),
+    /// The log could not be written: the change may or may not survive a restart.
+    Io(io::Error),
+}
+
 struct Request {
     entry: Entry,
-    done: oneshot::Sender<io::Result<()>>,
+    done: oneshot::Sender<Result<(), AppendError>>,
 }
 
 /// Handle to the writer thread.
@@ -229,14 +311,15 @@ impl LogWriter {
         Ok(Self { tx })
     }
 
-    /// Appends `entry` and waits until it is durable and applied.
-    pub async fn append(&self, entry: Entry) -> io::Result<()> {
+    /// Appends `entry` if it may follow the state (with every entry before it), and waits
+    /// until it is durable and applied.
+    pub async fn append(&self, entry: Entry) -> Result<(), AppendError> {
+        let stopped = || AppendError::Io(io::Error::other("coordinator log writer stopped"));
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Request { entry, done })
-            .map_err(|_| io::Error::other("coordinator log writer stopped"))?;
-        rx.await
-            .map_err(|_| io::Error::other("coordinator log writer stopped"))?
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 }
 
@@ -262,20 +345,28 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let result = self.write_batch(&batch);
+            let admitted = self.admit(&batch);
+            let result = self.write_batch(&batch, &admitted);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "coordinator log write failed; refusing further changes");
                 self.failed.get_or_insert_with(|| e.to_string());
             } else {
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                for r in &batch {
-                    state.apply(r.entry.clone());
+                for (r, admitted) in batch.iter().zip(&admitted) {
+                    if admitted.is_ok() {
+                        if let Err(why) = state.apply(r.entry.clone()) {
+                            tracing::error!(%why, "an admitted coordinator entry did not apply");
+                        }
+                    }
                 }
             }
-            for r in batch {
-                let reply = match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            for (r, admitted) in batch.into_iter().zip(admitted) {
+                let reply = match (&result, admitted) {
+                    (_, Err(why)) => Err(AppendError::Refused(why)),
+                    (Ok(()), Ok(())) => Ok(()),
+                    (Err(e), Ok(())) => {
+                        Err(AppendError::Io(io::Error::new(e.kind(), e.to_string())))
+                    }
                 };
                 let _ = r.done.send(reply);
             }
@@ -287,15 +378,56 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, batch: &[Request]) -> io::Result<()> {
+    /// Which entries of the batch may follow the state and the admitted entries before
+    /// them: the compare-and-set, decided here, where entries are ordered, so two commits
+    /// expecting the same offset can never both be written.
+    fn admit(&self, batch: &[Request]) -> Vec<Result<(), Refusal>> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // Offsets as the admitted entries of this batch leave them (None: no record).
+        let mut pending: HashMap<&str, Option<u64>> = HashMap::new();
+        batch
+            .iter()
+            .map(|r| {
+                r.entry.admit(|id| match pending.get(id) {
+                    Some(offset) => *offset,
+                    None => state.records.get(id).map(|r| r.offset),
+                })?;
+                match &r.entry {
+                    Entry::Create(record) => {
+                        pending.insert(&record.id, Some(record.offset));
+                    }
+                    Entry::Commit { id, commit } => {
+                        let after = commit.expected_offset + commit.added;
+                        pending.insert(id, Some(after));
+                    }
+                    Entry::Purge { id } => {
+                        pending.insert(id, None);
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })
+            .collect()
+    }
+
+    fn write_batch(
+        &mut self,
+        batch: &[Request],
+        admitted: &[Result<(), Refusal>],
+    ) -> io::Result<()> {
         if let Some(reason) = &self.failed {
             return Err(io::Error::other(format!(
                 "coordinator log is failed: {reason}"
             )));
         }
         let mut buf = Vec::with_capacity(batch.len() * 256);
-        for r in batch {
-            append_frame(&mut buf, &r.entry)?;
+        for (r, admitted) in batch.iter().zip(admitted) {
+            if admitted.is_ok() {
+                append_frame(&mut buf, &r.entry)?;
+            }
+        }
+        if buf.is_empty() {
+            return Ok(());
         }
         self.file.write_all(&buf)?;
         self.file.sync_data()?;
@@ -347,8 +479,62 @@ impl Writer {
     }
 }
 
+/// Logs written by hand, for the tests of this module and its siblings.
+#[cfg(test)]
+pub(super) mod testing {
+    use std::path::Path;
+
+    use super::{append_frame, wal_path, Entry};
+    use crate::{Commit, Segment, UploadRecord, UploadState, WriteTarget};
+
+    pub fn record(id: &str, length: u64) -> UploadRecord {
+        UploadRecord {
+            id: id.to_string(),
+            offset: 0,
+            length: Some(length),
+            metadata: None,
+            concat: None,
+            created_at: 1,
+            expires_at: None,
+            state: UploadState::Active,
+            segments: Vec::new(),
+            session: None,
+        }
+    }
+
+    pub fn commit(id: &str, expected_offset: u64, added: u64, token: u64) -> Entry {
+        Entry::Commit {
+            id: id.to_string(),
+            commit: Commit {
+                expected_offset,
+                added,
+                append: vec![Segment::new(WriteTarget { token, seq: 0 }, added)],
+                fold: 0,
+                session: None,
+                declare_length: None,
+                expires_at: None,
+            },
+        }
+    }
+
+    /// Writes `entries` as generation 0's log in `dir`: its bytes and each frame's
+    /// `(start, end)`.
+    pub fn write_log(dir: &Path, entries: &[Entry]) -> (Vec<u8>, Vec<(usize, usize)>) {
+        let mut buf = Vec::new();
+        let mut frames = Vec::new();
+        for entry in entries {
+            let start = buf.len();
+            append_frame(&mut buf, entry).expect("frame");
+            frames.push((start, buf.len()));
+        }
+        std::fs::write(wal_path(dir, 0), &buf).expect("write log");
+        (buf, frames)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{commit, record, write_log};
     use super::*;
 
     #[test]
@@ -360,5 +546,49 @@ mod tests {
         let mut reader = &buf[..];
         assert!(read_frame(&mut reader).expect("read").is_some());
         assert!(read_frame(&mut reader).expect("read").is_none());
+    }
+
+    /// Two commits of one upload both expecting offset 0 (two processes appended to one log):
+    /// replay applies the first, skips the second and says which upload it was; a commit of
+    /// an upload that does not exist is skipped too.
+    #[test]
+    fn replay_skips_a_commit_that_does_not_start_where_its_record_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_log(
+            dir.path(),
+            &[
+                Entry::Create(record("shared", 10)),
+                commit("shared", 0, 5, 7),
+                commit("shared", 0, 5, 8),
+                commit("nobody", 0, 5, 9),
+                commit("shared", 5, 5, 7),
+            ],
+        );
+        let (durable, _, _, skipped) = recover(dir.path()).expect("recover");
+        let record = &durable.records["shared"];
+        assert_eq!(record.offset, 10);
+        let tokens: Vec<u64> = record.segments.iter().map(|s| s.target.token).collect();
+        assert_eq!(
+            tokens,
+            [7, 7],
+            "the second writer's segment is not the upload's"
+        );
+        let skipped: Vec<(&str, &Refusal)> = skipped
+            .iter()
+            .map(|s| (s.upload_id.as_str(), &s.why))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                (
+                    "shared",
+                    &Refusal::OffsetMismatch {
+                        expected: 0,
+                        found: 5
+                    }
+                ),
+                ("nobody", &Refusal::UnknownUpload)
+            ]
+        );
     }
 }

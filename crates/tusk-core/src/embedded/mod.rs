@@ -22,7 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{watch, Notify};
 
-use self::log::{Durable, Entry, LogWriter};
+use self::log::{AppendError, Durable, Entry, LogWriter};
+pub use self::log::{Refusal, Skipped};
 use crate::{
     Commit, CoordError, Coordinator, HeldLease, Lease, ReleaseRequest, UploadRecord, WriteTarget,
 };
@@ -69,6 +70,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn unavailable(e: std::io::Error) -> CoordError {
     CoordError::Unavailable(format!("embedded coordinator log: {e}"))
+}
+
+/// The coordinator's answer to an append.
+fn appended(result: Result<(), AppendError>) -> Result<(), CoordError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(AppendError::Refused(Refusal::UnknownUpload)) => Err(CoordError::NotFound),
+        Err(AppendError::Refused(Refusal::AlreadyExists)) => Err(CoordError::AlreadyExists),
+        Err(AppendError::Refused(Refusal::OffsetMismatch { expected, found })) => {
+            Err(CoordError::OffsetChanged { expected, found })
+        }
+        Err(AppendError::Io(e)) => Err(unavailable(e)),
+    }
 }
 
 /// The lock file in a coordinator directory.
@@ -118,6 +132,8 @@ fn lock_dir(dir: &Path) -> Result<File, CoordError> {
 impl EmbeddedCoordinator {
     /// Opens (or creates) the coordinator state in `dir`, replaying its log; takes the
     /// directory's lock first (see the module doc), so a second process fails at once.
+    /// Entries that do not follow their record (a commit that does not start where its
+    /// record ends) are skipped, each with a warning naming the upload.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Arc<Self>, CoordError> {
         Self::open_with_compaction(dir, log::COMPACT_AFTER_BYTES).await
     }
@@ -128,7 +144,7 @@ impl EmbeddedCoordinator {
         compact_after: u64,
     ) -> Result<Arc<Self>, CoordError> {
         let dir = dir.into();
-        let (dir_lock, (durable, generation, valid_len)) = {
+        let (dir_lock, (durable, generation, valid_len, skipped)) = {
             let dir = dir.clone();
             let shown = dir.display().to_string();
             tokio::task::spawn_blocking(move || {
@@ -142,6 +158,21 @@ impl EmbeddedCoordinator {
             .await
             .map_err(|e| CoordError::Unavailable(e.to_string()))??
         };
+        for s in &skipped {
+            tracing::warn!(
+                upload = %s.upload_id,
+                file = %s.file.display(),
+                offset = s.offset,
+                why = %s.why,
+                "coordinator replay skipped an entry"
+            );
+        }
+        if !skipped.is_empty() {
+            tracing::warn!(
+                skipped = skipped.len(),
+                "coordinator replay skipped entries that did not follow their record"
+            );
+        }
         let first_token = durable.token_ceiling.max(1);
         let state = Arc::new(Mutex::new(durable));
         let log = LogWriter::start(dir, generation, valid_len, state.clone(), compact_after)
@@ -156,11 +187,12 @@ impl EmbeddedCoordinator {
             log,
             _dir_lock: dir_lock,
         });
-        shared
-            .log
-            .append(Entry::TokenCeiling(first_token + TOKEN_BLOCK))
-            .await
-            .map_err(unavailable)?;
+        appended(
+            shared
+                .log
+                .append(Entry::TokenCeiling(first_token + TOKEN_BLOCK))
+                .await,
+        )?;
         Ok(Arc::new(Self { shared }))
     }
 }
@@ -177,10 +209,7 @@ impl Shared {
                 .compare_exchange(requested, new_ceiling, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
-                self.log
-                    .append(Entry::TokenCeiling(new_ceiling))
-                    .await
-                    .map_err(unavailable)?;
+                appended(self.log.append(Entry::TokenCeiling(new_ceiling)).await)?;
             }
         }
         // Tokens beyond the durable ceiling would be reused after a crash: wait for it.
@@ -265,14 +294,15 @@ impl HeldLease for EmbeddedLease {
         // that died must not land on a number its successor uses).
         let shared = &self.shared;
         if seq >= shared.restart_floor(&self.upload_id) {
-            shared
-                .log
-                .append(Entry::SeqCeiling {
-                    id: self.upload_id.clone(),
-                    ceiling: seq.saturating_add(SEQ_WINDOW),
-                })
-                .await
-                .map_err(unavailable)?;
+            appended(
+                shared
+                    .log
+                    .append(Entry::SeqCeiling {
+                        id: self.upload_id.clone(),
+                        ceiling: seq.saturating_add(SEQ_WINDOW),
+                    })
+                    .await,
+            )?;
         }
         Ok(WriteTarget {
             token: self.token,
@@ -290,27 +320,28 @@ impl HeldLease for EmbeddedLease {
 
     async fn mark_gone(&self, purge_at: u64) -> Result<(), CoordError> {
         self.check()?;
-        self.shared
-            .log
-            .append(Entry::Gone {
-                id: self.upload_id.clone(),
-                purge_at,
-            })
-            .await
-            .map_err(unavailable)
+        appended(
+            self.shared
+                .log
+                .append(Entry::Gone {
+                    id: self.upload_id.clone(),
+                    purge_at,
+                })
+                .await,
+        )
     }
 
     async fn purge(&self) -> Result<(), CoordError> {
         self.check()?;
         lock(&self.shared.next_seqs).remove(&self.upload_id);
-        let purged = self
-            .shared
-            .log
-            .append(Entry::Purge {
-                id: self.upload_id.clone(),
-            })
-            .await
-            .map_err(unavailable);
+        let purged = appended(
+            self.shared
+                .log
+                .append(Entry::Purge {
+                    id: self.upload_id.clone(),
+                })
+                .await,
+        );
         self.release().await?;
         purged
     }
@@ -333,29 +364,20 @@ impl HeldLease for EmbeddedLease {
 }
 
 impl EmbeddedLease {
+    /// The compare-and-set on the offset is the log writer's ([`Refusal::OffsetMismatch`]):
+    /// it decides in the order entries are written, so of two commits expecting the same
+    /// offset only the first is written.
     async fn commit_held(&self, commit: &Commit) -> Result<(), CoordError> {
         self.check()?;
-        {
-            let state = lock(&self.shared.state);
-            let record = state
-                .records
-                .get(&self.upload_id)
-                .ok_or(CoordError::NotFound)?;
-            if record.offset != commit.expected_offset {
-                return Err(CoordError::OffsetChanged {
-                    expected: commit.expected_offset,
-                    found: record.offset,
-                });
-            }
-        }
-        self.shared
-            .log
-            .append(Entry::Commit {
-                id: self.upload_id.clone(),
-                commit: commit.clone(),
-            })
-            .await
-            .map_err(unavailable)
+        appended(
+            self.shared
+                .log
+                .append(Entry::Commit {
+                    id: self.upload_id.clone(),
+                    commit: commit.clone(),
+                })
+                .await,
+        )
     }
 }
 
@@ -367,14 +389,8 @@ impl Coordinator for EmbeddedCoordinator {
 
     async fn create(&self, record: &UploadRecord) -> Result<(), CoordError> {
         let shared = &self.shared;
-        if lock(&shared.state).records.contains_key(&record.id) {
-            return Err(CoordError::AlreadyExists);
-        }
-        shared
-            .log
-            .append(Entry::Create(record.clone()))
-            .await
-            .map_err(unavailable)?;
+        // An existing ID is refused by the log writer (Refusal::AlreadyExists).
+        appended(shared.log.append(Entry::Create(record.clone())).await)?;
         // Nothing of it was reserved in an earlier run: numbers start at 0.
         lock(&shared.next_seqs).insert(record.id.clone(), 0);
         Ok(())
@@ -473,6 +489,66 @@ impl Coordinator for EmbeddedCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Segment, UploadState};
+
+    /// Two commits racing under one lease, both expecting offset 0 (the engine never does
+    /// this; two processes on one log did): the log writer decides in order, so exactly one
+    /// is written and the other is refused as an offset change, live and after a restart.
+    #[tokio::test]
+    async fn of_two_commits_expecting_the_same_offset_only_one_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coord = EmbeddedCoordinator::open(dir.path()).await.expect("open");
+        coord
+            .create(&log::testing::record("raced", 10))
+            .await
+            .expect("create");
+        let lease = coord.acquire("raced", Duration::ZERO).await.expect("lease");
+        let held = EmbeddedLease {
+            shared: coord.shared.clone(),
+            upload_id: "raced".into(),
+            token: lease.token(),
+        };
+        let commit = |seq| Commit {
+            expected_offset: 0,
+            added: 5,
+            append: vec![Segment::new(
+                WriteTarget {
+                    token: lease.token(),
+                    seq,
+                },
+                5,
+            )],
+            fold: 0,
+            session: None,
+            declare_length: None,
+            expires_at: None,
+        };
+        let (a, b) = (commit(0), commit(1));
+        let (first, second) = tokio::join!(held.commit_held(&a), held.commit_held(&b));
+        let refused = match (first, second) {
+            (Ok(()), Err(e)) | (Err(e), Ok(())) => e,
+            (first, second) => panic!("expected exactly one commit: {first:?}, {second:?}"),
+        };
+        assert!(
+            matches!(
+                refused,
+                CoordError::OffsetChanged {
+                    expected: 0,
+                    found: 5
+                }
+            ),
+            "{refused}"
+        );
+        let record = coord.load("raced").await.expect("load").expect("record");
+        assert_eq!((record.offset, record.segments.len()), (5, 1));
+        drop((held, lease, coord));
+
+        let (durable, _, _, skipped) = log::recover(dir.path()).expect("recover");
+        assert!(skipped.is_empty(), "nothing refused was written");
+        let record = &durable.records["raced"];
+        assert_eq!((record.offset, record.segments.len()), (5, 1));
+        assert_eq!(record.state, UploadState::Active);
+    }
 
     /// A second open of a directory in use fails at once, naming the directory and the
     /// holder's pid; once the holder is gone the directory opens again.
