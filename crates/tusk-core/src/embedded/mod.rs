@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use tokio::sync::{watch, Notify};
 
 use self::log::{AppendError, Durable, Entry, LogWriter};
-pub use self::log::{Refusal, Skipped};
+pub use self::log::{Fault, FaultKind, Refusal, Skipped};
 use crate::{
     Commit, CoordError, Coordinator, HeldLease, Lease, ReleaseRequest, UploadRecord, WriteTarget,
 };
@@ -131,9 +131,10 @@ fn lock_dir(dir: &Path) -> Result<File, CoordError> {
 
 impl EmbeddedCoordinator {
     /// Opens (or creates) the coordinator state in `dir`, replaying its log; takes the
-    /// directory's lock first (see the module doc), so a second process fails at once.
-    /// Entries that do not follow their record (a commit that does not start where its
-    /// record ends) are skipped, each with a warning naming the upload.
+    /// directory's lock first (see the module doc). A torn tail at the end of the log is cut
+    /// (a warning says where); any other damage is [`CoordError::Corrupt`] naming the file and
+    /// the byte offset, and leaves every file as it was. Commits that do not start where
+    /// their record ends are skipped, each with a warning naming the upload.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Arc<Self>, CoordError> {
         Self::open_with_compaction(dir, log::COMPACT_AFTER_BYTES).await
     }
@@ -144,20 +145,34 @@ impl EmbeddedCoordinator {
         compact_after: u64,
     ) -> Result<Arc<Self>, CoordError> {
         let dir = dir.into();
-        let (dir_lock, (durable, generation, valid_len, skipped)) = {
+        let (dir_lock, recovered) = {
             let dir = dir.clone();
-            let shown = dir.display().to_string();
             tokio::task::spawn_blocking(move || {
-                // Before reading: a second process must not replay (and cut the "torn tail"
-                // of) a log the first is writing.
                 let dir_lock = lock_dir(&dir)?;
-                let recovered =
-                    log::recover(&dir).map_err(|e| CoordError::Corrupt(format!("{shown}: {e}")))?;
+                let recovered = log::recover(&dir).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::InvalidData => CoordError::Corrupt(e.to_string()),
+                    _ => CoordError::Unavailable(format!("reading {}: {e}", dir.display())),
+                })?;
                 Ok::<_, CoordError>((dir_lock, recovered))
             })
             .await
             .map_err(|e| CoordError::Unavailable(e.to_string()))??
         };
+        let log::Recovered {
+            durable,
+            generation,
+            valid_len,
+            torn,
+            skipped,
+        } = recovered;
+        if let Some(torn) = torn {
+            tracing::warn!(
+                log = %log::wal_path(&dir, generation).display(),
+                offset = torn.offset,
+                bytes = torn.len,
+                "cutting a torn tail off the coordinator log (a write a crash cut short, never acknowledged)"
+            );
+        }
         for s in &skipped {
             tracing::warn!(
                 upload = %s.upload_id,
@@ -488,8 +503,60 @@ impl Coordinator for EmbeddedCoordinator {
 
 #[cfg(test)]
 mod tests {
+    use super::log::testing::{five_uploads, write_log};
     use super::*;
     use crate::{Segment, UploadState};
+
+    /// The 2nd of eleven frames damaged: open fails naming the log and the byte offset, and
+    /// no file of the directory changed (beyond the lock file).
+    #[tokio::test]
+    async fn a_damaged_log_stops_the_start_and_stays_byte_identical() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut bytes, frames) = write_log(dir.path(), &five_uploads());
+        let (start, end) = frames[1];
+        bytes[(start + end) / 2] ^= 1;
+        let path = log::wal_path(dir.path(), 0);
+        std::fs::write(&path, &bytes).expect("write");
+
+        match EmbeddedCoordinator::open(dir.path()).await {
+            Err(CoordError::Corrupt(message)) => assert!(
+                message.contains(&path.display().to_string())
+                    && message.contains(&format!("at byte {start} ")),
+                "{message}"
+            ),
+            Err(other) => panic!("expected Corrupt, got {other}"),
+            Ok(_) => panic!("a log damaged in the middle was opened"),
+        }
+        assert_eq!(std::fs::read(&path).expect("read"), bytes);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["lock", "wal-00000000.log"]);
+    }
+
+    /// A torn tail is cut: every intact frame is there, and new entries follow the cut (a
+    /// second start reads them).
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_new_entries_follow_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut bytes, _) = write_log(dir.path(), &five_uploads());
+        bytes.extend_from_slice(&[0; 100]);
+        std::fs::write(log::wal_path(dir.path(), 0), &bytes).expect("write");
+        {
+            let coord = EmbeddedCoordinator::open(dir.path()).await.expect("open");
+            for i in 0..5u64 {
+                let record = coord.load(&format!("upload{i}")).await.expect("load");
+                assert_eq!(record.map(|r| r.offset), Some(10 + i));
+            }
+            let mut late = log::testing::record("late", 1);
+            late.created_at = 2;
+            coord.create(&late).await.expect("create");
+        }
+        let coord = EmbeddedCoordinator::open(dir.path()).await.expect("reopen");
+        assert!(coord.load("late").await.expect("load").is_some());
+    }
 
     /// Two commits racing under one lease, both expecting offset 0 (the engine never does
     /// this; two processes on one log did): the log writer decides in order, so exactly one
@@ -543,9 +610,9 @@ mod tests {
         assert_eq!((record.offset, record.segments.len()), (5, 1));
         drop((held, lease, coord));
 
-        let (durable, _, _, skipped) = log::recover(dir.path()).expect("recover");
-        assert!(skipped.is_empty(), "nothing refused was written");
-        let record = &durable.records["raced"];
+        let recovered = log::recover(dir.path()).expect("recover");
+        assert!(recovered.skipped.is_empty(), "nothing refused was written");
+        let record = &recovered.durable.records["raced"];
         assert_eq!((record.offset, record.segments.len()), (5, 1));
         assert_eq!(record.state, UploadState::Active);
     }
