@@ -1,13 +1,14 @@
-//! The embedded coordinator's log and directory, with the real binary: kill -9, then bytes of
-//! the log changed on disk the way a power cut or a second process would, or a second process
-//! started.
+//! The embedded coordinator's log against damage, with the real binary: kill -9, then bytes
+//! of the log changed on disk the way a bad disk, a power cut or a second process would.
 //!
 //! What must hold: a torn tail (an incomplete or damaged last frame, never acknowledged) is
-//! cut and everything acknowledged is served; a commit that does not start where its record
-//! ends is skipped on replay; and one coordinator directory serves one process at a time.
+//! cut and everything acknowledged is served; damage followed by intact frames stops the
+//! start, naming the file and the byte offset, and leaves the file as it is; `tusk
+//! check-data --salvage` then keeps every intact frame; a commit that does not start where
+//! its record ends is skipped; and one coordinator directory serves one process at a time.
 //!
 //! The log's frame format (`[len: u32 LE][crc32: u32 LE][json]`) is the only internal this
-//! file knows, to find a frame and to write a torn tail.
+//! file knows, to find "the 2nd frame" and to write a torn tail.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -134,6 +135,24 @@ async fn run_refused(args: &[String], env: &[(String, String)]) -> Result<Refuse
     })
 }
 
+/// Runs `tusk check-data ...`: its exit code and everything it printed.
+async fn check_data(args: &[&str]) -> Result<(Option<i32>, String)> {
+    let output = tokio::process::Command::new(tusk_binary()?)
+        .arg("check-data")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running tusk check-data")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.code(), text))
+}
+
 /// `count` finished uploads of odd sizes: their URLs and bytes.
 async fn finished_uploads(t: &Ctx, count: usize) -> Result<Vec<(String, Vec<u8>)>> {
     let mut uploads = Vec::new();
@@ -145,12 +164,129 @@ async fn finished_uploads(t: &Ctx, count: usize) -> Result<Vec<(String, Vec<u8>)
     Ok(uploads)
 }
 
+fn upload_id(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
 async fn start(root: &Path) -> Result<TestServer> {
     TestServer::start_with(NodeOptions {
         args: node_args(root),
         ..Default::default()
     })
     .await
+}
+
+/// One flipped bit in the 2nd of the log's frames: the start is refused, naming the file
+/// and the byte offset, and the file is left byte-identical; `tusk check-data` reports the
+/// same; `--salvage` keeps every intact frame (the damaged file is kept aside unchanged) and
+/// the node then serves the four uploads the damage did not touch, sha256-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_frame_mid_log_stops_the_start_and_salvage_keeps_the_rest() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut server = start(root.path()).await?;
+    let t = Ctx::new(&server)?;
+    let uploads = finished_uploads(&t, 5).await?;
+    server.kill9().await?;
+
+    let log_path = log_file(root.path())?;
+    let mut log = std::fs::read(&log_path)?;
+    let all = frames(&log)?;
+    ensure!(
+        all.len() >= 6,
+        "expected frames for 5 uploads, found {}",
+        all.len()
+    );
+    let (start_of_2nd, end_of_2nd) = all[1];
+    let named: Vec<&str> = uploads
+        .iter()
+        .map(|(url, _)| upload_id(url))
+        .filter(|id| {
+            log[start_of_2nd + 8..end_of_2nd]
+                .windows(id.len())
+                .any(|w| w == id.as_bytes())
+        })
+        .collect();
+    ensure!(
+        named.len() <= 1,
+        "the 2nd frame names several uploads: {named:?}"
+    );
+    // One bit in the middle of the 2nd frame's payload.
+    let at = start_of_2nd + 8 + (end_of_2nd - start_of_2nd - 8) / 2;
+    log[at] ^= 0x10;
+    std::fs::write(&log_path, &log)?;
+
+    let refused = run_refused(&node_args(root.path()), &[]).await?;
+    ensure!(
+        refused.code.is_some_and(|c| c != 0),
+        "a damaged log: tusk exited with {:?}, expected a non-zero code; stderr:\n{}",
+        refused.code,
+        refused.stderr
+    );
+    let log_name = log_path.display().to_string();
+    ensure!(
+        refused.stderr.contains(&log_name)
+            && refused.stderr.contains(&format!("byte {start_of_2nd}")),
+        "the refusal must name {log_name} and byte {start_of_2nd}; stderr:\n{}",
+        refused.stderr
+    );
+    ensure!(
+        std::fs::read(&log_path)? == log,
+        "a refused start changed the damaged log"
+    );
+
+    let dir = coordinator_dir(root.path()).display().to_string();
+    let (code, report) = check_data(&["--dir", &dir]).await?;
+    ensure!(
+        code.is_some_and(|c| c != 0) && report.contains(&format!("byte {start_of_2nd}")),
+        "check-data on a damaged log: exit {code:?}, expected non-zero naming byte \
+         {start_of_2nd}:\n{report}"
+    );
+    ensure!(
+        std::fs::read(&log_path)? == log,
+        "check-data without --salvage changed the log"
+    );
+
+    let (code, report) = check_data(&["--dir", &dir, "--salvage"]).await?;
+    ensure!(
+        code == Some(0) && report.contains(&format!("byte {start_of_2nd}")),
+        "check-data --salvage: exit {code:?}, expected 0 and the dropped byte range:\n{report}"
+    );
+    let aside: Vec<PathBuf> = std::fs::read_dir(coordinator_dir(root.path()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(".damaged"))
+        })
+        .collect();
+    ensure!(
+        aside.len() == 1 && std::fs::read(&aside[0])? == log,
+        "salvage must keep the damaged log aside unchanged; found {aside:?}"
+    );
+    eprintln!("check-data --salvage said:\n{report}");
+
+    server.restart().await?;
+    let t = Ctx::new(&server)?;
+    let mut intact = 0;
+    for (url, data) in &uploads {
+        if named.contains(&upload_id(url)) {
+            continue;
+        }
+        check_exact(&t, url, data)
+            .await
+            .with_context(|| format!("{url} after salvage"))?;
+        intact += 1;
+    }
+    ensure!(
+        intact >= 4,
+        "after salvage only {intact} uploads are served exactly, expected the 4 intact ones"
+    );
+    // The salvaged directory takes new uploads and keeps them across a kill -9.
+    let more = random_bytes(5000);
+    let url = t.upload(&more).await?;
+    server.kill9().await?;
+    server.restart().await?;
+    check_exact(&Ctx::new(&server)?, &url, &more).await
 }
 
 /// A torn tail, as a power cut leaves it: half a frame of a write that was never

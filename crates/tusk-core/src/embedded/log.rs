@@ -14,8 +14,8 @@
 //! end of the log that hold no intact frame (a write cut short by a crash, never
 //! acknowledged: the writer acknowledges after `fdatasync`). Damage followed by an intact
 //! frame is something else (a bad disk, a foreign write) and stops the start with the file
-//! and the byte offset, leaving the file untouched. A snapshot is written whole, so any
-//! damage in it stops the start.
+//! and the byte offset, leaving the file untouched; [`super::check`] can then salvage every
+//! intact frame. A snapshot is written whole, so any damage in it stops the start.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -154,6 +154,15 @@ impl Durable {
         }
         Ok(())
     }
+
+    /// The largest fencing token any record's committed segment carries.
+    pub fn largest_committed_token(&self) -> u64 {
+        self.records
+            .values()
+            .flat_map(|r| r.segments.iter().map(|s| s.target.token))
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A frame of a snapshot.
@@ -197,6 +206,14 @@ const HEADER: usize = 8;
 
 pub(super) fn wal_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("wal-{generation:08}.log"))
+}
+
+/// The generation of a log file name (`wal-00000007.log`).
+pub(super) fn wal_generation(name: &str) -> Option<u64> {
+    name.strip_prefix("wal-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
 }
 
 fn corrupt(what: impl std::fmt::Display) -> io::Error {

@@ -7,8 +7,10 @@
 //!
 //! One process at a time: [`EmbeddedCoordinator::open`] takes an exclusive lock on the
 //! directory (a `flock` on `lock`, which holds the holder's pid) and keeps it while the
-//! coordinator lives.
+//! coordinator lives. [`check`] and [`salvage`] inspect and repair a directory no process
+//! holds.
 
+mod check;
 mod log;
 
 use std::collections::HashMap;
@@ -22,8 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{watch, Notify};
 
+pub use self::check::{check, salvage, DataCheck, Salvaged, Written};
 use self::log::{AppendError, Durable, Entry, LogWriter};
-pub use self::log::{Fault, FaultKind, Refusal, Skipped};
+pub use self::log::{Fault, FaultKind, FileReport, Refusal, Skipped};
 use crate::{
     Commit, CoordError, Coordinator, HeldLease, Lease, ReleaseRequest, UploadRecord, WriteTarget,
 };
