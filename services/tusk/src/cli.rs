@@ -1,6 +1,7 @@
 //! Command line: the server flags (named after tusd's where the meaning is the same) and the
-//! `bench` subcommand. Each flag overrides one configuration key; [`FLAGS`] is the single
-//! table that ties them together, and feeds `--help` and `tusk config-reference`.
+//! `bench` and `check-data` subcommands. Each flag overrides one configuration key; [`FLAGS`]
+//! is the single table that ties them together, and feeds `--help` and `tusk
+//! config-reference`.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ pub enum Command {
     Bench(tusk_bench::BenchArgs),
     /// Print the configuration reference as a Markdown table (the README's table).
     ConfigReference,
+    /// Check the embedded coordinator's directory for damage; --salvage rebuilds it from
+    /// every intact frame. Run it with the server stopped.
+    CheckData(crate::check_data::CheckDataArgs),
 }
 
 /// Flags of the server. Each maps to a configuration key (see FLAGS).

@@ -1,6 +1,7 @@
 //! The `tusk` binary: configuration, wiring of the engine to its backends, the listener,
 //! signals. Everything with logic lives in the crates.
 
+mod check_data;
 mod cli;
 mod config;
 mod environment;
@@ -14,7 +15,7 @@ use clap::FromArgMatches;
 use tokio::io::AsyncWriteExt;
 use tusk_coord_redis::{RedisCoordinator, RedisSettings, SentinelSettings};
 use tusk_core::embedded::EmbeddedCoordinator;
-use tusk_core::{Engine, EngineConfig};
+use tusk_core::{CoordError, Engine, EngineConfig};
 use tusk_http::{HttpConfig, ServeLimits};
 use tusk_store_fs::{FsOptions, FsStorage};
 use tusk_store_s3::S3Storage;
@@ -31,6 +32,7 @@ fn main() -> Result<()> {
         .build()?;
     match cli.command {
         Some(Command::Bench(args)) => runtime.block_on(tusk_bench::run(args)),
+        Some(Command::CheckData(args)) => check_data::run(&args),
         Some(Command::ConfigReference) => {
             print!("{}", cli::reference_markdown());
             Ok(())
@@ -262,7 +264,24 @@ async fn serve(loaded: Loaded) -> Result<()> {
                 .dir
                 .clone()
                 .unwrap_or_else(|| config.storage.fs.dir.join(".tusk"));
-            EmbeddedCoordinator::open(dir).await?
+            match EmbeddedCoordinator::open(&dir).await {
+                Ok(coordinator) => coordinator,
+                Err(e @ CoordError::Corrupt(_)) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "the embedded coordinator's directory {} is damaged, so Tusk does not \
+                         start: `tusk check-data --dir {} --salvage` keeps every intact frame \
+                         (README: Recovering a damaged data directory)",
+                        dir.display(),
+                        dir.display()
+                    )))
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "opening the embedded coordinator in {}",
+                        dir.display()
+                    )))
+                }
+            }
         }
         CoordinatorBackend::Redis => {
             let redis = &config.coordinator.redis;

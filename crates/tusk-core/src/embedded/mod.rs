@@ -4,11 +4,19 @@
 //! a newer one cannot commit), and they survive restarts: the log records a ceiling that
 //! tokens handed out stay below, so a token is never reused and a write target stamped
 //! with it is never written twice.
+//!
+//! One process at a time: [`EmbeddedCoordinator::open`] takes an exclusive lock on the
+//! directory (a `flock` on `lock`, which holds the holder's pid) and keeps it while the
+//! coordinator lives. [`check`] and [`salvage`] inspect and repair a directory no process
+//! holds.
 
+mod check;
 mod log;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -16,7 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{watch, Notify};
 
-use self::log::{Durable, Entry, LogWriter};
+pub use self::check::{check, salvage, DataCheck, Salvaged, Written};
+use self::log::{AppendError, Durable, Entry, LogWriter};
+pub use self::log::{Fault, FaultKind, FileReport, Refusal, Skipped};
 use crate::{
     Commit, CoordError, Coordinator, HeldLease, Lease, ReleaseRequest, UploadRecord, WriteTarget,
 };
@@ -53,6 +63,8 @@ struct Shared {
     /// Ceiling already durable or requested; a new block is requested at half way.
     requested_ceiling: AtomicU64,
     log: LogWriter,
+    /// The directory's lock, released when the last lease and the coordinator are gone.
+    _dir_lock: File,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,8 +75,69 @@ fn unavailable(e: std::io::Error) -> CoordError {
     CoordError::Unavailable(format!("embedded coordinator log: {e}"))
 }
 
+/// The coordinator's answer to an append.
+fn appended(result: Result<(), AppendError>) -> Result<(), CoordError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(AppendError::Refused(Refusal::UnknownUpload)) => Err(CoordError::NotFound),
+        Err(AppendError::Refused(Refusal::AlreadyExists)) => Err(CoordError::AlreadyExists),
+        Err(AppendError::Refused(Refusal::OffsetMismatch { expected, found })) => {
+            Err(CoordError::OffsetChanged { expected, found })
+        }
+        Err(AppendError::Io(e)) => Err(unavailable(e)),
+    }
+}
+
+/// The lock file in a coordinator directory.
+const LOCK_FILE: &str = "lock";
+
+/// Takes the exclusive lock on coordinator directory `dir` (created if missing) and writes
+/// this process's pid into it; held while the returned file is open. If another process
+/// holds it, the error names the directory and that process's pid.
+fn lock_dir(dir: &Path) -> Result<File, CoordError> {
+    let failed = |e: std::io::Error| {
+        CoordError::Unavailable(format!(
+            "locking coordinator directory {}: {e}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let holder = match file.read_to_string(&mut holder) {
+                Ok(_) if !holder.trim().is_empty() => holder.trim().to_string(),
+                _ => "unknown".to_string(),
+            };
+            return Err(CoordError::Unavailable(format!(
+                "coordinator directory {} is in use by another process (pid {holder}, per \
+                 {}); one process at a time may use an embedded coordinator's directory",
+                dir.display(),
+                path.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+    }
+    file.set_len(0).map_err(failed)?;
+    writeln!(file, "{}", std::process::id()).map_err(failed)?;
+    Ok(file)
+}
+
 impl EmbeddedCoordinator {
-    /// Opens (or creates) the coordinator state in `dir`, replaying its log.
+    /// Opens (or creates) the coordinator state in `dir`, replaying its log; takes the
+    /// directory's lock first (see the module doc). A torn tail at the end of the log is cut
+    /// (a warning says where); any other damage is [`CoordError::Corrupt`] naming the file and
+    /// the byte offset, and leaves every file as it was. Commits that do not start where
+    /// their record ends are skipped, each with a warning naming the upload.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Arc<Self>, CoordError> {
         Self::open_with_compaction(dir, log::COMPACT_AFTER_BYTES).await
     }
@@ -75,17 +148,49 @@ impl EmbeddedCoordinator {
         compact_after: u64,
     ) -> Result<Arc<Self>, CoordError> {
         let dir = dir.into();
-        let (durable, generation, valid_len) = {
+        let (dir_lock, recovered) = {
             let dir = dir.clone();
-            let shown = dir.display().to_string();
             tokio::task::spawn_blocking(move || {
-                std::fs::create_dir_all(&dir)?;
-                log::recover(&dir)
+                let dir_lock = lock_dir(&dir)?;
+                let recovered = log::recover(&dir).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::InvalidData => CoordError::Corrupt(e.to_string()),
+                    _ => CoordError::Unavailable(format!("reading {}: {e}", dir.display())),
+                })?;
+                Ok::<_, CoordError>((dir_lock, recovered))
             })
             .await
-            .map_err(|e| CoordError::Corrupt(e.to_string()))?
-            .map_err(|e| CoordError::Corrupt(format!("{shown}: {e}")))?
+            .map_err(|e| CoordError::Unavailable(e.to_string()))??
         };
+        let log::Recovered {
+            durable,
+            generation,
+            valid_len,
+            torn,
+            skipped,
+        } = recovered;
+        if let Some(torn) = torn {
+            tracing::warn!(
+                log = %log::wal_path(&dir, generation).display(),
+                offset = torn.offset,
+                bytes = torn.len,
+                "cutting a torn tail off the coordinator log (a write a crash cut short, never acknowledged)"
+            );
+        }
+        for s in &skipped {
+            tracing::warn!(
+                upload = %s.upload_id,
+                file = %s.file.display(),
+                offset = s.offset,
+                why = %s.why,
+                "coordinator replay skipped an entry"
+            );
+        }
+        if !skipped.is_empty() {
+            tracing::warn!(
+                skipped = skipped.len(),
+                "coordinator replay skipped entries that did not follow their record"
+            );
+        }
         let first_token = durable.token_ceiling.max(1);
         let state = Arc::new(Mutex::new(durable));
         let log = LogWriter::start(dir, generation, valid_len, state.clone(), compact_after)
@@ -98,12 +203,14 @@ impl EmbeddedCoordinator {
             next_token: AtomicU64::new(first_token),
             requested_ceiling: AtomicU64::new(first_token + TOKEN_BLOCK),
             log,
+            _dir_lock: dir_lock,
         });
-        shared
-            .log
-            .append(Entry::TokenCeiling(first_token + TOKEN_BLOCK))
-            .await
-            .map_err(unavailable)?;
+        appended(
+            shared
+                .log
+                .append(Entry::TokenCeiling(first_token + TOKEN_BLOCK))
+                .await,
+        )?;
         Ok(Arc::new(Self { shared }))
     }
 }
@@ -120,10 +227,7 @@ impl Shared {
                 .compare_exchange(requested, new_ceiling, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
-                self.log
-                    .append(Entry::TokenCeiling(new_ceiling))
-                    .await
-                    .map_err(unavailable)?;
+                appended(self.log.append(Entry::TokenCeiling(new_ceiling)).await)?;
             }
         }
         // Tokens beyond the durable ceiling would be reused after a crash: wait for it.
@@ -208,14 +312,15 @@ impl HeldLease for EmbeddedLease {
         // that died must not land on a number its successor uses).
         let shared = &self.shared;
         if seq >= shared.restart_floor(&self.upload_id) {
-            shared
-                .log
-                .append(Entry::SeqCeiling {
-                    id: self.upload_id.clone(),
-                    ceiling: seq.saturating_add(SEQ_WINDOW),
-                })
-                .await
-                .map_err(unavailable)?;
+            appended(
+                shared
+                    .log
+                    .append(Entry::SeqCeiling {
+                        id: self.upload_id.clone(),
+                        ceiling: seq.saturating_add(SEQ_WINDOW),
+                    })
+                    .await,
+            )?;
         }
         Ok(WriteTarget {
             token: self.token,
@@ -233,27 +338,28 @@ impl HeldLease for EmbeddedLease {
 
     async fn mark_gone(&self, purge_at: u64) -> Result<(), CoordError> {
         self.check()?;
-        self.shared
-            .log
-            .append(Entry::Gone {
-                id: self.upload_id.clone(),
-                purge_at,
-            })
-            .await
-            .map_err(unavailable)
+        appended(
+            self.shared
+                .log
+                .append(Entry::Gone {
+                    id: self.upload_id.clone(),
+                    purge_at,
+                })
+                .await,
+        )
     }
 
     async fn purge(&self) -> Result<(), CoordError> {
         self.check()?;
         lock(&self.shared.next_seqs).remove(&self.upload_id);
-        let purged = self
-            .shared
-            .log
-            .append(Entry::Purge {
-                id: self.upload_id.clone(),
-            })
-            .await
-            .map_err(unavailable);
+        let purged = appended(
+            self.shared
+                .log
+                .append(Entry::Purge {
+                    id: self.upload_id.clone(),
+                })
+                .await,
+        );
         self.release().await?;
         purged
     }
@@ -276,29 +382,20 @@ impl HeldLease for EmbeddedLease {
 }
 
 impl EmbeddedLease {
+    /// The compare-and-set on the offset is the log writer's ([`Refusal::OffsetMismatch`]):
+    /// it decides in the order entries are written, so of two commits expecting the same
+    /// offset only the first is written.
     async fn commit_held(&self, commit: &Commit) -> Result<(), CoordError> {
         self.check()?;
-        {
-            let state = lock(&self.shared.state);
-            let record = state
-                .records
-                .get(&self.upload_id)
-                .ok_or(CoordError::NotFound)?;
-            if record.offset != commit.expected_offset {
-                return Err(CoordError::OffsetChanged {
-                    expected: commit.expected_offset,
-                    found: record.offset,
-                });
-            }
-        }
-        self.shared
-            .log
-            .append(Entry::Commit {
-                id: self.upload_id.clone(),
-                commit: commit.clone(),
-            })
-            .await
-            .map_err(unavailable)
+        appended(
+            self.shared
+                .log
+                .append(Entry::Commit {
+                    id: self.upload_id.clone(),
+                    commit: commit.clone(),
+                })
+                .await,
+        )
     }
 }
 
@@ -310,14 +407,8 @@ impl Coordinator for EmbeddedCoordinator {
 
     async fn create(&self, record: &UploadRecord) -> Result<(), CoordError> {
         let shared = &self.shared;
-        if lock(&shared.state).records.contains_key(&record.id) {
-            return Err(CoordError::AlreadyExists);
-        }
-        shared
-            .log
-            .append(Entry::Create(record.clone()))
-            .await
-            .map_err(unavailable)?;
+        // An existing ID is refused by the log writer (Refusal::AlreadyExists).
+        appended(shared.log.append(Entry::Create(record.clone())).await)?;
         // Nothing of it was reserved in an earlier run: numbers start at 0.
         lock(&shared.next_seqs).insert(record.id.clone(), 0);
         Ok(())
@@ -410,5 +501,143 @@ impl Coordinator for EmbeddedCoordinator {
 
     async fn ping(&self) -> Result<(), CoordError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log::testing::{five_uploads, write_log};
+    use super::*;
+    use crate::{Segment, UploadState};
+
+    /// The 2nd of eleven frames damaged: open fails naming the log and the byte offset, and
+    /// no file of the directory changed (beyond the lock file).
+    #[tokio::test]
+    async fn a_damaged_log_stops_the_start_and_stays_byte_identical() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut bytes, frames) = write_log(dir.path(), &five_uploads());
+        let (start, end) = frames[1];
+        bytes[(start + end) / 2] ^= 1;
+        let path = log::wal_path(dir.path(), 0);
+        std::fs::write(&path, &bytes).expect("write");
+
+        match EmbeddedCoordinator::open(dir.path()).await {
+            Err(CoordError::Corrupt(message)) => assert!(
+                message.contains(&path.display().to_string())
+                    && message.contains(&format!("at byte {start} ")),
+                "{message}"
+            ),
+            Err(other) => panic!("expected Corrupt, got {other}"),
+            Ok(_) => panic!("a log damaged in the middle was opened"),
+        }
+        assert_eq!(std::fs::read(&path).expect("read"), bytes);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["lock", "wal-00000000.log"]);
+    }
+
+    /// A torn tail is cut: every intact frame is there, and new entries follow the cut (a
+    /// second start reads them).
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_new_entries_follow_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut bytes, _) = write_log(dir.path(), &five_uploads());
+        bytes.extend_from_slice(&[0; 100]);
+        std::fs::write(log::wal_path(dir.path(), 0), &bytes).expect("write");
+        {
+            let coord = EmbeddedCoordinator::open(dir.path()).await.expect("open");
+            for i in 0..5u64 {
+                let record = coord.load(&format!("upload{i}")).await.expect("load");
+                assert_eq!(record.map(|r| r.offset), Some(10 + i));
+            }
+            let mut late = log::testing::record("late", 1);
+            late.created_at = 2;
+            coord.create(&late).await.expect("create");
+        }
+        let coord = EmbeddedCoordinator::open(dir.path()).await.expect("reopen");
+        assert!(coord.load("late").await.expect("load").is_some());
+    }
+
+    /// Two commits racing under one lease, both expecting offset 0 (the engine never does
+    /// this; two processes on one log did): the log writer decides in order, so exactly one
+    /// is written and the other is refused as an offset change, live and after a restart.
+    #[tokio::test]
+    async fn of_two_commits_expecting_the_same_offset_only_one_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coord = EmbeddedCoordinator::open(dir.path()).await.expect("open");
+        coord
+            .create(&log::testing::record("raced", 10))
+            .await
+            .expect("create");
+        let lease = coord.acquire("raced", Duration::ZERO).await.expect("lease");
+        let held = EmbeddedLease {
+            shared: coord.shared.clone(),
+            upload_id: "raced".into(),
+            token: lease.token(),
+        };
+        let commit = |seq| Commit {
+            expected_offset: 0,
+            added: 5,
+            append: vec![Segment::new(
+                WriteTarget {
+                    token: lease.token(),
+                    seq,
+                },
+                5,
+            )],
+            fold: 0,
+            session: None,
+            declare_length: None,
+            expires_at: None,
+        };
+        let (a, b) = (commit(0), commit(1));
+        let (first, second) = tokio::join!(held.commit_held(&a), held.commit_held(&b));
+        let refused = match (first, second) {
+            (Ok(()), Err(e)) | (Err(e), Ok(())) => e,
+            (first, second) => panic!("expected exactly one commit: {first:?}, {second:?}"),
+        };
+        assert!(
+            matches!(
+                refused,
+                CoordError::OffsetChanged {
+                    expected: 0,
+                    found: 5
+                }
+            ),
+            "{refused}"
+        );
+        let record = coord.load("raced").await.expect("load").expect("record");
+        assert_eq!((record.offset, record.segments.len()), (5, 1));
+        drop((held, lease, coord));
+
+        let recovered = log::recover(dir.path()).expect("recover");
+        assert!(recovered.skipped.is_empty(), "nothing refused was written");
+        let record = &recovered.durable.records["raced"];
+        assert_eq!((record.offset, record.segments.len()), (5, 1));
+        assert_eq!(record.state, UploadState::Active);
+    }
+
+    /// A second open of a directory in use fails at once, naming the directory and the
+    /// holder's pid; once the holder is gone the directory opens again.
+    #[tokio::test]
+    async fn a_directory_in_use_is_refused_naming_it_and_the_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = EmbeddedCoordinator::open(dir.path()).await.expect("open");
+        match EmbeddedCoordinator::open(dir.path()).await {
+            Err(CoordError::Unavailable(message)) => assert!(
+                message.contains(&dir.path().display().to_string())
+                    && message.contains(&format!("pid {}", std::process::id())),
+                "{message}"
+            ),
+            Err(other) => panic!("expected Unavailable, got {other}"),
+            Ok(_) => panic!("a second coordinator opened a directory in use"),
+        }
+        drop(first);
+        EmbeddedCoordinator::open(dir.path())
+            .await
+            .expect("open after the holder is gone");
     }
 }
