@@ -39,13 +39,33 @@ impl InFlightPatches {
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
             .cloned();
-        if let Some(mut receiver) = receiver {
-            // An error means the sender is gone: the last commit is done.
-            let settled = receiver.wait_for(|phase| *phase == Phase::AwaitingClient);
-            let _ = tokio::time::timeout(bound, settled).await;
-        }
+        let Some(mut receiver) = receiver else {
+            return;
+        };
+        let settled = async {
+            loop {
+                // An error means the sender is gone: the last commit is done.
+                if receiver
+                    .wait_for(|phase| *phase == Phase::AwaitingClient)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                // A client that resumes has just closed its PATCH's connection, and that
+                // task may not have read the end yet: a live client's PATCH stays waiting.
+                match tokio::time::timeout(END_NOT_READ_YET, receiver.changed()).await {
+                    Err(_) | Ok(Err(_)) => return,
+                    Ok(Ok(())) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(bound, settled).await;
     }
 }
+
+/// How long a read gives a PATCH that waits for its client to notice that the client left.
+const END_NOT_READ_YET: Duration = Duration::from_millis(50);
 
 /// One PATCH's entry in [`InFlightPatches`], from its lease to its last commit (or
 /// release): dropping it lets the waiting reads go on.
@@ -121,16 +141,28 @@ mod tests {
         committing.await.unwrap();
         assert!(patches.patches.lock().unwrap().is_empty());
 
-        // A live client: the PATCH waits for it, so the read answers at once.
+        // A live client: the PATCH waits for it, so the read answers after the short grace
+        // a just-closed connection gets.
         let live = PatchInFlight::register(patches.clone(), "b");
         live.set(Phase::AwaitingClient);
         patches.settle("b", Duration::from_secs(5)).await;
-        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert_eq!(started.elapsed(), Duration::from_millis(350));
+
+        // A client that just left: its PATCH reads the end within the grace and commits.
+        let leaving = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            live.set(Phase::Ended);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(live);
+        });
+        patches.settle("b", Duration::from_secs(5)).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(460));
+        leaving.await.unwrap();
 
         // A PATCH that never settles bounds the wait.
-        live.set(Phase::Reading);
-        patches.settle("b", Duration::from_secs(2)).await;
-        assert_eq!(started.elapsed(), Duration::from_millis(2300));
+        let _stuck = PatchInFlight::register(patches.clone(), "c");
+        patches.settle("c", Duration::from_secs(2)).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(2460));
     }
 
     #[tokio::test]
