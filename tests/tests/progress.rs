@@ -7,21 +7,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use tusk_tests::cluster::{Balancer, Cluster, FsRedis};
+use tusk_tests::conformance::util::{random_bytes, Ctx};
 use tusk_tests::deploy::{Embedded, FsEmbedded, Pair, SingleNode, StorageHalf};
+use tusk_tests::faults;
 use tusk_tests::rawpatch::RawPatch;
 use tusk_tests::s3::S3Storage;
 
 const MIB: usize = 1024 * 1024;
 const INTERVAL: usize = 4 * MIB;
-
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    rand::rng().fill_bytes(&mut data);
-    data
-}
 
 /// A config file with a small commit interval (the default, 64 MiB, would make these tests
 /// send hundreds of MiB) and a long time interval, so only bytes cut the stretches.
@@ -34,61 +28,12 @@ fn interval_config(dir: &Path) -> Result<String> {
     Ok(path.display().to_string())
 }
 
-async fn create(http: &reqwest::Client, endpoint: &str, len: usize) -> Result<String> {
-    let resp = http
-        .post(endpoint)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Length", len.to_string())
-        .send()
-        .await?;
-    ensure!(resp.status() == 201, "POST: {}", resp.status());
-    Ok(resp
-        .headers()
-        .get("Location")
-        .context("no Location")?
-        .to_str()?
-        .to_string())
-}
-
-async fn offset(http: &reqwest::Client, url: &str) -> Result<usize> {
-    let resp = http
-        .head(url)
-        .header("Tus-Resumable", "1.0.0")
-        .send()
-        .await?;
-    ensure!(resp.status() == 200, "HEAD: {}", resp.status());
-    Ok(resp
-        .headers()
-        .get("Upload-Offset")
-        .context("no Upload-Offset")?
-        .to_str()?
-        .parse()?)
-}
-
 /// Sends the rest from the server's offset in one PATCH, then compares sha256 of a GET.
-async fn finish_and_verify(http: &reqwest::Client, url: &str, data: &[u8]) -> Result<()> {
-    let from = offset(http, url).await?;
-    let resp = http
-        .patch(url)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Offset", from.to_string())
-        .header("Content-Type", "application/offset+octet-stream")
-        .body(data[from..].to_vec())
-        .send()
+async fn finish_and_verify(t: &Ctx, url: &str, data: &[u8]) -> Result<()> {
+    let from = t.offset(url).await?;
+    t.patch_ok(url, from, data[from as usize..].to_vec())
         .await?;
-    ensure!(
-        resp.status() == 204,
-        "resuming PATCH at {from}: {}",
-        resp.status()
-    );
-    let body = http.get(url).send().await?.bytes().await?;
-    ensure!(
-        Sha256::digest(&body) == Sha256::digest(data),
-        "GET after resuming at {from}: {} bytes, sha256 differs from the {} sent",
-        body.len(),
-        data.len()
-    );
-    Ok(())
+    faults::check_exact(t, url, data).await
 }
 
 /// Streams most of a long PATCH, waits until the node has read it, kills it with -9,
@@ -101,9 +46,9 @@ async fn kill9_keeps_all_but_the_last_interval<S: StorageHalf>(
     let scratch = tempfile::tempdir()?;
     let config = interval_config(scratch.path())?;
     let mut single = SingleNode::start(pair, &["--config", &config]).await?;
-    let http = reqwest::Client::new();
     let data = random_bytes(40 * MIB + 123);
-    let url = create(&http, &single.node.endpoint, data.len()).await?;
+    let t = Ctx::for_endpoint(&single.node.endpoint)?;
+    let url = t.create(data.len() as u64).await?;
 
     let sent = 30 * MIB + 4321;
     let mut patch = RawPatch::open(&url, 0, data.len()).await?;
@@ -117,7 +62,7 @@ async fn kill9_keeps_all_but_the_last_interval<S: StorageHalf>(
     drop(patch);
 
     single.node.restart().await?;
-    let kept = offset(&http, &url).await?;
+    let kept = t.offset(&url).await? as usize;
     eprintln!(
         "{}: sent {sent}, kill -9, kept {kept} ({} MiB of {} MiB)",
         pair.name(),
@@ -130,7 +75,7 @@ async fn kill9_keeps_all_but_the_last_interval<S: StorageHalf>(
          interval ({interval}) may be lost",
         pair.name()
     );
-    finish_and_verify(&http, &url, &data).await
+    finish_and_verify(&t, &url, &data).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,9 +105,9 @@ async fn head_during_a_long_patch_shows_progress() -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let config = interval_config(scratch.path())?;
     let single = SingleNode::start(&FsEmbedded, &["--config", &config]).await?;
-    let http = reqwest::Client::new();
     let data = random_bytes(20 * MIB);
-    let url = create(&http, &single.node.endpoint, data.len()).await?;
+    let t = Ctx::for_endpoint(&single.node.endpoint)?;
+    let url = t.create(data.len() as u64).await?;
 
     let mut patch = RawPatch::open(&url, 0, data.len()).await?;
     let sent = 3 * INTERVAL + 1000;
@@ -170,10 +115,10 @@ async fn head_during_a_long_patch_shows_progress() -> Result<()> {
         .send(&data[..sent], 256 * 1024, Duration::ZERO)
         .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut seen = offset(&http, &url).await?;
+    let mut seen = t.offset(&url).await? as usize;
     while seen < 3 * INTERVAL && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        seen = offset(&http, &url).await?;
+        seen = t.offset(&url).await? as usize;
     }
     ensure!(
         seen >= 3 * INTERVAL && seen <= sent,
@@ -189,7 +134,7 @@ async fn head_during_a_long_patch_shows_progress() -> Result<()> {
         .await?
         .context("no response to the PATCH")?;
     ensure!(status == 204, "PATCH answered {status}: {head}");
-    finish_and_verify(&http, &url, &data).await
+    finish_and_verify(&t, &url, &data).await
 }
 
 /// The same in a cluster: the node serving the PATCH is killed and stays dead; another node
@@ -205,9 +150,9 @@ async fn cluster_kill9_mid_patch_keeps_all_but_the_last_interval() -> Result<()>
         &["--lease-ttl", "2s", "--config", &config],
     )
     .await?;
-    let http = reqwest::Client::new();
     let data = random_bytes(40 * MIB + 123);
-    let url = create(&http, &cluster.endpoint, data.len()).await?;
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    let url = t.create(data.len() as u64).await?;
 
     let sent = 30 * MIB + 4321;
     let mut patch = RawPatch::open(&cluster.at_node(1, &url)?, 0, data.len()).await?;
@@ -219,7 +164,7 @@ async fn cluster_kill9_mid_patch_keeps_all_but_the_last_interval() -> Result<()>
     drop(patch);
 
     let survivor = cluster.at_node(0, &url)?;
-    let kept = offset(&http, &survivor).await?;
+    let kept = t.offset(&survivor).await? as usize;
     eprintln!(
         "{}: sent {sent}, kill -9 of node 1, node 0 says {kept}",
         cluster.name()
@@ -229,7 +174,7 @@ async fn cluster_kill9_mid_patch_keeps_all_but_the_last_interval() -> Result<()>
         "after kill -9 of the writing node the offset is {kept}; {sent} bytes were sent and \
          at most one interval ({INTERVAL}) may be lost"
     );
-    finish_and_verify(&http, &survivor, &data).await
+    finish_and_verify(&t, &survivor, &data).await
 }
 
 /// A client whose connection drops mid-PATCH and resumes at once (HEAD, then PATCH from the
@@ -239,9 +184,9 @@ async fn cluster_kill9_mid_patch_keeps_all_but_the_last_interval() -> Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_right_after_a_cut_sees_every_byte_received() -> Result<()> {
     let single = SingleNode::start(&FsEmbedded, &[]).await?;
-    let http = reqwest::Client::new();
     let data = random_bytes(48 * MIB);
-    let url = create(&http, &single.node.endpoint, data.len()).await?;
+    let t = Ctx::for_endpoint(&single.node.endpoint)?;
+    let url = t.create(data.len() as u64).await?;
     let mut acknowledged = 0;
     for round in 1..=3 {
         let mut patch = RawPatch::open(&url, acknowledged, data.len() - acknowledged).await?;
@@ -250,7 +195,7 @@ async fn resume_right_after_a_cut_sees_every_byte_received() -> Result<()> {
             .send(&data[acknowledged..sent], 256 * 1024, Duration::ZERO)
             .await?;
         drop(patch);
-        let seen = offset(&http, &url).await?;
+        let seen = t.offset(&url).await? as usize;
         eprintln!("round {round}: sent up to {sent}, HEAD right after the cut: {seen}");
         ensure!(
             seen <= sent && (seen - acknowledged) as f64 >= 0.999 * (sent - acknowledged) as f64,
@@ -259,5 +204,5 @@ async fn resume_right_after_a_cut_sees_every_byte_received() -> Result<()> {
         );
         acknowledged = seen;
     }
-    finish_and_verify(&http, &url, &data).await
+    finish_and_verify(&t, &url, &data).await
 }
