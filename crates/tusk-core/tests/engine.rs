@@ -134,6 +134,22 @@ fn patch_at(offset: u64) -> PatchRequest {
     }
 }
 
+/// A body that sends `first` and then nothing, like a client on a dead link, until the
+/// returned sender is dropped.
+async fn stalled_body(
+    first: &'static [u8],
+) -> (
+    tokio::sync::mpsc::Sender<Result<Bytes, BodyError>>,
+    IncomingBody,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
+    tx.send(Ok(Bytes::from_static(first))).await.expect("send");
+    let body = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    (tx, body)
+}
+
 async fn read_all(engine: &Engine, id: &str, len: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut s = engine.read(id, 0..len).await.expect("read");
@@ -153,13 +169,7 @@ async fn a_second_patch_makes_the_first_commit_what_it_has() {
     let (engine, _) = new_engine(dir.path(), config).await;
     let id = create(&engine, 100).await;
     // The first body sends 5 bytes and then stalls, like a client on a dead link.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
-    tx.send(Ok(Bytes::from_static(b"hello")))
-        .await
-        .expect("send");
-    let stalled: IncomingBody = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
+    let (tx, stalled) = stalled_body(b"hello").await;
     let first = tokio::spawn({
         let engine = engine.clone();
         let id = id.clone();
@@ -202,13 +212,7 @@ async fn a_patch_ahead_of_the_commit_makes_the_stalled_one_commit_then_continues
     };
     let (engine, _) = new_engine(dir.path(), config).await;
     let id = create(&engine, 10).await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
-    tx.send(Ok(Bytes::from_static(b"hello")))
-        .await
-        .expect("send");
-    let stalled: IncomingBody = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
+    let (tx, stalled) = stalled_body(b"hello").await;
     let first = tokio::spawn({
         let engine = engine.clone();
         let id = id.clone();
