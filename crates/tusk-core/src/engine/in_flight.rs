@@ -7,13 +7,15 @@
 //! commit is the answer) or is done.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Where a PATCH in flight is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Phase {
     /// Reading bytes that have arrived (or storing them).
     Reading,
@@ -23,44 +25,73 @@ pub(crate) enum Phase {
     Ended,
 }
 
+/// One PATCH's phase, as its body reader sets it (per chunk: an atomic store, and a
+/// wake-up only when a read is waiting) and reads watch it.
+#[derive(Default)]
+struct PhaseCell {
+    phase: AtomicU8,
+    /// Reads waiting on this PATCH: the reader wakes them only if there are any.
+    waiting: AtomicUsize,
+    /// Its last commit is done.
+    done: AtomicBool,
+    changed: Notify,
+}
+
+impl PhaseCell {
+    fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Phase::Reading,
+            1 => Phase::AwaitingClient,
+            _ => Phase::Ended,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct InFlightPatches {
-    /// Upload ID → that PATCH's phase; the channel closes when its last commit is done.
-    patches: Mutex<HashMap<String, watch::Receiver<Phase>>>,
+    patches: Mutex<HashMap<String, Arc<PhaseCell>>>,
 }
 
 impl InFlightPatches {
     /// Waits, at most `bound`, until this node's PATCH of `id` (if any) waits for its client
     /// or has made its last commit.
     pub async fn settle(&self, id: &str, bound: Duration) {
-        let receiver = self
+        let cell = self
             .patches
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
             .cloned();
-        let Some(mut receiver) = receiver else {
+        let Some(cell) = cell else {
             return;
         };
-        let settled = async {
-            loop {
-                // An error means the sender is gone: the last commit is done.
-                if receiver
-                    .wait_for(|phase| *phase == Phase::AwaitingClient)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                // A client that resumes has just closed its PATCH's connection, and that
-                // task may not have read the end yet: a live client's PATCH stays waiting.
-                match tokio::time::timeout(END_NOT_READ_YET, receiver.changed()).await {
-                    Err(_) | Ok(Err(_)) => return,
-                    Ok(Ok(())) => {}
-                }
+        cell.waiting.fetch_add(1, Ordering::SeqCst);
+        let _ = tokio::time::timeout(bound, settled(&cell)).await;
+        cell.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn settled(cell: &PhaseCell) {
+    loop {
+        let changed = cell.changed.notified();
+        tokio::pin!(changed);
+        // Registered before looking, so a change made after the look wakes us.
+        changed.as_mut().enable();
+        if cell.done.load(Ordering::SeqCst) {
+            return;
+        }
+        if cell.phase() == Phase::AwaitingClient {
+            // A client that resumes has just closed its PATCH's connection, and that task
+            // may not have read the end yet: a live client's PATCH stays waiting.
+            if tokio::time::timeout(END_NOT_READ_YET, changed)
+                .await
+                .is_err()
+            {
+                return;
             }
-        };
-        let _ = tokio::time::timeout(bound, settled).await;
+        } else {
+            changed.await;
+        }
     }
 }
 
@@ -72,35 +103,36 @@ const END_NOT_READ_YET: Duration = Duration::from_millis(50);
 pub(crate) struct PatchInFlight {
     patches: Arc<InFlightPatches>,
     id: String,
-    phase: watch::Sender<Phase>,
+    cell: Arc<PhaseCell>,
 }
 
 impl PatchInFlight {
     pub fn register(patches: Arc<InFlightPatches>, id: &str) -> Self {
-        let phase = watch::Sender::new(Phase::Reading);
+        let cell = Arc::new(PhaseCell::default());
         patches
             .patches
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.to_string(), phase.subscribe());
+            .insert(id.to_string(), cell.clone());
         Self {
             patches,
             id: id.to_string(),
-            phase,
+            cell,
         }
     }
 
     pub fn set(&self, phase: Phase) {
-        self.phase.send_if_modified(|current| {
-            let changed = *current != phase;
-            *current = phase;
-            changed
-        });
+        let before = self.cell.phase.swap(phase as u8, Ordering::SeqCst);
+        if before != phase as u8 && self.cell.waiting.load(Ordering::SeqCst) > 0 {
+            self.cell.changed.notify_waiters();
+        }
     }
 }
 
 impl Drop for PatchInFlight {
     fn drop(&mut self) {
+        self.cell.done.store(true, Ordering::SeqCst);
+        self.cell.changed.notify_waiters();
         let mut patches = self
             .patches
             .patches
@@ -109,7 +141,7 @@ impl Drop for PatchInFlight {
         // Only our own entry: a later PATCH of the same upload may have registered since.
         if patches
             .get(&self.id)
-            .is_some_and(|receiver| receiver.same_channel(&self.phase.subscribe()))
+            .is_some_and(|cell| Arc::ptr_eq(cell, &self.cell))
         {
             patches.remove(&self.id);
         }
