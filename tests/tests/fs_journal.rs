@@ -13,25 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
+use tusk_tests::conformance::util::{random_bytes, sha256_hex as sha};
 use tusk_tests::deploy::{FsShared, Pair, Shared};
 use tusk_tests::harness::{FsEmbedded, NodeOptions, TestServer};
 use tusk_tests::redis::Redis;
 
 /// Bodies of at most 64 KiB go through the journal; an upload may take several.
 const SMALL: usize = 64 << 10;
-
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    rand::rng().fill_bytes(&mut data);
-    data
-}
-
-fn sha(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 /// An upload a test sent: its ID and bytes.
 struct Sent {
