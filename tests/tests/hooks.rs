@@ -1,7 +1,10 @@
 //! HTTP hooks against a real receiver: rejections and changes reach the client, post-finish
-//! arrives once per finished upload (also across a cluster), and a hook server that is down
-//! or slow costs no bytes and no time.
+//! arrives once per finished upload (also across a cluster), post-finish and post-terminate
+//! survive a node killed before the receiver acknowledged them, and a hook server that is
+//! down or slow costs no bytes and no time.
 
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,9 @@ struct ReceiverState {
     calls: Arc<Mutex<Vec<Value>>>,
     behaviour: Behaviour,
     delay: Duration,
+    /// Events whose next call is never answered (each once): the sender waits until it
+    /// gives up or dies.
+    hold: Arc<Mutex<HashSet<String>>>,
 }
 
 async fn receive(
@@ -36,6 +42,10 @@ async fn receive(
 ) -> (axum::http::StatusCode, String) {
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     state.calls.lock().expect("calls").push(body.clone());
+    let event = body["event"].as_str().unwrap_or_default();
+    if state.hold.lock().expect("hold").remove(event) {
+        std::future::pending::<()>().await;
+    }
     tokio::time::sleep(state.delay).await;
     let (status, answer) = (state.behaviour)(&body);
     (
@@ -46,11 +56,17 @@ async fn receive(
 
 impl Receiver {
     async fn start(delay: Duration, behaviour: Behaviour) -> Result<Self> {
+        Self::start_holding(delay, behaviour, &[]).await
+    }
+
+    /// A receiver that never answers the first call of each event in `hold`.
+    async fn start_holding(delay: Duration, behaviour: Behaviour, hold: &[&str]) -> Result<Self> {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let state = ReceiverState {
             calls: calls.clone(),
             behaviour,
             delay,
+            hold: Arc::new(Mutex::new(hold.iter().map(|e| e.to_string()).collect())),
         };
         let app = Router::new()
             .route("/hooks", post(receive))
@@ -295,6 +311,149 @@ async fn post_finish_arrives_once_across_a_cluster() -> Result<()> {
     // Round-robin spreads each upload's PATCHes over the nodes.
     let uploads = upload_in_three_patches(&t, 6).await?;
     post_finish_once(&receiver, &uploads).await
+}
+
+/// One attempt of at most 2 s per delivery and a sweep every second: a notice a dead node
+/// owed falls due about 2 s after the change that owed it, and is delivered again within
+/// seconds.
+fn quick_redelivery_config(dir: &Path) -> Result<String> {
+    let path = dir.join("redelivery.toml");
+    std::fs::write(
+        &path,
+        "[hooks]\ntimeout = \"2s\"\nretries = 0\n[uploads]\nsweep_interval = \"1s\"\n",
+    )?;
+    Ok(path.display().to_string())
+}
+
+/// Waits until `receiver` got `event` for `id` `times` times, then checks that every one
+/// carried the idempotency key of that event at `offset`.
+async fn delivered(
+    receiver: &Receiver,
+    event: &str,
+    id: &str,
+    offset: usize,
+    times: usize,
+) -> Result<()> {
+    let mine = |r: &Receiver| -> Vec<Value> {
+        r.calls(event)
+            .into_iter()
+            .filter(|c| c["upload"]["id"] == id)
+            .collect()
+    };
+    let arrived = receiver
+        .wait_for(Duration::from_secs(20), |r| mine(r).len() >= times)
+        .await;
+    ensure!(
+        arrived,
+        "{event} of upload {id} arrived {} times, expected {times}: a notice owed by a killed node was lost",
+        mine(receiver).len()
+    );
+    let expected_key = format!("{id}:{event}:{offset}");
+    for call in mine(receiver) {
+        ensure!(
+            call["idempotency_key"] == expected_key.as_str(),
+            "{event} carried idempotency key {}, expected {expected_key}",
+            call["idempotency_key"]
+        );
+    }
+    Ok(())
+}
+
+/// The node is killed after its finishing commit (and after its termination), while its
+/// post-finish (post-terminate) is on the way but not acknowledged: after a restart, the
+/// receiver gets it again, with the same idempotency key. Before notices were owed in the
+/// coordinator, the crash lost them and the receiver never heard of either.
+#[tokio::test]
+async fn post_finish_and_post_terminate_survive_a_kill_before_the_receiver_answered() -> Result<()>
+{
+    let receiver = Receiver::start_holding(
+        Duration::ZERO,
+        allow_all(),
+        &["post-finish", "post-terminate"],
+    )
+    .await?;
+    let scratch = tempfile::tempdir()?;
+    let config = quick_redelivery_config(scratch.path())?;
+    let args = [
+        "--hooks-http",
+        receiver.url.as_str(),
+        "--hooks-enabled-events",
+        "post-finish,post-terminate",
+        "--config",
+        config.as_str(),
+    ];
+    let mut server = TestServer::start(&FsEmbedded, &args).await?;
+    let t = Ctx::new(&server)?;
+    let data = random_bytes(100_000);
+    let url = t.create(data.len() as u64).await?;
+    t.patch_ok(&url, 0, data.clone()).await?;
+    let id = id_of(&url).to_string();
+    // The first delivery reached the receiver, which holds it unanswered.
+    delivered(&receiver, "post-finish", &id, data.len(), 1).await?;
+    server.kill9().await?;
+    server.restart().await?;
+    delivered(&receiver, "post-finish", &id, data.len(), 2).await?;
+
+    let t = Ctx::new(&server)?;
+    let deleted = t.send(t.tus(Method::DELETE, &url), "DELETE").await?;
+    ensure!(
+        deleted.status() == 204,
+        "DELETE answered {}",
+        deleted.status()
+    );
+    delivered(&receiver, "post-terminate", &id, data.len(), 1).await?;
+    server.kill9().await?;
+    server.restart().await?;
+    delivered(&receiver, "post-terminate", &id, data.len(), 2).await?;
+    // Acknowledged, the notices are not delivered a third time.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    delivered(&receiver, "post-finish", &id, data.len(), 2).await?;
+    let finishes = receiver.calls("post-finish").len();
+    let terminations = receiver.calls("post-terminate").len();
+    ensure!(
+        (finishes, terminations) == (2, 2),
+        "after acknowledgement: {finishes} post-finish and {terminations} post-terminate calls, expected 2 each"
+    );
+    Ok(())
+}
+
+/// In a cluster, the node that made the finishing commit dies before the receiver answered;
+/// the other nodes' sweeper delivers post-finish again, without that node coming back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_finish_owed_by_a_killed_node_is_delivered_by_the_others() -> Result<()> {
+    let receiver = Receiver::start_holding(Duration::ZERO, allow_all(), &["post-finish"]).await?;
+    let scratch = tempfile::tempdir()?;
+    let config = quick_redelivery_config(scratch.path())?;
+    let mut cluster = Cluster::start(
+        &FsRedis,
+        Balancer::Nginx,
+        3,
+        &[
+            "--hooks-http",
+            &receiver.url,
+            "--hooks-enabled-events",
+            "post-finish",
+            "--config",
+            &config,
+        ],
+    )
+    .await?;
+    // Straight to node 0, so that it is the one that commits and owes the notice.
+    let t = Ctx::for_endpoint(&cluster.nodes[0].endpoint)?;
+    let data = random_bytes(150_000);
+    let url = t.create(data.len() as u64).await?;
+    t.patch_ok(&url, 0, data.clone()).await?;
+    let id = id_of(&url).to_string();
+    delivered(&receiver, "post-finish", &id, data.len(), 1).await?;
+    cluster.nodes[0].kill9().await?;
+    delivered(&receiver, "post-finish", &id, data.len(), 2).await?;
+    let through_the_balancer = Ctx::for_endpoint(&cluster.endpoint)?;
+    let upload = cluster.at_node(1, &url)?;
+    ensure!(
+        through_the_balancer.download(&upload).await? == data,
+        "the finished upload reads back different on node 1"
+    );
+    Ok(())
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! Keys, all under one configurable prefix (and one hash tag, so that every script's keys
 //! share a slot on Redis Cluster):
 //! - `up:<id>`: a hash with the record's mutable fields (`offset`, `length`, `expires_at`,
-//!   `state`, `purge_at`, the storage `session`), its immutable part as JSON (`meta`), and
+//!   `state`, `purge_at`, the storage `session`, an owed `notice` as JSON), its immutable
+//!   part as JSON (`meta`), and
 //!   two counters: `token` (fencing tokens, per upload, only growing) and `seq` (reserved
 //!   write targets, which S3 storage uses as part numbers);
 //! - `seg:<id>`: the committed segments, one `token:seq:len[:receipt]` per entry; a commit
@@ -32,8 +33,8 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tusk_core::{
-    Commit, ConcatKind, CoordError, Coordinator, HeldLease, Leadership, Lease, ReleaseRequest,
-    Segment, UploadRecord, UploadState, WriteTarget,
+    Commit, ConcatKind, CoordError, Coordinator, HeldLease, Leadership, Lease, OwedNotice,
+    ReleaseRequest, Segment, UploadRecord, UploadState, WriteTarget,
 };
 
 /// How to reach Redis and how leases behave.
@@ -72,6 +73,7 @@ struct Scripts {
     reserve: Script,
     commit: Script,
     mark_gone: Script,
+    set_notice: Script,
     purge: Script,
     lead: Script,
 }
@@ -118,8 +120,18 @@ impl RedisCoordinator {
                 renew: Script::new(include_str!("lua/renew.lua")),
                 release: Script::new(include_str!("lua/release.lua")),
                 reserve: Script::new(include_str!("lua/reserve.lua")),
-                commit: Script::new(include_str!("lua/commit.lua")),
-                mark_gone: Script::new(include_str!("lua/mark_gone.lua")),
+                commit: Script::new(concat!(
+                    include_str!("lua/sweep_index.lua"),
+                    include_str!("lua/commit.lua")
+                )),
+                mark_gone: Script::new(concat!(
+                    include_str!("lua/sweep_index.lua"),
+                    include_str!("lua/mark_gone.lua")
+                )),
+                set_notice: Script::new(concat!(
+                    include_str!("lua/sweep_index.lua"),
+                    include_str!("lua/set_notice.lua")
+                )),
                 purge: Script::new(include_str!("lua/purge.lua")),
                 lead: Script::new(include_str!("lua/lead.lua")),
             },
@@ -224,7 +236,8 @@ impl Shared {
             .arg(&lease.upload_id)
             .arg(if release { "1" } else { "0" })
             .arg(commit.fold)
-            .arg(commit.session.as_deref().unwrap_or_default());
+            .arg(commit.session.as_deref().unwrap_or_default())
+            .arg(notice_json(commit.notice.as_ref())?);
         for s in &commit.append {
             invocation.arg(format_segment(s));
         }
@@ -273,6 +286,14 @@ impl Shared {
             self.key("expiry"),
         ]
     }
+}
+
+/// A notice as its hash field (JSON, which the scripts read its due time from), or `''` for
+/// none.
+fn notice_json(notice: Option<&OwedNotice>) -> Result<String, CoordError> {
+    notice.map_or(Ok(String::new()), |n| {
+        serde_json::to_string(n).map_err(|e| corrupt(format!("notice: {e}")))
+    })
 }
 
 /// A segment as its list entry: `token:seq:len`, then `:receipt` if it has one.
@@ -333,6 +354,10 @@ fn parse_record(
         expires_at: number("expires_at")?,
         state,
         session: fields.get("session").cloned(),
+        notice: fields
+            .get("notice")
+            .map(|n| serde_json::from_str(n).map_err(corrupt))
+            .transpose()?,
         segments: segments
             .iter()
             .map(|s| parse_segment(s))
@@ -589,16 +614,31 @@ impl HeldLease for RedisLease {
         self.shared.run_commit(self, commit, release).await
     }
 
-    async fn mark_gone(&self, purge_at: u64) -> Result<(), CoordError> {
+    async fn mark_gone(&self, purge_at: u64, notice: Option<OwedNotice>) -> Result<(), CoordError> {
         let shared = &self.shared;
         let keys = shared.upload_keys(&self.upload_id);
         let args = [
             self.token.to_string(),
             purge_at.to_string(),
             self.upload_id.clone(),
+            notice_json(notice.as_ref())?,
         ];
         shared
             .fenced(&shared.scripts.mark_gone, &keys, &args)
+            .await?;
+        shared.replicated().await
+    }
+
+    async fn set_notice(&self, notice: Option<OwedNotice>) -> Result<(), CoordError> {
+        let shared = &self.shared;
+        let keys = shared.upload_keys(&self.upload_id);
+        let args = [
+            self.token.to_string(),
+            self.upload_id.clone(),
+            notice_json(notice.as_ref())?,
+        ];
+        shared
+            .fenced(&shared.scripts.set_notice, &keys, &args)
             .await?;
         shared.replicated().await
     }

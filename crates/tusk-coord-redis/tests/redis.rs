@@ -131,6 +131,7 @@ fn record(id: &str, length: u64) -> UploadRecord {
         state: UploadState::Active,
         segments: vec![],
         session: None,
+        notice: None,
     }
 }
 
@@ -143,6 +144,7 @@ fn commit(expected_offset: u64, target: tusk_core::WriteTarget, len: u64) -> Com
         session: None,
         declare_length: None,
         expires_at: Some(200),
+        notice: None,
     }
 }
 

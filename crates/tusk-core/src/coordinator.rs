@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{Lease, Segment, UploadRecord};
+use crate::{Lease, OwedNotice, Segment, UploadRecord};
 
 /// Failures of the control plane, by meaning.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,9 @@ pub struct Commit {
     pub declare_length: Option<u64>,
     /// New expiry (None: never, e.g. once finished).
     pub expires_at: Option<u64>,
+    /// A notification the commit makes owed (the one that finishes an upload owes
+    /// post-finish); `None` leaves the record's as it is.
+    pub notice: Option<OwedNotice>,
 }
 
 /// A [`Commit`] as stored (the embedded coordinator's log): entries written before commits
@@ -77,6 +80,8 @@ struct StoredCommit {
     session: Option<String>,
     declare_length: Option<u64>,
     expires_at: Option<u64>,
+    #[serde(default)]
+    notice: Option<OwedNotice>,
 }
 
 impl From<StoredCommit> for Commit {
@@ -91,6 +96,7 @@ impl From<StoredCommit> for Commit {
             session: c.session,
             declare_length: c.declare_length,
             expires_at: c.expires_at,
+            notice: c.notice,
         }
     }
 }

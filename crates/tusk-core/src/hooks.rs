@@ -7,12 +7,12 @@
 //! implementation's business and never holds up or fails an upload.
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::UploadRecord;
 
 /// The hook events, named as tusd names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HookEvent {
     PreCreate,
@@ -104,6 +104,19 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// A notify event (post-*): queued for delivery, never awaited by the request.
     fn notify(&self, event: HookEvent, upload: &UploadRecord, request: Option<&RequestInfo>);
+
+    /// Delivers a notify event, retried as configured; true once the receiver acknowledged
+    /// it. Awaited off the request's path, for notices the coordinator holds until then.
+    async fn deliver(
+        &self,
+        event: HookEvent,
+        upload: &UploadRecord,
+        request: Option<&RequestInfo>,
+    ) -> bool;
+
+    /// The longest one [`Hooks::deliver`] takes, all retries included: how long the node
+    /// that owes a notice gets before the sweeper delivers it again.
+    fn delivery_time(&self) -> std::time::Duration;
 }
 
 /// No hooks configured.
@@ -136,4 +149,15 @@ impl Hooks for NoHooks {
         Ok(())
     }
     fn notify(&self, _event: HookEvent, _upload: &UploadRecord, _request: Option<&RequestInfo>) {}
+    async fn deliver(
+        &self,
+        _event: HookEvent,
+        _upload: &UploadRecord,
+        _request: Option<&RequestInfo>,
+    ) -> bool {
+        true
+    }
+    fn delivery_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::{Commit, CoordError, UploadRecord, WriteTarget};
+use crate::{Commit, CoordError, OwedNotice, UploadRecord, WriteTarget};
 
 /// The coordinator's side of one lease it granted: every call is fenced by the lease's
 /// token inside the coordinator (a Lua script, a transaction, the embedded log), so a lease
@@ -45,8 +45,13 @@ pub trait HeldLease: Send + Sync {
     /// returns.
     async fn commit(&self, commit: &Commit, release: bool) -> Result<(), CoordError>;
 
-    /// Marks the upload gone (terminated or expired), a tombstone until `purge_at`.
-    async fn mark_gone(&self, purge_at: u64) -> Result<(), CoordError>;
+    /// Marks the upload gone (terminated or expired), a tombstone until `purge_at`, owing
+    /// `notice` (as [`UploadRecord::mark_gone`] defines it).
+    async fn mark_gone(&self, purge_at: u64, notice: Option<OwedNotice>) -> Result<(), CoordError>;
+
+    /// Replaces the notice the upload owes: `None` once it was delivered, or the same
+    /// notice claimed for another delivery.
+    async fn set_notice(&self, notice: Option<OwedNotice>) -> Result<(), CoordError>;
 
     /// Removes the record entirely.
     async fn purge(&self) -> Result<(), CoordError>;
@@ -222,10 +227,23 @@ impl Lease {
         Ok(record)
     }
 
-    pub(crate) async fn mark_gone(&mut self, purge_at: u64) -> Result<(), CoordError> {
-        self.held.mark_gone(purge_at).await?;
-        self.record.state = crate::UploadState::Gone { purge_at };
-        self.record.segments.clear();
+    pub(crate) async fn mark_gone(
+        &mut self,
+        purge_at: u64,
+        notice: Option<OwedNotice>,
+    ) -> Result<(), CoordError> {
+        self.held.mark_gone(purge_at, notice).await?;
+        self.record.mark_gone(purge_at, notice);
+        Ok(())
+    }
+
+    /// Replaces the notice the upload owes (see [`HeldLease::set_notice`]).
+    pub(crate) async fn set_notice(
+        &mut self,
+        notice: Option<OwedNotice>,
+    ) -> Result<(), CoordError> {
+        self.held.set_notice(notice).await?;
+        self.record.notice = notice;
         Ok(())
     }
 
@@ -289,7 +307,10 @@ mod tests {
         async fn commit(&self, _: &Commit, _: bool) -> Result<(), CoordError> {
             Err(CoordError::LeaseLost)
         }
-        async fn mark_gone(&self, _: u64) -> Result<(), CoordError> {
+        async fn mark_gone(&self, _: u64, _: Option<OwedNotice>) -> Result<(), CoordError> {
+            Err(CoordError::LeaseLost)
+        }
+        async fn set_notice(&self, _: Option<OwedNotice>) -> Result<(), CoordError> {
             Err(CoordError::LeaseLost)
         }
         async fn purge(&self) -> Result<(), CoordError> {
@@ -329,6 +350,7 @@ mod tests {
             state: crate::UploadState::Active,
             segments: Vec::new(),
             session: None,
+            notice: None,
         };
         let (_ask, release) = ReleaseRequest::channel();
         let lease = Lease::grant(Box::new(held), record, release, false, Instant::now());

@@ -33,7 +33,9 @@ pub use hooks::{
 };
 pub use lease::{HeldLease, Lease, ReleaseRequest};
 pub use observer::{NoObserver, Observer};
-pub use record::{unix_now, ConcatKind, Segment, UploadRecord, UploadState, WriteTarget};
+pub use record::{
+    unix_now, ConcatKind, OwedNotice, Segment, UploadRecord, UploadState, WriteTarget,
+};
 pub use storage::{
     ByteStream, Chunks, Concatenation, Leftovers, Presentation, Presign, Storage, StorageError,
     Stored, WriteContext, WriteUnits,

@@ -11,8 +11,8 @@ use tracing::{info_span, Instrument, Span};
 
 use crate::{
     ByteStream, Chunks, Commit, Concatenation, CoordError, Coordinator, HeldLease, Leadership,
-    Lease, Leftovers, Observer, Presign, Storage, StorageError, Stored, UploadRecord, WriteContext,
-    WriteTarget, WriteUnits,
+    Lease, Leftovers, Observer, OwedNotice, Presign, Storage, StorageError, Stored, UploadRecord,
+    WriteContext, WriteTarget, WriteUnits,
 };
 
 /// The span of one storage call: `storage.<op>` with the backend and the upload ID.
@@ -356,11 +356,20 @@ impl HeldLease for ObservedLease {
         result
     }
 
-    async fn mark_gone(&self, purge_at: u64) -> Result<(), CoordError> {
+    async fn mark_gone(&self, purge_at: u64, notice: Option<OwedNotice>) -> Result<(), CoordError> {
         self.timed(
             "mark_gone",
             lease_span!(self, "mark_gone"),
-            self.inner.mark_gone(purge_at),
+            self.inner.mark_gone(purge_at, notice),
+        )
+        .await
+    }
+
+    async fn set_notice(&self, notice: Option<OwedNotice>) -> Result<(), CoordError> {
+        self.timed(
+            "set_notice",
+            lease_span!(self, "set_notice"),
+            self.inner.set_notice(notice),
         )
         .await
     }

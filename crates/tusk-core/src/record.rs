@@ -64,6 +64,50 @@ pub enum UploadState {
     },
 }
 
+/// A notification the hook receiver is owed (post-finish, post-terminate). It is stored by
+/// the very change that causes it, so a crash between that change and the delivery cannot
+/// lose it, and cleared once the receiver acknowledged it. Until then the sweeper of any node
+/// delivers it again each time it falls due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwedNotice {
+    pub event: crate::HookEvent,
+    /// When the sweeper delivers it if it is still owed: the node that claimed the delivery
+    /// last has had until then.
+    pub due_at: u64,
+    /// Deliveries claimed so far; each one that fails to clear the notice doubles the wait
+    /// before the next.
+    pub claims: u32,
+}
+
+impl OwedNotice {
+    /// Longest wait between two deliveries of a notice the receiver keeps refusing.
+    const MAX_WAIT: u64 = 3600;
+
+    /// A notice of `event`, first delivered by the node that makes the change; the sweeper
+    /// takes over after `delivery_time`.
+    pub fn new(event: crate::HookEvent, now: u64, delivery_time: u64) -> Self {
+        Self {
+            event,
+            due_at: now + delivery_time.max(1),
+            claims: 0,
+        }
+    }
+
+    /// The same notice claimed for one more delivery at `now`: due again after
+    /// `delivery_time`, doubled for every earlier claim (capped at an hour).
+    pub fn claimed(self, now: u64, delivery_time: u64) -> Self {
+        let wait = delivery_time
+            .max(1)
+            .saturating_mul(1 << self.claims.min(16))
+            .min(Self::MAX_WAIT);
+        Self {
+            due_at: now + wait,
+            claims: self.claims.saturating_add(1),
+            ..self
+        }
+    }
+}
+
 /// Everything the control plane knows about one upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
@@ -86,6 +130,9 @@ pub struct UploadRecord {
     /// (S3: the multipart upload). Opaque to everything but the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// A notification still owed to the hook receiver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<OwedNotice>,
 }
 
 impl UploadRecord {
@@ -101,12 +148,21 @@ impl UploadRecord {
         matches!(self.concat, Some(ConcatKind::Partial))
     }
 
-    /// Whether the sweeper must look at this upload at `now`: an active upload past its
-    /// expiry, or a tombstone past its purge time.
+    /// Whether the sweeper must look at this upload at `now`.
     pub fn due_for_sweep(&self, now: u64) -> bool {
+        self.sweep_at().is_some_and(|t| t <= now)
+    }
+
+    /// When the sweeper must look at this upload: when an owed notice falls due (nothing
+    /// else happens to an upload that owes one: a tombstone is purged only once its notice
+    /// is delivered), else an active upload's expiry or a tombstone's purge time.
+    pub fn sweep_at(&self) -> Option<u64> {
+        if let Some(notice) = &self.notice {
+            return Some(notice.due_at);
+        }
         match self.state {
-            UploadState::Gone { purge_at } => purge_at <= now,
-            UploadState::Active => self.expires_at.is_some_and(|t| t <= now),
+            UploadState::Gone { purge_at } => Some(purge_at),
+            UploadState::Active => self.expires_at,
         }
     }
 
@@ -124,5 +180,17 @@ impl UploadRecord {
             self.length = commit.declare_length;
         }
         self.expires_at = commit.expires_at;
+        if commit.notice.is_some() {
+            self.notice = commit.notice;
+        }
+    }
+
+    /// The record after it is marked gone (terminated or expired): a tombstone until
+    /// `purge_at`, owing `notice` if any. Every coordinator applies it with this function.
+    pub fn mark_gone(&mut self, purge_at: u64, notice: Option<OwedNotice>) {
+        self.state = UploadState::Gone { purge_at };
+        self.segments.clear();
+        self.expires_at = None;
+        self.notice = notice;
     }
 }

@@ -11,9 +11,9 @@ use futures_util::StreamExt;
 use tusk_core::contract::commit_and_release;
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{
-    BodyError, ByteStream, Chunks, Commit, Coordinator, CreateUpload, Engine, EngineConfig, Error,
-    IncomingBody, Lease, PatchRequest, Segment, Storage, StorageError, Stored, UploadRecord,
-    WriteContext, WriteTarget,
+    BodyError, ByteStream, Chunks, Commit, Coordinator, CreateChanges, CreateUpload, Engine,
+    EngineConfig, Error, HookEvent, HookRefusal, Hooks, IncomingBody, Lease, PatchRequest,
+    RequestInfo, Segment, Storage, StorageError, Stored, UploadRecord, WriteContext, WriteTarget,
 };
 
 /// Targets in a map; like every real store, a target can be created only once.
@@ -302,6 +302,7 @@ async fn records_and_tokens_survive_reopening_across_compactions() {
                 session: None,
                 declare_length: None,
                 expires_at: None,
+                notice: None,
             };
             commit_and_release(lease, &commit).await.expect("commit");
             ids.push((id, i));
@@ -435,6 +436,7 @@ async fn reserved_numbers_never_repeat_across_restarts() {
             session: None,
             declare_length: None,
             expires_at: None,
+            notice: None,
         };
         commit_and_release(lease, &commit).await.expect("commit");
         let lease = coord.acquire(&id, Duration::ZERO).await.expect("lease");
@@ -461,4 +463,200 @@ async fn reserved_numbers_never_repeat_across_restarts() {
             reserved.push(seq);
         }
     }
+}
+
+/// Hooks that record deliveries of post-finish and post-terminate and acknowledge them as
+/// told (in order; once the answers run out, every delivery is acknowledged).
+#[derive(Default)]
+struct RecordingHooks {
+    delivered: Mutex<Vec<(HookEvent, String)>>,
+    answers: Mutex<std::collections::VecDeque<bool>>,
+    refuse_finish: bool,
+}
+
+#[async_trait]
+impl Hooks for RecordingHooks {
+    fn enabled(&self, event: HookEvent) -> bool {
+        matches!(
+            event,
+            HookEvent::PostFinish | HookEvent::PostTerminate | HookEvent::PreFinish
+        )
+    }
+    async fn pre_create(
+        &self,
+        _: &UploadRecord,
+        _: &RequestInfo,
+    ) -> Result<CreateChanges, HookRefusal> {
+        Ok(CreateChanges::default())
+    }
+    async fn pre_access(&self, _: &UploadRecord, _: &RequestInfo) -> Result<(), HookRefusal> {
+        Ok(())
+    }
+    async fn pre_finish(&self, _: &UploadRecord, _: &RequestInfo) -> Result<(), HookRefusal> {
+        if self.refuse_finish {
+            return Err(HookRefusal::Unavailable);
+        }
+        Ok(())
+    }
+    fn notify(&self, _: HookEvent, _: &UploadRecord, _: Option<&RequestInfo>) {}
+    async fn deliver(
+        &self,
+        event: HookEvent,
+        upload: &UploadRecord,
+        _: Option<&RequestInfo>,
+    ) -> bool {
+        self.delivered
+            .lock()
+            .expect("lock")
+            .push((event, upload.id.clone()));
+        self.answers
+            .lock()
+            .expect("lock")
+            .pop_front()
+            .unwrap_or(true)
+    }
+    fn delivery_time(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl RecordingHooks {
+    fn refusing(first: usize) -> Self {
+        Self {
+            answers: Mutex::new(std::iter::repeat_n(false, first).collect()),
+            ..Self::default()
+        }
+    }
+
+    fn deliveries(&self) -> Vec<(HookEvent, String)> {
+        self.delivered.lock().expect("lock").clone()
+    }
+}
+
+async fn hooked_engine(
+    dir: &std::path::Path,
+    config: EngineConfig,
+    hooks: Arc<RecordingHooks>,
+) -> Arc<Engine> {
+    let coord = EmbeddedCoordinator::open(dir)
+        .await
+        .expect("open coordinator");
+    Arc::new(Engine::new(Arc::new(MemStorage::default()), coord, config).with_hooks(hooks))
+}
+
+/// Polls `check` for up to two seconds.
+async fn eventually(what: &str, check: impl AsyncFn() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} did not happen within 2 s");
+}
+
+async fn owed(engine: &Engine, id: &str) -> Option<HookEvent> {
+    match engine.view(id).await {
+        Ok(view) => view.record.notice.map(|n| n.event),
+        Err(Error::Gone) => None,
+        Err(error) => panic!("view: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn post_finish_stays_owed_until_acknowledged_and_the_sweeper_delivers_it_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hooks = Arc::new(RecordingHooks::refusing(1));
+    let engine = hooked_engine(dir.path(), EngineConfig::default(), hooks.clone()).await;
+    let id = create(&engine, 3).await;
+    engine
+        .patch(&id, patch_at(0), body(&[b"abc"]))
+        .await
+        .expect("patch");
+    eventually("the first delivery", || async {
+        hooks.deliveries().len() == 1
+    })
+    .await;
+    assert_eq!(
+        owed(&engine, &id).await,
+        Some(HookEvent::PostFinish),
+        "an unacknowledged post-finish stays owed"
+    );
+    let report = engine.sweep_once().await.expect("sweep");
+    assert_eq!(report.redelivered, 0, "not due before the delivery time");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = engine.sweep_once().await.expect("sweep");
+    assert_eq!(report.redelivered, 1, "due: the sweeper delivers it again");
+    eventually("clearing the acknowledged notice", || async {
+        owed(&engine, &id).await.is_none()
+    })
+    .await;
+    assert_eq!(
+        hooks.deliveries(),
+        vec![(HookEvent::PostFinish, id.clone()); 2]
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = engine.sweep_once().await.expect("sweep");
+    assert_eq!(report.redelivered, 0, "acknowledged: never again");
+}
+
+#[tokio::test]
+async fn a_tombstone_is_purged_only_once_its_post_terminate_is_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hooks = Arc::new(RecordingHooks::refusing(1));
+    let config = EngineConfig {
+        tombstone_ttl: Duration::ZERO,
+        ..Default::default()
+    };
+    let engine = hooked_engine(dir.path(), config, hooks.clone()).await;
+    let id = create(&engine, 10).await;
+    engine
+        .terminate(&id, &RequestInfo::default())
+        .await
+        .expect("terminate");
+    eventually("the first delivery", || async {
+        hooks.deliveries().len() == 1
+    })
+    .await;
+    let report = engine.sweep_once().await.expect("sweep");
+    assert_eq!(
+        (report.purged, report.redelivered),
+        (0, 0),
+        "a tombstone owing post-terminate is not purged"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = engine.sweep_once().await.expect("sweep");
+    assert_eq!((report.purged, report.redelivered), (0, 1));
+    eventually("the second delivery", || async {
+        hooks.deliveries().len() == 2
+    })
+    .await;
+    eventually("the purge once acknowledged", || async {
+        engine.sweep_once().await.expect("sweep").purged == 1
+    })
+    .await;
+    assert!(matches!(engine.view(&id).await, Err(Error::NotFound)));
+    assert_eq!(
+        hooks.deliveries(),
+        vec![(HookEvent::PostTerminate, id.clone()); 2]
+    );
+}
+
+#[tokio::test]
+async fn a_finish_the_pre_finish_hook_refused_owes_no_post_finish() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hooks = Arc::new(RecordingHooks {
+        refuse_finish: true,
+        ..Default::default()
+    });
+    let engine = hooked_engine(dir.path(), EngineConfig::default(), hooks.clone()).await;
+    let id = create(&engine, 2).await;
+    let refused = engine.patch(&id, patch_at(0), body(&[b"ok"])).await;
+    assert!(refused.is_err(), "pre-finish refused the answer");
+    eventually("the notice is dropped", || async {
+        owed(&engine, &id).await.is_none()
+    })
+    .await;
+    assert_eq!(engine.view(&id).await.expect("view").record.offset, 2);
+    assert!(hooks.deliveries().is_empty(), "no post-finish");
 }

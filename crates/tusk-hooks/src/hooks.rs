@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -136,10 +137,7 @@ impl Hooks for HttpHooks {
     }
 
     fn notify(&self, event: HookEvent, upload: &UploadRecord, request: Option<&RequestInfo>) {
-        if matches!(event, HookEvent::PostFinish | HookEvent::PostTerminate) {
-            self.progress.forget(&upload.id);
-            self.access_cache.forget(&upload.id);
-        }
+        self.forget_when_done(event, upload);
         if is_blocking(event) || !self.events.contains(&event) {
             return;
         }
@@ -149,6 +147,36 @@ impl Hooks for HttpHooks {
         let key = payload::idempotency_key(event, upload);
         let body = Bytes::from(payload::body(event, &key, upload, request));
         self.queue.push(Job { event, key, body });
+    }
+
+    async fn deliver(
+        &self,
+        event: HookEvent,
+        upload: &UploadRecord,
+        request: Option<&RequestInfo>,
+    ) -> bool {
+        self.forget_when_done(event, upload);
+        if is_blocking(event) || !self.events.contains(&event) {
+            // Nothing to send (the configuration changed since the notice was owed).
+            return true;
+        }
+        let key = payload::idempotency_key(event, upload);
+        let body = Bytes::from(payload::body(event, &key, upload, request));
+        self.sender.deliver(Job { event, key, body }).await
+    }
+
+    fn delivery_time(&self) -> Duration {
+        self.sender.longest_delivery()
+    }
+}
+
+impl HttpHooks {
+    /// An upload that finished or went needs no progress limit or access cache any more.
+    fn forget_when_done(&self, event: HookEvent, upload: &UploadRecord) {
+        if matches!(event, HookEvent::PostFinish | HookEvent::PostTerminate) {
+            self.progress.forget(&upload.id);
+            self.access_cache.forget(&upload.id);
+        }
     }
 }
 

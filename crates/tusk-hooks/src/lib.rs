@@ -6,10 +6,11 @@
 //!   pre-create `{"change": {"id": "...", "metadata": {"k": "v"}}}` changes the upload. They
 //!   fail closed: an endpoint that cannot be reached or answers badly refuses the request
 //!   ([`tusk_core::HookRefusal::Unavailable`], 503 with Retry-After in tusk-http's table).
-//! - Notify hooks (post-*) are queued and delivered by a background task, with retries
-//!   and an idempotency key (`<upload id>:<event>:<offset>`), at least once while the
-//!   process lives. [`Hooks::notify`] never waits, so a hook server that is down or slow
-//!   never holds up an upload.
+//! - Notify hooks carry an idempotency key (`<upload id>:<event>:<offset>`) and are retried.
+//!   post-create and post-receive are queued ([`Hooks::notify`] never waits) and delivered
+//!   by a background task while the process lives. post-finish and post-terminate are owed
+//!   in the coordinator by the engine, which awaits [`Hooks::deliver`] off the request's
+//!   path and delivers again until one is acknowledged.
 //!
 //! Every HTTP attempt is reported with [`Observer::hook_call`]: outcome "ok", "rejected"
 //! (a blocking hook said no) or "failed"; a notification dropped from a full queue is

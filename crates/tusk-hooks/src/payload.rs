@@ -197,6 +197,7 @@ mod tests {
             state: tusk_core::UploadState::Active,
             segments: vec![],
             session: None,
+            notice: None,
         }
     }
 

@@ -134,8 +134,9 @@ impl Sender {
         }
     }
 
-    /// Delivers a notification, retried as [`Retry::Notification`] says.
-    pub(crate) async fn deliver(&self, job: Job) {
+    /// Delivers a notification, retried as [`Retry::Notification`] says; true once the
+    /// receiver acknowledged it.
+    pub(crate) async fn deliver(&self, job: Job) -> bool {
         let event = job.event.name();
         match self
             .send(job.event, &job.key, job.body, Retry::Notification, |_| {
@@ -143,11 +144,28 @@ impl Sender {
             })
             .await
         {
-            Ok(()) => self.observer.hook_call(event, "ok"),
+            Ok(()) => {
+                self.observer.hook_call(event, "ok");
+                true
+            }
             Err(Undelivered { problem, attempts }) => {
                 tracing::warn!(event, key = %job.key, %problem, attempts, "hook notification not delivered");
+                false
             }
         }
+    }
+
+    /// The longest [`Sender::deliver`] takes: every attempt timing out, with the pauses
+    /// between them.
+    pub(crate) fn longest_delivery(&self) -> Duration {
+        (0..=self.retries).fold(Duration::ZERO, |total, attempt| {
+            let pause = if attempt < self.retries {
+                self.backoff(attempt)
+            } else {
+                Duration::ZERO
+            };
+            total.saturating_add(self.timeout).saturating_add(pause)
+        })
     }
 
     /// Calls a blocking hook, retried as [`Retry::Blocking`] says; fails closed.

@@ -48,8 +48,9 @@ pub struct HookSettings {
     /// cache.
     #[serde(with = "humantime_serde")]
     pub access_cache_ttl: Duration,
-    /// Notifications waiting for delivery at most; beyond it the oldest is dropped (counted
-    /// with outcome "dropped").
+    /// post-create and post-receive notifications waiting for delivery at most; beyond it
+    /// the oldest is dropped (counted with outcome "dropped"). post-finish and post-terminate
+    /// are owed in the coordinator instead, and never dropped.
     pub queue: usize,
 }
 

@@ -148,6 +148,7 @@ fn upload(id: &str, offset: u64) -> UploadRecord {
         state: UploadState::Active,
         segments: vec![],
         session: None,
+        notice: None,
     }
 }
 

@@ -584,6 +584,7 @@ mod tests {
             state: tusk_core::UploadState::Active,
             segments: segments.to_vec(),
             session: None,
+            notice: None,
         }
     }
 

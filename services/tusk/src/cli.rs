@@ -438,7 +438,7 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
-        help: "Notifications waiting for delivery at most; beyond, the oldest is dropped (and counted).",
+        help: "post-create and post-receive notifications waiting for delivery at most; beyond, the oldest is dropped (and counted).",
         key: "hooks.queue",
         default: "10000",
     },

@@ -2,6 +2,7 @@
 -- ARGV: token, expected offset, added bytes, declared length or '', expires_at or '', id,
 --       '1' to let go of the lease afterwards (whatever the outcome) or '0',
 --       how many trailing segments the appended ones replace, the storage session or '',
+--       a notice the commit makes owed (JSON) or '',
 --       then one 'token:seq:len[:receipt]' per appended segment.
 -- Returns {1} on success, {-1} if the lease is lost, {-2, offset} if the offset moved.
 local holder = redis.call('GET', KEYS[1])
@@ -16,12 +17,12 @@ if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[2], 'offset', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'length', ARGV[4]) end
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[2], 'expires_at', ARGV[5])
-  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
 else
   redis.call('HDEL', KEYS[2], 'expires_at')
-  redis.call('ZREM', KEYS[4], ARGV[6])
 end
 if ARGV[8] ~= '0' then redis.call('LTRIM', KEYS[3], 0, -1 - tonumber(ARGV[8])) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'session', ARGV[9]) end
-for i = 10, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[2], 'notice', ARGV[10]) end
+for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+index_for_sweep(KEYS[2], KEYS[4], ARGV[6])
 return done({1})

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{new_id, record, segment_commit};
-use crate::{Commit, CoordError, Coordinator, Segment, UploadState, WriteTarget};
+use crate::{
+    Commit, CoordError, Coordinator, HookEvent, OwedNotice, Segment, UploadState, WriteTarget,
+};
 
 /// Makes nodes of the coordinator under test.
 #[async_trait]
@@ -32,6 +34,7 @@ pub async fn coordinator_contract(fixture: &dyn CoordinatorFixture) {
     release_requests_reach_the_holder(fixture).await;
     a_lost_lease_changes_nothing(fixture).await;
     the_sweep_index_lists_what_is_due(fixture).await;
+    owed_notices_are_kept_until_cleared_and_fall_due(fixture).await;
     leadership_is_exclusive(fixture).await;
 }
 
@@ -133,6 +136,7 @@ pub async fn commits_are_compare_and_set(fixture: &dyn CoordinatorFixture) {
             session: None,
             declare_length: Some(12),
             expires_at: None,
+            notice: None,
         },
     ];
     for commit in &commits {
@@ -170,6 +174,7 @@ pub async fn commits_are_compare_and_set(fixture: &dyn CoordinatorFixture) {
         session: None,
         declare_length: None,
         expires_at: None,
+        notice: None,
     };
     let committed = lease.commit_and_release(&last).await.expect("commit");
     assert_eq!(committed, expected);
@@ -231,7 +236,7 @@ pub async fn tokens_never_repeat_across_purge_and_re_creation(fixture: &dyn Coor
     }
     let mut lease = node.acquire(&id, Duration::ZERO).await.expect("lease");
     tokens.push(lease.token());
-    lease.mark_gone(1).await.expect("mark gone");
+    lease.mark_gone(1, None).await.expect("mark gone");
     let gone = node.load(&id).await.expect("load").expect("tombstone");
     assert_eq!(
         (gone.state, gone.segments.len()),
@@ -354,7 +359,8 @@ pub async fn a_lost_lease_changes_nothing(fixture: &dyn CoordinatorFixture) {
             .commit(&segment_commit(0, zombie_target, 5, None))
             .await,
     );
-    lost("mark_gone", zombie.mark_gone(1).await);
+    lost("mark_gone", zombie.mark_gone(1, None).await);
+    lost("set_notice", zombie.set_notice(None).await);
     let Err(CoordError::LeaseLost) = zombie
         .commit_and_release(&segment_commit(3, zombie_target, 5, None))
         .await
@@ -417,7 +423,7 @@ pub async fn the_sweep_index_lists_what_is_due(fixture: &dyn CoordinatorFixture)
         .await
         .expect("finish");
     let mut lease = node.acquire(&gone, Duration::ZERO).await.expect("lease");
-    lease.mark_gone(base + 200).await.expect("gone");
+    lease.mark_gone(base + 200, None).await.expect("gone");
     lease.release().await.expect("release");
     let ours = [&expiring, &later, &finishing, &gone];
     let due = |now: u64| {
@@ -448,6 +454,133 @@ pub async fn the_sweep_index_lists_what_is_due(fixture: &dyn CoordinatorFixture)
     assert_eq!(
         due(base + 500).await,
         sorted(vec![&expiring, &later, &gone])
+    );
+}
+
+/// The IDs among `ours` that `node` says are due for the sweeper at `now`, sorted.
+async fn due_among(node: &dyn Coordinator, now: u64, ours: &[&String]) -> Vec<String> {
+    let mut due: Vec<String> = node
+        .due_for_sweep(now, 100_000)
+        .await
+        .expect("due")
+        .into_iter()
+        .filter(|id| ours.contains(&id))
+        .collect();
+    due.sort();
+    due
+}
+
+pub async fn owed_notices_are_kept_until_cleared_and_fall_due(fixture: &dyn CoordinatorFixture) {
+    let node = fixture.node().await;
+    let base = 2_000_000_000 + u64::from(rand::random::<u16>()) * 1000;
+    let (finished, terminated) = (new_id(), new_id());
+    let ours = [&finished, &terminated];
+    for id in ours {
+        node.create(&record(id, Some(4), Some(base + 5000)))
+            .await
+            .expect("create");
+    }
+    // The commit that finishes an upload owes post-finish in the same step.
+    let owed = OwedNotice {
+        event: HookEvent::PostFinish,
+        due_at: base + 100,
+        claims: 0,
+    };
+    let mut lease = node
+        .acquire(&finished, Duration::ZERO)
+        .await
+        .expect("lease");
+    let target = lease.reserve().await.expect("reserve");
+    let mut finishing = segment_commit(0, target, 4, None);
+    finishing.notice = Some(owed);
+    lease.commit(&finishing).await.expect("commit");
+    lease.release().await.expect("release");
+    let other = fixture.node().await;
+    let stored = other.load(&finished).await.expect("load").expect("record");
+    assert_eq!(
+        (stored.offset, stored.notice),
+        (4, Some(owed)),
+        "owed_notices: every node sees the notice the commit owes"
+    );
+    // A termination owes post-terminate in the same step; the tombstone is purged only once
+    // it is delivered, so it falls due at the notice's time, not at its purge time.
+    let terminating = OwedNotice {
+        event: HookEvent::PostTerminate,
+        due_at: base + 300,
+        claims: 0,
+    };
+    let mut lease = node
+        .acquire(&terminated, Duration::ZERO)
+        .await
+        .expect("lease");
+    lease
+        .mark_gone(base + 200, Some(terminating))
+        .await
+        .expect("gone");
+    lease.release().await.expect("release");
+    let tombstone = other
+        .load(&terminated)
+        .await
+        .expect("load")
+        .expect("record");
+    assert_eq!(tombstone.notice, Some(terminating));
+    assert_eq!(
+        due_among(node.as_ref(), base + 99, &ours).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        due_among(node.as_ref(), base + 200, &ours).await,
+        vec![finished.clone()],
+        "owed_notices: a notice falls due at its time; a tombstone owing one is not purged"
+    );
+    let mut both = vec![finished.clone(), terminated.clone()];
+    both.sort();
+    assert_eq!(due_among(node.as_ref(), base + 300, &ours).await, both);
+    // Claimed for another delivery: due again later, the claim counted.
+    let claimed = owed.claimed(base + 100, 50);
+    let mut lease = other
+        .acquire(&finished, Duration::ZERO)
+        .await
+        .expect("lease");
+    lease.set_notice(Some(claimed)).await.expect("claim");
+    lease.release().await.expect("release");
+    assert_eq!(
+        node.load(&finished)
+            .await
+            .expect("load")
+            .expect("record")
+            .notice,
+        Some(claimed)
+    );
+    assert_eq!(
+        due_among(node.as_ref(), base + 149, &ours).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        due_among(node.as_ref(), base + 150, &ours).await,
+        vec![finished.clone()],
+        "owed_notices: a claimed notice is due at its new time"
+    );
+    // Delivered: cleared. A finished upload is then never due; the tombstone is due at its
+    // purge time again.
+    for id in ours {
+        let mut lease = node.acquire(id, Duration::ZERO).await.expect("lease");
+        lease.set_notice(None).await.expect("clear");
+        lease.release().await.expect("release");
+        assert_eq!(
+            other.load(id).await.expect("load").expect("record").notice,
+            None,
+            "owed_notices: a cleared notice is gone"
+        );
+    }
+    assert_eq!(
+        due_among(node.as_ref(), base + 199, &ours).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        due_among(node.as_ref(), u64::from(u32::MAX), &ours).await,
+        vec![terminated.clone()],
+        "owed_notices: once delivered, the finished upload is not due and the tombstone is due to purge"
     );
 }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::{
-    Commit, CoordError, Coordinator, HeldLease, Lease, ReleaseRequest, UploadRecord, UploadState,
+    Commit, CoordError, Coordinator, HeldLease, Lease, OwedNotice, ReleaseRequest, UploadRecord,
     WriteTarget,
 };
 
@@ -126,14 +126,24 @@ impl HeldLease for MemoryLease {
         result
     }
 
-    async fn mark_gone(&self, purge_at: u64) -> Result<(), CoordError> {
+    async fn mark_gone(&self, purge_at: u64, notice: Option<OwedNotice>) -> Result<(), CoordError> {
         self.fenced(|state| {
             let record = state
                 .records
                 .get_mut(&self.id)
                 .ok_or(CoordError::NotFound)?;
-            record.state = UploadState::Gone { purge_at };
-            record.segments.clear();
+            record.mark_gone(purge_at, notice);
+            Ok(())
+        })
+    }
+
+    async fn set_notice(&self, notice: Option<OwedNotice>) -> Result<(), CoordError> {
+        self.fenced(|state| {
+            let record = state
+                .records
+                .get_mut(&self.id)
+                .ok_or(CoordError::NotFound)?;
+            record.notice = notice;
             Ok(())
         })
     }

@@ -4,7 +4,8 @@
 //!
 //! - [`coordinator_contract`]: records, exclusive leases, compare-and-set commits, targets and
 //!   fencing tokens that never repeat (also across purge and re-creation of an ID), release
-//!   requests, the sweep index, leadership, and a lost lease that changes nothing.
+//!   requests, the sweep index, owed notices, leadership, and a lost lease that changes
+//!   nothing.
 //! - [`storage_contract`]: exact bytes through small, odd and large writes, nothing left by a
 //!   refused write or a termination, a zombie's late write that never changes committed
 //!   bytes, removals under a lost lease that remove nothing, concatenation.
@@ -40,6 +41,7 @@ fn record(id: &str, length: Option<u64>, expires_at: Option<u64>) -> UploadRecor
         state: UploadState::Active,
         segments: Vec::new(),
         session: None,
+        notice: None,
     }
 }
 
@@ -53,6 +55,7 @@ fn segment_commit(offset: u64, target: WriteTarget, len: u64, expires_at: Option
         session: None,
         declare_length: None,
         expires_at,
+        notice: None,
     }
 }
 

@@ -244,6 +244,7 @@ pub async fn a_zombie_write_never_changes_committed_bytes(fixture: &dyn StorageF
                 session: stored.session,
                 declare_length: None,
                 expires_at: None,
+                notice: None,
             };
             let late = zombie.commit_and_release(&commit).await;
             assert!(

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::{Commit, UploadRecord, UploadState};
+use crate::{Commit, OwedNotice, UploadRecord};
 
 /// One durable change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +40,13 @@ pub(super) enum Entry {
     Gone {
         id: String,
         purge_at: u64,
+        #[serde(default)]
+        notice: Option<OwedNotice>,
+    },
+    /// The notice the upload owes is replaced (delivered: `None`; or claimed again).
+    Notice {
+        id: String,
+        notice: Option<OwedNotice>,
     },
     Purge {
         id: String,
@@ -95,6 +102,7 @@ impl Entry {
             Entry::Create(record) => Some(&record.id),
             Entry::Commit { id, .. }
             | Entry::Gone { id, .. }
+            | Entry::Notice { id, .. }
             | Entry::Purge { id }
             | Entry::SeqCeiling { id, .. } => Some(id),
             Entry::TokenCeiling(_) => None,
@@ -136,10 +144,18 @@ impl Durable {
                     r.apply_commit(&commit);
                 }
             }
-            Entry::Gone { id, purge_at } => {
+            Entry::Gone {
+                id,
+                purge_at,
+                notice,
+            } => {
                 if let Some(r) = self.records.get_mut(&id) {
-                    r.state = UploadState::Gone { purge_at };
-                    r.segments.clear();
+                    r.mark_gone(purge_at, notice);
+                }
+            }
+            Entry::Notice { id, notice } => {
+                if let Some(r) = self.records.get_mut(&id) {
+                    r.notice = notice;
                 }
             }
             Entry::Purge { id } => {
@@ -169,7 +185,7 @@ impl Durable {
 #[derive(Debug, Serialize, Deserialize)]
 enum SnapshotFrame {
     Begin(SnapshotInfo),
-    Entry(Entry),
+    Entry(Box<Entry>),
     /// A copy of `Begin`: the snapshot is complete, and its generation survives damage to
     /// either end.
     End(SnapshotInfo),
@@ -476,7 +492,7 @@ fn replay_snapshot(
         }
         SnapshotFrame::Entry(entry) => {
             entries += 1;
-            apply_logged(durable, entry, path, offset, skipped);
+            apply_logged(durable, *entry, path, offset, skipped);
         }
         SnapshotFrame::End(info) => end = Some(info),
     });
@@ -616,19 +632,19 @@ pub(super) fn encode_snapshot(durable: &Durable, generation: u64) -> io::Result<
     append_frame(&mut buf, &SnapshotFrame::Begin(info))?;
     append_frame(
         &mut buf,
-        &SnapshotFrame::Entry(Entry::TokenCeiling(durable.token_ceiling)),
+        &SnapshotFrame::Entry(Box::new(Entry::TokenCeiling(durable.token_ceiling))),
     )?;
     for (id, &ceiling) in &durable.seq_ceilings {
         let entry = Entry::SeqCeiling {
             id: id.clone(),
             ceiling,
         };
-        append_frame(&mut buf, &SnapshotFrame::Entry(entry))?;
+        append_frame(&mut buf, &SnapshotFrame::Entry(Box::new(entry)))?;
     }
     for record in durable.records.values() {
         append_frame(
             &mut buf,
-            &SnapshotFrame::Entry(Entry::Create(record.clone())),
+            &SnapshotFrame::Entry(Box::new(Entry::Create(record.clone()))),
         )?;
     }
     append_frame(&mut buf, &SnapshotFrame::End(info))?;
@@ -873,6 +889,7 @@ pub(super) mod testing {
             state: UploadState::Active,
             segments: Vec::new(),
             session: None,
+            notice: None,
         }
     }
 
@@ -887,6 +904,7 @@ pub(super) mod testing {
                 session: None,
                 declare_length: None,
                 expires_at: None,
+                notice: None,
             },
         }
     }

@@ -28,7 +28,8 @@ pub use self::check::{check, salvage, DataCheck, Salvaged, Written};
 use self::log::{AppendError, Durable, Entry, LogWriter};
 pub use self::log::{Fault, FaultKind, FileReport, Refusal, Skipped};
 use crate::{
-    Commit, CoordError, Coordinator, HeldLease, Lease, ReleaseRequest, UploadRecord, WriteTarget,
+    Commit, CoordError, Coordinator, HeldLease, Lease, OwedNotice, ReleaseRequest, UploadRecord,
+    WriteTarget,
 };
 
 /// Tokens are reserved in blocks so that handing one out costs no disk write.
@@ -336,7 +337,7 @@ impl HeldLease for EmbeddedLease {
         committed
     }
 
-    async fn mark_gone(&self, purge_at: u64) -> Result<(), CoordError> {
+    async fn mark_gone(&self, purge_at: u64, notice: Option<OwedNotice>) -> Result<(), CoordError> {
         self.check()?;
         appended(
             self.shared
@@ -344,6 +345,20 @@ impl HeldLease for EmbeddedLease {
                 .append(Entry::Gone {
                     id: self.upload_id.clone(),
                     purge_at,
+                    notice,
+                })
+                .await,
+        )
+    }
+
+    async fn set_notice(&self, notice: Option<OwedNotice>) -> Result<(), CoordError> {
+        self.check()?;
+        appended(
+            self.shared
+                .log
+                .append(Entry::Notice {
+                    id: self.upload_id.clone(),
+                    notice,
                 })
                 .await,
         )
@@ -592,6 +607,7 @@ mod tests {
             session: None,
             declare_length: None,
             expires_at: None,
+            notice: None,
         };
         let (a, b) = (commit(0), commit(1));
         let (first, second) = tokio::join!(held.commit_held(&a), held.commit_held(&b));

@@ -43,6 +43,7 @@ impl Engine {
                 session: stored.session,
                 declare_length: Some(total),
                 expires_at: None,
+                notice: self.owe(HookEvent::PostFinish),
             };
             if let Err(e) = lease.commit(&commit).await {
                 if e.is_refusal() {
@@ -53,7 +54,7 @@ impl Engine {
             self.observer.upload_finished();
             let assembled = lease.record().clone();
             self.finish_in_storage(&assembled).await;
-            self.notify(HookEvent::PostFinish, &assembled, None);
+            self.deliver_later(assembled.clone(), None);
             Ok(assembled)
         }
         .await;

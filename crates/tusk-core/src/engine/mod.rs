@@ -13,6 +13,7 @@ use crate::{
 
 mod concat;
 pub(crate) mod in_flight;
+mod outbox;
 mod patch;
 mod sweep;
 
@@ -98,6 +99,8 @@ pub struct Engine {
     observer: Arc<dyn Observer>,
     hooks: Arc<dyn Hooks>,
     in_flight: Arc<in_flight::InFlightPatches>,
+    /// Owed notices being delivered by this node (see `outbox`).
+    deliveries: Arc<tokio::sync::Semaphore>,
 }
 
 /// Upload IDs carry 144 random bits: 18 bytes, 24 URL-safe base64 characters.
@@ -136,6 +139,7 @@ impl Engine {
             observer,
             hooks: Arc::new(NoHooks),
             in_flight: Arc::default(),
+            deliveries: Arc::new(tokio::sync::Semaphore::new(outbox::MAX_DELIVERIES)),
         }
     }
 
@@ -259,6 +263,7 @@ impl Engine {
             state: UploadState::Active,
             segments: Vec::new(),
             session: None,
+            notice: None,
         };
         if self.hooks.enabled(HookEvent::PreCreate) {
             let changes = self
@@ -418,24 +423,32 @@ impl Engine {
     pub async fn terminate(&self, id: &str, request: &RequestInfo) -> Result<(), Error> {
         self.load_active(id).await?;
         let mut lease = self.acquire(id).await?;
-        let record = lease.record().clone();
-        let result = self.remove_under_lease(&mut lease).await;
+        let mut record = lease.record().clone();
+        let notice = self.owe(HookEvent::PostTerminate);
+        let result = self.remove_under_lease(&mut lease, notice).await;
         self.release(lease).await;
         if result.is_ok() {
             self.observer.upload_terminated();
-            self.notify(HookEvent::PostTerminate, &record, Some(request));
+            // The hook describes the upload as it was before its bytes went.
+            record.notice = notice;
+            self.deliver_later(record, Some(request.clone()));
         }
         result
     }
 
-    async fn remove_under_lease(&self, lease: &mut Lease) -> Result<(), Error> {
+    /// Marks the upload gone, owing `notice` (in the same step), and deletes its bytes.
+    async fn remove_under_lease(
+        &self,
+        lease: &mut Lease,
+        notice: Option<crate::OwedNotice>,
+    ) -> Result<(), Error> {
         if lease.record().state != UploadState::Active {
             return Err(Error::Gone);
         }
         let purge_at = unix_now() + self.config.tombstone_ttl.as_secs();
         // Mark gone first: a crash between the two leaves bytes for the sweeper, never a
         // record that points at deleted bytes.
-        lease.mark_gone(purge_at).await?;
+        lease.mark_gone(purge_at, notice).await?;
         let lease = &*lease;
         lease
             .hold_while(self.config.lease_renew_interval, self.storage.delete(lease))

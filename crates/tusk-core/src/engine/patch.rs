@@ -163,14 +163,16 @@ impl Engine {
             return Ok(record);
         }
         if self.hooks.enabled(HookEvent::PreFinish) {
-            self.hooks
-                .pre_finish(&record, info)
-                .await
-                .map_err(Error::from)?;
+            if let Err(refusal) = self.hooks.pre_finish(&record, info).await {
+                // A refused finish gets no post-finish, so the notice its commit owes goes
+                // (after a crash right before this, it is delivered after all).
+                self.drop_notice_later(&record);
+                return Err(refusal.into());
+            }
         }
         // Only the commit that completed the upload gets here: one post-finish per upload,
         // whichever node made it.
-        self.notify(HookEvent::PostFinish, &record, Some(info));
+        self.deliver_later(record.clone(), Some(info.clone()));
         Ok(record)
     }
 
@@ -404,6 +406,11 @@ impl Engine {
                 None
             } else {
                 self.expiry_from_now()
+            },
+            notice: if finished {
+                self.owe(HookEvent::PostFinish)
+            } else {
+                None
             },
         };
         PendingCommit {

@@ -1,5 +1,5 @@
-//! Sweeping: expired uploads, tombstones past their time, and storage leftovers, each under
-//! the upload's lease.
+//! Sweeping: owed notices that fell due, expired uploads, tombstones past their time, and
+//! storage leftovers, each under the upload's lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +12,21 @@ use crate::{unix_now, CoordError, Error, Lease, UploadState};
 pub struct SweepReport {
     pub expired: usize,
     pub purged: usize,
+    /// Owed notices claimed for another delivery.
+    pub redelivered: usize,
     pub failed: usize,
 }
 
+/// What the sweeper did to one upload.
+enum Swept {
+    Expired,
+    Purged,
+    Redelivered,
+}
+
 impl Engine {
-    /// Expires overdue unfinished uploads and purges old tombstones; returns what it did.
+    /// Delivers owed notices that fell due, expires overdue unfinished uploads and purges old
+    /// tombstones; returns what it did.
     pub async fn sweep_once(&self) -> Result<SweepReport, Error> {
         let now = unix_now();
         let mut report = SweepReport::default();
@@ -28,8 +38,9 @@ impl Engine {
             };
             let outcome = self.sweep_one(lease, now).await;
             match outcome {
-                Ok(Some(true)) => report.expired += 1,
-                Ok(Some(false)) => report.purged += 1,
+                Ok(Some(Swept::Expired)) => report.expired += 1,
+                Ok(Some(Swept::Purged)) => report.purged += 1,
+                Ok(Some(Swept::Redelivered)) => report.redelivered += 1,
                 Ok(None) => {}
                 Err(error) => {
                     report.failed += 1;
@@ -75,22 +86,35 @@ impl Engine {
         Ok(removed)
     }
 
-    /// Some(true): expired, Some(false): purged, None: no longer due. Consumes the lease:
+    /// What the sweeper did, None if the upload is no longer due. Consumes the lease:
     /// purging ends it, and otherwise it is let go of here.
-    async fn sweep_one(&self, mut lease: Lease, now: u64) -> Result<Option<bool>, Error> {
+    async fn sweep_one(&self, mut lease: Lease, now: u64) -> Result<Option<Swept>, Error> {
         let record = lease.record();
-        let outcome = match record.state {
-            UploadState::Gone { purge_at } if purge_at <= now => {
+        let outcome = match (record.notice, record.state) {
+            (Some(notice), _) if notice.due_at <= now => {
+                // Claimed before it is sent, so that no other sweep sends it meanwhile.
+                let claimed = notice.claimed(now, self.delivery_secs());
+                let claim = lease.set_notice(Some(claimed)).await;
+                let record = lease.record().clone();
+                self.release(lease).await;
+                claim?;
+                tracing::info!(upload_id = %record.id, event = notice.event.name(), claims = claimed.claims, "delivering an owed notice again");
+                self.deliver_later(record, None);
+                return Ok(Some(Swept::Redelivered));
+            }
+            // Nothing else happens to an upload that still owes a notice.
+            (Some(_), _) => Ok(None),
+            (None, UploadState::Gone { purge_at }) if purge_at <= now => {
                 return lease
                     .purge()
                     .await
-                    .map(|()| Some(false))
+                    .map(|()| Some(Swept::Purged))
                     .map_err(Into::into);
             }
-            UploadState::Active if record.expires_at.is_some_and(|t| t <= now) => self
-                .remove_under_lease(&mut lease)
+            (None, UploadState::Active) if record.expires_at.is_some_and(|t| t <= now) => self
+                .remove_under_lease(&mut lease, None)
                 .await
-                .map(|()| Some(true)),
+                .map(|()| Some(Swept::Expired)),
             _ => Ok(None),
         };
         self.release(lease).await;
@@ -141,6 +165,7 @@ impl Engine {
                     tracing::info!(
                         expired = r.expired,
                         purged = r.purged,
+                        redelivered = r.redelivered,
                         failed = r.failed,
                         "sweep"
                     )
