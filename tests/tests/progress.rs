@@ -206,3 +206,76 @@ async fn resume_right_after_a_cut_sees_every_byte_received() -> Result<()> {
     }
     finish_and_verify(&t, &url, &data).await
 }
+
+/// The same through a cluster, where the client's next connection reaches another node: the
+/// HEAD on node 1 right after the PATCH to node 0 was cut asks node 0 to settle that PATCH
+/// first (before: node 1 answered the offset from before the PATCH).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_right_after_a_cut_sees_every_byte_received_on_another_node() -> Result<()> {
+    let cluster = Cluster::start(&FsRedis, Balancer::Nginx, 2, &[]).await?;
+    let data = random_bytes(48 * MIB);
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    let url = t.create(data.len() as u64).await?;
+    let (writer, reader) = (cluster.at_node(0, &url)?, cluster.at_node(1, &url)?);
+    let mut acknowledged = 0;
+    for round in 1..=3 {
+        let mut patch = RawPatch::open(&writer, acknowledged, data.len() - acknowledged).await?;
+        let sent = acknowledged + 10 * MIB + 1234 * round;
+        patch
+            .send(&data[acknowledged..sent], 256 * 1024, Duration::ZERO)
+            .await?;
+        drop(patch);
+        let seen = t.offset(&reader).await? as usize;
+        eprintln!("round {round}: sent up to {sent} to node 0, HEAD on node 1 right after the cut: {seen}");
+        ensure!(
+            seen <= sent && (seen - acknowledged) as f64 >= 0.999 * (sent - acknowledged) as f64,
+            "round {round}: HEAD on node 1 right after the cut answered {seen}; {sent} were \
+             sent to node 0 (from {acknowledged}): less than 99.9% kept"
+        );
+        acknowledged = seen;
+    }
+    finish_and_verify(&t, &reader, &data).await
+}
+
+/// A HEAD on another node while the client is still streaming to node 0 does not wait for
+/// the PATCH to end: node 0 answers the settle request once its PATCH waits for the client,
+/// and node 1 answers the last progress commit (the bound, 3 s, would be a stalled read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_on_another_node_during_a_live_patch_answers_promptly() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let config = interval_config(scratch.path())?;
+    let cluster = Cluster::start(&FsRedis, Balancer::Nginx, 2, &["--config", &config]).await?;
+    let data = random_bytes(12 * MIB);
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    let url = t.create(data.len() as u64).await?;
+    let (writer, reader) = (cluster.at_node(0, &url)?, cluster.at_node(1, &url)?);
+    let mut patch = RawPatch::open(&writer, 0, data.len()).await?;
+    let sent = INTERVAL + 1000;
+    patch
+        .send(&data[..sent], 256 * 1024, Duration::ZERO)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let seen = t.offset(&reader).await? as usize;
+        let took = started.elapsed();
+        ensure!(
+            seen == INTERVAL,
+            "HEAD on node 1 during a live PATCH answered {seen}: the progress commit at \
+             {INTERVAL} was expected"
+        );
+        ensure!(
+            took < Duration::from_millis(1500),
+            "HEAD on node 1 during a live PATCH took {took:?}: it waited for the PATCH"
+        );
+    }
+    patch
+        .send(&data[sent..], 256 * 1024, Duration::ZERO)
+        .await?;
+    let (status, head) = patch
+        .response(Duration::from_secs(20))
+        .await?
+        .context("no response to the PATCH")?;
+    ensure!(status == 204, "PATCH answered {status}: {head}");
+    faults::check_exact(&t, &reader, &data).await
+}

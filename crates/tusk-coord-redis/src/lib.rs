@@ -14,17 +14,17 @@
 //! - `leader:<role>`: which node holds a singleton role (the sweeper).
 //!
 //! Every check-and-change is one Lua script, so a holder whose lease expired can neither
-//! reserve nor commit. A request that finds the lease taken publishes the upload ID on the
-//! `release` channel; the node holding it asks its writer to stop, commit, and let go.
+//! reserve nor commit. Requests between nodes (let go of a lease; settle a PATCH for a read
+//! on another node) go over pub/sub, see `requests`.
 
 mod connection;
+mod requests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 
 use crate::connection::Connection;
@@ -33,8 +33,8 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tusk_core::{
-    Commit, ConcatKind, CoordError, Coordinator, HeldLease, Leadership, Lease, OwedNotice,
-    ReleaseRequest, Segment, UploadRecord, UploadState, WriteTarget,
+    Commit, ConcatKind, CoordError, Coordinator, HeldLease, InFlightElsewhere, Leadership, Lease,
+    OwedNotice, ReleaseRequest, Segment, SettleLocally, UploadRecord, UploadState, WriteTarget,
 };
 
 /// How to reach Redis and how leases behave.
@@ -91,6 +91,8 @@ struct Shared {
     settings: RedisSettings,
     scripts: Scripts,
     local: Arc<LocalLeases>,
+    /// How this node settles its own PATCHes for reads on other nodes (set by the engine).
+    settle_locally: std::sync::OnceLock<SettleLocally>,
     /// Identifies this node as a holder of singleton roles.
     node_id: String,
 }
@@ -136,14 +138,11 @@ impl RedisCoordinator {
                 lead: Script::new(include_str!("lua/lead.lua")),
             },
             local: Arc::default(),
+            settle_locally: std::sync::OnceLock::new(),
             node_id: format!("{:032x}", rand::random::<u128>()),
             settings,
         });
-        tokio::spawn(listen_for_release_requests(
-            Arc::downgrade(&connection),
-            shared.key("release"),
-            Arc::downgrade(&shared.local),
-        ));
+        tokio::spawn(requests::listen(Arc::downgrade(&shared)));
         Ok(Arc::new(Self { shared }))
     }
 }
@@ -365,41 +364,6 @@ fn parse_record(
     })
 }
 
-/// Routes release requests published by any node to the writers of this node's leases.
-/// Reconnects on its own; while disconnected, waiting requests fall back to the lease TTL.
-async fn listen_for_release_requests(
-    connection: std::sync::Weak<Connection>,
-    channel: String,
-    local: std::sync::Weak<LocalLeases>,
-) {
-    loop {
-        let Some(client) = connection.upgrade().map(|c| c.client()) else {
-            return;
-        };
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => {
-                if let Err(error) = pubsub.subscribe(&channel).await {
-                    tracing::warn!(%error, "subscribing to release requests failed");
-                } else {
-                    let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        let Some(local) = local.upgrade() else { return };
-                        let Ok(id) = message.get_payload::<String>() else {
-                            continue;
-                        };
-                        let held = local.lock().unwrap_or_else(PoisonError::into_inner);
-                        if let Some((_, ask)) = held.get(&id) {
-                            ask.send_replace(true);
-                        }
-                    }
-                }
-            }
-            Err(error) => tracing::debug!(%error, "release-request subscription cannot connect"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 #[async_trait]
 impl Coordinator for RedisCoordinator {
     fn name(&self) -> &'static str {
@@ -526,6 +490,10 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn leadership(&self) -> Option<&dyn Leadership> {
+        Some(self)
+    }
+
+    fn in_flight_elsewhere(&self) -> Option<&dyn InFlightElsewhere> {
         Some(self)
     }
 

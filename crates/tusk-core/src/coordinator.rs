@@ -1,6 +1,8 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::{Lease, OwedNotice, Segment, UploadRecord};
@@ -133,6 +135,30 @@ pub trait Coordinator: Send + Sync + 'static {
     fn leadership(&self) -> Option<&dyn Leadership> {
         None
     }
+
+    /// The capability to reach PATCHes in flight on other nodes, for coordinators shared by
+    /// several nodes. Without it, every PATCH of an upload runs on this node.
+    fn in_flight_elsewhere(&self) -> Option<&dyn InFlightElsewhere> {
+        None
+    }
+}
+
+/// How a node settles its own PATCH of an upload for a read: waits (bounded) until the PATCH
+/// waits for its client or has made its last commit (see the engine's `in_flight`).
+pub type SettleLocally = Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Optional capability: a read on one node sees what a PATCH in flight on another node
+/// received. A client whose connection dropped mid-PATCH reconnects through the load
+/// balancer, usually to another node, and its HEAD must not answer the offset from before
+/// that PATCH while the PATCH still has bytes to read and commit.
+#[async_trait]
+pub trait InFlightElsewhere: Send + Sync {
+    /// If another node holds the lease of `id`, asks it to settle its PATCH of `id` and
+    /// waits for its answer (or for the lease to end), at most `bound`.
+    async fn settle(&self, id: &str, bound: Duration);
+
+    /// Answers other nodes' requests with `settle_locally`.
+    fn serve(&self, settle_locally: SettleLocally);
 }
 
 /// Optional capability: at most one node of a cluster holds a role (the expiry sweeper).

@@ -25,7 +25,9 @@ mod storage;
 
 pub use body::{BodyError, IncomingBody};
 pub use checksum::Hasher;
-pub use coordinator::{Commit, CoordError, Coordinator, Leadership};
+pub use coordinator::{
+    Commit, CoordError, Coordinator, InFlightElsewhere, Leadership, SettleLocally,
+};
 pub use engine::{CreateUpload, Engine, EngineConfig, PatchRequest, SweepReport, UploadView};
 pub use error::Error;
 pub use hooks::{

@@ -271,6 +271,10 @@ impl Coordinator for ObservedCoordinator {
     fn leadership(&self) -> Option<&dyn Leadership> {
         self.inner.leadership().map(|_| self as &dyn Leadership)
     }
+
+    fn in_flight_elsewhere(&self) -> Option<&dyn crate::InFlightElsewhere> {
+        self.inner.in_flight_elsewhere()
+    }
 }
 
 #[async_trait]

@@ -4,7 +4,8 @@
 //! client left only by reading up to its end, so a read waits (bounded) while this node's
 //! PATCH of the upload still has buffered bytes to read or its last commit to make, and
 //! answers as soon as that PATCH waits for the network (a live client: the last progress
-//! commit is the answer) or is done.
+//! commit is the answer) or is done. A read on another node asks this node through the
+//! coordinator ([`crate::InFlightElsewhere`]), which calls the same `settle`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -54,8 +55,8 @@ pub(crate) struct InFlightPatches {
 
 impl InFlightPatches {
     /// Waits, at most `bound`, until this node's PATCH of `id` (if any) waits for its client
-    /// or has made its last commit.
-    pub async fn settle(&self, id: &str, bound: Duration) {
+    /// or has made its last commit. False if this node has no PATCH of `id` in flight.
+    pub async fn settle(&self, id: &str, bound: Duration) -> bool {
         let cell = self
             .patches
             .lock()
@@ -63,11 +64,12 @@ impl InFlightPatches {
             .get(id)
             .cloned();
         let Some(cell) = cell else {
-            return;
+            return false;
         };
         cell.waiting.fetch_add(1, Ordering::SeqCst);
         let _ = tokio::time::timeout(bound, settled(&cell)).await;
         cell.waiting.fetch_sub(1, Ordering::SeqCst);
+        true
     }
 }
 

@@ -125,6 +125,16 @@ impl Engine {
         config: EngineConfig,
         observer: Arc<dyn Observer>,
     ) -> Self {
+        let in_flight: Arc<in_flight::InFlightPatches> = Arc::default();
+        if let Some(elsewhere) = coord.in_flight_elsewhere() {
+            let (patches, bound) = (in_flight.clone(), config.lease_wait);
+            elsewhere.serve(Arc::new(move |id: String| {
+                let patches = patches.clone();
+                Box::pin(async move {
+                    patches.settle(&id, bound).await;
+                })
+            }));
+        }
         Self {
             storage: Arc::new(ObservedStorage {
                 inner: storage,
@@ -138,7 +148,7 @@ impl Engine {
             shutting_down: tokio::sync::watch::Sender::new(false),
             observer,
             hooks: Arc::new(NoHooks),
-            in_flight: Arc::default(),
+            in_flight,
             deliveries: Arc::new(tokio::sync::Semaphore::new(outbox::MAX_DELIVERIES)),
         }
     }
@@ -345,7 +355,12 @@ impl Engine {
     /// The upload as HEAD shows it. A final upload whose partials have all finished is
     /// assembled here, on first sight.
     pub async fn view(&self, id: &str) -> Result<UploadView, Error> {
-        self.in_flight.settle(id, self.config.lease_wait).await;
+        let bound = self.config.lease_wait;
+        if !self.in_flight.settle(id, bound).await {
+            if let Some(elsewhere) = self.coord.in_flight_elsewhere() {
+                elsewhere.settle(id, bound).await;
+            }
+        }
         let record = self.load_active(id).await?;
         let parts = match &record.concat {
             Some(ConcatKind::Final { parts, .. })
