@@ -8,6 +8,8 @@
 #   PEERS=../shared/peers   where node.sh and rustus.sh live
 #   OTHER_TUSK=path         another tusk binary (e.g. the previous commit's release build),
 #                           run as the server `tusk-prev`, to compare a change side by side
+#   BENCH_ARGS="..."        extra `tusk bench` arguments, e.g. "--big-chunk 1GiB" for `big`
+#                           in one PATCH
 #
 # Each run gets a fresh server and a fresh data directory, so the peak RSS printed (VmHWM of
 # the server process) belongs to that scenario alone. Raw JSON lines go to stdout as they
@@ -57,7 +59,7 @@ for scenario in ${scenarios//,/ }; do
       dir=$(mktemp -d /tmp/tusk-compare-data.XXXXXX)
       start_server "$server" "$dir"
       sleep 2
-      line=$("$tusk" bench --scenario "$scenario" "$url" 2>/dev/null) || line="{\"scenario\":\"$scenario\",\"error\":true}"
+      line=$("$tusk" bench --scenario "$scenario" ${BENCH_ARGS:-} "$url" 2>/dev/null) || line="{\"scenario\":\"$scenario\",\"error\":true}"
       rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
       # CPU the server process used (user + system, clock ticks): steadier than throughput
       # on a busy machine. Peers started through a wrapper script count only the wrapper.
