@@ -279,3 +279,43 @@ async fn head_on_another_node_during_a_live_patch_answers_promptly() -> Result<(
     ensure!(status == 204, "PATCH answered {status}: {head}");
     faults::check_exact(&t, &reader, &data).await
 }
+
+/// A HEAD while the client streams without a pause answers at once: bytes arriving after the
+/// PATCH waited for them show the client is alive, so the read does not wait for a gap in
+/// the stream (before: it waited for a 50 ms gap or its 3 s bound, on every HEAD).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_during_a_steady_stream_answers_at_once() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let config = interval_config(scratch.path())?;
+    let single = SingleNode::start(&FsEmbedded, &["--config", &config]).await?;
+    let data = random_bytes(48 * MIB);
+    let t = Ctx::for_endpoint(&single.node.endpoint)?;
+    let url = t.create(data.len() as u64).await?;
+    let mut patch = RawPatch::open(&url, 0, data.len()).await?;
+    let body = data.clone();
+    let streaming = tokio::spawn(async move {
+        patch
+            .send(&body, 64 * 1024, Duration::from_millis(2))
+            .await
+            .map(|()| patch)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        t.offset(&url).await?;
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut patch = streaming.await??;
+    ensure!(
+        slowest < Duration::from_millis(1000),
+        "a HEAD during a steady stream took {slowest:?}: it waited for a gap in the stream"
+    );
+    let (status, head) = patch
+        .response(Duration::from_secs(30))
+        .await?
+        .context("no response to the PATCH")?;
+    ensure!(status == 204, "PATCH answered {status}: {head}");
+    faults::check_exact(&t, &url, &data).await
+}

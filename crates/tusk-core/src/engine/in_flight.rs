@@ -74,6 +74,9 @@ impl InFlightPatches {
 }
 
 async fn settled(cell: &PhaseCell) {
+    let started = tokio::time::Instant::now();
+    // Whether the PATCH has waited for its client since this read began to look.
+    let mut waited_for_client = false;
     loop {
         let changed = cell.changed.notified();
         tokio::pin!(changed);
@@ -82,23 +85,38 @@ async fn settled(cell: &PhaseCell) {
         if cell.done.load(Ordering::SeqCst) {
             return;
         }
-        if cell.phase() == Phase::AwaitingClient {
-            // A client that resumes has just closed its PATCH's connection, and that task
-            // may not have read the end yet: a live client's PATCH stays waiting.
-            if tokio::time::timeout(END_NOT_READ_YET, changed)
-                .await
-                .is_err()
-            {
-                return;
+        match cell.phase() {
+            Phase::AwaitingClient => {
+                waited_for_client = true;
+                // A client that resumes has just closed its PATCH's connection, and that
+                // task may not have read the end yet: a live client's PATCH stays waiting.
+                if tokio::time::timeout(END_NOT_READ_YET, changed)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
-        } else {
-            changed.await;
+            Phase::Reading if waited_for_client => {
+                // Bytes came after the PATCH had waited for them: a live client, or the
+                // tail a proxy still forwards for one that left. The tail gets a little
+                // time; a steady stream must not hold the read until it pauses.
+                let left = LIVE_STREAM.saturating_sub(started.elapsed());
+                if left.is_zero() || tokio::time::timeout(left, changed).await.is_err() {
+                    return;
+                }
+            }
+            // Reading what had arrived when the read began, or making the last commit.
+            _ => changed.await,
         }
     }
 }
 
 /// How long a read gives a PATCH that waits for its client to notice that the client left.
 const END_NOT_READ_YET: Duration = Duration::from_millis(50);
+
+/// How long a read waits at most for a PATCH whose client keeps sending.
+const LIVE_STREAM: Duration = Duration::from_millis(200);
 
 /// One PATCH's entry in [`InFlightPatches`], from its lease to its last commit (or
 /// release): dropping it lets the waiting reads go on.
@@ -197,6 +215,29 @@ mod tests {
         let _stuck = PatchInFlight::register(patches.clone(), "c");
         patches.settle("c", Duration::from_secs(2)).await;
         assert_eq!(started.elapsed(), Duration::from_millis(2460));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_does_not_wait_for_a_gap_in_a_steady_stream() {
+        let patches = Arc::new(InFlightPatches::default());
+        let patch = PatchInFlight::register(patches.clone(), "a");
+        // Bytes arrive every 20 ms and are read at once: never a 50 ms gap.
+        let streaming = tokio::spawn(async move {
+            loop {
+                patch.set(Phase::Reading);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                patch.set(Phase::AwaitingClient);
+                tokio::time::sleep(Duration::from_millis(19)).await;
+            }
+        });
+        let started = tokio::time::Instant::now();
+        patches.settle("a", Duration::from_secs(3)).await;
+        let waited = started.elapsed();
+        assert!(
+            waited <= LIVE_STREAM + Duration::from_millis(20),
+            "waited {waited:?} for a live stream"
+        );
+        streaming.abort();
     }
 
     #[tokio::test]
