@@ -797,7 +797,8 @@ NONDEFAULT = {
     "priorityClassName": "high",
     "persistence": {"existingClaim": "tusk-shared", "subPath": "uploads", "emptyDirSizeLimit": "5Gi"},
     "config": {
-        "server": {"basePath": "/uploads/", "behindProxy": False, "cors": False,
+        "server": {"basePath": "/uploads/", "behindProxy": False, "proxyHeaders": "forwarded",
+                   "proxyHops": 2, "cors": False,
                    "corsAllowOrigin": "https://app.example.com", "networkTimeout": "90s",
                    "headerReadTimeout": "20s", "maxHeaderBytes": 32768},
         "uploads": {"maxSize": 10737418240, "maxMetadataSize": 8192, "expireAfter": "3d",
@@ -930,6 +931,9 @@ def check_helm_render_default():
     toml = tomllib.loads(by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"])
     assert toml["coordinator"]["backend"] == "embedded"
     assert toml["server"]["shutdown_drain"] == "30s"
+    # Behind the Ingress (ingress-nginx sets X-Forwarded-*), only that family is trusted.
+    assert (toml["server"]["behind_proxy"], toml["server"]["proxy_headers"],
+            toml["server"]["proxy_hops"]) == (True, "x-forwarded", 1)
     svc = by_kind(docs, "Service")[0]
     assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"], "admin port on the Service"
     return ", ".join(kinds)
@@ -1036,7 +1040,8 @@ def check_values_reach_pod():
     toml = tomllib.loads(cm["data"]["tusk.toml"])
     cfg = v["config"]
     want = {
-        "server": {"base_path": "/uploads/", "behind_proxy": False, "cors": False,
+        "server": {"base_path": "/uploads/", "behind_proxy": False,
+                   "proxy_headers": "forwarded", "proxy_hops": 2, "cors": False,
                    "cors_allow_origin": "https://app.example.com", "network_timeout": "90s",
                    "header_read_timeout": "20s", "max_header_bytes": 32768, "shutdown_drain": "50s"},
         "uploads": {"max_size": 10737418240, "max_metadata_size": 8192, "expire_after": "3d",
@@ -1194,6 +1199,7 @@ def mutations(path, value):
         return ["redis" if value == "embedded" else "embedded", "text" if value == "json" else "json",
                 "Always", "NodePort", "Exact", "ImplementationSpecific", "fs" if value == "s3" else "s3",
                 "AES256" if value == "aws:kms" else "aws:kms", "STANDARD", "17s", value + "x",
+                "x-forwarded" if value == "forwarded" else "forwarded",
                 "/x/", "http://x.example:1/", "redis://x:1/0", "1Gi", "x"]
     if isinstance(value, list):
         return [[], [{"name": "x"}], ["x:1"], ["post-finish"], [{"key": "k", "operator": "Exists"}]]

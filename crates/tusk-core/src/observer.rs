@@ -6,8 +6,9 @@ use std::time::Duration;
 /// Receives the engine's and the HTTP layer's events. Every method has a no-op default,
 /// so an observer implements only what it records. Labels are bounded: never an upload ID.
 pub trait Observer: Send + Sync + 'static {
-    /// A response was sent, by method and status.
-    fn request(&self, _method: &str, _status: u16) {}
+    /// A response was sent, by method and status. The method is one of a fixed list (the
+    /// HTTP layer names any other `other`): a client must not be able to add label values.
+    fn request(&self, _method: &'static str, _status: u16) {}
     /// A request was refused or failed, by error kind (see `tusk-http`'s error table).
     fn error(&self, _kind: &'static str) {}
     fn connection_opened(&self) {}

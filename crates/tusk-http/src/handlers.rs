@@ -168,7 +168,7 @@ async fn create(app: &AppState, request: Request, info: RequestInfo) -> Result<R
         .await?;
     let location = format!(
         "{}{}{}",
-        url::origin(headers, &parts.uri, app.config.behind_proxy),
+        url::origin(headers, &parts.uri, app.config.proxy),
         app.config.base_path,
         record.id
     );
@@ -319,10 +319,7 @@ async fn get(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Response> 
     set(out, "content-disposition", disposition);
     set(out, "content-length", end - start);
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    out.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    download::guard(out);
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if status == StatusCode::PARTIAL_CONTENT {
         set(

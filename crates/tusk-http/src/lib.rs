@@ -1,6 +1,7 @@
 //! Tusk's HTTP front: one axum handler that speaks tus over [`tusk_core::Engine`], the
 //! layers around it (method override, request metric, request span, CORS, `Tus-Resumable`,
-//! header size limit; one file each), and the hyper server loop with its header read timeout.
+//! header size limit; one file each), what a trusted proxy says (`proxy.rs`), and the hyper
+//! server loop with its header read timeout.
 //! The tus header rules live in `tusk-protocol`; every error status comes from `error.rs`.
 
 mod admin;
@@ -12,6 +13,7 @@ mod handlers;
 mod header_limit;
 mod method_override;
 mod metrics;
+mod proxy;
 mod request_span;
 mod serve;
 mod tus_resumable;
@@ -25,6 +27,7 @@ use tusk_core::Engine;
 
 pub use admin::{admin_router, RenderMetrics};
 pub use error::{ApiError, Refusal};
+pub use proxy::{ProxyHeaders, TrustedProxy};
 pub use serve::{serve, ServeLimits};
 
 /// Settings of the HTTP layer.
@@ -32,8 +35,9 @@ pub use serve::{serve, ServeLimits};
 pub struct HttpConfig {
     /// Path under which uploads live, with leading and trailing slash, e.g. `/files/`.
     pub base_path: String,
-    /// Trust `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` for Location URLs.
-    pub behind_proxy: bool,
+    /// The proxies in front of Tusk whose headers build Location URLs; `None` builds them
+    /// from `Host` alone.
+    pub proxy: Option<TrustedProxy>,
     /// CORS allowed origin (`*` or one origin); `None` turns CORS headers off.
     pub cors_allow_origin: Option<String>,
     /// Largest `Upload-Metadata` header accepted, in bytes.

@@ -2,6 +2,8 @@
 
 use http::{header, HeaderMap, Uri};
 
+use crate::proxy::TrustedProxy;
+
 /// What a request path names.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Target<'a> {
@@ -29,48 +31,74 @@ pub(crate) fn target<'a>(path: &'a str, base_path: &str) -> Target<'a> {
     }
 }
 
-/// The scheme and authority clients reached us at, for absolute Location URLs.
-pub(crate) fn origin(headers: &HeaderMap, uri: &Uri, behind_proxy: bool) -> String {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let mut proto: Option<String> = None;
-    let mut host: Option<String> = None;
-    if behind_proxy {
-        if let Some(forwarded) = text("forwarded") {
-            // The first element is the client-facing hop.
-            let first = forwarded.split(',').next().unwrap_or_default();
-            for pair in first.split(';') {
-                if let Some((k, v)) = pair.trim().split_once('=') {
-                    let v = v.trim_matches('"');
-                    match k.trim().to_ascii_lowercase().as_str() {
-                        "proto" => proto = Some(v.to_string()),
-                        "host" => host = Some(v.to_string()),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        let first = |v: &str| v.split(',').next().unwrap_or_default().trim().to_string();
-        proto = proto.or_else(|| text("x-forwarded-proto").map(first));
-        host = host.or_else(|| text("x-forwarded-host").map(first));
-    }
-    let proto = proto
+/// The scheme and authority clients reached us at, for absolute Location URLs: what the
+/// trusted proxy says (when Tusk runs behind one), else the Host header. A value that is not
+/// a plausible scheme or host is ignored, so a Location never points anywhere a header
+/// could smuggle in.
+pub(crate) fn origin(headers: &HeaderMap, uri: &Uri, proxy: Option<TrustedProxy>) -> String {
+    let forwarded = proxy.map(|p| p.read(headers)).unwrap_or_default();
+    let proto = forwarded
+        .proto
+        .map(|p| p.to_ascii_lowercase())
         .filter(|p| p == "http" || p == "https")
         .unwrap_or_else(|| "http".to_string());
-    let host = host
-        .or_else(|| text(header::HOST.as_str()).map(str::to_string))
-        .or_else(|| uri.authority().map(|a| a.to_string()))
+    let host = forwarded
+        .host
         .filter(|h| is_plausible_host(h))
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .filter(|h| is_plausible_host(h))
+                .map(str::to_string)
+        })
+        .or_else(|| {
+            uri.authority()
+                .map(|a| a.to_string())
+                .filter(|h| is_plausible_host(h))
+        })
         .unwrap_or_else(|| "localhost".to_string());
     format!("{proto}://{host}")
 }
 
-/// Rejects hosts that could turn a Location header into something else.
+/// A DNS name or IP literal with an optional port: nothing that could turn a Location
+/// header into a different URL (no user info, path, query, or stray characters).
 fn is_plausible_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
+    let (name_ok, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((literal, after)) => (is_ip_literal(literal), after),
+            None => return false,
+        },
+        None => match host.find(':') {
+            Some(colon) => (is_dns_name(&host[..colon]), &host[colon..]),
+            None => (is_dns_name(host), ""),
+        },
+    };
+    name_ok && (port.is_empty() || port.strip_prefix(':').is_some_and(is_port))
+}
+
+fn is_ip_literal(literal: &str) -> bool {
+    !literal.is_empty()
+        && literal
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+}
+
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn is_port(port: &str) -> bool {
+    !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
 }
 
 /// The upload ID an `Upload-Concat: final;` entry names: an absolute URL or a path.
@@ -88,6 +116,7 @@ pub(crate) fn upload_id_of(reference: &str, base_path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::ProxyHeaders;
 
     #[test]
     fn classifies_paths() {
@@ -120,18 +149,63 @@ mod tests {
             "x-forwarded-host",
             "uploads.example.com".parse().expect("header"),
         );
-        h.insert("x-forwarded-proto", "https".parse().expect("header"));
-        let uri = Uri::from_static("/files/");
-        assert_eq!(origin(&h, &uri, false), "http://internal:8080");
-        assert_eq!(origin(&h, &uri, true), "https://uploads.example.com");
+        h.insert("x-forwarded-proto", "HTTPS".parse().expect("header"));
         h.insert(
             "forwarded",
-            "for=1.2.3.4;proto=http;host=a.example"
-                .parse()
-                .expect("header"),
+            "proto=http;host=a.example".parse().expect("header"),
         );
-        assert_eq!(origin(&h, &uri, true), "http://a.example");
+        let uri = Uri::from_static("/files/");
+        let x = TrustedProxy {
+            headers: ProxyHeaders::XForwarded,
+            hops: 1,
+        };
+        let f = TrustedProxy {
+            headers: ProxyHeaders::Forwarded,
+            hops: 1,
+        };
+        assert_eq!(origin(&h, &uri, None), "http://internal:8080");
+        assert_eq!(origin(&h, &uri, Some(x)), "https://uploads.example.com");
+        assert_eq!(origin(&h, &uri, Some(f)), "http://a.example");
+        // An implausible forwarded host falls back to Host; an implausible Host to localhost.
+        h.insert(
+            "x-forwarded-host",
+            "a.example@evil".parse().expect("header"),
+        );
+        assert_eq!(origin(&h, &uri, Some(x)), "https://internal:8080");
         h.insert("host", "evil\"host".parse().expect("header"));
-        assert_eq!(origin(&h, &uri, false), "http://localhost");
+        assert_eq!(origin(&h, &uri, None), "http://localhost");
+    }
+
+    #[test]
+    fn plausible_hosts() {
+        for good in [
+            "example.com",
+            "example.com.",
+            "a-b_c.example:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "localhost",
+        ] {
+            assert!(is_plausible_host(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            "evil.com/x",
+            "user@evil.com",
+            "a.com:99999",
+            "a.com:",
+            "a.com:80:80",
+            "[::1",
+            "[::1]x",
+            "[zz]",
+            "a b",
+            "a.com?x",
+            "a.com#x",
+            "a\\b",
+        ] {
+            assert!(!is_plausible_host(bad), "{bad}");
+        }
     }
 }

@@ -37,7 +37,7 @@ impl Events {
 }
 
 impl Observer for Events {
-    fn request(&self, method: &str, status: u16) {
+    fn request(&self, method: &'static str, status: u16) {
         self.push(format!("request {method} {status}"));
     }
     fn error(&self, kind: &'static str) {
@@ -95,7 +95,7 @@ impl Server {
             Arc::new(engine),
             HttpConfig {
                 base_path: "/files/".into(),
-                behind_proxy: false,
+                proxy: None,
                 cors_allow_origin: Some(ORIGIN.into()),
                 max_metadata_bytes: 100,
                 max_header_bytes: 2048,

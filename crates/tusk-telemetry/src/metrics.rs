@@ -163,10 +163,21 @@ impl Metrics {
     }
 }
 
+/// A response status as a label. Statuses are chosen by Tusk or by the operator's hooks (a
+/// hook's rejection keeps its status), never by a client; anything outside 100-599 is
+/// `other`, so even a misbehaving hook adds at most 500 values.
+fn status_label(status: u16) -> String {
+    if (100..600).contains(&status) {
+        status.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
 impl Observer for Metrics {
-    fn request(&self, method: &str, status: u16) {
+    fn request(&self, method: &'static str, status: u16) {
         self.requests
-            .with_label_values(&[method, &status.to_string()])
+            .with_label_values(&[method, &status_label(status)])
             .inc();
     }
     fn error(&self, kind: &'static str) {

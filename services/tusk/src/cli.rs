@@ -164,7 +164,7 @@ pub const FLAGS: &[Flag] = &[
     },
     Flag {
         flag: "behind-proxy",
-        help: "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for the URLs handed out.",
+        help: "Build the URLs handed out from the proxy's headers (the family server.proxy_headers names) instead of Host alone.",
         key: "server.behind_proxy",
         default: "false",
     },
@@ -280,6 +280,18 @@ pub const FLAGS: &[Flag] = &[
 
 /// Settings with no flag of their own (file or environment only).
 pub const FILE_ONLY: &[Flag] = &[
+    Flag {
+        flag: "",
+        help: "With --behind-proxy, the one header family the proxy sets: x-forwarded (X-Forwarded-Host/Proto: nginx, ingress-nginx, HAProxy) or forwarded (RFC 7239). The other family is ignored.",
+        key: "server.proxy_headers",
+        default: "x-forwarded",
+    },
+    Flag {
+        flag: "",
+        help: "With --behind-proxy, how many proxies in a row set or append to that family: the value this many from the right is used, anything left of it (the client's) ignored.",
+        key: "server.proxy_hops",
+        default: "1",
+    },
     Flag {
         flag: "",
         help: "While a PATCH streams, its bytes are made durable and committed every this many bytes (S3: at the next part boundary); a crash loses at most one interval.",

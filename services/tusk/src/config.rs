@@ -31,8 +31,18 @@ pub struct ServerConfig {
     pub port: u16,
     /// Path under which uploads live. Default `/files/`.
     pub base_path: String,
-    /// Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for the URLs Tusk hands out.
+    /// Build the URLs Tusk hands out from what the proxy in front of it says (the family
+    /// `proxy_headers` names), not from Host alone. Default false.
     pub behind_proxy: bool,
+    /// With `behind_proxy`, the one header family the proxy sets: `x-forwarded`
+    /// (X-Forwarded-Host / X-Forwarded-Proto: nginx, ingress-nginx, HAProxy) or `forwarded`
+    /// (RFC 7239). The other family is ignored: a client can send either. Default
+    /// `x-forwarded`.
+    pub proxy_headers: ProxyHeaders,
+    /// With `behind_proxy`, how many proxies in a row set or append to that family: of a
+    /// list, the value this many from the right is the client-facing proxy's; anything left
+    /// of it came from the client and is ignored. Default 1.
+    pub proxy_hops: usize,
     /// Send CORS headers. Default true.
     pub cors: bool,
     /// CORS allowed origin. Default `*`.
@@ -62,6 +72,8 @@ impl Default for ServerConfig {
             port: 8080,
             base_path: "/files/".into(),
             behind_proxy: false,
+            proxy_headers: ProxyHeaders::XForwarded,
+            proxy_hops: 1,
             cors: true,
             cors_allow_origin: "*".into(),
             network_timeout: Duration::from_secs(60),
@@ -72,6 +84,17 @@ impl Default for ServerConfig {
             shutdown_drain: Duration::from_secs(30),
         }
     }
+}
+
+/// The proxy header family `server.proxy_headers` trusts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyHeaders {
+    /// X-Forwarded-Host and X-Forwarded-Proto.
+    #[default]
+    XForwarded,
+    /// Forwarded (RFC 7239).
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,6 +289,9 @@ impl Config {
             return Err(format!(
                 "server.base_path must start and end with '/', got {base:?}"
             ));
+        }
+        if !(1..=16).contains(&self.server.proxy_hops) {
+            return Err("server.proxy_hops must be between 1 and 16".into());
         }
         if self.server.max_header_bytes < 8192 {
             return Err("server.max_header_bytes must be at least 8192".into());

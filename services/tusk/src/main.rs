@@ -16,12 +16,12 @@ use tokio::io::AsyncWriteExt;
 use tusk_coord_redis::{RedisCoordinator, RedisSettings, SentinelSettings};
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{CoordError, Engine, EngineConfig};
-use tusk_http::{HttpConfig, ServeLimits};
+use tusk_http::{HttpConfig, ServeLimits, TrustedProxy};
 use tusk_store_fs::{FsOptions, FsStorage};
 use tusk_store_s3::S3Storage;
 
 use crate::cli::{Cli, Command, ServeFlags};
-use crate::config::{Config, CoordinatorBackend, StorageBackend};
+use crate::config::{Config, CoordinatorBackend, ProxyHeaders, StorageBackend};
 
 fn main() -> Result<()> {
     return_large_buffers_to_the_system();
@@ -316,7 +316,13 @@ async fn serve(loaded: Loaded) -> Result<()> {
     );
     let http = HttpConfig {
         base_path: config.server.base_path.clone(),
-        behind_proxy: config.server.behind_proxy,
+        proxy: config.server.behind_proxy.then_some(TrustedProxy {
+            headers: match config.server.proxy_headers {
+                ProxyHeaders::XForwarded => tusk_http::ProxyHeaders::XForwarded,
+                ProxyHeaders::Forwarded => tusk_http::ProxyHeaders::Forwarded,
+            },
+            hops: config.server.proxy_hops,
+        }),
         cors_allow_origin: config
             .server
             .cors
