@@ -59,7 +59,7 @@ impl HttpHooks {
         };
 
         let sender = Arc::new(Sender::new(uri, &settings, observer.clone()));
-        let queue = Arc::new(Queue::new(settings.queue, observer));
+        let queue = Arc::new(Queue::new(settings.queue, settings.queue_bytes, observer));
         if events.iter().any(|e| !is_blocking(*e)) {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| HookError::NoRuntime)?;

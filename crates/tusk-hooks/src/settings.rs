@@ -52,6 +52,10 @@ pub struct HookSettings {
     /// the oldest is dropped (counted with outcome "dropped"). post-finish and post-terminate
     /// are owed in the coordinator instead, and never dropped.
     pub queue: usize,
+    /// Bytes those queued notifications may hold at most (each body carries the request's
+    /// headers and metadata, up to the header limit); beyond it the oldest are dropped, as
+    /// with `queue`.
+    pub queue_bytes: usize,
 }
 
 impl Default for HookSettings {
@@ -69,6 +73,7 @@ impl Default for HookSettings {
             post_receive_interval: Duration::from_secs(1),
             access_cache_ttl: Duration::from_secs(10),
             queue: 10_000,
+            queue_bytes: 64 << 20,
         }
     }
 }

@@ -8,8 +8,10 @@ pub enum ConcatRequest {
     Final(Vec<String>),
 }
 
-/// Most partial uploads one final upload may name; bounds the work of one request.
-const MAX_PARTS: usize = 1000;
+/// Most partial uploads a final upload can ever name, whatever the server's setting (at
+/// most this): an S3 concatenation needs at least one part per partial, and S3 allows 10,000
+/// parts. Parsing stops here, so a header cannot make a list longer than this.
+pub const MAX_CONCAT_PARTS: usize = 10_000;
 
 /// Parses `Upload-Concat: partial` or `Upload-Concat: final;<url> <url> ...`.
 pub fn parse_concat(value: &str) -> Result<ConcatRequest, ProtocolError> {
@@ -22,13 +24,17 @@ pub fn parse_concat(value: &str) -> Result<ConcatRequest, ProtocolError> {
         .ok_or(ProtocolError::InvalidConcat(
             "expected 'partial' or 'final;<urls>'",
         ))?;
-    let urls: Vec<String> = list.split_whitespace().map(str::to_string).collect();
+    let urls: Vec<String> = list
+        .split_whitespace()
+        .take(MAX_CONCAT_PARTS + 1)
+        .map(str::to_string)
+        .collect();
     if urls.is_empty() {
         return Err(ProtocolError::InvalidConcat(
             "a final upload names no partial uploads",
         ));
     }
-    if urls.len() > MAX_PARTS {
+    if urls.len() > MAX_CONCAT_PARTS {
         return Err(ProtocolError::InvalidConcat("too many partial uploads"));
     }
     Ok(ConcatRequest::Final(urls))

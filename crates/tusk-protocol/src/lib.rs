@@ -18,7 +18,7 @@ mod range;
 mod request;
 
 pub use checksum::{parse_checksum, ChecksumAlgorithm, ChecksumHeader};
-pub use concat::{parse_concat, render_concat, ConcatRequest};
+pub use concat::{parse_concat, render_concat, ConcatRequest, MAX_CONCAT_PARTS};
 pub use error::ProtocolError;
 pub use id::{is_valid_upload_id, MAX_ID_LEN, MIN_ID_LEN};
 pub use metadata::{parse_metadata, Metadata};

@@ -16,7 +16,13 @@ pub(crate) async fn concatenate(
     partials: &[UploadRecord],
 ) -> Result<Stored, StorageError> {
     let lens: Vec<u64> = partials.iter().map(|p| p.offset).collect();
-    let total: u64 = lens.iter().sum();
+    // The engine checks this sum too; storage must not wrap on its own either.
+    let total = lens
+        .iter()
+        .try_fold(0u64, |total, len| total.checked_add(*len))
+        .ok_or(StorageError::UploadTooLarge(
+            "the concatenated upload's length does not fit in 64 bits",
+        ))?;
     if total == 0 {
         // Nothing to copy; finishing stores the empty object.
         return Ok(Stored::default());

@@ -306,6 +306,12 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
+        help: "Most partial uploads one final upload may name (at most 10000); more, or one partial named twice, is refused with 400.",
+        key: "uploads.max_parts_per_final",
+        default: "100",
+    },
+    Flag {
+        flag: "",
         help: "S3 region; empty takes it from the AWS chain (AWS_REGION, profile), else us-east-1.",
         key: "storage.s3.region",
         default: "",
@@ -453,6 +459,12 @@ pub const FILE_ONLY: &[Flag] = &[
         help: "post-create and post-receive notifications waiting for delivery at most; beyond, the oldest is dropped (and counted).",
         key: "hooks.queue",
         default: "10000",
+    },
+    Flag {
+        flag: "",
+        help: "Bytes those queued notifications may hold at most (each carries the request's headers); beyond, the oldest are dropped (and counted). At least 1 MiB and 4 x server.max_header_bytes.",
+        key: "hooks.queue_bytes",
+        default: "67108864",
     },
     Flag {
         flag: "",

@@ -126,6 +126,11 @@ pub struct UploadsConfig {
     /// See `commit_interval_bytes`. Default 2s.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// Most partial uploads one final upload may name; a creation naming more gets 400.
+    /// Creating a final (and a HEAD while its partials are unfinished) loads every partial,
+    /// so this bounds one request's coordinator work. Default 100 (tus clients split an
+    /// upload into a handful of parallel partials); at most 10000 (S3's part count).
+    pub max_parts_per_final: usize,
 }
 
 impl Default for UploadsConfig {
@@ -139,6 +144,7 @@ impl Default for UploadsConfig {
             lease_wait: Duration::from_secs(3),
             commit_interval_bytes: 64 << 20,
             commit_interval: Duration::from_secs(2),
+            max_parts_per_final: 100,
         }
     }
 }
@@ -304,6 +310,21 @@ impl Config {
         }
         if self.uploads.commit_interval < Duration::from_millis(10) {
             return Err("uploads.commit_interval must be at least 10ms".into());
+        }
+        // A notification carries the request's headers (and its upload's metadata): the
+        // budget must hold several of the largest, or every one would be dropped.
+        let floor = (1usize << 20).max(self.server.max_header_bytes.saturating_mul(4));
+        if self.hooks.queue_bytes < floor {
+            return Err(format!(
+                "hooks.queue_bytes must be at least {floor} (1 MiB, and 4 x server.max_header_bytes)"
+            ));
+        }
+        let parts = self.uploads.max_parts_per_final;
+        if parts == 0 || parts > tusk_protocol::MAX_CONCAT_PARTS {
+            return Err(format!(
+                "uploads.max_parts_per_final must be between 1 and {}",
+                tusk_protocol::MAX_CONCAT_PARTS
+            ));
         }
         if self.coordinator.lease_ttl < Duration::from_millis(300) {
             return Err("coordinator.lease_ttl must be at least 300ms".into());

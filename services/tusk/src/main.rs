@@ -215,6 +215,7 @@ fn engine_config(config: &Config) -> EngineConfig {
         lease_renew_interval: config.coordinator.lease_ttl / 3,
         commit_interval_bytes: config.uploads.commit_interval_bytes,
         commit_interval: config.uploads.commit_interval,
+        max_parts_per_final: config.uploads.max_parts_per_final,
     }
 }
 

@@ -38,6 +38,9 @@ pub struct EngineConfig {
     pub commit_interval_bytes: u64,
     /// ... or this long, whichever comes first (progress commits).
     pub commit_interval: Duration,
+    /// Most partial uploads one final upload may name (400 beyond): creating a final, and
+    /// a HEAD of one whose partials are unfinished, loads every partial.
+    pub max_parts_per_final: usize,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +54,7 @@ impl Default for EngineConfig {
             lease_renew_interval: Duration::from_secs(5),
             commit_interval_bytes: 64 << 20,
             commit_interval: Duration::from_secs(2),
+            max_parts_per_final: 100,
         }
     }
 }
@@ -311,11 +315,7 @@ impl Engine {
     }
 
     async fn check_final_parts(&self, parts: &[String]) -> Result<(), Error> {
-        if parts.is_empty() {
-            return Err(Error::InvalidConcat(
-                "a final upload names no partial uploads",
-            ));
-        }
+        self.check_part_list(parts)?;
         let mut total: u64 = 0;
         for id in parts {
             let part = match self.coord.load(id).await? {
@@ -331,7 +331,7 @@ impl Engine {
                     "a named upload is not a partial upload",
                 ));
             }
-            total = total.saturating_add(part.length.unwrap_or(0));
+            total = concat::add_length(total, part.length.unwrap_or(0))?;
         }
         if let Some(max) = self.config.max_size {
             if total > max {
@@ -375,17 +375,7 @@ impl Engine {
                 })
             }
         };
-        let mut partials = Vec::with_capacity(parts.len());
-        for part in &parts {
-            match self.coord.load(part).await? {
-                Some(p) if p.state == UploadState::Active => partials.push(p),
-                _ => {
-                    return Err(Error::InvalidConcat(
-                        "a partial upload of this final upload is gone",
-                    ))
-                }
-            }
-        }
+        let partials = self.load_partials(&parts).await?;
         if partials.iter().all(UploadRecord::is_finished) {
             let record = self.assemble_final(record, &partials).await?;
             return Ok(UploadView {
@@ -394,8 +384,11 @@ impl Engine {
             });
         }
         let mut record = record;
-        // The length is known once every partial's length is, even before they finish.
-        record.length = partials.iter().map(|p| p.length).sum::<Option<u64>>();
+        // The length is known once every partial's length is, even before they finish; a
+        // sum past u64 (partials of deferred length can declare anything) is shown as unknown.
+        record.length = partials
+            .iter()
+            .try_fold(0u64, |total, p| total.checked_add(p.length?));
         Ok(UploadView {
             record,
             offset_known: false,

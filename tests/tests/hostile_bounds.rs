@@ -1,0 +1,238 @@
+//! Hostile clients get a bounded cost per request: a final upload names each partial once and
+//! a bounded number of them, client-supplied lengths never wrap when summed, and queued hook
+//! notifications hold bounded memory however large the requests' headers are.
+
+use anyhow::{ensure, Context, Result};
+use futures_util::StreamExt;
+use reqwest::Method;
+use tusk_tests::conformance::util::{expect_error, header, Ctx};
+use tusk_tests::harness::{FsEmbedded, TestServer};
+
+/// A partial upload of `len` bytes with all of them sent.
+async fn finished_partial(t: &Ctx, len: usize) -> Result<String> {
+    let url = t
+        .create_with(&[
+            ("Upload-Length", &len.to_string()),
+            ("Upload-Concat", "partial"),
+        ])
+        .await?;
+    t.patch_ok(&url, 0, vec![7u8; len]).await?;
+    Ok(url)
+}
+
+async fn create_final(t: &Ctx, partials: &[String]) -> Result<reqwest::Response> {
+    let concat = format!("final;{}", partials.join(" "));
+    t.send(
+        t.tus(Method::POST, &t.endpoint)
+            .header("Upload-Concat", concat),
+        "creation of a final upload",
+    )
+    .await
+}
+
+/// One partial named a thousand times was linked (or, past the filesystem's link limit,
+/// copied) a thousand times for the price of one upload; and a final over very many
+/// partials costs a coordinator load per partial on every request.
+#[tokio::test]
+async fn a_final_upload_names_each_partial_once_and_at_most_the_limit() -> Result<()> {
+    let server = TestServer::start(&FsEmbedded, &[]).await?;
+    let t = Ctx::new(&server)?;
+    let partial = finished_partial(&t, 100).await?;
+    let other = finished_partial(&t, 10).await?;
+
+    let twice = [partial.clone(), other.clone(), partial.clone()];
+    expect_error(
+        create_final(&t, &twice).await?,
+        400,
+        "a final upload may not name the same partial twice",
+    )
+    .await?;
+    // The same partial by path and by URL is still the same partial.
+    let path = t.path_of(&partial)?;
+    expect_error(
+        create_final(&t, &[partial.clone(), path]).await?,
+        400,
+        "a final upload may not name the same partial twice, by path or URL",
+    )
+    .await?;
+
+    // Default uploads.max_parts_per_final: 100.
+    let mut many = Vec::new();
+    for _ in 0..101 {
+        many.push(
+            t.create_with(&[("Upload-Length", "1"), ("Upload-Concat", "partial")])
+                .await?,
+        );
+    }
+    expect_error(
+        create_final(&t, &many).await?,
+        400,
+        "a final upload may name at most uploads.max_parts_per_final partials",
+    )
+    .await?;
+    many.pop();
+    let allowed = create_final(&t, &many).await?;
+    ensure!(
+        allowed.status() == 201,
+        "a final upload of 100 partials was refused: {}",
+        allowed.status()
+    );
+
+    let fine = create_final(&t, &[partial, other]).await?;
+    ensure!(
+        fine.status() == 201,
+        "a final upload of two distinct partials: {}",
+        fine.status()
+    );
+    Ok(())
+}
+
+/// Partial lengths are client-supplied: two partials of 2^63 bytes must not make a final
+/// upload of length 0, neither at creation nor once deferred lengths are declared.
+#[tokio::test]
+async fn partial_lengths_that_overflow_u64_never_wrap() -> Result<()> {
+    let server = TestServer::start(&FsEmbedded, &[]).await?;
+    let t = Ctx::new(&server)?;
+    let half = (1u64 << 63).to_string();
+    let mut halves = Vec::new();
+    for _ in 0..2 {
+        halves.push(
+            t.create_with(&[
+                ("Upload-Length", half.as_str()),
+                ("Upload-Concat", "partial"),
+            ])
+            .await?,
+        );
+    }
+    expect_error(
+        create_final(&t, &halves).await?,
+        413,
+        "a final upload whose partials' lengths add up past 2^64 is too large",
+    )
+    .await?;
+
+    // Deferred partials learn their lengths after the final upload was created.
+    let mut deferred = Vec::new();
+    for _ in 0..2 {
+        deferred.push(
+            t.create_with(&[("Upload-Defer-Length", "1"), ("Upload-Concat", "partial")])
+                .await?,
+        );
+    }
+    let created = create_final(&t, &deferred).await?;
+    ensure!(
+        created.status() == 201,
+        "final over deferred partials: {}",
+        created.status()
+    );
+    let final_url = header(&created, "location").context("no Location")?;
+    let final_url = reqwest::Url::parse(&t.endpoint)?
+        .join(&final_url)?
+        .to_string();
+    for url in &deferred {
+        let declared = t
+            .send(
+                t.patch_req(url, 0, Vec::new())
+                    .header("Upload-Length", half.as_str()),
+                "PATCH declaring the length",
+            )
+            .await?;
+        ensure!(
+            declared.status() == 204,
+            "declaring 2^63: {}",
+            declared.status()
+        );
+    }
+    let head = t.head(&final_url).await?;
+    ensure!(
+        head.status() == 200,
+        "HEAD of the final upload answered {}",
+        head.status()
+    );
+    ensure!(
+        header(&head, "upload-length").is_none(),
+        "the final upload's length wrapped: Upload-Length {:?}",
+        header(&head, "upload-length")
+    );
+    Ok(())
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("no VmRSS")?
+        .parse::<u64>()?;
+    Ok(kib * 1024)
+}
+
+/// Sum of `tusk_hook_calls_total` samples with outcome "dropped".
+async fn hooks_dropped(admin: &str) -> Result<f64> {
+    let text = reqwest::get(format!("{}/metrics", admin.trim_end_matches('/')))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("tusk_hook_calls_total{") && l.contains("outcome=\"dropped\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// Hook notifications carry the request's headers: 3,000 creations with a 60 KB header
+/// while the hook receiver is down used to queue ~180 MiB. The queue holds at most
+/// `hooks.queue_bytes` (64 MiB by default) and drops the oldest beyond it, counted.
+#[tokio::test]
+async fn queued_hook_notifications_hold_bounded_memory() -> Result<()> {
+    // A port nobody listens on: every delivery fails and is retried, so the queue fills.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let endpoint = format!("http://{}/hooks", closed.local_addr()?);
+    drop(closed);
+    let server = TestServer::start(
+        &FsEmbedded,
+        &[
+            "--hooks-http",
+            &endpoint,
+            "--hooks-enabled-events",
+            "post-create",
+        ],
+    )
+    .await?;
+    let pid = server.pid().context("no pid")?;
+    let admin = server.admin.clone().context("no admin listener")?;
+    let t = Ctx::new(&server)?;
+    let padding = "p".repeat(60_000);
+    t.create(1).await?;
+    let before = rss_bytes(pid)?;
+    let results = futures_util::stream::iter(0..3000)
+        .map(|_| {
+            let t = t.clone();
+            let padding = padding.clone();
+            async move {
+                t.create_with(&[("Upload-Length", "1"), ("X-Padding", &padding)])
+                    .await
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for result in results {
+        result?;
+    }
+    let grown = rss_bytes(pid)?.saturating_sub(before);
+    let dropped = hooks_dropped(&admin).await?;
+    ensure!(
+        dropped > 0.0,
+        "no notification was dropped although ~180 MB of them were queued (grew {} MiB)",
+        grown >> 20
+    );
+    ensure!(
+        grown < 128 << 20,
+        "the server grew by {} MiB queueing notifications",
+        grown >> 20
+    );
+    Ok(())
+}
