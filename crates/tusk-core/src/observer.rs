@@ -13,6 +13,13 @@ pub trait Observer: Send + Sync + 'static {
     fn error(&self, _kind: &'static str) {}
     fn connection_opened(&self) {}
     fn connection_closed(&self) {}
+    /// The server closed a connection because it hit a bound: `reason` is one of
+    /// header_timeout, idle_timeout, ping_timeout, evicted (to make room past the
+    /// connection limit).
+    fn connection_cut(&self, _reason: &'static str) {}
+    /// A new connection was closed at once: the connection limit was reached and every open
+    /// connection had a request in flight.
+    fn connection_refused(&self) {}
     /// Bytes of PATCH bodies committed.
     fn bytes_committed(&self, _bytes: u64) {}
     fn upload_created(&self) {}

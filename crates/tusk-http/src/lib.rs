@@ -1,10 +1,12 @@
 //! Tusk's HTTP front: one axum handler that speaks tus over [`tusk_core::Engine`], the
 //! layers around it (method override, request metric, request span, CORS, `Tus-Resumable`,
 //! header size limit; one file each), what a trusted proxy says (`proxy.rs`), and the hyper
-//! server loop with its header read timeout.
+//! server loop with its connection bounds (header read and idle timeouts, the connection
+//! limit: `serve.rs`, `connections.rs`).
 //! The tus header rules live in `tusk-protocol`; every error status comes from `error.rs`.
 
 mod admin;
+mod connections;
 mod cors;
 mod download;
 mod drain;

@@ -3,7 +3,15 @@
 //! hyper's read buffer keeps its default size (about 400 KiB): it also bounds how much of a
 //! body one read takes, and shrinking it to the header limit cuts upload throughput by 3x.
 //! The configured header limit is enforced per request by a layer instead (`header_limit.rs`).
+//!
+//! Every connection is bounded in time while nothing is in flight on it (`connections.rs`):
+//! hyper's own HTTP/1 header read timeout starts only once the protocol is known, so a
+//! connection that sends nothing, or fewer bytes than tell HTTP/1 from the HTTP/2 preface
+//! (a lone `P`), would otherwise stay open forever, and so would an idle HTTP/2 connection.
+//! A body that pauses is in flight: the engine's network timeout bounds it, so a long
+//! upload is never cut here.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,23 +19,44 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tusk_core::Observer;
 
+use crate::connections::{Admission, Connections, Cut, Tracked};
 use crate::handlers::PeerAddr;
+
+/// How long a connection being closed (graceful shutdown: HTTP/1 after its response,
+/// HTTP/2 after GOAWAY) may linger with nothing in flight before it is dropped: a peer that
+/// never lets an HTTP/2 connection end must not keep it.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long an HTTP/2 keep-alive ping may go unanswered.
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
 pub struct ServeLimits {
-    /// Time a client has to send a complete request head (slow-loris guard).
+    /// Time a client has to send a complete request head (slow-loris guard): from the
+    /// connection's opening until its first request, and on HTTP/1 from each response to
+    /// the next head.
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight this long after its first request is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at most (see [`serve`] for what happens past it).
+    pub max_connections: usize,
+    /// HTTP/2 keep-alive pings after this long without a frame from the client; `None`: off.
+    pub http2_keep_alive_interval: Option<Duration>,
     /// After shutdown is signalled, how long in-flight requests get to finish.
     pub drain: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains connections.
+///
+/// Past `max_connections`, a new connection closes the open connection idle longest (no
+/// request in flight; counted as `evicted`); when every connection has a request in flight,
+/// the new one is closed at once, before reading a byte (`connection_refused`), and the
+/// connections already open are served as before.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -41,8 +70,14 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.http2_keep_alive_interval)
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+    let connections = Connections::new(limits.max_connections);
+    // Every connection task holds a receiver: `closed()` resolves once the last one ended.
+    let (stop, _) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -57,31 +92,98 @@ pub async fn serve(
                 }
             },
         };
+        let slot = match connections.admit() {
+            Admission::Admitted(slot) => slot,
+            Admission::Refused => {
+                tracing::debug!(%peer, "connection refused: at the limit, every connection busy");
+                observer.connection_refused();
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
-            router.clone(),
+        let activity = slot.activity().clone();
+        let service = hyper::service::service_fn({
+            let router = router.clone();
+            let activity = activity.clone();
             move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(PeerAddr(peer));
-                request
-            },
-        ));
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+                let in_flight = activity.begin();
+                let response = router.clone().oneshot(request);
+                async move {
+                    let response = response.await?;
+                    Ok::<_, Infallible>(response.map(|body| Tracked {
+                        body,
+                        _in_flight: in_flight,
+                    }))
+                }
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let observer = observer.clone();
+        let mut stop = stop.subscribe();
+        let (header_read_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
         observer.connection_opened();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            let mut connection = std::pin::pin!(connection);
+            let cut = tokio::select! {
+                result = connection.as_mut() => {
+                    ended(result, peer, observer.as_ref());
+                    None
+                }
+                cut = activity.until_cut(header_read_timeout, idle_timeout) => Some(Some(cut)),
+                _ = stop.wait_for(|stopping| *stopping) => Some(None),
+            };
+            if let Some(cut) = cut {
+                if let Some(cut) = cut {
+                    tracing::debug!(%peer, reason = cut.label(), "closing connection");
+                    observer.connection_cut(cut.label());
+                }
+                // HTTP/1 closes after the response in flight, if any; HTTP/2 sends GOAWAY
+                // and closes once its streams end; still reading the protocol: at once.
+                connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    result = connection.as_mut() => ended(result, peer, observer.as_ref()),
+                    () = activity.idle_for(CLOSE_GRACE) => {}
+                }
             }
             observer.connection_closed();
+            drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain, graceful.shutdown())
+    let _ = stop.send(true);
+    if tokio::time::timeout(limits.drain, stop.closed())
         .await
         .is_err()
     {
         tracing::warn!("drain time ran out with connections still open");
     }
     Ok(())
+}
+
+/// Reports how a connection ended; hyper's own timeouts count as cuts.
+fn ended(
+    result: Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    peer: std::net::SocketAddr,
+    observer: &dyn Observer,
+) {
+    let Err(error) = result else { return };
+    if let Some(hyper_error) = error.downcast_ref::<hyper::Error>() {
+        if hyper_error.is_timeout() {
+            // A server meets two timeouts in hyper: HTTP/1's header read timeout, which has
+            // no cause, and an unanswered HTTP/2 keep-alive ping, which has one.
+            let reason = if std::error::Error::source(hyper_error).is_none() {
+                Cut::HeaderTimeout.label()
+            } else {
+                Cut::PingTimeout.label()
+            };
+            tracing::debug!(%peer, reason, "connection closed: timeout");
+            observer.connection_cut(reason);
+            return;
+        }
+    }
+    tracing::debug!(%peer, %error, "connection ended with an error");
 }

@@ -19,6 +19,8 @@ pub struct Metrics {
     uploads_finished: IntCounter,
     uploads_terminated: IntCounter,
     open_connections: IntGauge,
+    connections_cut: IntCounterVec,
+    connections_refused: IntCounter,
     patch_duration: Histogram,
     storage_calls: HistogramVec,
     coordinator_calls: HistogramVec,
@@ -98,6 +100,17 @@ impl Metrics {
                 "Uploads terminated by clients.",
             )?,
             open_connections: gauge("tusk_open_connections", "Open client connections.")?,
+            connections_cut: counter_vec(
+                "tusk_connections_cut_total",
+                "Connections the server closed at a bound, by reason (header_timeout, \
+                 idle_timeout, ping_timeout, evicted).",
+                &["reason"],
+            )?,
+            connections_refused: counter(
+                "tusk_connections_refused_total",
+                "New connections closed at once: at the connection limit with every \
+                 connection busy.",
+            )?,
             patch_duration,
             storage_calls: histogram_vec(
                 "tusk_storage_call_duration_seconds",
@@ -188,6 +201,12 @@ impl Observer for Metrics {
     }
     fn connection_closed(&self) {
         self.open_connections.dec();
+    }
+    fn connection_cut(&self, reason: &'static str) {
+        self.connections_cut.with_label_values(&[reason]).inc();
+    }
+    fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
     fn bytes_committed(&self, bytes: u64) {
         self.bytes_received.inc_by(bytes);

@@ -378,8 +378,26 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
-        help: "Time a client has to send a request's headers (slow-loris guard).",
+        help: "Time a client has to send a complete request head (slow-loris guard): from the connection's opening until its first request (a connection that sends nothing is closed), and on HTTP/1 from each response to the next head.",
         key: "server.header_read_timeout",
+        default: "30s",
+    },
+    Flag {
+        flag: "",
+        help: "A connection with no request in flight for this long after its first request is closed (HTTP/2: GOAWAY); a paused body is in flight (network_timeout bounds it).",
+        key: "server.idle_timeout",
+        default: "60s",
+    },
+    Flag {
+        flag: "",
+        help: "Client connections open at most; a new one past it closes the connection idle longest, or, when every connection has a request in flight, is itself closed at once.",
+        key: "server.max_connections",
+        default: "4096",
+    },
+    Flag {
+        flag: "",
+        help: "HTTP/2: ping a client silent this long and close its connection if the ping is unanswered within 20s; 0 turns pings off.",
+        key: "server.http2_keep_alive_interval",
         default: "30s",
     },
     Flag {

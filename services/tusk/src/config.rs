@@ -51,9 +51,27 @@ pub struct ServerConfig {
     /// Default 60s.
     #[serde(with = "humantime_serde")]
     pub network_timeout: Duration,
-    /// Time a client has to send a request's headers (slow-loris guard). Default 30s.
+    /// Time a client has to send a complete request head (slow-loris guard): counted from
+    /// the connection's opening until its first request, whatever the protocol (a
+    /// connection that sends nothing is closed after it), and on HTTP/1 from the end of each
+    /// response until the next request's head is complete. Default 30s.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A connection that has had no request in flight for this long, after its first
+    /// request, is closed (HTTP/2: GOAWAY). A request whose body pauses is in flight: it is
+    /// bounded by `network_timeout` instead. On HTTP/1 `header_read_timeout` also bounds
+    /// the wait for the next request, so the shorter of the two applies. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Client connections open at most. A connection past it closes the one idle longest
+    /// (no request in flight) to make room; when every connection has a request in flight,
+    /// the new connection is closed at once without an answer. Default 4096.
+    pub max_connections: usize,
+    /// HTTP/2: ping the client after this long without a frame from it, and close the
+    /// connection if the ping is not answered within 20s (a vanished peer); 0 turns pings
+    /// off. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub http2_keep_alive_interval: Duration,
     /// Largest request head (request line and headers), bytes. Default 65536.
     pub max_header_bytes: usize,
     /// Address of the admin listener (/healthz, /readyz). Default `127.0.0.1`.
@@ -78,6 +96,9 @@ impl Default for ServerConfig {
             cors_allow_origin: "*".into(),
             network_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            http2_keep_alive_interval: Duration::from_secs(30),
             max_header_bytes: 64 << 10,
             admin_host: "127.0.0.1".into(),
             admin_port: 8081,
@@ -328,6 +349,15 @@ impl Config {
         }
         if self.coordinator.lease_ttl < Duration::from_millis(300) {
             return Err("coordinator.lease_ttl must be at least 300ms".into());
+        }
+        if self.server.header_read_timeout.is_zero() {
+            return Err("server.header_read_timeout must be positive".into());
+        }
+        if self.server.idle_timeout.is_zero() {
+            return Err("server.idle_timeout must be positive".into());
+        }
+        if self.server.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
         }
         if self.server.network_timeout.is_zero() {
             return Err("server.network_timeout must be positive".into());

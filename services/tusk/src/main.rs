@@ -376,6 +376,10 @@ async fn serve(loaded: Loaded) -> Result<()> {
     }));
     let limits = ServeLimits {
         header_read_timeout: config.server.header_read_timeout,
+        idle_timeout: config.server.idle_timeout,
+        max_connections: config.server.max_connections,
+        http2_keep_alive_interval: (!config.server.http2_keep_alive_interval.is_zero())
+            .then_some(config.server.http2_keep_alive_interval),
         drain: config.server.shutdown_drain,
     };
     let shutdown = {
