@@ -505,7 +505,8 @@ async fn pre_access_guards_every_method_and_is_cached_per_credentials() -> Resul
         }),
     )
     .await?;
-    let server = hooked_node(&receiver.url, "pre-access").await?;
+    let scratch = tempfile::tempdir()?;
+    let server = pre_access_node(&receiver, scratch.path(), &["authorization"]).await?;
     let t = Ctx::new(&server)?;
     let url = t.create(6).await?;
     let stranger = t
@@ -566,6 +567,411 @@ async fn pre_access_guards_every_method_and_is_cached_per_credentials() -> Resul
         delete.status() == 401,
         "DELETE with bad credentials answered {}",
         delete.status()
+    );
+    Ok(())
+}
+
+/// Writes `toml` as a configuration file in `dir` and returns its path.
+fn config_file(dir: &Path, toml: &str) -> Result<String> {
+    let path = dir.join("tusk.toml");
+    std::fs::write(&path, toml)?;
+    Ok(path.display().to_string())
+}
+
+/// One node sending pre-access to `receiver`, with `credentials` as
+/// `hooks.credential_headers` (they are forwarded only when listed); the config file lives in
+/// `scratch`.
+async fn pre_access_node(
+    receiver: &Receiver,
+    scratch: &Path,
+    credentials: &[&str],
+) -> Result<TestServer> {
+    let list: Vec<String> = credentials.iter().map(|c| format!("{c:?}")).collect();
+    let config = config_file(
+        scratch,
+        &format!("[hooks]\ncredential_headers = [{}]\n", list.join(", ")),
+    )?;
+    let args = [
+        "--hooks-http",
+        receiver.url.as_str(),
+        "--hooks-enabled-events",
+        "pre-access",
+        "--config",
+        config.as_str(),
+    ];
+    TestServer::start(&FsEmbedded, &args).await
+}
+
+/// The pre-access calls for upload `id`.
+fn access_calls(receiver: &Receiver, id: &str) -> Vec<Value> {
+    receiver
+        .calls("pre-access")
+        .into_iter()
+        .filter(|c| c["upload"]["id"] == id)
+        .collect()
+}
+
+/// A pre-access hook that lets only "the owner" (Bearer owner, or X-Api-Key owner-key)
+/// read and write, and nobody terminate.
+fn owner_reads_and_writes() -> Behaviour {
+    Arc::new(|call: &Value| {
+        let headers = &call["request"]["headers"];
+        let owner =
+            headers["authorization"] == "Bearer owner" || headers["x-api-key"] == "owner-key";
+        let method = call["request"]["method"].as_str().unwrap_or_default();
+        let allowed = call["event"] != "pre-access"
+            || (owner && matches!(method, "HEAD" | "GET" | "PATCH" | "POST"));
+        if allowed {
+            (200, String::new())
+        } else {
+            (
+                200,
+                r#"{"reject":true,"status":403,"body":"not yours"}"#.into(),
+            )
+        }
+    })
+}
+
+/// Finding: a cached pre-access "yes" for a HEAD let the same credentials DELETE although the
+/// hook refuses every DELETE, and a yes for a request authenticated by `X-Api-Key` (neither
+/// Authorization nor Cookie) served anonymous requests for the cache's TTL. A yes may serve
+/// only the same upload, the same kind of operation and the same configured credentials.
+#[tokio::test]
+async fn a_cached_pre_access_yes_serves_only_the_same_operation_and_credentials() -> Result<()> {
+    let receiver = Receiver::start(Duration::ZERO, owner_reads_and_writes()).await?;
+    let scratch = tempfile::tempdir()?;
+    let server =
+        pre_access_node(&receiver, scratch.path(), &["authorization", "x-api-key"]).await?;
+    let t = Ctx::new(&server)?;
+    let url = t.create(6).await?;
+    let as_owner = |method: Method| t.tus(method, &url).header("Authorization", "Bearer owner");
+    let head = t.send(as_owner(Method::HEAD), "HEAD").await?;
+    ensure!(
+        head.status() == 200,
+        "the owner's HEAD answered {}",
+        head.status()
+    );
+    let delete = t.send(as_owner(Method::DELETE), "DELETE").await?;
+    ensure!(
+        delete.status() == 403,
+        "the owner's DELETE answered {}: a cached yes for HEAD authorized a DELETE the hook refuses",
+        delete.status()
+    );
+
+    let keyed = t
+        .send(
+            t.tus(Method::HEAD, &url).header("X-Api-Key", "owner-key"),
+            "HEAD",
+        )
+        .await?;
+    ensure!(
+        keyed.status() == 200,
+        "the keyed HEAD answered {}",
+        keyed.status()
+    );
+    let anonymous = t.send(t.tus(Method::HEAD, &url), "HEAD").await?;
+    ensure!(
+        anonymous.status() == 403,
+        "an anonymous HEAD answered {} right after the owner's keyed one: its cached yes served a stranger",
+        anonymous.status()
+    );
+    let operations: Vec<_> = access_calls(&receiver, id_of(&url))
+        .iter()
+        .map(|c| c["operation"].as_str().unwrap_or("(none)").to_string())
+        .collect();
+    ensure!(
+        operations == ["read", "terminate", "read", "read"],
+        "pre-access calls carried operations {operations:?}"
+    );
+
+    // With X-Api-Key as the only credential header, the owner's yes is reused for the same
+    // operation only, and never for a request without the key.
+    let scratch = tempfile::tempdir()?;
+    let server = pre_access_node(&receiver, scratch.path(), &["X-Api-Key"]).await?;
+    let t = Ctx::new(&server)?;
+    let url = t.create(6).await?;
+    let keyed = |method: Method| t.tus(method, &url).header("X-Api-Key", "owner-key");
+    for _ in 0..2 {
+        let head = t.send(keyed(Method::HEAD), "HEAD").await?;
+        ensure!(
+            head.status() == 200,
+            "the keyed HEAD answered {}",
+            head.status()
+        );
+    }
+    let calls = access_calls(&receiver, id_of(&url)).len();
+    ensure!(
+        calls == 1,
+        "two keyed HEADs made {calls} pre-access calls, expected one (cached)"
+    );
+    let delete = t.send(keyed(Method::DELETE), "DELETE").await?;
+    ensure!(
+        delete.status() == 403,
+        "the keyed DELETE answered {}",
+        delete.status()
+    );
+    let anonymous = t.send(t.tus(Method::HEAD, &url), "HEAD").await?;
+    ensure!(
+        anonymous.status() == 403,
+        "an anonymous HEAD answered {}",
+        anonymous.status()
+    );
+    let other_key = t
+        .send(
+            t.tus(Method::HEAD, &url).header("X-Api-Key", "guess"),
+            "HEAD",
+        )
+        .await?;
+    ensure!(
+        other_key.status() == 403,
+        "a HEAD with another key answered {}",
+        other_key.status()
+    );
+    Ok(())
+}
+
+/// Finding: a client that pre-access refuses for upload U read U's bytes by creating a final
+/// upload over it. Concatenation asks pre-access ("concatenate") for every partial with the
+/// creating request's credentials, and a refusal answers with the hook's status and body.
+#[tokio::test]
+async fn concatenation_asks_pre_access_for_every_partial() -> Result<()> {
+    let receiver = Receiver::start(Duration::ZERO, owner_reads_and_writes()).await?;
+    let scratch = tempfile::tempdir()?;
+    let server = pre_access_node(&receiver, scratch.path(), &["authorization"]).await?;
+    let t = Ctx::new(&server)?;
+    let secret = b"the owner's secret".to_vec();
+    let partial = t
+        .create_with(&[
+            ("Upload-Length", &secret.len().to_string()),
+            ("Upload-Concat", "partial"),
+        ])
+        .await?;
+    let patched = t
+        .send(
+            t.patch_req(&partial, 0, secret.clone())
+                .header("Authorization", "Bearer owner"),
+            "PATCH",
+        )
+        .await?;
+    ensure!(
+        patched.status() == 204,
+        "the owner's PATCH answered {}",
+        patched.status()
+    );
+    let concat = format!("final;{partial}");
+    let stranger = t
+        .send(
+            t.tus(Method::POST, &t.endpoint)
+                .header("Authorization", "Bearer stranger")
+                .header("Upload-Concat", &concat),
+            "POST final",
+        )
+        .await?;
+    let status = stranger.status();
+    let body = stranger.text().await?;
+    ensure!(
+        status == 403 && body.trim() == "not yours",
+        "a stranger's final upload over the owner's partial answered {status} {body:?}, not the hook's refusal"
+    );
+    let asked = access_calls(&receiver, id_of(&partial));
+    ensure!(
+        asked.iter().any(|c| c["operation"] == "concatenate"
+            && c["request"]["method"] == "POST"
+            && c["request"]["headers"]["authorization"] == "Bearer stranger"),
+        "pre-access was not asked to let the stranger concatenate: {asked:?}"
+    );
+
+    let owner = t
+        .send(
+            t.tus(Method::POST, &t.endpoint)
+                .header("Authorization", "Bearer owner")
+                .header("Upload-Concat", &concat),
+            "POST final",
+        )
+        .await?;
+    ensure!(
+        owner.status() == 201,
+        "the owner's final upload answered {}",
+        owner.status()
+    );
+    let fin = tusk_tests::conformance::util::location(&owner)?;
+    let back = t
+        .send(
+            t.plain(Method::GET, &fin)
+                .header("Authorization", "Bearer owner"),
+            "GET",
+        )
+        .await?;
+    ensure!(
+        back.status() == 200,
+        "the owner's GET answered {}",
+        back.status()
+    );
+    ensure!(
+        back.bytes().await?.to_vec() == secret,
+        "the final upload reads back different"
+    );
+    Ok(())
+}
+
+/// Concurrent creations of the ID a pre-create hook chooses through `endpoints` (spread over
+/// them): exactly one is created, the others answer 409 and the record is the winner's.
+async fn one_creation_of_a_chosen_id_wins(endpoints: &[String], id: &str) -> Result<()> {
+    const CREATIONS: usize = 8;
+    let mut tasks = Vec::new();
+    for i in 0..CREATIONS {
+        let t = Ctx::for_endpoint(&endpoints[i % endpoints.len()])?;
+        tasks.push(tokio::spawn(async move {
+            let metadata = format!("n {}", tusk_tests::conformance::util::b64(&i.to_string()));
+            let response = t
+                .send(
+                    t.tus(Method::POST, &t.endpoint)
+                        .header("Upload-Length", "10")
+                        .header("Upload-Metadata", metadata),
+                    "POST",
+                )
+                .await?;
+            Ok::<_, anyhow::Error>((i, response.status().as_u16()))
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await??);
+    }
+    let winners: Vec<usize> = statuses
+        .iter()
+        .filter(|(_, s)| *s == 201)
+        .map(|(i, _)| *i)
+        .collect();
+    ensure!(
+        winners.len() == 1 && statuses.iter().all(|(_, s)| matches!(s, 201 | 409)),
+        "concurrent creations of ID {id} answered {statuses:?}: expected one 201 and 409 for the rest"
+    );
+    let t = Ctx::for_endpoint(&endpoints[0])?;
+    let head = t.head_ok(&format!("{}{id}", t.endpoint)).await?;
+    let metadata = head
+        .headers()
+        .get("upload-metadata")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let want = format!(
+        "n {}",
+        tusk_tests::conformance::util::b64(&winners[0].to_string())
+    );
+    ensure!(
+        metadata == want,
+        "the record is {metadata:?}, not the winner's {want:?}"
+    );
+    Ok(())
+}
+
+/// Finding: with a pre-create hook choosing the ID, concurrent creations all got 201 and the
+/// last record won. Every coordinator refuses an existing ID, also under concurrency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creations_of_one_hook_chosen_id_create_it_once() -> Result<()> {
+    let id = format!("chosen{}", tusk_tests::conformance::util::random_id());
+    let chosen = id.clone();
+    let receiver = Receiver::start(
+        // Every creation is asked before any is stored.
+        Duration::from_millis(300),
+        Arc::new(move |_| (200, format!(r#"{{"change":{{"id":"{chosen}"}}}}"#))),
+    )
+    .await?;
+    let server = hooked_node(&receiver.url, "pre-create").await?;
+    one_creation_of_a_chosen_id_wins(std::slice::from_ref(&server.endpoint), &id).await?;
+
+    let cluster = Cluster::start(
+        &FsRedis,
+        Balancer::Nginx,
+        2,
+        &[
+            "--hooks-http",
+            &receiver.url,
+            "--hooks-enabled-events",
+            "pre-create",
+        ],
+    )
+    .await?;
+    let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.endpoint.clone()).collect();
+    one_creation_of_a_chosen_id_wins(&endpoints, &id).await
+}
+
+/// Finding: hook payloads carried every request header, credentials included. Only the
+/// allowlist (`hooks.forward_headers`) and the credential headers are forwarded.
+#[tokio::test]
+async fn hook_payloads_forward_only_allowed_headers() -> Result<()> {
+    let receiver = Receiver::start(Duration::ZERO, allow_all()).await?;
+    let create = |t: &Ctx| {
+        t.tus(Method::POST, &t.endpoint)
+            .header("Upload-Length", "4")
+            .header("Authorization", "Bearer secret")
+            .header("Cookie", "session=secret")
+            .header("Proxy-Authorization", "Basic secret")
+            .header("X-Team", "blue")
+    };
+    let server = hooked_node(&receiver.url, "pre-create,post-create").await?;
+    let t = Ctx::new(&server)?;
+    let created = t.send(create(&t), "POST").await?;
+    ensure!(
+        created.status() == 201,
+        "POST answered {}",
+        created.status()
+    );
+    receiver
+        .wait_for(Duration::from_secs(5), |r| {
+            !r.calls("post-create").is_empty()
+        })
+        .await;
+    let calls: Vec<Value> = ["pre-create", "post-create"]
+        .iter()
+        .flat_map(|e| receiver.calls(e))
+        .collect();
+    ensure!(calls.len() == 2, "hook calls: {calls:?}");
+    for call in &calls {
+        let headers = &call["request"]["headers"];
+        for secret in ["authorization", "cookie", "proxy-authorization", "x-team"] {
+            ensure!(
+                headers.get(secret).is_none(),
+                "{} forwarded {secret} by default: {headers}",
+                call["event"]
+            );
+        }
+        ensure!(
+            headers["upload-length"] == "4",
+            "{} lacks Upload-Length: {headers}",
+            call["event"]
+        );
+    }
+
+    // What the operator lists is forwarded: its allowlist and its credential headers.
+    let scratch = tempfile::tempdir()?;
+    let config = config_file(
+        scratch.path(),
+        "[hooks]\nforward_headers = [\"X-Team\"]\ncredential_headers = [\"Authorization\"]\n",
+    )?;
+    let args = [
+        "--hooks-http",
+        receiver.url.as_str(),
+        "--hooks-enabled-events",
+        "pre-create",
+        "--config",
+        config.as_str(),
+    ];
+    let server = TestServer::start(&FsEmbedded, &args).await?;
+    let t = Ctx::new(&server)?;
+    let created = t.send(create(&t), "POST").await?;
+    ensure!(
+        created.status() == 201,
+        "POST answered {}",
+        created.status()
+    );
+    let calls = receiver.calls("pre-create");
+    let headers = &calls.last().context("no pre-create call")?["request"]["headers"];
+    let forwarded: Vec<&String> = headers.as_object().context("headers")?.keys().collect();
+    ensure!(
+        forwarded == ["authorization", "x-team"],
+        "with forward_headers = [X-Team] and credential_headers = [Authorization] the hook got {forwarded:?}"
     );
     Ok(())
 }

@@ -38,13 +38,40 @@ impl HookEvent {
     }
 }
 
+/// What a request wants to do with an existing upload: pre-access decides per kind, so a
+/// "yes" to reading is never a "yes" to terminating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// HEAD or GET: its offset, metadata or bytes.
+    Read,
+    /// PATCH: appending bytes (or declaring its length).
+    Write,
+    /// DELETE: terminating it.
+    Terminate,
+    /// A final upload created over it (`Upload-Concat: final;...`), which reads its bytes.
+    Concatenate,
+}
+
+impl Access {
+    /// The name hook receivers see (`"read"`, `"write"`, `"terminate"`, `"concatenate"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Terminate => "terminate",
+            Self::Concatenate => "concatenate",
+        }
+    }
+}
+
 /// The request that triggered a hook, as the hook receiver sees it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RequestInfo {
     pub method: String,
     pub uri: String,
     pub remote_addr: Option<String>,
-    /// Request headers (names lower-case); the receiver decides what to trust.
+    /// Request headers (names lower-case), all of them: the hook implementation chooses
+    /// which it forwards; the receiver decides what to trust.
     pub headers: Vec<(String, String)>,
 }
 
@@ -87,10 +114,14 @@ pub trait Hooks: Send + Sync + 'static {
         request: &RequestInfo,
     ) -> Result<CreateChanges, HookRefusal>;
 
-    /// Before HEAD, PATCH, GET or DELETE touches an existing upload.
+    /// Before `request` does `access` to the existing upload `upload`: HEAD, PATCH, GET or
+    /// DELETE on it, or the creation of a final upload over it (then `request` is the
+    /// creating POST). A "yes" may be reused only for the same upload, the same `access`
+    /// and the same credentials.
     async fn pre_access(
         &self,
         upload: &UploadRecord,
+        access: Access,
         request: &RequestInfo,
     ) -> Result<(), HookRefusal>;
 
@@ -137,6 +168,7 @@ impl Hooks for NoHooks {
     async fn pre_access(
         &self,
         _upload: &UploadRecord,
+        _access: Access,
         _request: &RequestInfo,
     ) -> Result<(), HookRefusal> {
         Ok(())

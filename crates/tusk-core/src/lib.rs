@@ -31,7 +31,7 @@ pub use coordinator::{
 pub use engine::{CreateUpload, Engine, EngineConfig, PatchRequest, SweepReport, UploadView};
 pub use error::Error;
 pub use hooks::{
-    CreateChanges, HookEvent, HookRefusal, HookRejection, Hooks, NoHooks, RequestInfo,
+    Access, CreateChanges, HookEvent, HookRefusal, HookRejection, Hooks, NoHooks, RequestInfo,
 };
 pub use lease::{HeldLease, Lease, ReleaseRequest};
 pub use observer::{NoObserver, Observer};

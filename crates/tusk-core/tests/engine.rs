@@ -489,7 +489,12 @@ impl Hooks for RecordingHooks {
     ) -> Result<CreateChanges, HookRefusal> {
         Ok(CreateChanges::default())
     }
-    async fn pre_access(&self, _: &UploadRecord, _: &RequestInfo) -> Result<(), HookRefusal> {
+    async fn pre_access(
+        &self,
+        _: &UploadRecord,
+        _: tusk_core::Access,
+        _: &RequestInfo,
+    ) -> Result<(), HookRefusal> {
         Ok(())
     }
     async fn pre_finish(&self, _: &UploadRecord, _: &RequestInfo) -> Result<(), HookRefusal> {

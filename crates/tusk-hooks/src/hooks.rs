@@ -6,10 +6,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::Uri;
 use tusk_core::{
-    CreateChanges, HookEvent, HookRefusal, Hooks, Observer, RequestInfo, UploadRecord,
+    Access, CreateChanges, HookEvent, HookRefusal, Hooks, Observer, RequestInfo, UploadRecord,
 };
 
 use crate::access_cache::AccessCache;
+use crate::headers::HeaderPolicy;
 use crate::payload;
 use crate::progress::ProgressLimiter;
 use crate::queue::{self, Job, Queue};
@@ -25,6 +26,8 @@ pub enum HookError {
     UnknownEvent(String),
     #[error("hooks are enabled but no tokio runtime is running to deliver them")]
     NoRuntime,
+    #[error("{0:?} in hooks.credential_headers or hooks.forward_headers is not a header name")]
+    InvalidHeaderName(String),
 }
 
 /// Hooks POSTed as JSON to one HTTP endpoint. See the crate documentation.
@@ -34,6 +37,7 @@ pub struct HttpHooks {
     queue: Arc<Queue>,
     progress: ProgressLimiter,
     access_cache: AccessCache,
+    headers: HeaderPolicy,
 }
 
 impl HttpHooks {
@@ -44,6 +48,7 @@ impl HttpHooks {
         settings: HookSettings,
         observer: Arc<dyn Observer>,
     ) -> Result<Arc<Self>, HookError> {
+        let headers = HeaderPolicy::new(&settings)?;
         let endpoint = settings.endpoint.trim();
         let mut events = HashSet::new();
         for name in &settings.events {
@@ -71,6 +76,7 @@ impl HttpHooks {
             queue,
             progress: ProgressLimiter::new(settings.post_receive_interval),
             access_cache: AccessCache::new(settings.access_cache_ttl),
+            headers,
         }))
     }
 
@@ -78,14 +84,28 @@ impl HttpHooks {
         &self,
         event: HookEvent,
         upload: &UploadRecord,
+        access: Option<Access>,
         request: &RequestInfo,
     ) -> Result<CreateChanges, HookRefusal> {
         if !self.events.contains(&event) {
             return Ok(CreateChanges::default());
         }
         let key = payload::idempotency_key(event, upload);
-        let body = Bytes::from(payload::body(event, &key, upload, Some(request)));
+        let body = self.body(event, &key, upload, access, Some(request));
         self.sender.call(event, &key, body).await
+    }
+
+    /// The payload of `event`, carrying only the headers the operator lets through.
+    fn body(
+        &self,
+        event: HookEvent,
+        key: &str,
+        upload: &UploadRecord,
+        access: Option<Access>,
+        request: Option<&RequestInfo>,
+    ) -> Bytes {
+        let request = request.map(|r| self.headers.forwarded(r));
+        Bytes::from(payload::body(event, key, upload, access, request.as_ref()))
     }
 }
 
@@ -106,23 +126,29 @@ impl Hooks for HttpHooks {
         upload: &UploadRecord,
         request: &RequestInfo,
     ) -> Result<CreateChanges, HookRefusal> {
-        self.blocking(HookEvent::PreCreate, upload, request).await
+        self.blocking(HookEvent::PreCreate, upload, None, request)
+            .await
     }
 
     async fn pre_access(
         &self,
         upload: &UploadRecord,
+        access: Access,
         request: &RequestInfo,
     ) -> Result<(), HookRefusal> {
         if !self.events.contains(&HookEvent::PreAccess) {
             return Ok(());
         }
-        let credentials = AccessCache::credentials(request);
-        if self.access_cache.allows(&upload.id, &credentials) {
+        let credentials = self.headers.credentials(request);
+        if self
+            .access_cache
+            .allows(&upload.id, access, credentials.as_deref())
+        {
             return Ok(());
         }
-        self.blocking(HookEvent::PreAccess, upload, request).await?;
-        self.access_cache.remember(&upload.id, credentials);
+        self.blocking(HookEvent::PreAccess, upload, Some(access), request)
+            .await?;
+        self.access_cache.remember(&upload.id, access, credentials);
         Ok(())
     }
 
@@ -131,7 +157,7 @@ impl Hooks for HttpHooks {
         upload: &UploadRecord,
         request: &RequestInfo,
     ) -> Result<(), HookRefusal> {
-        self.blocking(HookEvent::PreFinish, upload, request)
+        self.blocking(HookEvent::PreFinish, upload, None, request)
             .await
             .map(|_| ())
     }
@@ -145,7 +171,7 @@ impl Hooks for HttpHooks {
             return;
         }
         let key = payload::idempotency_key(event, upload);
-        let body = Bytes::from(payload::body(event, &key, upload, request));
+        let body = self.body(event, &key, upload, None, request);
         self.queue.push(Job { event, key, body });
     }
 
@@ -161,7 +187,7 @@ impl Hooks for HttpHooks {
             return true;
         }
         let key = payload::idempotency_key(event, upload);
-        let body = Bytes::from(payload::body(event, &key, upload, request));
+        let body = self.body(event, &key, upload, None, request);
         self.sender.deliver(Job { event, key, body }).await
     }
 

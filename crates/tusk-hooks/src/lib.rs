@@ -17,6 +17,7 @@
 //! reported as "dropped".
 
 mod access_cache;
+mod headers;
 mod hooks;
 mod payload;
 mod progress;

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use tusk_core::{ConcatKind, CreateChanges, HookEvent, HookRejection, RequestInfo, UploadRecord};
+use tusk_core::{
+    Access, ConcatKind, CreateChanges, HookEvent, HookRejection, RequestInfo, UploadRecord,
+};
 
 /// `<upload id>:<event>:<offset>`, sent in the body and as the `Idempotency-Key` header.
 pub(crate) fn idempotency_key(event: HookEvent, upload: &UploadRecord) -> String {
@@ -16,6 +18,9 @@ pub(crate) fn idempotency_key(event: HookEvent, upload: &UploadRecord) -> String
 struct Payload<'a> {
     event: &'static str,
     idempotency_key: &'a str,
+    /// pre-access only: what the request wants to do with the upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operation: Option<&'static str>,
     upload: UploadJson<'a>,
     request: Option<RequestJson<'a>>,
 }
@@ -40,16 +45,19 @@ struct RequestJson<'a> {
     headers: BTreeMap<String, String>,
 }
 
-/// The request body for `event`.
+/// The request body for `event` (`access`: what a pre-access request wants to do). Every
+/// header of `request` is sent: the caller filters them.
 pub(crate) fn body(
     event: HookEvent,
     key: &str,
     upload: &UploadRecord,
+    access: Option<Access>,
     request: Option<&RequestInfo>,
 ) -> Vec<u8> {
     let payload = Payload {
         event: event.name(),
         idempotency_key: key,
+        operation: access.map(Access::name),
         upload: UploadJson {
             id: &upload.id,
             offset: upload.offset,
@@ -216,9 +224,14 @@ mod tests {
         };
         let key = idempotency_key(HookEvent::PostReceive, &upload);
         assert_eq!(key, "abc:post-receive:5");
-        let json: serde_json::Value =
-            serde_json::from_slice(&body(HookEvent::PostReceive, &key, &upload, Some(&request)))
-                .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body(
+            HookEvent::PostReceive,
+            &key,
+            &upload,
+            None,
+            Some(&request),
+        ))
+        .unwrap();
         assert_eq!(
             json,
             serde_json::json!({
@@ -238,8 +251,22 @@ mod tests {
             })
         );
         let json: serde_json::Value =
-            serde_json::from_slice(&body(HookEvent::PostFinish, "k", &upload, None)).unwrap();
+            serde_json::from_slice(&body(HookEvent::PostFinish, "k", &upload, None, None)).unwrap();
         assert!(json["request"].is_null());
+        assert!(
+            json.get("operation").is_none(),
+            "only pre-access says the operation"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&body(
+            HookEvent::PreAccess,
+            "k",
+            &upload,
+            Some(Access::Terminate),
+            Some(&request),
+        ))
+        .unwrap();
+        assert_eq!(json["operation"], "terminate");
+        assert_eq!(json["request"]["method"], "PATCH");
     }
 
     #[test]

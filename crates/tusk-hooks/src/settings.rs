@@ -19,6 +19,29 @@ pub(crate) fn event_by_name(name: &str) -> Option<HookEvent> {
     ALL_EVENTS.into_iter().find(|e| e.name() == name.trim())
 }
 
+/// Headers forwarded to hooks by default: the tus headers and what says where a request
+/// came from and with what client; nothing that authenticates.
+pub const DEFAULT_FORWARD_HEADERS: [&str; 18] = [
+    "content-length",
+    "content-type",
+    "forwarded",
+    "host",
+    "origin",
+    "tus-resumable",
+    "upload-checksum",
+    "upload-concat",
+    "upload-defer-length",
+    "upload-length",
+    "upload-metadata",
+    "upload-offset",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-request-id",
+];
+
 /// HTTP hook settings, meant to be embedded in the server's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,11 +66,22 @@ pub struct HookSettings {
     /// upload's last progress is reported by post-finish anyway). Zero: no limit.
     #[serde(with = "humantime_serde")]
     pub post_receive_interval: Duration,
-    /// How long a pre-access "ok" is reused for the same upload and the same
-    /// `Authorization` and `Cookie` header values. Rejections are never cached. Zero: no
-    /// cache.
+    /// How long a pre-access "ok" is reused for the same upload, the same operation (read,
+    /// write, terminate, concatenate) and the same values of the `credential_headers`.
+    /// Rejections are never cached. Zero: no cache.
     #[serde(with = "humantime_serde")]
     pub access_cache_ttl: Duration,
+    /// The request headers (any case) whose values say who the client is, e.g.
+    /// `Authorization`, `Cookie` or `X-Api-Key`: they are forwarded to the hooks, which
+    /// decide on them, and a cached pre-access "ok" serves only a request that carries the
+    /// same values. Empty (the default): no credentials are forwarded and no "ok" is
+    /// reused, since nothing would tell one client from another. A request that carries none
+    /// of them is never served from the cache either.
+    pub credential_headers: Vec<String>,
+    /// The request headers (any case) forwarded in hook payloads besides the credential
+    /// headers. `Authorization`, `Cookie` and `Proxy-Authorization` are forwarded only when
+    /// listed here or in `credential_headers`.
+    pub forward_headers: Vec<String>,
     /// post-create and post-receive notifications waiting for delivery at most; beyond it
     /// the oldest is dropped (counted with outcome "dropped"). post-finish and post-terminate
     /// are owed in the coordinator instead, and never dropped.
@@ -72,6 +106,11 @@ impl Default for HookSettings {
             backoff: Duration::from_millis(200),
             post_receive_interval: Duration::from_secs(1),
             access_cache_ttl: Duration::from_secs(10),
+            credential_headers: Vec::new(),
+            forward_headers: DEFAULT_FORWARD_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
             queue: 10_000,
             queue_bytes: 64 << 20,
         }

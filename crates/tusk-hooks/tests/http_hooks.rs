@@ -9,7 +9,7 @@ use axum::Router;
 use bytes::Bytes;
 use serde_json::Value;
 use tusk_core::{
-    CreateChanges, HookEvent, HookRefusal, HookRejection, Hooks, Observer, RequestInfo,
+    Access, CreateChanges, HookEvent, HookRefusal, HookRejection, Hooks, Observer, RequestInfo,
     UploadRecord, UploadState,
 };
 use tusk_hooks::{HookSettings, HttpHooks};
@@ -209,7 +209,9 @@ async fn pre_create_rejection_reaches_the_caller() {
     assert_eq!(json["upload"]["metadata_raw"], "filename YS50eHQ=");
     assert_eq!(json["upload"]["concat"], Value::Null);
     assert_eq!(json["request"]["method"], "POST");
-    assert_eq!(json["request"]["headers"]["authorization"], "Bearer a");
+    // Credentials are forwarded only when the operator lists them.
+    assert_eq!(json["request"]["headers"]["authorization"], Value::Null);
+    assert_eq!(json["request"]["headers"]["tus-resumable"], "1.0.0");
 
     // A rejection without a status is a 403.
     let receiver = Receiver::start(|_, _| Reply::ok(r#"{"reject": true}"#)).await;
@@ -371,28 +373,50 @@ async fn pre_access_ok_is_cached_per_credentials() {
     let calls = Arc::new(Calls::default());
     let mut s = settings(&receiver.url);
     s.events.push("pre-access".into());
+    s.credential_headers = vec!["Authorization".into()];
     let hooks = HttpHooks::new(s, calls.clone()).unwrap();
     assert!(hooks.enabled(HookEvent::PreAccess));
     let up = upload("up1", 10);
 
-    hooks.pre_access(&up, &request("Bearer a")).await.unwrap();
-    hooks.pre_access(&up, &request("Bearer a")).await.unwrap();
+    hooks
+        .pre_access(&up, Access::Read, &request("Bearer a"))
+        .await
+        .unwrap();
+    hooks
+        .pre_access(&up, Access::Read, &request("Bearer a"))
+        .await
+        .unwrap();
     assert_eq!(receiver.count(), 1);
 
-    hooks.pre_access(&up, &request("Bearer b")).await.unwrap();
+    hooks
+        .pre_access(&up, Access::Read, &request("Bearer b"))
+        .await
+        .unwrap();
     assert_eq!(receiver.count(), 2);
-    hooks.pre_access(&up, &request("Bearer b")).await.unwrap();
+    hooks
+        .pre_access(&up, Access::Read, &request("Bearer b"))
+        .await
+        .unwrap();
     assert_eq!(receiver.count(), 2);
 
-    // Another upload with the same credentials asks again.
+    // Another operation with the same credentials asks again.
     hooks
-        .pre_access(&upload("up2", 0), &request("Bearer a"))
+        .pre_access(&up, Access::Terminate, &request("Bearer a"))
         .await
         .unwrap();
     assert_eq!(receiver.count(), 3);
+    assert_eq!(receiver.received()[2].json["operation"], "terminate");
+    // Another upload with the same credentials asks again.
+    hooks
+        .pre_access(&upload("up2", 0), Access::Read, &request("Bearer a"))
+        .await
+        .unwrap();
+    assert_eq!(receiver.count(), 4);
 
     for _ in 0..2 {
-        let rejected = hooks.pre_access(&up, &request("Bearer bad")).await;
+        let rejected = hooks
+            .pre_access(&up, Access::Read, &request("Bearer bad"))
+            .await;
         assert_eq!(
             rejected,
             Err(HookRefusal::Rejected(HookRejection {
@@ -401,8 +425,8 @@ async fn pre_access_ok_is_cached_per_credentials() {
             }))
         );
     }
-    assert_eq!(receiver.count(), 5);
-    assert_eq!(calls.count("ok"), 3);
+    assert_eq!(receiver.count(), 6);
+    assert_eq!(calls.count("ok"), 4);
     assert_eq!(calls.count("rejected"), 2);
     assert_eq!(receiver.received()[0].json["event"], "pre-access");
 }
@@ -413,13 +437,23 @@ async fn pre_access_cache_expires() {
     let mut s = settings(&receiver.url);
     s.events = vec!["pre-access".into()];
     s.access_cache_ttl = Duration::from_millis(100);
+    s.credential_headers = vec!["authorization".into()];
     let hooks = HttpHooks::new(s, Arc::new(Calls::default())).unwrap();
     let up = upload("up1", 10);
-    hooks.pre_access(&up, &request("Bearer a")).await.unwrap();
-    hooks.pre_access(&up, &request("Bearer a")).await.unwrap();
+    hooks
+        .pre_access(&up, Access::Read, &request("Bearer a"))
+        .await
+        .unwrap();
+    hooks
+        .pre_access(&up, Access::Read, &request("Bearer a"))
+        .await
+        .unwrap();
     assert_eq!(receiver.count(), 1);
     tokio::time::sleep(Duration::from_millis(150)).await;
-    hooks.pre_access(&up, &request("Bearer a")).await.unwrap();
+    hooks
+        .pre_access(&up, Access::Read, &request("Bearer a"))
+        .await
+        .unwrap();
     assert_eq!(receiver.count(), 2);
 }
 

@@ -9,7 +9,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tracing::Instrument;
 use tusk_core::{
-    BodyError, CreateUpload, Error, IncomingBody, PatchRequest, Presentation, RequestInfo,
+    Access, BodyError, CreateUpload, Error, IncomingBody, PatchRequest, Presentation, RequestInfo,
     UploadRecord,
 };
 use tusk_protocol::{self as tus, headers as h, ConcatRequest, Concatenation};
@@ -63,7 +63,8 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
     }
     let info = request_info(&request, &method);
     if let Some(id) = &id {
-        app.engine.authorize(id, &info).await?;
+        let access = access_of(&method).ok_or(Refusal::MethodNotAllowed)?;
+        app.engine.authorize(id, access, &info).await?;
     }
     match (method, id) {
         (Method::POST, None) => create(app, request, info).await,
@@ -72,6 +73,17 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
         (Method::DELETE, Some(id)) => terminate(app, &id, &info).await,
         (Method::GET, Some(id)) => get(app, &id, request.headers()).await,
         _ => Err(Refusal::MethodNotAllowed.into()),
+    }
+}
+
+/// What a method does to an existing upload, for pre-access; `None` for a method that
+/// means nothing on an upload.
+fn access_of(method: &Method) -> Option<Access> {
+    match *method {
+        Method::HEAD | Method::GET => Some(Access::Read),
+        Method::PATCH => Some(Access::Write),
+        Method::DELETE => Some(Access::Terminate),
+        _ => None,
     }
 }
 

@@ -468,9 +468,21 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
-        help: "How long a pre-access hook's yes is reused for the same upload and credentials.",
+        help: "How long a pre-access hook's yes is reused for the same upload, operation and credentials (see hooks.credential_headers).",
         key: "hooks.access_cache_ttl",
         default: "10s",
+    },
+    Flag {
+        flag: "",
+        help: "Comma-separated request headers that say who the client is (e.g. authorization,x-api-key): forwarded to hooks, and a cached pre-access yes serves only the same values. Empty: none forwarded, no yes reused.",
+        key: "hooks.credential_headers",
+        default: "(none)",
+    },
+    Flag {
+        flag: "",
+        help: "Comma-separated request headers forwarded in hook payloads besides the credential headers; authorization, cookie and proxy-authorization only if listed.",
+        key: "hooks.forward_headers",
+        default: "tus headers, content-*, host, origin, user-agent, forwarded, x-forwarded-*, x-real-ip, x-request-id",
     },
     Flag {
         flag: "",

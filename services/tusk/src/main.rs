@@ -80,6 +80,8 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
             .list_separator(",")
             .with_list_parse_key("coordinator.redis.sentinels")
             .with_list_parse_key("hooks.events")
+            .with_list_parse_key("hooks.credential_headers")
+            .with_list_parse_key("hooks.forward_headers")
             .source(Some(variables.settings.into_iter().collect())),
     );
     let text = |v: &Option<String>| v.clone();

@@ -27,6 +27,7 @@ pub trait CoordinatorFixture: Send + Sync {
 /// Runs every case of the contract, in order; panics naming the case that failed.
 pub async fn coordinator_contract(fixture: &dyn CoordinatorFixture) {
     records_round_trip(fixture).await;
+    one_creation_of_an_id_wins(fixture).await;
     one_lease_at_a_time(fixture).await;
     commits_are_compare_and_set(fixture).await;
     reserved_targets_never_repeat(fixture).await;
@@ -63,6 +64,40 @@ pub async fn records_round_trip(fixture: &dyn CoordinatorFixture) {
         node.acquire(&new_id(), Duration::ZERO).await,
         Err(CoordError::NotFound)
     ));
+}
+
+/// Concurrent creations of one ID (a pre-create hook may choose it) on several nodes: one is
+/// stored, every other is refused with `AlreadyExists`, and the record is the winner's.
+pub async fn one_creation_of_an_id_wins(fixture: &dyn CoordinatorFixture) {
+    let id = new_id();
+    let mut tasks = Vec::new();
+    for n in 0..8u64 {
+        let node = fixture.node().await;
+        let created = record(&id, Some(n + 1), None);
+        tasks.push(tokio::spawn(async move {
+            let result = node.create(&created).await;
+            (created, result)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            (created, Ok(())) => winners.push(created),
+            (_, Err(CoordError::AlreadyExists)) => {}
+            (_, Err(other)) => panic!("one_creation_of_an_id_wins: {other}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "one_creation_of_an_id_wins: concurrent creations of one ID"
+    );
+    let node = fixture.node().await;
+    assert_eq!(
+        node.load(&id).await.expect("load"),
+        winners.pop(),
+        "one_creation_of_an_id_wins: the record is the winner's"
+    );
 }
 
 pub async fn one_lease_at_a_time(fixture: &dyn CoordinatorFixture) {

@@ -7,8 +7,8 @@ use tusk_protocol::{ChecksumHeader, ConcatRequest};
 
 use crate::observed::{ObservedCoordinator, ObservedStorage};
 use crate::{
-    unix_now, ByteStream, ConcatKind, CoordError, Coordinator, Error, HookEvent, Hooks, Lease,
-    NoHooks, NoObserver, Observer, RequestInfo, Storage, Stored, UploadRecord, UploadState,
+    unix_now, Access, ByteStream, ConcatKind, CoordError, Coordinator, Error, HookEvent, Hooks,
+    Lease, NoHooks, NoObserver, Observer, RequestInfo, Storage, Stored, UploadRecord, UploadState,
 };
 
 mod concat;
@@ -169,8 +169,14 @@ impl Engine {
         }
     }
 
-    /// Runs the pre-access hook (when configured) for a request on an existing upload.
-    pub async fn authorize(&self, id: &str, request: &RequestInfo) -> Result<(), Error> {
+    /// Runs the pre-access hook (when configured) for `request` doing `access` to the
+    /// existing upload `id`.
+    pub async fn authorize(
+        &self,
+        id: &str,
+        access: Access,
+        request: &RequestInfo,
+    ) -> Result<(), Error> {
         if !self.hooks.enabled(HookEvent::PreAccess) {
             return Ok(());
         }
@@ -178,8 +184,21 @@ impl Engine {
             Some(record) => record,
             None => return Err(Error::NotFound),
         };
+        self.authorize_record(&record, access, request).await
+    }
+
+    /// [`Engine::authorize`] of a record the caller has loaded.
+    async fn authorize_record(
+        &self,
+        record: &UploadRecord,
+        access: Access,
+        request: &RequestInfo,
+    ) -> Result<(), Error> {
+        if !self.hooks.enabled(HookEvent::PreAccess) {
+            return Ok(());
+        }
         self.hooks
-            .pre_access(&record, request)
+            .pre_access(record, access, request)
             .await
             .map_err(Error::from)
     }
@@ -255,7 +274,7 @@ impl Engine {
             None => None,
             Some((ConcatRequest::Partial, _)) => Some(ConcatKind::Partial),
             Some((ConcatRequest::Final(urls), parts)) => {
-                self.check_final_parts(&parts).await?;
+                self.check_final_parts(&parts, &request.request).await?;
                 Some(ConcatKind::Final {
                     parts,
                     header: format!("final;{}", urls.join(" ")),
@@ -314,7 +333,14 @@ impl Engine {
         Ok(record)
     }
 
-    async fn check_final_parts(&self, parts: &[String]) -> Result<(), Error> {
+    /// Checks the partials a final upload names, and that the creating `request` may read
+    /// each of them: a final upload is a copy of their bytes, so pre-access decides as it
+    /// would for a GET of each ([`Access::Concatenate`]).
+    async fn check_final_parts(
+        &self,
+        parts: &[String],
+        request: &RequestInfo,
+    ) -> Result<(), Error> {
         self.check_part_list(parts)?;
         let mut total: u64 = 0;
         for id in parts {
@@ -331,6 +357,8 @@ impl Engine {
                     "a named upload is not a partial upload",
                 ));
             }
+            self.authorize_record(&part, Access::Concatenate, request)
+                .await?;
             total = concat::add_length(total, part.length.unwrap_or(0))?;
         }
         if let Some(max) = self.config.max_size {
