@@ -79,9 +79,9 @@ async fn download_headers(t: &Ctx, meta: Option<&str>) -> Result<reqwest::Respon
     expect_status(resp, 200, "contract (GET): download answers 200").await
 }
 
-/// Content-Type from an allowlisted `filetype` with inline disposition; anything else
-/// application/octet-stream with attachment; the `filename` in Content-Disposition; always
-/// nosniff.
+/// Content-Type from an allowlisted `filetype` (types that cannot script the upload origin)
+/// with inline disposition; anything else, PDF included, application/octet-stream with
+/// attachment; the `filename` in Content-Disposition; always nosniff and a sandbox CSP.
 pub async fn get_content_type_rules(t: Ctx) -> Result<()> {
     let nosniff = |resp: &reqwest::Response, what: &str| {
         ensure_header(
@@ -89,6 +89,12 @@ pub async fn get_content_type_rules(t: Ctx) -> Result<()> {
             "X-Content-Type-Options",
             "nosniff",
             &format!("contract (GET): always X-Content-Type-Options: nosniff ({what})"),
+        )?;
+        ensure_header(
+            resp,
+            "Content-Security-Policy",
+            "sandbox",
+            &format!("contract (GET): always Content-Security-Policy: sandbox ({what})"),
         )
     };
     let disposition =
@@ -97,7 +103,7 @@ pub async fn get_content_type_rules(t: Ctx) -> Result<()> {
     for (filetype, filename) in [
         ("image/png", "cat.png"),
         ("text/plain", "notes.txt"),
-        ("application/pdf", "paper.pdf"),
+        ("video/mp4", "clip.mp4"),
     ] {
         let meta = format!("filetype {},filename {}", b64(filetype), b64(filename));
         let resp = download_headers(&t, Some(&meta)).await?;
@@ -115,6 +121,7 @@ pub async fn get_content_type_rules(t: Ctx) -> Result<()> {
         ("text/html", "page.html"),
         ("image/svg+xml", "logo.svg"),
         ("application/javascript", "x.js"),
+        ("application/pdf", "paper.pdf"),
     ] {
         let meta = format!("filetype {},filename {}", b64(filetype), b64(filename));
         let resp = download_headers(&t, Some(&meta)).await?;
