@@ -182,15 +182,20 @@ async fn hooks_dropped(admin: &str) -> Result<f64> {
         .sum())
 }
 
-/// Hook notifications carry the request's headers: 3,000 creations with a 60 KB header
-/// while the hook receiver is down used to queue ~180 MiB. The queue holds at most
-/// `hooks.queue_bytes` (64 MiB by default) and drops the oldest beyond it, counted.
+/// Hook notifications carry the request headers the operator forwards: 3,000 creations with
+/// a forwarded 60 KB header while the hook receiver is down used to queue ~180 MiB. The queue
+/// holds at most `hooks.queue_bytes` (64 MiB by default) and drops the oldest beyond it,
+/// counted.
 #[tokio::test]
 async fn queued_hook_notifications_hold_bounded_memory() -> Result<()> {
     // A port nobody listens on: every delivery fails and is retried, so the queue fills.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
     let endpoint = format!("http://{}/hooks", closed.local_addr()?);
     drop(closed);
+    let scratch = tempfile::tempdir()?;
+    let config = scratch.path().join("forward.toml");
+    std::fs::write(&config, "[hooks]\nforward_headers = [\"x-padding\"]\n")?;
+    let config = config.display().to_string();
     let server = TestServer::start(
         &FsEmbedded,
         &[
@@ -198,6 +203,8 @@ async fn queued_hook_notifications_hold_bounded_memory() -> Result<()> {
             &endpoint,
             "--hooks-enabled-events",
             "post-create",
+            "--config",
+            &config,
         ],
     )
     .await?;
