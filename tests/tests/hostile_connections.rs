@@ -273,7 +273,11 @@ async fn past_the_connection_limit_the_longest_idle_makes_room() -> Result<()> {
 /// without an answer, and the busy ones still complete.
 #[tokio::test]
 async fn past_the_connection_limit_with_every_connection_busy_new_ones_are_refused() -> Result<()> {
-    let (server, _dir) = start("max_connections = 4", &["--network-timeout", "30s"]).await?;
+    let (server, _dir) = start(
+        "max_connections = 4\n[uploads]\ncommit_interval = \"100ms\"",
+        &["--network-timeout", "30s"],
+    )
+    .await?;
     let t = Ctx::new(&server)?;
     let mut urls = Vec::new();
     for _ in 0..4 {
@@ -293,7 +297,18 @@ async fn past_the_connection_limit_with_every_connection_busy_new_ones_are_refus
         stream.write_all(&[1u8; 100]).await?;
         busy.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every PATCH must be in flight before the next connection comes (a PATCH whose head
+    // is not read yet is idle, and may be the one evicted): a fixed pause was too short on
+    // a loaded machine. Each PATCH's first 100 bytes are committed by a progress commit
+    // only while its handler runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&server, "tusk_bytes_received_total").await? < 400.0 {
+        ensure!(
+            Instant::now() < deadline,
+            "the 4 busy PATCHes did not all commit their first 100 bytes within 20s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut refused = TcpStream::connect(&server.addr).await?;
     let request = format!(
         "OPTIONS /files/ HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\n\r\n",

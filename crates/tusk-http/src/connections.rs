@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,16 +31,20 @@ pub(crate) struct Connections {
 pub(crate) struct Activity {
     opened: Instant,
     epoch: Instant,
-    in_flight: AtomicUsize,
+    /// Requests in flight, and the [`EVICTED`] bit: one word, so that choosing an idle
+    /// connection for eviction and a request starting on it cannot both succeed.
+    state: AtomicU64,
     requests: AtomicU64,
     /// Milliseconds after `epoch` when the last request in flight ended (or the connection
     /// opened).
     idle_since: AtomicU64,
-    evicted: AtomicBool,
     /// Woken on every change above; one waiter (the connection's task), so `notify_one`'s
     /// stored permit means no change is missed.
     changed: Notify,
 }
+
+/// The bit of [`Activity::state`] that marks a connection evicted; the rest counts requests.
+const EVICTED: u64 = 1 << 63;
 
 /// Why a connection is being closed by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,28 +94,29 @@ impl Connections {
         })
     }
 
-    /// Admits a new connection, first closing the one idle longest if the limit is reached.
-    /// An evicted connection counts until its task ends (at once: it is idle), so the
-    /// number open passes the limit by the evictions under way, never past twice the limit.
+    /// Admits a new connection, first closing the one idle longest if the limit is reached
+    /// (of two idle since the same moment, the one opened first). An evicted connection
+    /// counts until its task ends (at once: it is idle, and a request that arrives on it
+    /// anyway is refused), so the number open passes the limit by the evictions under way,
+    /// never past twice the limit, and requests in flight never pass the limit.
     pub fn admit(self: &Arc<Self>) -> Admission {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.len() >= self.max {
-            let evicting = open
-                .values()
-                .filter(|a| a.evicted.load(Ordering::Acquire))
-                .count();
+            let evicting = open.values().filter(|a| a.is_evicted()).count();
             if open.len() - evicting >= self.max {
                 if open.len() >= self.max.saturating_mul(2) {
                     return Admission::Refused;
                 }
-                let victim = open
-                    .values()
-                    .filter(|a| a.is_idle() && !a.evicted.load(Ordering::Acquire))
-                    .min_by_key(|a| a.idle_since.load(Ordering::Acquire));
-                let Some(victim) = victim else {
+                let mut idle: Vec<_> = open
+                    .iter()
+                    .filter(|(_, a)| a.is_idle() && !a.is_evicted())
+                    .map(|(id, a)| (a.idle_since.load(Ordering::Acquire), *id, a))
+                    .collect();
+                idle.sort_unstable_by_key(|&(since, id, _)| (since, id));
+                // A request may start on a candidate meanwhile: it is busy then, try the next.
+                let Some((_, _, victim)) = idle.into_iter().find(|(_, _, a)| a.try_evict()) else {
                     return Admission::Refused;
                 };
-                victim.evicted.store(true, Ordering::Release);
                 victim.changed.notify_one();
             }
         }
@@ -120,10 +125,9 @@ impl Connections {
         let activity = Arc::new(Activity {
             opened: now,
             epoch: self.epoch,
-            in_flight: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             idle_since: AtomicU64::new(millis_since(self.epoch, now)),
-            evicted: AtomicBool::new(false),
             changed: Notify::new(),
         });
         open.insert(id, activity.clone());
@@ -164,18 +168,34 @@ fn millis_since(epoch: Instant, at: Instant) -> u64 {
 }
 
 impl Activity {
-    /// A request starts; it is in flight until the returned guard drops.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    /// A request starts; it is in flight until the returned guard drops. `None` on an
+    /// evicted connection: its place went to a new connection already.
+    pub fn begin(self: &Arc<Self>) -> Option<InFlight> {
+        self.state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state & EVICTED == 0).then_some(state + 1)
+            })
+            .ok()?;
         self.requests.fetch_add(1, Ordering::AcqRel);
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_one();
-        InFlight {
+        Some(InFlight {
             activity: self.clone(),
-        }
+        })
     }
 
     fn is_idle(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
+        self.state.load(Ordering::Acquire) & !EVICTED == 0
+    }
+
+    fn is_evicted(&self) -> bool {
+        self.state.load(Ordering::Acquire) & EVICTED != 0
+    }
+
+    /// Marks the connection evicted if it is idle and not evicted yet.
+    fn try_evict(&self) -> bool {
+        self.state
+            .compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// Resolves when the connection must be closed: evicted, or idle past its timeout
@@ -183,7 +203,7 @@ impl Activity {
     pub async fn until_cut(&self, first_head: Duration, idle: Duration) -> Cut {
         loop {
             let changed = self.changed.notified();
-            if self.evicted.load(Ordering::Acquire) {
+            if self.is_evicted() {
                 return Cut::Evicted;
             }
             if !self.is_idle() {
@@ -231,7 +251,7 @@ pub(crate) struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.activity;
-        if activity.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if activity.state.fetch_sub(1, Ordering::AcqRel) & !EVICTED == 1 {
             activity.idle_since.store(
                 millis_since(activity.epoch, Instant::now()),
                 Ordering::Release,
@@ -245,7 +265,8 @@ impl Drop for InFlight {
 /// download is not idle).
 pub(crate) struct Tracked<B> {
     pub body: B,
-    pub _in_flight: InFlight,
+    /// `None` for the refusal of a request on an evicted connection.
+    pub _in_flight: Option<InFlight>,
 }
 
 impl<B> Body for Tracked<B>
@@ -288,18 +309,18 @@ mod tests {
         let first = admitted(connections.admit());
         tokio::time::advance(Duration::from_millis(10)).await;
         let busy = admitted(connections.admit());
-        let _request = busy.activity().begin();
+        let _request = busy.activity().begin().expect("not evicted");
         tokio::time::advance(Duration::from_millis(10)).await;
         let third = admitted(connections.admit());
         tokio::time::advance(Duration::from_millis(10)).await;
         let _fourth = admitted(connections.admit());
-        assert!(first.activity().evicted.load(Ordering::Acquire));
-        assert!(!busy.activity().evicted.load(Ordering::Acquire));
-        assert!(!third.activity().evicted.load(Ordering::Acquire));
+        assert!(first.activity().is_evicted());
+        assert!(!busy.activity().is_evicted());
+        assert!(!third.activity().is_evicted());
         // The evicted one leaves; the next new one evicts the next idle one.
         drop(first);
         let _fifth = admitted(connections.admit());
-        assert!(third.activity().evicted.load(Ordering::Acquire));
+        assert!(third.activity().is_evicted());
         assert_eq!(connections.len(), 4);
     }
 
@@ -308,11 +329,45 @@ mod tests {
         let connections = Connections::new(2);
         let a = admitted(connections.admit());
         let b = admitted(connections.admit());
-        let _ra = a.activity().begin();
-        let _rb = b.activity().begin();
+        let _ra = a.activity().begin().expect("not evicted");
+        let _rb = b.activity().begin().expect("not evicted");
         assert!(matches!(connections.admit(), Admission::Refused));
         drop(_rb);
         assert!(matches!(connections.admit(), Admission::Admitted(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_evicted_connection_whose_request_arrives_late_does_not_pass_the_limit() {
+        let connections = Connections::new(2);
+        let late = admitted(connections.admit());
+        let other = admitted(connections.admit());
+        // `late` is idle (its head is still on the way) and opened first: evicted.
+        let newcomer = admitted(connections.admit());
+        let busy: Vec<_> = [&late, &other, &newcomer]
+            .iter()
+            .filter_map(|slot| slot.activity().begin())
+            .collect();
+        assert_eq!(busy.len(), 2);
+        assert!(late.activity().is_evicted());
+        let in_flight = [&late, &other, &newcomer]
+            .iter()
+            .filter(|slot| !slot.activity().is_idle())
+            .count();
+        assert!(in_flight <= 2, "{in_flight} requests in flight, limit 2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn of_connections_idle_since_the_same_moment_the_one_opened_first_is_evicted() {
+        for _ in 0..20 {
+            let connections = Connections::new(3);
+            let first = admitted(connections.admit());
+            let second = admitted(connections.admit());
+            let third = admitted(connections.admit());
+            let _fourth = admitted(connections.admit());
+            assert!(first.activity().is_evicted());
+            assert!(!second.activity().is_evicted());
+            assert!(!third.activity().is_evicted());
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -329,7 +384,7 @@ mod tests {
         );
         assert_eq!(started.elapsed(), first_head);
 
-        let request = activity.begin();
+        let request = activity.begin().expect("not evicted");
         let waiting = tokio::time::timeout(
             Duration::from_secs(60),
             activity.until_cut(first_head, idle),

@@ -33,6 +33,9 @@ pub enum Refusal {
     /// A download's Range starts at or past the end of the `total` bytes it has.
     #[error("range not satisfiable")]
     RangeNotSatisfiable { total: u64 },
+    /// The request arrived on a connection closed to make room past the connection limit.
+    #[error("connection closed to make room, retry on a new connection")]
+    ConnectionEvicted,
 }
 
 impl<E: Into<Error>> From<E> for ApiError {
@@ -88,6 +91,7 @@ fn status_of(error: &ApiError) -> StatusCode {
                 Refusal::NoSuchPath => S::NOT_FOUND,
                 Refusal::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
                 Refusal::RangeNotSatisfiable { .. } => S::RANGE_NOT_SATISFIABLE,
+                Refusal::ConnectionEvicted => S::SERVICE_UNAVAILABLE,
             }
         }
         ApiError::Engine(error) => error,
@@ -179,10 +183,18 @@ impl IntoResponse for ApiError {
 fn refused(status: StatusCode, refusal: &Refusal) -> Response {
     tracing::debug!(%refusal, %status, "request refused");
     let mut response = text_response(status, &refusal.to_string());
-    if let Refusal::RangeNotSatisfiable { total } = refusal {
-        if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
-            response.headers_mut().insert(header::CONTENT_RANGE, value);
+    match refusal {
+        Refusal::RangeNotSatisfiable { total } => {
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
         }
+        Refusal::ConnectionEvicted => {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
     }
     response
 }

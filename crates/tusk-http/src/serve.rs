@@ -16,14 +16,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use axum::Router;
+use futures_util::future::Either;
+use http::{header, HeaderValue};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tusk_core::Observer;
+use tusk_protocol::{headers::TUS_RESUMABLE, TUS_VERSION};
 
 use crate::connections::{Admission, Connections, Cut, Tracked};
+use crate::error::{ApiError, Refusal};
 use crate::handlers::PeerAddr;
 
 /// How long a connection being closed (graceful shutdown: HTTP/1 after its response,
@@ -109,7 +114,10 @@ pub async fn serve(
             move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(PeerAddr(peer));
                 let in_flight = activity.begin();
-                let response = router.clone().oneshot(request);
+                let response = match in_flight {
+                    Some(_) => Either::Left(router.clone().oneshot(request)),
+                    None => Either::Right(std::future::ready(Ok(evicted_refusal()))),
+                };
                 async move {
                     let response = response.await?;
                     Ok::<_, Infallible>(response.map(|body| Tracked {
@@ -162,6 +170,16 @@ pub async fn serve(
         tracing::warn!("drain time ran out with connections still open");
     }
     Ok(())
+}
+
+/// The answer to a request whose head arrived on a connection just evicted (it was idle a
+/// moment before, and its place is taken): retry, on a new connection.
+fn evicted_refusal() -> axum::response::Response {
+    let mut response = ApiError::from(Refusal::ConnectionEvicted).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+    response
 }
 
 /// Reports how a connection ended; hyper's own timeouts count as cuts.
