@@ -2,11 +2,17 @@
 //! a bounded number of them, client-supplied lengths never wrap when summed, and queued hook
 //! notifications hold bounded memory however large the requests' headers are.
 
+use std::time::Duration;
+
 use anyhow::{ensure, Context, Result};
 use futures_util::StreamExt;
 use reqwest::Method;
-use tusk_tests::conformance::util::{expect_error, header, Ctx};
+use tusk_tests::conformance::util::{expect_error, header, random_bytes, Ctx};
+use tusk_tests::deploy::{Embedded, Pair, SingleNode};
+use tusk_tests::faults;
 use tusk_tests::harness::{FsEmbedded, TestServer};
+use tusk_tests::rawpatch::RawPatch;
+use tusk_tests::s3::S3Storage;
 
 /// A partial upload of `len` bytes with all of them sent.
 async fn finished_partial(t: &Ctx, len: usize) -> Result<String> {
@@ -252,4 +258,94 @@ async fn queued_hook_notifications_hold_bounded_memory() -> Result<()> {
         QUEUE_BYTES >> 20
     );
     Ok(())
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// S3 part buffers share one budget per node: a PATCH that finds it spent waits without
+/// reading its body, then gets 503 with Retry-After and holds nothing; the PATCH holding
+/// the budget is unharmed, and the refused one succeeds when retried. Before the budget,
+/// every stalled PATCH held up to a whole part (16 MiB by default) on top of the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_part_buffers_share_a_budget_past_which_a_patch_gets_503() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let config = scratch.path().join("budget.toml");
+    // Budget 6 MiB, parts 5 MiB: the first PATCH, 4.5 MiB into its first part, holds a
+    // 5 MiB buffer, which leaves the second 1 MiB.
+    std::fs::write(
+        &config,
+        "[storage.s3]\nbuffer_budget = 6291456\nbuffer_wait = \"1s\"\n",
+    )?;
+    let pair = Pair {
+        storage: S3Storage {
+            part_size: Some(5 * MIB as u64),
+            ..S3Storage::DEFAULT
+        },
+        coordinator: Embedded,
+    };
+    let config = config.display().to_string();
+    let single = SingleNode::start(&pair, &["--config", &config]).await?;
+    let t = Ctx::for_endpoint(&single.node.endpoint)?;
+    let first_data = random_bytes(10 * MIB);
+    let second_data = random_bytes(10 * MIB);
+    let first = t.create(first_data.len() as u64).await?;
+    let second = t.create(second_data.len() as u64).await?;
+
+    let held = 4 * MIB + MIB / 2;
+    let mut holding = RawPatch::open(&first, 0, first_data.len()).await?;
+    holding
+        .send(&first_data[..held], 256 * 1024, Duration::ZERO)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A little past what the budget has left: the rest waits in the socket buffers.
+    let mut refused = RawPatch::open(&second, 0, second_data.len()).await?;
+    refused
+        .send(&second_data[..MIB + 64 * 1024], 64 * 1024, Duration::ZERO)
+        .await?;
+    let (status, head) = refused
+        .response(Duration::from_secs(5))
+        .await?
+        .context("the second PATCH's connection closed without an answer")?;
+    let head = head.to_ascii_lowercase();
+    ensure!(
+        status == 503 && head.contains("retry-after: 1"),
+        "the PATCH past the buffer budget was answered {head:?}"
+    );
+    ensure!(
+        busy_refusals(single.node.admin.as_deref().context("no admin listener")?).await? >= 1.0,
+        "the refusal is not counted as tusk_request_errors_total{{kind=\"busy\"}}"
+    );
+
+    holding
+        .send(&first_data[held..], 256 * 1024, Duration::ZERO)
+        .await?;
+    let (status, head) = holding
+        .response(Duration::from_secs(20))
+        .await?
+        .context("the holding PATCH got no answer")?;
+    ensure!(
+        status == 204,
+        "the PATCH holding the budget was answered {head:?}"
+    );
+    faults::check_exact(&t, &first, &first_data).await?;
+
+    let from = t.offset(&second).await? as usize;
+    t.patch_ok(&second, from as u64, second_data[from..].to_vec())
+        .await
+        .context("retrying the refused PATCH")?;
+    faults::check_exact(&t, &second, &second_data).await
+}
+
+/// `tusk_request_errors_total{kind="busy"}`.
+async fn busy_refusals(admin: &str) -> Result<f64> {
+    let text = reqwest::get(format!("{}/metrics", admin.trim_end_matches('/')))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("tusk_request_errors_total{") && l.contains("kind=\"busy\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }

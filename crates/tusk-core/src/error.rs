@@ -35,6 +35,9 @@ pub enum Error {
     LeaseLost,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The node is out of a bounded resource for now (storage buffers); retry later.
+    #[error("server busy: {0}")]
+    Busy(&'static str),
     /// A blocking hook said no; its status and body go to the client as they are.
     #[error("{}", .0.body)]
     HookRejected(crate::HookRejection),
@@ -88,6 +91,7 @@ impl From<StorageError> for Error {
             StorageError::Lease(e) => e.into(),
             StorageError::UploadTooLarge(reason) => Error::TooLarge(reason),
             StorageError::NotFinished => Error::NotFinished,
+            StorageError::Busy(reason) => Error::Busy(reason),
             other => Error::Storage(other),
         }
     }

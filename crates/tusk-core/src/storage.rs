@@ -35,6 +35,10 @@ pub enum StorageError {
     /// call stopped without changing anything another writer relies on.
     #[error(transparent)]
     Lease(#[from] CoordError),
+    /// The node has no memory left for this write now (its buffer budget is spent); the
+    /// write stopped and freed what it held. Retrying later can succeed.
+    #[error("{0}")]
+    Busy(&'static str),
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage backend: {0}")]

@@ -72,6 +72,7 @@ pub(crate) fn kind_of(error: &Error) -> &'static str {
         | Error::LengthRequired
         | Error::IncompleteChecksummedBody => "bad_request",
         Error::ShuttingDown | Error::Coordinator(CoordError::Unavailable(_)) => "unavailable",
+        Error::Busy(_) => "busy",
         Error::Storage(_) => "storage",
         Error::HookRejected(_) => "hook_rejected",
         Error::HookAnswer(_) => "hook_failed",
@@ -121,6 +122,7 @@ fn status_of(error: &ApiError) -> StatusCode {
         | Error::LengthRequired
         | Error::IncompleteChecksummedBody => S::BAD_REQUEST,
         Error::ShuttingDown
+        | Error::Busy(_)
         | Error::HookUnavailable
         | Error::Coordinator(CoordError::Unavailable(_)) => S::SERVICE_UNAVAILABLE,
         // Clients retry 5xx: a backend failure leaves the upload resumable.
@@ -170,6 +172,7 @@ impl IntoResponse for ApiError {
                 );
             }
             Error::ShuttingDown
+            | Error::Busy(_)
             | Error::HookUnavailable
             | Error::Coordinator(CoordError::Unavailable(_)) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -9,6 +9,7 @@
 //! lease can upload a part nobody will complete, never replace a committed one. Finishing
 //! completes the multipart upload with exactly the committed parts.
 
+mod budget;
 mod client;
 mod concat;
 pub mod layout;
@@ -38,6 +39,7 @@ pub struct S3Storage {
     keys: Keys,
     rules: PartRules,
     parts_in_flight: usize,
+    budget: budget::BufferBudget,
     /// The largest upload accepted, used to size the parts of uploads of unknown length.
     max_upload_size: Option<u64>,
     encryption: Option<ServerSideEncryption>,
@@ -97,6 +99,11 @@ impl S3Storage {
         if settings.max_parts == 0 || settings.parts_in_flight == 0 {
             return Err(invalid("max_parts and parts_in_flight must be at least 1"));
         }
+        if settings.buffer_budget < settings.part_size {
+            return Err(invalid(
+                "buffer_budget must hold at least one part (part_size)",
+            ));
+        }
         let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
         Ok(Self {
             client,
@@ -109,6 +116,7 @@ impl S3Storage {
                 equal_parts: settings.equal_parts,
             },
             parts_in_flight: settings.parts_in_flight,
+            budget: budget::BufferBudget::new(settings.buffer_budget, settings.buffer_wait),
             max_upload_size,
             encryption: text(&settings.server_side_encryption)
                 .map(|s| ServerSideEncryption::from(s.as_str())),

@@ -31,6 +31,13 @@ pub struct S3Settings {
     /// Parts one PATCH keeps in memory at most (the one filling and those being sent), so
     /// one PATCH holds at most part size x this many bytes.
     pub parts_in_flight: usize,
+    /// Bytes all PATCHes of this node may hold in part buffers together. A PATCH that needs
+    /// more waits (not reading its body) and past `buffer_wait` gets 503 with Retry-After.
+    /// At least part size x parts in flight x the PATCHes expected at once at full speed.
+    pub buffer_budget: u64,
+    /// How long a PATCH waits for buffer budget before it is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub buffer_wait: Duration,
     /// Server-side encryption of the objects: empty, `AES256` or `aws:kms`.
     pub server_side_encryption: String,
     /// The KMS key for `aws:kms`; empty: the bucket's default key.
@@ -62,6 +69,8 @@ impl Default for S3Settings {
             max_parts: 10_000,
             equal_parts: false,
             parts_in_flight: 4,
+            buffer_budget: 256 << 20,
+            buffer_wait: Duration::from_secs(10),
             server_side_encryption: String::new(),
             sse_kms_key_id: String::new(),
             storage_class: String::new(),

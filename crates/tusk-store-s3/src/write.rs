@@ -15,6 +15,7 @@ use tusk_core::{
     WriteUnits,
 };
 
+use crate::budget::{Held, PartBuffer};
 use crate::client::{self, backend_error};
 use crate::layout::{split_parts_and_tails, Session};
 use crate::{S3Storage, CHECKSUM};
@@ -108,30 +109,28 @@ impl PartSender<'_> {
         chunks: &mut Chunks<'_>,
     ) -> Result<u64, StorageError> {
         let part_size = self.session.part_size;
-        let mut buffer = BytesMut::new();
+        let mut buffer = PartBuffer::new(self.store.budget.clone());
         let mut written = 0u64;
         while let Some(mut chunk) = chunks.next().await {
             written += chunk.len() as u64;
             while !chunk.is_empty() {
                 let room = part_size.saturating_sub(self.unfolded_len() + buffer.len() as u64);
                 let room = usize::try_from(room).unwrap_or(usize::MAX);
-                if buffer.is_empty() {
-                    buffer.reserve(room);
-                }
                 let take = room.min(chunk.len());
-                buffer.extend_from_slice(&chunk.split_to(take));
+                buffer.extend(&chunk.split_to(take), room).await?;
                 if buffer.len() as u64 + self.unfolded_len() >= part_size {
-                    self.send_part(buffer.split().freeze()).await?;
+                    self.send_part(buffer.take()).await?;
                 }
             }
         }
         if length == Some(record.offset + written) {
             // The upload's last bytes: the last part may be short.
             if self.unfolded_len() > 0 || !buffer.is_empty() {
-                self.send_part(buffer.split().freeze()).await?;
+                self.send_part(buffer.take()).await?;
             }
         } else if !buffer.is_empty() {
-            self.put_tail(buffer.freeze()).await?;
+            let (bytes, _held) = buffer.take();
+            self.put_tail(bytes).await?;
         }
         while let Some(done) = self.in_flight.join_next().await {
             self.sent.push(joined(done)?);
@@ -140,20 +139,24 @@ impl PartSender<'_> {
     }
 
     /// Sends `body` as the next part (after the unfolded tails, if any), then waits while
-    /// as many parts as allowed are in memory.
-    async fn send_part(&mut self, body: Bytes) -> Result<(), StorageError> {
-        let body = if self.unfolded.is_empty() {
-            body
+    /// as many parts as allowed are in memory. The part's budget is held until it is sent.
+    async fn send_part(&mut self, (body, held): (Bytes, Held)) -> Result<(), StorageError> {
+        let (body, held) = if self.unfolded.is_empty() {
+            (body, held)
         } else {
-            let mut whole = BytesMut::with_capacity((self.unfolded_len() as usize) + body.len());
+            // Room for the whole part first: the tails are read into it.
+            let len = self.unfolded_len() as usize + body.len();
+            let whole_held = self.store.budget.take(len).await?;
+            let mut whole = BytesMut::with_capacity(len);
             for tail in self.unfolded {
                 whole.extend_from_slice(&self.store.read_tail(self.upload, tail).await?);
             }
+            whole.extend_from_slice(&body);
+            drop((body, held));
             self.rewritten += self.unfolded_len();
             self.fold = self.unfolded.len();
             self.unfolded = &[];
-            whole.extend_from_slice(&body);
-            whole.freeze()
+            (whole.freeze(), whole_held)
         };
         let body_len = body.len() as u64;
         let multipart = match &self.session.multipart {
@@ -183,6 +186,7 @@ impl PartSender<'_> {
         let len = body_len;
         self.in_flight.spawn(async move {
             let receipt = sending.await?;
+            drop(held);
             Ok(Segment {
                 target,
                 len,

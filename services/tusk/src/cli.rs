@@ -342,6 +342,18 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
+        help: "Bytes all PATCHes of a node may hold in S3 part buffers together; a PATCH that needs more waits (not reading its body), then gets 503 with Retry-After.",
+        key: "storage.s3.buffer_budget",
+        default: "268435456",
+    },
+    Flag {
+        flag: "",
+        help: "How long a PATCH waits for S3 buffer budget before it is answered 503.",
+        key: "storage.s3.buffer_wait",
+        default: "10s",
+    },
+    Flag {
+        flag: "",
         help: "Server-side encryption of the S3 objects: empty, AES256 or aws:kms.",
         key: "storage.s3.server_side_encryption",
         default: "",
