@@ -14,3 +14,4 @@ pub mod rawpatch;
 pub mod redis;
 pub mod s3;
 pub mod s3proxy;
+pub mod tls;

@@ -1,7 +1,8 @@
 //! HTTP hooks against a real receiver: rejections and changes reach the client, post-finish
 //! arrives once per finished upload (also across a cluster), post-finish and post-terminate
 //! survive a node killed before the receiver acknowledged them, and a hook server that is
-//! down or slow costs no bytes and no time.
+//! down or slow costs no bytes and no time, and an https receiver is reached over verified
+//! TLS only.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -17,6 +18,7 @@ use serde_json::Value;
 use tusk_tests::cluster::{Balancer, Cluster, FsRedis};
 use tusk_tests::conformance::util::{random_bytes, sha256_hex, Ctx};
 use tusk_tests::harness::{FsEmbedded, TestServer};
+use tusk_tests::tls::{ConnectionLog, Opened, SelfSigned};
 
 type Behaviour = Arc<dyn Fn(&Value) -> (u16, String) + Send + Sync>;
 
@@ -61,6 +63,29 @@ impl Receiver {
 
     /// A receiver that never answers the first call of each event in `hold`.
     async fn start_holding(delay: Duration, behaviour: Behaviour, hold: &[&str]) -> Result<Self> {
+        let (app, calls) = Self::app(delay, behaviour, hold);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hooks", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { url, calls })
+    }
+
+    /// A receiver at an https URL presenting `cert`'s certificate; the log says how each
+    /// connection to it began.
+    async fn start_tls(cert: &SelfSigned, behaviour: Behaviour) -> Result<(Self, ConnectionLog)> {
+        let (app, calls) = Self::app(Duration::ZERO, behaviour, &[]);
+        let listener = cert.listen().await?;
+        let url = format!("https://{}/hooks", listener.local_addr()?);
+        let log = listener.log();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok((Self { url, calls }, log))
+    }
+
+    fn app(
+        delay: Duration,
+        behaviour: Behaviour,
+        hold: &[&str],
+    ) -> (Router, Arc<Mutex<Vec<Value>>>) {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let state = ReceiverState {
             calls: calls.clone(),
@@ -71,10 +96,7 @@ impl Receiver {
         let app = Router::new()
             .route("/hooks", post(receive))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/hooks", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(Self { url, calls })
+        (app, calls)
     }
 
     fn calls(&self, event: &str) -> Vec<Value> {
@@ -972,6 +994,105 @@ async fn hook_payloads_forward_only_allowed_headers() -> Result<()> {
     ensure!(
         forwarded == ["authorization", "x-team"],
         "with forward_headers = [X-Team] and credential_headers = [Authorization] the hook got {forwarded:?}"
+    );
+    Ok(())
+}
+
+/// One node sending pre-create and post-create to `endpoint`, with `[hooks]` settings `toml`
+/// written to a config file in `scratch`.
+async fn configured_hooked_node(endpoint: &str, scratch: &Path, toml: &str) -> Result<TestServer> {
+    let config = config_file(scratch, &format!("[hooks]\n{toml}"))?;
+    let args = [
+        "--hooks-http",
+        endpoint,
+        "--hooks-enabled-events",
+        "pre-create,post-create",
+        "--config",
+        config.as_str(),
+    ];
+    TestServer::start(&FsEmbedded, &args).await
+}
+
+#[tokio::test]
+async fn hooks_reach_an_https_receiver_trusted_through_ca_file() -> Result<()> {
+    let cert = SelfSigned::new()?;
+    let (receiver, connections) = Receiver::start_tls(&cert, allow_all()).await?;
+    let scratch = tempfile::tempdir()?;
+    let ca_file = format!("ca_file = {:?}\n", cert.pem_path().display().to_string());
+    let server = configured_hooked_node(&receiver.url, scratch.path(), &ca_file).await?;
+    let t = Ctx::new(&server)?;
+    let url = t
+        .create_with(&[
+            ("Upload-Length", "5"),
+            ("Upload-Metadata", "filename dGxzLnR4dA=="),
+        ])
+        .await?;
+    let id = id_of(&url).to_string();
+    let arrived = receiver
+        .wait_for(Duration::from_secs(10), |r| {
+            r.calls("post-create")
+                .iter()
+                .any(|c| c["upload"]["id"] == id.as_str())
+        })
+        .await;
+    ensure!(
+        arrived,
+        "post-create of {id} never reached the https receiver; connections: {:?}",
+        connections.all()
+    );
+    ensure!(
+        receiver
+            .calls("pre-create")
+            .iter()
+            .any(|c| filename(c) == Some("tls.txt")),
+        "pre-create did not reach the https receiver"
+    );
+    let opened = connections.all();
+    ensure!(
+        !opened.is_empty() && opened.iter().all(|o| matches!(o, Opened::Tls)),
+        "every connection to the receiver must be a completed TLS session: {opened:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_https_receiver_whose_certificate_is_not_trusted_gets_nothing() -> Result<()> {
+    let cert = SelfSigned::new()?;
+    let (receiver, connections) = Receiver::start_tls(&cert, allow_all()).await?;
+    let scratch = tempfile::tempdir()?;
+    // No ca_file: the public roots, which do not vouch for a certificate made here.
+    let server = configured_hooked_node(
+        &receiver.url,
+        scratch.path(),
+        "retries = 1\nbackoff = \"50ms\"\n",
+    )
+    .await?;
+    let t = Ctx::new(&server)?;
+    let refused = t
+        .send(
+            t.tus(Method::POST, &t.endpoint)
+                .header("Upload-Length", "5"),
+            "POST",
+        )
+        .await?;
+    // As with any unreachable blocking hook: the request is refused, to be retried.
+    ensure!(
+        refused.status() == 503 && refused.headers().contains_key("retry-after"),
+        "an untrusted pre-create receiver answered {} {:?}, not 503 with Retry-After",
+        refused.status(),
+        refused.headers()
+    );
+    let opened = connections.all();
+    ensure!(
+        receiver.calls.lock().map(|c| c.is_empty()).unwrap_or(false),
+        "the receiver got hook calls despite its untrusted certificate"
+    );
+    ensure!(
+        !opened.is_empty()
+            && opened
+                .iter()
+                .all(|o| matches!(o, Opened::HandshakeFailed(_))),
+        "every connection must be a TLS handshake the node broke off (none in clear): {opened:?}"
     );
     Ok(())
 }

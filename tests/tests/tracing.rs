@@ -1,5 +1,6 @@
 //! Trace export: a real node sends its spans over OTLP/HTTP to a small receiver started here,
-//! and the request spans continue the trace named by the client's W3C `traceparent`.
+//! and the request spans continue the trace named by the client's W3C `traceparent`; over
+//! https, to a collector trusted through `log.otlp_ca_file`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -22,6 +23,7 @@ use prost::Message;
 use reqwest::Method;
 use tusk_tests::conformance::util::{poll, random_bytes, Ctx};
 use tusk_tests::harness::{NodeOptions, TestServer};
+use tusk_tests::tls::{ConnectionLog, Opened, SelfSigned};
 
 /// Every span received, with the `service.name` of its resource.
 #[derive(Clone, Default)]
@@ -44,19 +46,41 @@ async fn start_receiver() -> Result<(String, Received)> {
     let state = received.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let state = state.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<Incoming>| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(receive(&state, request).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            serve_connection(stream, state.clone());
         }
     });
     Ok((url, received))
+}
+
+/// The same receiver at an https URL presenting `cert`'s certificate; the log says how each
+/// connection to it began.
+async fn start_tls_receiver(cert: &SelfSigned) -> Result<(String, Received, ConnectionLog)> {
+    let mut listener = cert.listen().await?;
+    let url = format!("https://{}", listener.local_addr()?);
+    let log = listener.log();
+    let received = Received::default();
+    let state = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.next().await {
+            serve_connection(stream, state.clone());
+        }
+    });
+    Ok((url, received, log))
+}
+
+fn serve_connection<S>(stream: S, state: Received)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = service_fn(move |request: Request<Incoming>| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(receive(&state, request).await) }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
 }
 
 async fn receive(state: &Received, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -354,6 +378,103 @@ async fn buffered_spans_are_flushed_at_exit() -> Result<()> {
             && hex::encode(&s.parent_span_id) == parent),
         "the POST's span was not flushed at exit; received:\n{}",
         describe(&spans)
+    );
+    Ok(())
+}
+
+/// Over https, with the collector's certificate trusted through `log.otlp_ca_file`, spans
+/// arrive, and only over completed TLS sessions.
+#[tokio::test]
+async fn spans_reach_an_https_collector_trusted_through_otlp_ca_file() -> Result<()> {
+    let cert = SelfSigned::new()?;
+    let (collector, received, connections) = start_tls_receiver(&cert).await?;
+    let data = tempfile::Builder::new().prefix("tusk-tracing-").tempdir()?;
+    let server = TestServer::start_with(NodeOptions {
+        args: vec![
+            "--upload-dir".into(),
+            data.path().join("data").display().to_string(),
+        ],
+        env: vec![
+            ("TUSK_LOG__OTLP_ENDPOINT".into(), collector),
+            (
+                "TUSK_LOG__OTLP_CA_FILE".into(),
+                cert.pem_path().display().to_string(),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+        ],
+        label: String::new(),
+    })
+    .await?;
+    let t = Ctx::new(&server)?;
+    let trace_id = hex::encode(random_bytes(16));
+    let parent = hex::encode(random_bytes(8));
+    t.create_with(&[
+        ("Upload-Length", "10"),
+        ("traceparent", &format!("00-{trace_id}-{parent}-01")),
+    ])
+    .await?;
+    let arrived = poll(Duration::from_secs(10), || {
+        let found = received.spans().iter().any(|(_, s)| {
+            s.name == "request"
+                && hex::encode(&s.trace_id) == trace_id
+                && hex::encode(&s.parent_span_id) == parent
+        });
+        async move { Ok(found.then_some(())) }
+    })
+    .await?;
+    ensure!(
+        arrived.is_some(),
+        "the POST's span never reached the https collector; connections: {:?}",
+        connections.all()
+    );
+    let opened = connections.all();
+    ensure!(
+        opened.iter().all(|o| matches!(o, Opened::Tls)),
+        "every connection to the collector must be a completed TLS session: {opened:?}"
+    );
+    Ok(())
+}
+
+/// Without the CA file the collector's certificate is not trusted: nothing arrives, no byte
+/// goes out in clear, and serving goes on.
+#[tokio::test]
+async fn an_https_collector_whose_certificate_is_not_trusted_gets_nothing() -> Result<()> {
+    let cert = SelfSigned::new()?;
+    let (collector, received, connections) = start_tls_receiver(&cert).await?;
+    let data = tempfile::Builder::new().prefix("tusk-tracing-").tempdir()?;
+    let server = TestServer::start_with(NodeOptions {
+        args: vec![
+            "--upload-dir".into(),
+            data.path().join("data").display().to_string(),
+        ],
+        env: vec![
+            ("TUSK_LOG__OTLP_ENDPOINT".into(), collector),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+        ],
+        label: String::new(),
+    })
+    .await?;
+    let t = Ctx::new(&server)?;
+    t.create(10).await?;
+    let tried = poll(Duration::from_secs(10), || {
+        let tried = !connections.all().is_empty();
+        async move { Ok(tried.then_some(())) }
+    })
+    .await?;
+    ensure!(tried.is_some(), "the node never tried to export its spans");
+    // Let any further export attempt land before judging.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    t.create(10).await?;
+    let opened = connections.all();
+    ensure!(
+        opened
+            .iter()
+            .all(|o| matches!(o, Opened::HandshakeFailed(_))),
+        "every connection must be a TLS handshake the node broke off (none in clear): {opened:?}"
+    );
+    ensure!(
+        received.spans().is_empty(),
+        "spans reached a collector with an untrusted certificate"
     );
     Ok(())
 }

@@ -28,6 +28,8 @@ pub enum HookError {
     NoRuntime,
     #[error("{0:?} in hooks.credential_headers or hooks.forward_headers is not a header name")]
     InvalidHeaderName(String),
+    #[error(transparent)]
+    Tls(#[from] tusk_tls::TlsError),
 }
 
 /// Hooks POSTed as JSON to one HTTP endpoint. See the crate documentation.
@@ -63,7 +65,7 @@ impl HttpHooks {
             parse_endpoint(endpoint)?
         };
 
-        let sender = Arc::new(Sender::new(uri, &settings, observer.clone()));
+        let sender = Arc::new(Sender::new(uri, &settings, observer.clone())?);
         let queue = Arc::new(Queue::new(settings.queue, settings.queue_bytes, observer));
         if events.iter().any(|e| !is_blocking(*e)) {
             let runtime =
@@ -220,15 +222,15 @@ fn parse_endpoint(endpoint: &str) -> Result<Uri, HookError> {
     };
     let uri: Uri = endpoint.parse().map_err(|e| invalid(format!("{e}")))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(invalid(format!(
-                "scheme {other:?} is not supported, use http"
+                "scheme {other:?} is not supported, use http or https"
             )))
         }
         None => {
             return Err(invalid(
-                "no scheme, expected http://host[:port]/path".into(),
+                "no scheme, expected http(s)://host[:port]/path".into(),
             ))
         }
     }

@@ -4,11 +4,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tusk_core::{CreateChanges, HookEvent, HookRefusal, Observer};
 
+use crate::hooks::HookError;
 use crate::payload::{self, Decision};
 use crate::queue::Job;
 use crate::settings::HookSettings;
@@ -25,7 +25,7 @@ enum Attempt {
 
 /// The HTTP side: one attempt, and the retry loop both kinds of hooks go through.
 pub(crate) struct Sender {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<tusk_tls::Connector, Full<Bytes>>,
     endpoint: Uri,
     timeout: Duration,
     retries: u32,
@@ -34,22 +34,29 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    /// A sender POSTing to `endpoint` with the timeout and retries of `settings`.
-    pub(crate) fn new(endpoint: Uri, settings: &HookSettings, observer: Arc<dyn Observer>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.timeout));
+    /// A sender POSTing to `endpoint` with the timeout, retries and TLS roots of `settings`
+    /// (an `https://` endpoint must present a certificate those roots vouch for).
+    pub(crate) fn new(
+        endpoint: Uri,
+        settings: &HookSettings,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Self, HookError> {
+        let connector = tusk_tls::connector(
+            settings.ca_file.as_deref(),
+            "hooks.ca_file",
+            Some(settings.timeout),
+        )?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Self {
+        Ok(Self {
             client,
             endpoint,
             timeout: settings.timeout,
             retries: settings.retries,
             backoff: settings.backoff,
             observer,
-        }
+        })
     }
 
     async fn attempt(&self, key: &str, body: Bytes) -> Attempt {
@@ -73,7 +80,7 @@ impl Sender {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("request failed: {e}"))?;
+                .map_err(|e| format!("request failed: {}", with_causes(&e)))?;
             let status = response.status();
             let answer = Limited::new(response.into_body(), MAX_ANSWER)
                 .collect()
@@ -200,6 +207,19 @@ impl Sender {
             }
         }
     }
+}
+
+/// An error with its causes: hyper's own message ("client error (Connect)") hides whether
+/// the connection was refused or the server's certificate was not trusted.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// Which failed attempts are worth another one.

@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -46,9 +47,15 @@ pub const DEFAULT_FORWARD_HEADERS: [&str; 18] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HookSettings {
-    /// Where every hook is POSTed, e.g. `http://app:9000/tus-hooks` (plain HTTP). Empty
-    /// disables hooks altogether.
+    /// Where every hook is POSTed, e.g. `https://app:9443/tus-hooks` or
+    /// `http://app:9000/tus-hooks`. An `https://` endpoint must present a certificate valid
+    /// for its host (see `ca_file`); there is no way to skip that check. Empty disables hooks
+    /// altogether.
     pub endpoint: String,
+    /// A PEM file of CA certificates: when set, an `https://` endpoint is trusted only if
+    /// one of them vouches for it (a private CA); unset or empty, the Mozilla roots are
+    /// used. A file that cannot be read or holds no certificate stops startup.
+    pub ca_file: Option<PathBuf>,
     /// The events sent to the endpoint, by name: pre-create, post-create, post-receive,
     /// pre-finish, post-finish, post-terminate, pre-access. Default: all but pre-access.
     pub events: Vec<String>,
@@ -96,6 +103,7 @@ impl Default for HookSettings {
     fn default() -> Self {
         Self {
             endpoint: String::new(),
+            ca_file: None,
             events: ALL_EVENTS
                 .into_iter()
                 .filter(|e| *e != HookEvent::PreAccess)

@@ -545,7 +545,20 @@ async fn disabled_events_and_endpoint() {
         calls.clone()
     )
     .is_err());
-    assert!(HttpHooks::new(settings("https://example.com/hooks"), calls.clone()).is_err());
+    assert!(HttpHooks::new(settings("ftp://example.com/hooks"), calls.clone()).is_err());
+    assert!(HttpHooks::new(settings("https://example.com/hooks"), calls.clone()).is_ok());
+    let unreadable_ca = HttpHooks::new(
+        HookSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..settings("https://example.com/hooks")
+        },
+        calls.clone(),
+    );
+    let message = unreadable_ca
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(message.contains("hooks.ca_file"), "{message}");
     assert!(HttpHooks::new(settings("not a url"), calls).is_err());
 }
 

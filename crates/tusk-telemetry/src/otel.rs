@@ -8,12 +8,14 @@
 //! exporter's own client) are never exported, which also keeps the exporter from tracing itself.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_http::hyper::HyperClient;
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::runtime;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
@@ -30,15 +32,22 @@ use crate::LogFormat;
 /// The OTLP/HTTP path of traces under a collector's base URL.
 const TRACES_PATH: &str = "/v1/traces";
 
+/// Time limit of one export request, connecting included (the OTLP default).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long exit waits for the last batch of spans to reach the collector.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where spans go.
 #[derive(Debug, Clone, Default)]
 pub struct TraceExport {
-    /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318` (`/v1/traces` is
-    /// appended unless the URL already ends with it). `None` or empty: no export.
+    /// The collector's OTLP/HTTP base URL, e.g. `https://collector:4318` or
+    /// `http://127.0.0.1:4318` (`/v1/traces` is appended unless the URL already ends with
+    /// it). `None` or empty: no export.
     pub otlp_endpoint: Option<String>,
+    /// PEM CA certificates that alone are trusted for an `https://` endpoint; `None` or
+    /// empty: the Mozilla roots.
+    pub otlp_ca_file: Option<PathBuf>,
     /// `service.name` of the exported resource.
     pub service_name: String,
 }
@@ -108,7 +117,7 @@ pub fn init(
         .map(str::trim)
         .filter(|e| !e.is_empty());
     let provider = endpoint
-        .map(|e| tracer_provider(e, &traces.service_name))
+        .map(|e| tracer_provider(e, traces.otlp_ca_file.as_deref(), &traces.service_name))
         .transpose()?;
     let export = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
@@ -143,16 +152,22 @@ fn traces_url(endpoint: &str) -> String {
 
 fn tracer_provider(
     endpoint: &str,
+    ca_file: Option<&std::path::Path>,
     service_name: &str,
 ) -> Result<SdkTracerProvider, TelemetryError> {
     let url = traces_url(endpoint);
-    if !url.starts_with("http://") {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(TelemetryError(format!(
-            "log.otlp_endpoint must be an http:// URL (OTLP/HTTP without TLS), got {endpoint:?}"
+            "log.otlp_endpoint must be an http:// or https:// URL (OTLP/HTTP), got {endpoint:?}"
         )));
     }
+    // The exporter's own hyper client knows no TLS; ours is the same client over the shared
+    // rustls connector, which verifies the collector's certificate for https:// URLs.
+    let connector = tusk_tls::connector(ca_file, "log.otlp_ca_file", Some(EXPORT_TIMEOUT))
+        .map_err(|e| TelemetryError(e.to_string()))?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(HyperClient::new(connector, EXPORT_TIMEOUT, None))
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(url)
         .build()

@@ -260,7 +260,7 @@ pub const FLAGS: &[Flag] = &[
     },
     Flag {
         flag: "hooks-http",
-        help: "URL that receives hook events as JSON POSTs; empty: no hooks.",
+        help: "URL (http:// or https://) that receives hook events as JSON POSTs; empty: no hooks.",
         key: "hooks.endpoint",
         default: "(none)",
     },
@@ -456,6 +456,12 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
+        help: "PEM file of CA certificates that alone are trusted for an https:// hook endpoint (a private CA); empty: the Mozilla roots. Certificates are always verified; an unreadable file stops startup.",
+        key: "hooks.ca_file",
+        default: "(none)",
+    },
+    Flag {
+        flag: "",
         help: "Time a hook call may take (connect and answer).",
         key: "hooks.timeout",
         default: "5s",
@@ -534,9 +540,15 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
-        help: "OpenTelemetry collector's OTLP/HTTP base URL (http://HOST:4318); spans go to its /v1/traces. Empty: no trace export. OTEL_BSP_* tune batching.",
+        help: "OpenTelemetry collector's OTLP/HTTP base URL (http://HOST:4318 or https://HOST:4318); spans go to its /v1/traces. Empty: no trace export. OTEL_BSP_* tune batching.",
         key: "log.otlp_endpoint",
         default: "(unset)",
+    },
+    Flag {
+        flag: "",
+        help: "PEM file of CA certificates that alone are trusted for an https:// collector (a private CA); empty: the Mozilla roots. Certificates are always verified; an unreadable file stops startup.",
+        key: "log.otlp_ca_file",
+        default: "(none)",
     },
     Flag {
         flag: "",

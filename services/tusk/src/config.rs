@@ -290,9 +290,13 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// tracing filter, e.g. `info` or `tusk=debug`; RUST_LOG overrides it. Default `info`.
     pub level: String,
-    /// OpenTelemetry collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`; spans go
-    /// to `<url>/v1/traces`. Unset or empty: no trace export.
+    /// OpenTelemetry collector's OTLP/HTTP base URL, e.g. `https://collector:4318` or
+    /// `http://127.0.0.1:4318`; spans go to `<url>/v1/traces`. Unset or empty: no trace
+    /// export.
     pub otlp_endpoint: Option<String>,
+    /// PEM file of CA certificates that alone are trusted for an `https://` collector (a
+    /// private CA). Unset or empty: the Mozilla roots. Certificates are always verified.
+    pub otlp_ca_file: Option<PathBuf>,
     /// `service.name` of the exported traces. Default `tusk`.
     pub service_name: String,
 }
@@ -303,6 +307,7 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
             otlp_endpoint: None,
+            otlp_ca_file: None,
             service_name: "tusk".into(),
         }
     }

@@ -229,6 +229,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
         &config.log.level,
         &tusk_telemetry::TraceExport {
             otlp_endpoint: config.log.otlp_endpoint.clone(),
+            otlp_ca_file: config.log.otlp_ca_file.clone(),
             service_name: config.log.service_name.clone(),
         },
     )
