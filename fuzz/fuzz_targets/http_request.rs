@@ -1,7 +1,8 @@
 //! Hostile clients against the real tus router: each input is a short sequence of requests
 //! (method, path, headers, body) sent through `tusk_http::router` with the local-disk
-//! storage and the embedded coordinator in a fresh temporary directory (on tmpfs when the
-//! machine has one), as `services/tusk` builds them by default.
+//! storage and the embedded coordinator in a temporary directory (on tmpfs under
+//! `fuzz/run.sh`), as `services/tusk` builds them by default: one server per process, one
+//! tokio runtime per process, each input's uploads deleted at its end.
 //!
 //! Besides "no panic", every answer is checked against what the server may say:
 //! - the status is one of the tus statuses (a 500 is a finding unless the engine reported a
