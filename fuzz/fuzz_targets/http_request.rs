@@ -59,9 +59,21 @@ struct Req {
     path: PathChoice,
     /// Tus-Resumable is needed by every tus method: mostly right, sometimes not.
     tus_resumable: TusResumable,
+    /// Headers of a well-formed request, set before the arbitrary ones: without them the
+    /// fuzzer seldom gets a PATCH past the header checks, and the offset checks never run.
+    preset: Preset,
     headers: Vec<(Name, Value)>,
     body: BodyChoice,
     framing: Framing,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Preset {
+    None,
+    /// Upload-Length (or Upload-Defer-Length: 1 when `None`).
+    Create(Option<u16>),
+    /// Content-Type for PATCH and Upload-Offset: the tracked offset plus a small delta.
+    Patch(i8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -311,6 +323,21 @@ impl Session {
         }
     }
 
+    /// Creates one upload (deferred length) before the input's requests, so `Upload(i)`
+    /// paths name a real upload from the first request on: the fuzzer rarely builds a
+    /// creation and a PATCH of it in one input by itself.
+    async fn create_first(&mut self) {
+        let mut post = Request::new(Body::empty());
+        *post.method_mut() = Method::POST;
+        *post.uri_mut() = http::Uri::from_static(BASE);
+        let headers = post.headers_mut();
+        headers.insert("tus-resumable", HeaderValue::from_static("1.0.0"));
+        headers.insert("upload-defer-length", HeaderValue::from_static("1"));
+        headers.insert(http::header::HOST, HeaderValue::from_static("tusk.test"));
+        let (status, _) = self.exchange(post, "POST of the first upload").await;
+        assert_eq!(status, StatusCode::CREATED, "POST of the first upload");
+    }
+
     /// Deletes this input's uploads, so the shared server's disk use stays bounded.
     async fn clean_up(&mut self) {
         for id in std::mem::take(&mut self.ids) {
@@ -453,6 +480,25 @@ impl Session {
                 if let Ok(value) = HeaderValue::from_bytes(bytes) {
                     headers.insert("tus-resumable", value);
                 }
+            }
+        }
+        match req.preset {
+            Preset::None => {}
+            Preset::Create(Some(length)) => {
+                headers.insert("upload-length", HeaderValue::from(length));
+            }
+            Preset::Create(None) => {
+                headers.insert("upload-defer-length", HeaderValue::from_static("1"));
+            }
+            Preset::Patch(delta) => {
+                let offset = self.value(&Value::TrackedOffset(delta), upload.as_deref(), &body);
+                if let Ok(offset) = HeaderValue::from_bytes(&offset) {
+                    headers.insert("upload-offset", offset);
+                }
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/offset+octet-stream"),
+                );
             }
         }
         for (name, value) in req.headers.iter().take(MAX_HEADERS) {
@@ -656,6 +702,7 @@ fuzz_target!(|input: Input| {
     let _ = server();
     runtime().block_on(async {
         let mut session = Session::new();
+        session.create_first().await;
         for req in input.requests.iter().take(MAX_REQUESTS) {
             session.send(req).await;
         }
