@@ -62,3 +62,7 @@ python3 tests/deploy_checks.py
 
 step "tests"
 cargo test --locked --release --workspace
+
+step "fuzz: the HTTP request path through the router, 60 s from the committed corpus"
+# Installs cargo-fuzz if missing; fails, naming the reproducer, on a crash (fuzz/run.sh).
+fuzz/run.sh
