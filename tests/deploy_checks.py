@@ -847,6 +847,7 @@ S3 = {
         "storage": {"backend": "s3", "s3": {
             "bucket": "uploads-eu", "prefix": "tus/2024/", "endpoint": "https://s3.example.com:9000",
             "region": "eu-central-1", "pathStyle": True, "partSize": 8388608, "partsInFlight": 2,
+            "bufferBudget": 134217728, "bufferWait": "5s",
             "minPartSize": 6291456, "maxParts": 1000, "equalParts": True,
             "serverSideEncryption": "aws:kms",
             "sseKmsKeyId": "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
@@ -1127,6 +1128,7 @@ def check_s3_values_reach_pod():
     want = {"backend": "s3", "s3": {
         "bucket": "uploads-eu", "prefix": "tus/2024/", "endpoint": "https://s3.example.com:9000",
         "region": "eu-central-1", "path_style": True, "part_size": 8388608, "parts_in_flight": 2,
+        "buffer_budget": 134217728, "buffer_wait": "5s",
         "min_part_size": 6291456, "max_parts": 1000, "equal_parts": True,
         "server_side_encryption": "aws:kms", "sse_kms_key_id": v["sseKmsKeyId"],
         "storage_class": "STANDARD_IA", "presigned_get": True, "presign_ttl": "5m",
