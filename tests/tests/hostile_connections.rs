@@ -87,6 +87,39 @@ async fn a_connection_that_sends_nothing_is_closed() -> Result<()> {
     Ok(())
 }
 
+/// The admin listener (metrics, health) has the same timeouts and a connection limit of its
+/// own: silent connections are closed, and a hundred idle ones do not keep a scrape out.
+#[tokio::test]
+async fn the_admin_listener_closes_silent_connections_and_keeps_answering() -> Result<()> {
+    let (server, _dir) = start("header_read_timeout = \"1s\"", &[]).await?;
+    let admin = server
+        .admin
+        .as_deref()
+        .context("node has no admin listener")?
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut silent = TcpStream::connect(&admin).await?;
+    closed_within(&mut silent, Duration::from_secs(6))
+        .await
+        .context("a silent admin connection was still open after 6s (timeout 1s)")?;
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(TcpStream::connect(&admin).await?);
+    }
+    let scrape = tokio::time::timeout(
+        Duration::from_secs(5),
+        metric(&server, "tusk_open_connections"),
+    )
+    .await
+    .context("/metrics did not answer within 5s with 100 idle admin connections")??;
+    ensure!(
+        scrape == 0.0,
+        "admin connections are counted as client connections: {scrape}"
+    );
+    Ok(())
+}
+
 /// A request head that stalls part way is closed after the header read timeout, whatever
 /// its first bytes: one byte that could begin the HTTP/2 preface or a PATCH, a partial
 /// HTTP/2 preface, a partial HTTP/1 head.

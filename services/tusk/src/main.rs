@@ -6,7 +6,6 @@ mod cli;
 mod config;
 mod environment;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -395,19 +394,24 @@ async fn serve(loaded: Loaded) -> Result<()> {
         }
     };
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = tokio::spawn(
-        axum::serve(
-            admin_listener,
-            tusk_http::admin_router(engine.clone(), {
-                let metrics = metrics.clone();
-                Arc::new(move || metrics.render())
-            }),
-        )
-        .with_graceful_shutdown(async move {
+    let admin_limits = ServeLimits {
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        drain: Duration::from_secs(1),
+        ..limits.clone()
+    };
+    let admin = tokio::spawn(tusk_http::serve(
+        admin_listener,
+        tusk_http::admin_router(engine.clone(), {
+            let metrics = metrics.clone();
+            Arc::new(move || metrics.render())
+        }),
+        admin_limits,
+        // The connection metrics are the public listener's.
+        Arc::new(Unobserved),
+        async move {
             let _ = admin_stopped.await;
-        })
-        .into_future(),
-    );
+        },
+    ));
     tusk_http::serve(
         listener,
         router,
@@ -423,6 +427,15 @@ async fn serve(loaded: Loaded) -> Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Connections the admin listener (metrics, health probes) keeps open at most: scrapers and
+/// probes need few, and an internal port is no reason to let idle sockets pile up.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Records nothing.
+struct Unobserved;
+
+impl tusk_core::Observer for Unobserved {}
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
