@@ -349,3 +349,36 @@ async fn busy_refusals(admin: &str) -> Result<f64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
 }
+
+/// A PATCH that completes a part started by earlier PATCHes (their bytes wait in tail
+/// objects) copies the tails into the part: with a budget of exactly one part it must still
+/// get room, not wait for a second part's worth while holding its own bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_that_folds_tails_fits_a_budget_of_one_part() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let config = scratch.path().join("budget.toml");
+    std::fs::write(
+        &config,
+        "[storage.s3]\nbuffer_budget = 5242880\nbuffer_wait = \"10s\"\n",
+    )?;
+    let pair = Pair {
+        storage: S3Storage {
+            part_size: Some(5 * MIB as u64),
+            ..S3Storage::DEFAULT
+        },
+        coordinator: Embedded,
+    };
+    let config = config.display().to_string();
+    let single = SingleNode::start(&pair, &["--config", &config]).await?;
+    let t = Ctx::for_endpoint(&single.node.endpoint)?;
+    let data = random_bytes(8 * MIB);
+    let url = t.create(data.len() as u64).await?;
+    // Two PATCHes leave 3 MiB in tails; the third completes the first part and goes on.
+    t.patch_ok(&url, 0, data[..MIB].to_vec()).await?;
+    t.patch_ok(&url, MIB as u64, data[MIB..3 * MIB].to_vec())
+        .await?;
+    t.patch_ok(&url, 3 * MIB as u64, data[3 * MIB..].to_vec())
+        .await
+        .context("the PATCH that folds the tails into a part")?;
+    faults::check_exact(&t, &url, &data).await
+}

@@ -45,9 +45,8 @@ impl BufferBudget {
         }
     }
 
-    /// Takes room for `bytes` more, waiting up to the configured time.
-    pub async fn take(&self, bytes: usize) -> Result<Held, StorageError> {
-        let units = bytes.div_ceil(UNIT);
+    /// Takes `units` more, waiting up to the configured time.
+    async fn take(&self, units: usize) -> Result<Held, StorageError> {
         let units = u32::try_from(units)
             .ok()
             .filter(|_| units <= self.total_units)
@@ -73,12 +72,20 @@ impl BufferBudget {
 }
 
 impl Held {
-    fn merge(&mut self, other: Held) {
-        match (&mut self.0, other.0) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs),
-            (mine @ None, theirs) => *mine = theirs,
-            (Some(_), None) => {}
+    /// Grows what is held to cover `bytes` in all (rounded up to whole units once, not per
+    /// growth, so a part never needs more than its size rounded up).
+    pub async fn cover(&mut self, budget: &BufferBudget, bytes: usize) -> Result<(), StorageError> {
+        let held = self.0.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        let more = bytes.div_ceil(UNIT).saturating_sub(held);
+        if more > 0 {
+            let taken = budget.take(more).await?;
+            match (&mut self.0, taken.0) {
+                (Some(mine), Some(theirs)) => mine.merge(theirs),
+                (mine @ None, theirs) => *mine = theirs,
+                (Some(_), None) => {}
+            }
         }
+        Ok(())
     }
 }
 
@@ -116,8 +123,7 @@ impl PartBuffer {
                 .max(FIRST_CAPACITY)
                 .max(needed)
                 .min(ceiling);
-            let more = self.budget.take(capacity - self.bytes.capacity()).await?;
-            self.held.merge(more);
+            self.held.cover(&self.budget, capacity).await?;
             // An exact allocation and one copy, where BytesMut's own growth could allocate
             // more than the budget was asked for.
             let mut grown = BytesMut::with_capacity(capacity);
@@ -158,6 +164,22 @@ mod tests {
         assert_eq!(budget.available(), (4096 - 512) * KIB);
         drop(held);
         assert_eq!(budget.available(), 4096 * KIB);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_part_filled_in_odd_steps_holds_its_size_rounded_up_once() {
+        let budget = BufferBudget::new(4096 * KIB as u64, Duration::from_secs(1));
+        let mut buffer = PartBuffer::new(budget.clone());
+        let part = 2048 * KIB;
+        let chunk = vec![1u8; 300_001];
+        while buffer.len() < part {
+            let left = part - buffer.len();
+            let take = left.min(chunk.len());
+            buffer.extend(&chunk[..take], left).await.expect("room");
+        }
+        // Rounded per growth, the last step held one unit too many: a part then needed
+        // more than a budget of one part.
+        assert_eq!(budget.available(), (4096 - 2048) * KIB);
     }
 
     #[tokio::test(start_paused = true)]

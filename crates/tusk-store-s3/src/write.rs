@@ -144,19 +144,22 @@ impl PartSender<'_> {
         let (body, held) = if self.unfolded.is_empty() {
             (body, held)
         } else {
-            // Room for the whole part first: the tails are read into it.
+            // The body's budget plus room for the tails, taken before they are read. Asking
+            // for the whole part while holding the body's could never succeed with a budget
+            // of one part. While the body is copied in, it exists twice for a moment.
             let len = self.unfolded_len() as usize + body.len();
-            let whole_held = self.store.budget.take(len).await?;
+            let mut held = held;
+            held.cover(&self.store.budget, len).await?;
             let mut whole = BytesMut::with_capacity(len);
             for tail in self.unfolded {
                 whole.extend_from_slice(&self.store.read_tail(self.upload, tail).await?);
             }
             whole.extend_from_slice(&body);
-            drop((body, held));
+            drop(body);
             self.rewritten += self.unfolded_len();
             self.fold = self.unfolded.len();
             self.unfolded = &[];
-            (whole.freeze(), whole_held)
+            (whole.freeze(), held)
         };
         let body_len = body.len() as u64;
         let multipart = match &self.session.multipart {
