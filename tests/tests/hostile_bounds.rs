@@ -262,19 +262,14 @@ async fn queued_hook_notifications_hold_bounded_memory() -> Result<()> {
 
 const MIB: usize = 1024 * 1024;
 
-/// S3 part buffers share one budget per node: a PATCH that finds it spent waits without
-/// reading its body, then gets 503 with Retry-After and holds nothing; the PATCH holding
-/// the budget is unharmed, and the refused one succeeds when retried. Before the budget,
-/// every stalled PATCH held up to a whole part (16 MiB by default) on top of the others.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_part_buffers_share_a_budget_past_which_a_patch_gets_503() -> Result<()> {
+/// One S3 (moto) node with 5 MiB parts and the given part-buffer budget and wait; the
+/// directory holds its config file.
+async fn s3_node_with_budget(budget: usize, wait: &str) -> Result<(SingleNode, tempfile::TempDir)> {
     let scratch = tempfile::tempdir()?;
     let config = scratch.path().join("budget.toml");
-    // Budget 6 MiB, parts 5 MiB: the first PATCH, 4.5 MiB into its first part, holds a
-    // 5 MiB buffer, which leaves the second 1 MiB.
     std::fs::write(
         &config,
-        "[storage.s3]\nbuffer_budget = 6291456\nbuffer_wait = \"1s\"\n",
+        format!("[storage.s3]\nbuffer_budget = {budget}\nbuffer_wait = \"{wait}\"\n"),
     )?;
     let pair = Pair {
         storage: S3Storage {
@@ -285,6 +280,18 @@ async fn s3_part_buffers_share_a_budget_past_which_a_patch_gets_503() -> Result<
     };
     let config = config.display().to_string();
     let single = SingleNode::start(&pair, &["--config", &config]).await?;
+    Ok((single, scratch))
+}
+
+/// S3 part buffers share one budget per node: a PATCH that finds it spent waits without
+/// reading its body, then gets 503 with Retry-After and holds nothing; the PATCH holding
+/// the budget is unharmed, and the refused one succeeds when retried. Before the budget,
+/// every stalled PATCH held up to a whole part (16 MiB by default) on top of the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_part_buffers_share_a_budget_past_which_a_patch_gets_503() -> Result<()> {
+    // Budget 6 MiB, parts 5 MiB: the first PATCH, 4.5 MiB into its first part, holds a
+    // 5 MiB buffer, which leaves the second 1 MiB.
+    let (single, _config) = s3_node_with_budget(6 * MIB, "1s").await?;
     let t = Ctx::for_endpoint(&single.node.endpoint)?;
     let first_data = random_bytes(10 * MIB);
     let second_data = random_bytes(10 * MIB);
@@ -355,21 +362,7 @@ async fn busy_refusals(admin: &str) -> Result<f64> {
 /// get room, not wait for a second part's worth while holding its own bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_that_folds_tails_fits_a_budget_of_one_part() -> Result<()> {
-    let scratch = tempfile::tempdir()?;
-    let config = scratch.path().join("budget.toml");
-    std::fs::write(
-        &config,
-        "[storage.s3]\nbuffer_budget = 5242880\nbuffer_wait = \"10s\"\n",
-    )?;
-    let pair = Pair {
-        storage: S3Storage {
-            part_size: Some(5 * MIB as u64),
-            ..S3Storage::DEFAULT
-        },
-        coordinator: Embedded,
-    };
-    let config = config.display().to_string();
-    let single = SingleNode::start(&pair, &["--config", &config]).await?;
+    let (single, _config) = s3_node_with_budget(5 * MIB, "10s").await?;
     let t = Ctx::for_endpoint(&single.node.endpoint)?;
     let data = random_bytes(8 * MIB);
     let url = t.create(data.len() as u64).await?;
