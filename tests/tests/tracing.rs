@@ -208,22 +208,32 @@ fn expected_spans(
     Some((post.clone(), patch.clone(), calls, Some(head.clone())))
 }
 
-#[tokio::test]
-async fn spans_reach_the_collector_under_the_callers_trace() -> Result<()> {
-    let (collector, received) = start_receiver().await?;
+/// A node on its own data directory (kept until the returned guard drops), with `env` (the
+/// OTLP endpoint and exporter settings).
+async fn start_exporting_node(
+    env: Vec<(String, String)>,
+) -> Result<(TestServer, tempfile::TempDir)> {
     let data = tempfile::Builder::new().prefix("tusk-tracing-").tempdir()?;
     let server = TestServer::start_with(NodeOptions {
         args: vec![
             "--upload-dir".into(),
             data.path().join("data").display().to_string(),
         ],
-        env: vec![
-            ("TUSK_LOG__OTLP_ENDPOINT".into(), collector.clone()),
-            ("TUSK_LOG__SERVICE_NAME".into(), "tusk-under-test".into()),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
-        ],
+        env,
         label: String::new(),
     })
+    .await?;
+    Ok((server, data))
+}
+
+#[tokio::test]
+async fn spans_reach_the_collector_under_the_callers_trace() -> Result<()> {
+    let (collector, received) = start_receiver().await?;
+    let (server, _data) = start_exporting_node(vec![
+        ("TUSK_LOG__OTLP_ENDPOINT".into(), collector.clone()),
+        ("TUSK_LOG__SERVICE_NAME".into(), "tusk-under-test".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+    ])
     .await?;
     let t = Ctx::new(&server)?;
 
@@ -341,18 +351,10 @@ async fn spans_reach_the_collector_under_the_callers_trace() -> Result<()> {
 #[tokio::test]
 async fn buffered_spans_are_flushed_at_exit() -> Result<()> {
     let (collector, received) = start_receiver().await?;
-    let data = tempfile::Builder::new().prefix("tusk-tracing-").tempdir()?;
-    let mut server = TestServer::start_with(NodeOptions {
-        args: vec![
-            "--upload-dir".into(),
-            data.path().join("data").display().to_string(),
-        ],
-        env: vec![
-            ("TUSK_LOG__OTLP_ENDPOINT".into(), collector),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "60000".into()),
-        ],
-        label: String::new(),
-    })
+    let (mut server, _data) = start_exporting_node(vec![
+        ("TUSK_LOG__OTLP_ENDPOINT".into(), collector),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "60000".into()),
+    ])
     .await?;
     let t = Ctx::new(&server)?;
     let trace_id = hex::encode(random_bytes(16));
@@ -388,22 +390,14 @@ async fn buffered_spans_are_flushed_at_exit() -> Result<()> {
 async fn spans_reach_an_https_collector_trusted_through_otlp_ca_file() -> Result<()> {
     let cert = SelfSigned::new()?;
     let (collector, received, connections) = start_tls_receiver(&cert).await?;
-    let data = tempfile::Builder::new().prefix("tusk-tracing-").tempdir()?;
-    let server = TestServer::start_with(NodeOptions {
-        args: vec![
-            "--upload-dir".into(),
-            data.path().join("data").display().to_string(),
-        ],
-        env: vec![
-            ("TUSK_LOG__OTLP_ENDPOINT".into(), collector),
-            (
-                "TUSK_LOG__OTLP_CA_FILE".into(),
-                cert.pem_path().display().to_string(),
-            ),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
-        ],
-        label: String::new(),
-    })
+    let (server, _data) = start_exporting_node(vec![
+        ("TUSK_LOG__OTLP_ENDPOINT".into(), collector),
+        (
+            "TUSK_LOG__OTLP_CA_FILE".into(),
+            cert.pem_path().display().to_string(),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+    ])
     .await?;
     let t = Ctx::new(&server)?;
     let trace_id = hex::encode(random_bytes(16));
@@ -441,18 +435,10 @@ async fn spans_reach_an_https_collector_trusted_through_otlp_ca_file() -> Result
 async fn an_https_collector_whose_certificate_is_not_trusted_gets_nothing() -> Result<()> {
     let cert = SelfSigned::new()?;
     let (collector, received, connections) = start_tls_receiver(&cert).await?;
-    let data = tempfile::Builder::new().prefix("tusk-tracing-").tempdir()?;
-    let server = TestServer::start_with(NodeOptions {
-        args: vec![
-            "--upload-dir".into(),
-            data.path().join("data").display().to_string(),
-        ],
-        env: vec![
-            ("TUSK_LOG__OTLP_ENDPOINT".into(), collector),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
-        ],
-        label: String::new(),
-    })
+    let (server, _data) = start_exporting_node(vec![
+        ("TUSK_LOG__OTLP_ENDPOINT".into(), collector),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+    ])
     .await?;
     let t = Ctx::new(&server)?;
     t.create(10).await?;
