@@ -314,3 +314,51 @@ async fn head_during_a_steady_stream_answers_at_once() -> Result<()> {
     ensure!(status == 204, "PATCH answered {status}: {head}");
     faults::check_exact(&t, &url, &data).await
 }
+
+/// A PATCH whose progress commits come faster than lease renewals keeps its lease past many
+/// TTLs: with a 1 s lease (renewed every third of it) and a commit every 100 ms, a body
+/// trickled over 4 s through a Redis-leased node answers 204 with every byte, sha256-exact.
+/// Before, each stretch started its own renewal timer, so stretches shorter than the
+/// renewal interval never renewed: the lease ran out one TTL after the PATCH began, and the
+/// PATCH answered 409 (seen as the 1 GiB S3 PATCH failing whenever its stretches all took
+/// under 3.3 s of the default 10 s TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_committing_faster_than_renewals_keeps_its_lease_past_the_ttl() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let config = scratch.path().join("fast-commits.toml");
+    std::fs::write(&config, "[uploads]\ncommit_interval = \"100ms\"\n")?;
+    let config = config.display().to_string();
+    let cluster = Cluster::start(
+        &FsRedis,
+        Balancer::Nginx,
+        1,
+        &["--lease-ttl", "1s", "--config", &config],
+    )
+    .await?;
+    let data = random_bytes(80 * 32 * 1024 + 17);
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    let url = t.create(data.len() as u64).await?;
+    let mut patch = RawPatch::open(&cluster.at_node(0, &url)?, 0, data.len()).await?;
+    let started = std::time::Instant::now();
+    // A node that gives up mid-body answers and closes: the send fails, the answer says why.
+    let sent = patch
+        .send(&data, 32 * 1024, Duration::from_millis(50))
+        .await;
+    let sent = match sent {
+        Ok(()) => "all sent".to_string(),
+        Err(error) => format!("cut: {error:#}"),
+    };
+    let answer = patch.response(Duration::from_secs(20)).await?;
+    let took = started.elapsed();
+    let (status, head) = answer
+        .with_context(|| format!("no response to the trickled PATCH after {took:?} ({sent})"))?;
+    ensure!(
+        status == 204,
+        "a PATCH trickled over {took:?} with a 1 s lease answered {status} ({sent}): {head}"
+    );
+    ensure!(
+        took > Duration::from_secs(3),
+        "the PATCH took only {took:?}: it must outlast the 1 s lease several times over"
+    );
+    faults::check_exact(&t, &url, &data).await
+}

@@ -177,20 +177,38 @@ impl Lease {
     }
 
     /// Renews every `interval` (at most a third of the TTL); returns once the lease is lost.
+    ///
+    /// Renewals fall due `interval` after the lease was last proven, not after this call
+    /// began: a PATCH holds its lease stretch by stretch, and stretches shorter than the
+    /// interval must not put the renewal off until the lease runs out.
     async fn keep_alive(&self, interval: Duration) -> CoordError {
         let interval = match self.held.ttl() {
             Some(ttl) => interval.min(ttl / 3),
             None => interval,
         };
+        let mut due = self.renewal_due(interval);
         loop {
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep_until(due).await;
             match self.confirm().await {
-                Ok(()) => {}
-                Err(CoordError::LeaseLost) => return CoordError::LeaseLost,
+                Ok(()) => due = self.renewal_due(interval),
+                Err(CoordError::LeaseLost) => {
+                    tracing::warn!(upload_id = %self.upload_id(), "lost the lease; its writer stops");
+                    return CoordError::LeaseLost;
+                }
                 Err(error) => {
                     tracing::warn!(upload_id = %self.upload_id(), %error, "renewing a lease failed; retrying");
+                    due = Instant::now() + interval;
                 }
             }
+        }
+    }
+
+    /// When the next renewal is due: `interval` after the lease was last proven (granted or
+    /// renewed). A lease without a TTL has no such moment; it is confirmed every `interval`.
+    fn renewal_due(&self, interval: Duration) -> Instant {
+        match (self.deadline(), self.held.ttl()) {
+            (Some(valid_until), Some(ttl)) => valid_until - ttl + interval,
+            _ => Instant::now() + interval,
         }
     }
 
@@ -365,6 +383,27 @@ mod tests {
         assert!(held.is_ok());
         // Renewed at a third of the TTL, not at the longer interval asked for.
         assert!(switches.renewals.load(Ordering::SeqCst) >= 9);
+    }
+
+    /// A PATCH holds its lease stretch by stretch, committing between them. Stretches
+    /// shorter than the renewal interval must not put renewals off (before, each call
+    /// started its own timer, so none ever renewed and the lease ran out).
+    #[tokio::test(start_paused = true)]
+    async fn work_held_in_pieces_shorter_than_the_interval_still_renews() {
+        let (lease, switches) = lease(Duration::from_secs(3));
+        for piece in 0..30 {
+            let work = tokio::time::sleep(Duration::from_millis(800));
+            let held = lease.hold_while(Duration::from_secs(1), work).await;
+            assert!(held.is_ok(), "piece {piece}: {held:?}");
+            // The commit between stretches.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let renewals = switches.renewals.load(Ordering::SeqCst);
+        assert!(
+            renewals >= 20,
+            "{renewals} renewals in 25.5 s, one was due every second"
+        );
+        assert!(lease.confirm().await.is_ok(), "the lease ran out");
     }
 
     #[tokio::test(start_paused = true)]

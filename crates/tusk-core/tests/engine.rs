@@ -753,3 +753,85 @@ async fn a_final_over_many_unfinished_partials_loads_them_concurrently() {
     // 41 sequential loads take 820ms; 16 at a time about 80ms.
     assert!(took < Duration::from_millis(400), "HEAD took {took:?}");
 }
+
+/// The embedded coordinator, answering `Locked` to the acquisitions `plan` marks true (one
+/// entry per call, in order; calls past the plan go through), as if another request held
+/// the lease just then.
+struct BrieflyLocked {
+    inner: Arc<EmbeddedCoordinator>,
+    plan: Mutex<std::collections::VecDeque<bool>>,
+}
+
+#[async_trait]
+impl Coordinator for BrieflyLocked {
+    fn name(&self) -> &'static str {
+        "briefly-locked"
+    }
+    async fn create(&self, record: &UploadRecord) -> Result<(), tusk_core::CoordError> {
+        self.inner.create(record).await
+    }
+    async fn load(&self, id: &str) -> Result<Option<UploadRecord>, tusk_core::CoordError> {
+        self.inner.load(id).await
+    }
+    async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, tusk_core::CoordError> {
+        let locked = self.plan.lock().expect("lock").pop_front().unwrap_or(false);
+        if locked {
+            return Err(tusk_core::CoordError::Locked);
+        }
+        self.inner.acquire(id, wait).await
+    }
+    async fn due_for_sweep(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, tusk_core::CoordError> {
+        self.inner.due_for_sweep(now, limit).await
+    }
+    async fn ping(&self) -> Result<(), tusk_core::CoordError> {
+        self.inner.ping().await
+    }
+}
+
+/// The tidying after a finishing commit waits out a request that holds the lease for a
+/// moment (such as a PATCH it answers 409) instead of leaving the upload's stray targets to
+/// the sweeper. Before, one `Locked` made it give up: seen as a tail object left in the
+/// bucket after two clients raced to finish one upload.
+#[tokio::test]
+async fn tidying_after_the_finish_waits_out_a_brief_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let coord = Arc::new(BrieflyLocked {
+        inner: EmbeddedCoordinator::open(dir.path())
+            .await
+            .expect("open coordinator"),
+        plan: Mutex::default(),
+    });
+    let storage = Arc::new(MemStorage::default());
+    let engine = Engine::new(storage.clone(), coord.clone(), EngineConfig::default());
+    let id = create(&engine, 5).await;
+    // A writer that stored a target and lost it before committing leaves a stray.
+    let lease = coord.acquire(&id, Duration::ZERO).await.expect("lease");
+    let stray = lease.reserve().await.expect("reserve");
+    storage
+        .targets
+        .lock()
+        .expect("lock")
+        .insert((id.clone(), stray), b"stray".to_vec());
+    lease.release().await.expect("release");
+
+    // The PATCH takes the lease; the tidying after its finishing commit finds it taken once.
+    coord.plan.lock().expect("lock").extend([false, true]);
+    let finished = engine
+        .patch(&id, patch_at(0), body(&[b"hello"]))
+        .await
+        .expect("patch");
+    assert_eq!(finished.offset, 5);
+    eventually("removing the stray target", async || {
+        !storage
+            .targets
+            .lock()
+            .expect("lock")
+            .contains_key(&(id.clone(), stray))
+    })
+    .await;
+    assert_eq!(read_all(&engine, &id, 5).await, b"hello");
+}

@@ -7,8 +7,8 @@ use super::in_flight::PatchInFlight;
 use super::Engine;
 use crate::body::{BodyEnd, BodyReader, StretchEnd};
 use crate::{
-    Commit, CoordError, Error, HookEvent, IncomingBody, Lease, RequestInfo, Segment, Stored,
-    UploadRecord, UploadState, WriteContext,
+    Commit, CoordError, Coordinator, Error, HookEvent, IncomingBody, Lease, RequestInfo, Segment,
+    Stored, UploadRecord, UploadState, WriteContext,
 };
 use crate::{Hasher, PatchRequest};
 
@@ -57,6 +57,27 @@ fn reservations_were_lost(record: &UploadRecord, last: &Commit) -> bool {
     seqs.dedup();
     seqs.iter().enumerate().any(|(i, &seq)| seq as usize != i)
         || seqs.len() != record.segments.len()
+}
+
+/// How long tidying waits for a lease that other requests hold before it leaves the work
+/// to the sweeper.
+const TIDY_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Takes the upload's lease once it is free, without asking its holder to let go: tidying
+/// must not cut a PATCH short, but the holder is often a request about to be refused (a
+/// PATCH at a stale offset) that lets go in milliseconds.
+async fn acquire_when_free(coord: &dyn Coordinator, id: &str) -> Result<Lease, CoordError> {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match coord.acquire(id, Duration::ZERO).await {
+            Err(CoordError::Locked) if started.elapsed() + pause < TIDY_PATIENCE => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Whether a PATCH at `offset` may write to `record`.
@@ -220,7 +241,7 @@ impl Engine {
         let renew_every = self.config.lease_renew_interval;
         let id = id.to_string();
         tokio::spawn(async move {
-            let lease = match coord.acquire(&id, Duration::ZERO).await {
+            let lease = match acquire_when_free(coord.as_ref(), &id).await {
                 Ok(lease) => lease,
                 Err(error) => {
                     tracing::debug!(upload_id = %id, %error, "not tidying storage now");
