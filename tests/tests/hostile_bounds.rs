@@ -264,12 +264,19 @@ const MIB: usize = 1024 * 1024;
 
 /// One S3 (moto) node with 5 MiB parts and the given part-buffer budget and wait; the
 /// directory holds its config file.
-async fn s3_node_with_budget(budget: usize, wait: &str) -> Result<(SingleNode, tempfile::TempDir)> {
+async fn s3_node_with_budget(
+    budget: usize,
+    wait: &str,
+    commit_interval: &str,
+) -> Result<(SingleNode, tempfile::TempDir)> {
     let scratch = tempfile::tempdir()?;
     let config = scratch.path().join("budget.toml");
     std::fs::write(
         &config,
-        format!("[storage.s3]\nbuffer_budget = {budget}\nbuffer_wait = \"{wait}\"\n"),
+        format!(
+            "[storage.s3]\nbuffer_budget = {budget}\nbuffer_wait = \"{wait}\"\n\
+             [uploads]\ncommit_interval = \"{commit_interval}\"\n"
+        ),
     )?;
     let pair = Pair {
         storage: S3Storage {
@@ -290,8 +297,9 @@ async fn s3_node_with_budget(budget: usize, wait: &str) -> Result<(SingleNode, t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_part_buffers_share_a_budget_past_which_a_patch_gets_503() -> Result<()> {
     // Budget 6 MiB, parts 5 MiB: the first PATCH, 4.5 MiB into its first part, holds a
-    // 5 MiB buffer, which leaves the second 1 MiB.
-    let (single, _config) = s3_node_with_budget(6 * MIB, "1s").await?;
+    // 5 MiB buffer, which leaves the second 1 MiB. No progress commit is ever due, so the
+    // first PATCH's pause does not let go of its buffer (see the next test).
+    let (single, _config) = s3_node_with_budget(6 * MIB, "1s", "1h").await?;
     let t = Ctx::for_endpoint(&single.node.endpoint)?;
     let first_data = random_bytes(10 * MIB);
     let second_data = random_bytes(10 * MIB);
@@ -344,6 +352,51 @@ async fn s3_part_buffers_share_a_budget_past_which_a_patch_gets_503() -> Result<
     faults::check_exact(&t, &second, &second_data).await
 }
 
+/// A client that stalls mid-part holds no buffer while it waits: once a progress commit is
+/// due and the client has paused for a second, what it sent goes to a tail object and is
+/// committed (HEAD shows it), its buffer goes back to the budget, and another upload that
+/// needs the whole budget is served. The stalled client then finishes, sha256-exact.
+/// Before, the stalled PATCH held its 5 MiB buffer until the network timeout: HEAD said 0
+/// and the other upload got 503 once `buffer_wait` ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_s3_patch_commits_and_lets_go_of_its_buffer() -> Result<()> {
+    let (single, _config) = s3_node_with_budget(6 * MIB, "3s", "500ms").await?;
+    let t = Ctx::for_endpoint(&single.node.endpoint)?;
+    let stalled_data = random_bytes(10 * MIB);
+    let stalled = t.create(stalled_data.len() as u64).await?;
+    let held = 4 * MIB + MIB / 2;
+    let mut stalling = RawPatch::open(&stalled, 0, stalled_data.len()).await?;
+    stalling
+        .send(&stalled_data[..held], 256 * 1024, Duration::ZERO)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let seen = t.offset(&stalled).await? as usize;
+    ensure!(
+        seen == held,
+        "HEAD of the upload whose PATCH stalls after {held} bytes answered {seen}: its bytes \
+         were not committed while it stalled"
+    );
+
+    let other = random_bytes(10 * MIB);
+    let started = std::time::Instant::now();
+    let url = t
+        .upload(&other)
+        .await
+        .context("an upload needing the whole buffer budget while another PATCH stalls")?;
+    eprintln!("the other upload took {:?}", started.elapsed());
+    faults::check_exact(&t, &url, &other).await?;
+
+    stalling
+        .send(&stalled_data[held..], 256 * 1024, Duration::ZERO)
+        .await?;
+    let (status, head) = stalling
+        .response(Duration::from_secs(20))
+        .await?
+        .context("the stalled PATCH got no answer once resumed")?;
+    ensure!(status == 204, "the resumed PATCH was answered {head:?}");
+    faults::check_exact(&t, &stalled, &stalled_data).await
+}
+
 /// `tusk_request_errors_total{kind="busy"}`.
 async fn busy_refusals(admin: &str) -> Result<f64> {
     let text = reqwest::get(format!("{}/metrics", admin.trim_end_matches('/')))
@@ -362,7 +415,7 @@ async fn busy_refusals(admin: &str) -> Result<f64> {
 /// get room, not wait for a second part's worth while holding its own bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_that_folds_tails_fits_a_budget_of_one_part() -> Result<()> {
-    let (single, _config) = s3_node_with_budget(5 * MIB, "10s").await?;
+    let (single, _config) = s3_node_with_budget(5 * MIB, "10s", "1h").await?;
     let t = Ctx::for_endpoint(&single.node.endpoint)?;
     let data = random_bytes(8 * MIB);
     let url = t.create(data.len() as u64).await?;

@@ -63,6 +63,15 @@ fn set_phase(in_flight: &Option<Arc<PatchInFlight>>, phase: Phase) {
     }
 }
 
+/// How long a client must pause before a due stretch ends short of a unit boundary.
+const STALL: Duration = Duration::from_secs(1);
+
+/// The least a stretch must carry to end short of a unit boundary when its client pauses.
+/// The storage stores such bytes a second time later (S3: a tail object, then inside the
+/// part that folds it); below this, holding them costs less. It also bounds how many such
+/// pieces one unit can be cut into.
+const MID_UNIT_STRETCH_MIN: u64 = 1 << 20;
+
 /// When a stretch of the body ends so that what it carried can be committed while the rest
 /// streams on (a progress commit).
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +80,10 @@ pub(crate) struct StretchEnd {
     pub bytes: u64,
     /// ... or once this long passed since its first byte, whichever comes first,
     pub time: Duration,
-    /// ... at the next point the storage can stop at without a partial unit.
+    /// ... at the next point the storage can stop at without a partial unit; or, once due,
+    /// where the client pauses for [`STALL`] with [`MID_UNIT_STRETCH_MIN`] bytes or more
+    /// carried, so that a stalled client's bytes are stored, committed and let go of instead
+    /// of held (S3: in memory) until the network timeout.
     pub units: Option<WriteUnits>,
 }
 
@@ -224,6 +236,13 @@ impl BodyReader {
                         () = tokio::time::sleep_until(deadline) => return None,
                     }
                 }
+                (Some(deadline), Some(_), _) if s.sent >= MID_UNIT_STRETCH_MIN => {
+                    let until = deadline.max(Instant::now() + STALL);
+                    tokio::select! {
+                        chunk = s.reader.next_chunk() => chunk,
+                        () = tokio::time::sleep_until(until) => return None,
+                    }
+                }
                 _ => s.reader.next_chunk().await,
             };
             let mut chunk = next?;
@@ -339,6 +358,42 @@ mod tests {
         };
         let mut r = reader(&[10, 10, 10], Duration::from_secs(3), u64::MAX);
         assert_eq!(stretches(&mut r, end).await, [10, 10, 10]);
+    }
+
+    /// A client that pauses mid-part gets what it sent committed (and, on S3, out of the
+    /// node's memory) once the stretch is due, not at the network timeout; a few bytes are
+    /// not worth storing twice and wait for more.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_stretch_ends_short_of_its_unit_once_it_carried_enough() {
+        const MIB: usize = 1 << 20;
+        let end = StretchEnd {
+            bytes: u64::MAX,
+            time: Duration::from_secs(2),
+            units: Some(WriteUnits {
+                first: 16 << 20,
+                every: 16 << 20,
+            }),
+        };
+        let mut r = reader(&[2 * MIB, 2 * MIB], Duration::from_secs(3), u64::MAX);
+        let started = Instant::now();
+        let mut chunks = r.stretch(Some(end));
+        let mut first = 0;
+        while let Some(chunk) = chunks.next().await {
+            first += chunk.len();
+        }
+        drop(chunks);
+        // The first chunk came at 3 s, the stretch was due at 5 s and the client was still
+        // silent then.
+        assert_eq!(
+            (first, started.elapsed()),
+            (2 * MIB, Duration::from_secs(5))
+        );
+        assert_eq!(r.end, None);
+        assert_eq!(stretches(&mut r, end).await, [2 * MIB as u64]);
+
+        let small = MID_UNIT_STRETCH_MIN as usize / 4;
+        let mut r = reader(&[small, small], Duration::from_secs(3), u64::MAX);
+        assert_eq!(stretches(&mut r, end).await, [2 * small as u64]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -53,6 +53,10 @@ pub struct WriteContext<'a> {
     /// The upload's length once this request is applied, `None` while it is deferred: a
     /// write that reaches it stores the upload's last bytes.
     pub length: Option<u64>,
+    /// Which write of the lease this is (0, 1, ...): a PATCH writes its body stretch by
+    /// stretch under one lease, and a store that names what it writes after the lease's
+    /// token tells the writes apart by this.
+    pub stretch: u32,
 }
 
 impl WriteContext<'_> {

@@ -7,10 +7,11 @@
 //! that ended inside a part). Finishing completes the multipart upload, so the finished
 //! upload is the object `<prefix><id>`. Upload IDs never contain a `.` or a `/`, so the
 //! tails' folder can be no upload's object, and listing it (for the leftovers sweep) never
-//! walks the finished objects.
+//! walks the finished objects. A PATCH whose client stalls mid-part leaves a tail at each
+//! progress commit: its n-th write (n > 0) names its tail `<token>-<n>`.
 
 use serde::{Deserialize, Serialize};
-use tusk_core::{Segment, StorageError, UploadRecord};
+use tusk_core::{Segment, StorageError, UploadRecord, WriteTarget};
 use tusk_protocol::is_valid_upload_id;
 
 /// S3's smallest part (all but the last), and its largest.
@@ -123,8 +124,13 @@ impl Keys {
         format!("{}.tails/{upload}/", self.prefix)
     }
 
-    pub fn tail(&self, upload: &str, token: u64) -> String {
-        format!("{}{token:016x}", self.tails(upload))
+    /// The tail a writer left: its token names it, and the write of the lease it came from
+    /// (the target's `seq`; the first write's keeps the bare token).
+    pub fn tail(&self, upload: &str, target: WriteTarget) -> String {
+        match target.seq {
+            0 => format!("{}{:016x}", self.tails(upload), target.token),
+            n => format!("{}{:016x}-{n}", self.tails(upload), target.token),
+        }
     }
 
     /// The upload whose object (or multipart upload) `key` is.
@@ -135,7 +141,8 @@ impl Keys {
 
     /// The fencing token of the writer of tail `key`.
     pub fn token_of_tail(&self, key: &str) -> Option<u64> {
-        let (_, token) = key.rsplit_once('/')?;
+        let (_, name) = key.rsplit_once('/')?;
+        let token = name.split_once('-').map_or(name, |(token, _write)| token);
         u64::from_str_radix(token, 16).ok()
     }
 
@@ -292,14 +299,20 @@ mod tests {
         let keys = Keys::new("up/");
         let id = "abcdefghijklmnopqrstuvwx";
         assert_eq!(keys.object(id), format!("up/{id}"));
-        let tail = keys.tail(id, 10);
+        let tail = keys.tail(id, WriteTarget { token: 10, seq: 0 });
         assert_eq!(tail, format!("up/.tails/{id}/000000000000000a"));
         assert_eq!(keys.upload_of_tail(&tail), Some(id));
+        assert_eq!(keys.token_of_tail(&tail), Some(10));
+        let later = keys.tail(id, WriteTarget { token: 10, seq: 3 });
+        assert_eq!(later, format!("up/.tails/{id}/000000000000000a-3"));
+        assert_eq!(keys.upload_of_tail(&later), Some(id));
+        assert_eq!(keys.token_of_tail(&later), Some(10));
         assert_eq!(keys.upload_of_object(&keys.object(id)), Some(id));
         assert_eq!(keys.upload_of_object(&tail), None);
         assert_eq!(keys.upload_of_object("other/abc"), None);
         let longer = format!("{id}z");
-        assert!(!keys.tail(&longer, 1).starts_with(&keys.tails(id)));
+        let target = WriteTarget { token: 1, seq: 0 };
+        assert!(!keys.tail(&longer, target).starts_with(&keys.tails(id)));
     }
 
     #[test]

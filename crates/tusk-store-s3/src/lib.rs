@@ -261,7 +261,7 @@ impl S3Storage {
     async fn delete_tails(&self, upload: &str, tails: &[Segment]) -> Result<(), StorageError> {
         let keys: Vec<String> = tails
             .iter()
-            .map(|s| self.keys.tail(upload, s.target.token))
+            .map(|s| self.keys.tail(upload, s.target))
             .collect();
         client::delete_keys(&self.client, &self.bucket, keys).await
     }
@@ -288,7 +288,7 @@ impl S3Storage {
                 split_parts_and_tails(&r.segments)
                     .1
                     .iter()
-                    .map(|s| self.keys.tail(upload, s.target.token))
+                    .map(|s| self.keys.tail(upload, s.target))
                     .collect()
             })
             .unwrap_or_default();

@@ -41,6 +41,7 @@ pub(crate) async fn write(
         store,
         upload: &record.id,
         lease: context.lease,
+        stretch: context.stretch,
         session,
         created_multipart: false,
         unfolded: tails,
@@ -84,6 +85,8 @@ struct PartSender<'a> {
     store: &'a S3Storage,
     upload: &'a str,
     lease: &'a Lease,
+    /// Which write of the lease this is; names its tail.
+    stretch: u32,
     session: Session,
     /// Whether this write started the multipart upload (to abort it if the write fails).
     created_multipart: bool,
@@ -205,23 +208,27 @@ impl PartSender<'_> {
         Ok(())
     }
 
-    /// Stores the bytes after the last full part as this writer's tail object. Its name
-    /// carries the fencing token, unique to this writer, and it is created only if absent.
+    /// Stores the bytes after the last full part as this write's tail object. Its name
+    /// carries the fencing token, unique to this writer, and the write's number within the
+    /// lease; it is created only if absent.
     async fn put_tail(&mut self, body: Bytes) -> Result<(), StorageError> {
-        let token = self.lease.token();
+        let target = WriteTarget {
+            token: self.lease.token(),
+            seq: self.stretch,
+        };
         let len = body.len() as u64;
         self.store
             .client
             .put_object()
             .bucket(&self.store.bucket)
-            .key(self.store.keys.tail(self.upload, token))
+            .key(self.store.keys.tail(self.upload, target))
             .if_none_match("*")
             .checksum_algorithm(CHECKSUM)
             .body(aws_sdk_s3::primitives::ByteStream::from(body))
             .send()
             .await
             .map_err(|e| backend_error("PutObject (tail)", e))?;
-        self.tail = Some(Segment::new(WriteTarget { token, seq: 0 }, len));
+        self.tail = Some(Segment::new(target, len));
         Ok(())
     }
 
@@ -285,7 +292,7 @@ impl S3Storage {
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(self.keys.tail(upload, tail.target.token))
+            .key(self.keys.tail(upload, tail.target))
             .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
             .send()
             .await;

@@ -15,8 +15,8 @@ use futures_util::StreamExt;
 
 use super::{new_id, MemoryCoordinator};
 use crate::{
-    ConcatKind, CoordError, Coordinator, CreateUpload, Engine, EngineConfig, Error, IncomingBody,
-    PatchRequest, Storage, StorageError, Stored, WriteContext,
+    Commit, ConcatKind, CoordError, Coordinator, CreateUpload, Engine, EngineConfig, Error,
+    IncomingBody, PatchRequest, Storage, StorageError, Stored, WriteContext,
 };
 
 /// Makes the storage under test and looks inside it.
@@ -36,6 +36,7 @@ pub trait StorageFixture: Send + Sync {
 /// Runs every case of the contract, in order; panics naming the case that failed.
 pub async fn storage_contract(fixture: &dyn StorageFixture) {
     writes_read_back_exactly(fixture).await;
+    writes_of_one_lease_ending_anywhere_read_back_exactly(fixture).await;
     a_refused_write_leaves_nothing(fixture).await;
     termination_removes_everything(fixture).await;
     a_zombie_write_never_changes_committed_bytes(fixture).await;
@@ -169,6 +170,52 @@ pub async fn writes_read_back_exactly(fixture: &dyn StorageFixture) {
     assert!(read(&s.engine, &empty, 0..0).await.is_empty());
 }
 
+/// A PATCH writes its body stretch by stretch under one lease, committing after each, and a
+/// stretch whose client stalls ends wherever it stands (S3: inside a part, leaving a tail).
+/// Three such writes under one lease, then the rest in a PATCH, read back exactly.
+pub async fn writes_of_one_lease_ending_anywhere_read_back_exactly(fixture: &dyn StorageFixture) {
+    let s = setup(fixture).await;
+    let data = payload(300_000, 13);
+    let len = data.len() as u64;
+    let id = create(&s.engine, Some(len)).await;
+    let mut lease = s
+        .coordinator
+        .acquire(&id, Duration::ZERO)
+        .await
+        .expect("lease");
+    let cuts = [0, 70_001, 140_003, 210_007];
+    for (stretch, piece) in (0u32..).zip(cuts.windows(2)) {
+        let bytes = Bytes::copy_from_slice(&data[piece[0]..piece[1]]);
+        let chunks: crate::Chunks<'_> = Box::pin(futures_util::stream::iter(vec![bytes]));
+        let context = WriteContext {
+            lease: &lease,
+            length: Some(len),
+            stretch,
+        };
+        let stored = s.storage.write(context, chunks).await.unwrap_or_else(|e| {
+            panic!("writes_of_one_lease_ending_anywhere_read_back_exactly: write {stretch}: {e}")
+        });
+        let commit = Commit {
+            expected_offset: piece[0] as u64,
+            added: stored.written,
+            append: stored.append,
+            fold: stored.fold,
+            session: stored.session,
+            declare_length: None,
+            expires_at: None,
+            notice: None,
+        };
+        lease.commit(&commit).await.expect("progress commit");
+    }
+    lease.release().await.expect("release");
+    let last = cuts[cuts.len() - 1];
+    patch(&s.engine, &id, last, &data[last..]).await;
+    assert!(
+        read(&s.engine, &id, 0..len).await == data,
+        "writes_of_one_lease_ending_anywhere_read_back_exactly: the bytes read back differ"
+    );
+}
+
 pub async fn a_refused_write_leaves_nothing(fixture: &dyn StorageFixture) {
     let s = setup(fixture).await;
     let data = payload(200_000, 2);
@@ -229,6 +276,7 @@ pub async fn a_zombie_write_never_changes_committed_bytes(fixture: &dyn StorageF
     let context = WriteContext {
         lease: &zombie,
         length: Some(data.len() as u64),
+        stretch: 0,
     };
     match s.storage.write(context, chunks).await {
         // Refused for its lease, or failed on its own (what it read may be gone already).
@@ -373,6 +421,7 @@ pub async fn a_write_that_never_committed_goes_once_the_upload_finishes(
     let context = WriteContext {
         lease: &dying,
         length: Some(len),
+        stretch: 0,
     };
     s.storage
         .write(context, chunks)

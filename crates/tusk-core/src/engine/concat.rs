@@ -46,6 +46,7 @@ impl Engine {
             let context = WriteContext {
                 lease: &lease,
                 length: Some(total),
+                stretch: 0,
             };
             let stored = lease
                 .hold_while(

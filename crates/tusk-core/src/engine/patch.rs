@@ -308,14 +308,20 @@ impl Engine {
         );
         reader.announced = request.content_length;
         reader.in_flight = Some(in_flight.clone());
+        let mut stretch = 0u32;
         loop {
+            let context = WriteContext {
+                lease,
+                length,
+                stretch,
+            };
+            stretch = stretch.saturating_add(1);
             // A checksum covers the whole body: nothing is committed before it is checked.
             let stretch_end = request.checksum.is_none().then(|| StretchEnd {
                 bytes: self.config.commit_interval_bytes,
                 time: self.config.commit_interval,
-                units: self.storage.write_units(&WriteContext { lease, length }),
+                units: self.storage.write_units(&context),
             });
-            let context = WriteContext { lease, length };
             let write = self.storage.write(context, reader.stretch(stretch_end));
             // A failed write removed what it had stored itself; a lost lease stops the write.
             let stored = lease
