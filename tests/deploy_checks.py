@@ -812,9 +812,13 @@ NONDEFAULT = {
         "hooks": {"endpoint": "http://ignored.example/", "existingSecret": "hooks",
                   "endpointKey": "url", "events": ["pre-create", "post-finish"], "timeout": "7s",
                   "retries": 5, "backoff": "300ms", "postReceiveInterval": "2s",
-                  "accessCacheTtl": "20s", "queue": 500},
-        "log": {"format": "text", "level": "tusk_core=debug", "otlpEndpoint": "http://otel:4318",
-                "serviceName": "tusk-eu"},
+                  "accessCacheTtl": "20s", "queue": 500,
+                  "credentialHeaders": ["authorization", "x-api-key"],
+                  "forwardHeaders": ["tus-resumable", "x-request-id"], "queueBytes": 8388608,
+                  "ca": {"secret": "hooks-ca", "configMap": "", "key": "root.pem"}},
+        "log": {"format": "text", "level": "tusk_core=debug", "otlpEndpoint": "https://otel:4318",
+                "serviceName": "tusk-eu",
+                "otlpCa": {"secret": "", "configMap": "otel-ca", "key": "ca.crt"}},
     },
     "extraEnv": [{"name": "TUSK_UPLOADS__LEASE_WAIT", "value": "5s"}],
     "extraEnvFrom": [{"secretRef": {"name": "tusk-env"}}],
@@ -1025,6 +1029,15 @@ def check_values_reach_pod():
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["data"] == {"name": "data", "mountPath": "/data", "subPath": "uploads"}
     assert mounts["config"]["mountPath"] == "/etc/tusk"
+    # The CA certificates, each from its own source, where the config names them.
+    assert mounts["hooks-ca"] == {"name": "hooks-ca", "mountPath": "/etc/tusk/ca/hooks",
+                                  "readOnly": True}
+    assert mounts["otlp-ca"] == {"name": "otlp-ca", "mountPath": "/etc/tusk/ca/otlp",
+                                 "readOnly": True}
+    assert vols["hooks-ca"]["secret"] == {"secretName": "hooks-ca",
+                                          "items": [{"key": "root.pem", "path": "root.pem"}]}
+    assert vols["otlp-ca"]["configMap"] == {"name": "otel-ca",
+                                            "items": [{"key": "ca.crt", "path": "ca.crt"}]}
     env = env_of(c)
     assert env["TUSK_SERVER__HOST"] == "0.0.0.0" and env["TUSK_SERVER__ADMIN_HOST"] == "0.0.0.0"
     assert env["TUSK_SERVER__PORT"] == "9080" and env["TUSK_SERVER__ADMIN_PORT"] == "9081"
@@ -1053,9 +1066,12 @@ def check_values_reach_pod():
                                   "sentinel_master": "primary", "wait_replicas": 1}},
         "hooks": {"events": ["pre-create", "post-finish"], "timeout": "7s", "retries": 5,
                   "backoff": "300ms", "post_receive_interval": "2s", "access_cache_ttl": "20s",
-                  "queue": 500},
-        "log": {"format": "text", "level": "tusk_core=debug", "otlp_endpoint": "http://otel:4318",
-                "service_name": "tusk-eu"},
+                  "credential_headers": ["authorization", "x-api-key"],
+                  "forward_headers": ["tus-resumable", "x-request-id"],
+                  "queue": 500, "queue_bytes": 8388608,
+                  "ca_file": "/etc/tusk/ca/hooks/root.pem"},
+        "log": {"format": "text", "level": "tusk_core=debug", "otlp_endpoint": "https://otel:4318",
+                "service_name": "tusk-eu", "otlp_ca_file": "/etc/tusk/ca/otlp/ca.crt"},
     }
     assert toml == want, f"tusk.toml:\n{json.dumps(toml, indent=1)}\nexpected\n{json.dumps(want, indent=1)}"
     assert cfg["hooks"]["endpoint"] not in cm["data"]["tusk.toml"], "secret-backed endpoint leaked"
@@ -1097,7 +1113,9 @@ def check_values_reach_pod():
     env = env_of(c["containers"][0])
     assert env["TUSK_COORDINATOR__REDIS__URL"] == {"secretKeyRef": {"name": "redis-auth", "key": "url"}}
     assert "REDIS_PASSWORD" not in env and "TUSK_HOOKS__ENDPOINT" not in env
+    assert not {"hooks-ca", "otlp-ca"} & {v["name"] for v in c["volumes"]}
     toml = tomllib.loads(by_kind(alt, "ConfigMap")[0]["data"]["tusk.toml"])
+    assert "ca_file" not in toml["hooks"] and "otlp_ca_file" not in toml["log"]
     assert toml["hooks"]["endpoint"] == "http://hooks.example:9000/tus"
     assert "url" not in toml["coordinator"]["redis"]
     assert not any(k.startswith("nginx.ingress") for k in
@@ -1263,6 +1281,10 @@ def check_schema_rejects_bad_values():
         {"config": {"uploads": {"expireAfter": "a week"}}},
         {"config": {"server": {"basePath": "files"}}},
         {"config": {"hooks": {"events": ["post-everything"]}}},
+        {"config": {"hooks": {"credentialHeaders": ["Authorization: Bearer x"]}}},
+        {"config": {"hooks": {"queueBytes": 1000}}},
+        {"config": {"hooks": {"ca": {"secret": "a", "configMap": "b"}}}},
+        {"config": {"log": {"otlpCa": {"secret": "a", "key": "../etc/passwd"}}}},
         {"ports": {"http": 70000}},
         {"service": {"prot": 80}},
         {"unknownTopLevel": True},
@@ -1349,6 +1371,21 @@ def pod_env_for_binary(container):
     return env
 
 
+def with_test_cas(config_text, work):
+    """config_text with each CA file the chart mounts under /etc/tusk/ca/ replaced by a
+    freshly made self-signed certificate in work, so that the binary can read it."""
+    def local_copy(m):
+        path = os.path.join(work, m.group(1).replace("/", "-"))
+        if not os.path.exists(path):
+            need_binary("openssl")
+            r = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                     "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+                     "-keyout", path + ".key", "-out", path])
+            assert r.returncode == 0, r.stderr
+        return json.dumps(path)
+    return re.sub(r'"/etc/tusk/ca/([^"]+)"', local_copy, config_text)
+
+
 def check_rendered_config_with_binary():
     """tusk accepts each rendered tusk.toml together with the pod's environment; with S3 it
     also uploads with them to the bucket on moto (only the endpoint pointed at moto) and the
@@ -1363,7 +1400,8 @@ def check_rendered_config_with_binary():
         toml = tomllib.loads(config_text)
         try:
             if toml["storage"]["backend"] != "s3":
-                tusk_accepts(env=env, config_text=config_text)
+                with tempfile.TemporaryDirectory(prefix="tusk-ca-check-") as d:
+                    tusk_accepts(env=env, config_text=with_test_cas(config_text, d))
                 continue
             s3 = toml["storage"]["s3"]
             # No Secret (IRSA): the webhook's credentials, stood in for by test keys.

@@ -104,3 +104,25 @@ period must cover the preStop sleep and the drain.
 {{- $scheme := regexFind "^rediss?://" $url }}
 {{- printf "%s:$(REDIS_PASSWORD)@%s" $scheme (trimPrefix $scheme $url) }}
 {{- end }}
+
+{{/*
+A volume with the PEM CA certificates of `ca` ({secret, configMap, key}), named `name`;
+nothing when neither source is set.
+*/}}
+{{- define "tusk.caVolume" -}}
+{{- if .ca.secret }}
+- name: {{ .name }}
+  secret:
+    secretName: {{ .ca.secret }}
+    items:
+      - key: {{ .ca.key }}
+        path: {{ .ca.key }}
+{{- else if .ca.configMap }}
+- name: {{ .name }}
+  configMap:
+    name: {{ .ca.configMap }}
+    items:
+      - key: {{ .ca.key }}
+        path: {{ .ca.key }}
+{{- end }}
+{{- end }}
