@@ -51,11 +51,13 @@ step "build"
 cargo build --locked --release --workspace --bins
 
 step "deployment: Dockerfile (hadolint), docker-compose.yml, Helm chart (Helm 4 library, Kubernetes schemas)"
-if ! command -v docker-compose >/dev/null || ! command -v curl >/dev/null; then
+if ! command -v docker-compose >/dev/null || ! command -v curl >/dev/null \
+  || ! command -v openssl >/dev/null; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-compose curl
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    docker-compose curl openssl
 fi
 python3 -m pip install --quiet --disable-pip-version-check -r tests/deploy-requirements.txt
 python3 tests/deploy_checks.py
