@@ -80,6 +80,7 @@ INSTALL = {
     "docker-compose": "apt-get install -y --no-install-recommends docker-compose",
     "nginx": "apt-get install -y --no-install-recommends nginx",
     "curl": "apt-get install -y --no-install-recommends curl",
+    "openssl": "apt-get install -y --no-install-recommends openssl",
     "tusk": "cargo build --release --locked -p tusk   (or set TUSK_BIN)",
     "moto": "python3 -m pip install 'moto[server]==5.1.22'   (moto's S3 server, with boto3)",
     "boto3": "python3 -m pip install 'moto[server]==5.1.22'   (moto's S3 server, with boto3)",
