@@ -17,7 +17,7 @@ use tusk_core::{
 
 use crate::budget::{Held, PartBuffer};
 use crate::client::{self, backend_error};
-use crate::layout::{split_parts_and_tails, Session};
+use crate::layout::{split_parts_and_tails, tails_to_merge, Session};
 use crate::{S3Storage, CHECKSUM};
 
 pub(crate) async fn write(
@@ -132,8 +132,9 @@ impl PartSender<'_> {
                 self.send_part(buffer.take()).await?;
             }
         } else if !buffer.is_empty() {
-            let (bytes, _held) = buffer.take();
-            self.put_tail(bytes).await?;
+            // The budget is held until the tail is stored.
+            let (tail, _held) = self.merge_tails(buffer.take()).await?;
+            self.put_tail(tail).await?;
         }
         while let Some(done) = self.in_flight.join_next().await {
             self.sent.push(joined(done)?);
@@ -206,6 +207,33 @@ impl PartSender<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The bytes of this write's tail: `body`, after the trailing committed tails it merges
+    /// (see [`tails_to_merge`]), which its commit then folds. The budget covers them all
+    /// before they are read.
+    async fn merge_tails(
+        &mut self,
+        (body, held): (Bytes, Held),
+    ) -> Result<(Bytes, Held), StorageError> {
+        let merge = tails_to_merge(self.unfolded, body.len() as u64);
+        if merge == 0 {
+            return Ok((body, held));
+        }
+        let merged = &self.unfolded[self.unfolded.len() - merge..];
+        let merged_len: u64 = merged.iter().map(|s| s.len).sum();
+        let len = merged_len as usize + body.len();
+        let mut held = held;
+        held.cover(&self.store.budget, len).await?;
+        let mut whole = BytesMut::with_capacity(len);
+        for tail in merged {
+            whole.extend_from_slice(&self.store.read_tail(self.upload, tail).await?);
+        }
+        whole.extend_from_slice(&body);
+        self.rewritten += merged_len;
+        self.fold = merge;
+        self.unfolded = &self.unfolded[..self.unfolded.len() - merge];
+        Ok((whole.freeze(), held))
     }
 
     /// Stores the bytes after the last full part as this write's tail object. Its name

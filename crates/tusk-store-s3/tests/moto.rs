@@ -268,6 +268,48 @@ async fn small_and_odd_patches_give_exact_bytes_and_leave_only_the_object() {
     );
 }
 
+/// Many small PATCHes inside one part leave a bounded number of tails: past 16, a PATCH
+/// merges the trailing ones into its own (each byte is copied again only when the tail it
+/// lands in at least doubles). The bytes stay exact, and the folded tails are removed.
+/// Before, each PATCH left one more tail, and the PATCH that filled the part read them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_patches_inside_a_part_leave_few_tails() {
+    let setup = setup(small_parts()).await;
+    let bytes = data(200 * 1000 + 7, 9);
+    let id = create(&setup.engine, 6 * MIB as u64, None).await;
+    upload_in(&setup.engine, &id, &bytes, &[1000]).await;
+    let record = setup.engine.view(&id).await.expect("view").record;
+    assert!(
+        record.segments.len() <= 17,
+        "201 PATCHes inside one part left {} segments",
+        record.segments.len()
+    );
+    // The folded tails go once the PATCHes stop taking the lease first.
+    let mut objects = Vec::new();
+    for _ in 0..50 {
+        objects = bucket_listing(&setup).await.0;
+        if objects.len() <= 17 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        objects.len() <= 17,
+        "201 PATCHes inside one part left {} tail objects 10 s later",
+        objects.len()
+    );
+    let mut rest = data(6 * MIB - bytes.len(), 10);
+    let finished = setup
+        .engine
+        .patch(&id, at(bytes.len() as u64), body(&rest))
+        .await
+        .expect("the PATCH that fills the part and finishes");
+    assert_eq!(finished.offset, 6 * MIB as u64);
+    let mut whole = bytes;
+    whole.append(&mut rest);
+    assert_eq!(read(&setup.engine, &id, 0..whole.len() as u64).await, whole);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_uploads_are_not_readable_and_termination_leaves_nothing() {
     let setup = setup(small_parts()).await;
