@@ -666,19 +666,36 @@ async fn a_finish_the_pre_finish_hook_refused_owes_no_post_finish() {
     assert!(hooks.deliveries().is_empty(), "no post-finish");
 }
 
-/// The embedded coordinator, with every `load` taking `delay` (a remote coordinator's round
-/// trip), counting the most loads running at once.
-struct SlowLoads {
-    inner: Arc<dyn Coordinator>,
-    delay: Duration,
+/// The embedded coordinator with faults a remote one has: every `load` takes `load_delay`
+/// (a round trip; the most loads running at once are counted), and the acquisitions that
+/// `locked` marks true (one entry per call, in order; calls past it go through) answer
+/// `Locked`, as if another request held the lease just then.
+struct Scripted {
+    inner: Arc<EmbeddedCoordinator>,
+    load_delay: Duration,
     running: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
+    locked: Mutex<std::collections::VecDeque<bool>>,
+}
+
+impl Scripted {
+    async fn open(dir: &std::path::Path, load_delay: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            inner: EmbeddedCoordinator::open(dir)
+                .await
+                .expect("open coordinator"),
+            load_delay,
+            running: Default::default(),
+            most: Default::default(),
+            locked: Mutex::default(),
+        })
+    }
 }
 
 #[async_trait]
-impl Coordinator for SlowLoads {
+impl Coordinator for Scripted {
     fn name(&self) -> &'static str {
-        "slow-loads"
+        "scripted"
     }
     async fn create(&self, record: &UploadRecord) -> Result<(), tusk_core::CoordError> {
         self.inner.create(record).await
@@ -687,11 +704,20 @@ impl Coordinator for SlowLoads {
         use std::sync::atomic::Ordering::SeqCst;
         let now = self.running.fetch_add(1, SeqCst) + 1;
         self.most.fetch_max(now, SeqCst);
-        tokio::time::sleep(self.delay).await;
+        tokio::time::sleep(self.load_delay).await;
         self.running.fetch_sub(1, SeqCst);
         self.inner.load(id).await
     }
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, tusk_core::CoordError> {
+        let locked = self
+            .locked
+            .lock()
+            .expect("lock")
+            .pop_front()
+            .unwrap_or(false);
+        if locked {
+            return Err(tusk_core::CoordError::Locked);
+        }
         self.inner.acquire(id, wait).await
     }
     async fn due_for_sweep(
@@ -712,14 +738,7 @@ impl Coordinator for SlowLoads {
 async fn a_final_over_many_unfinished_partials_loads_them_concurrently() {
     use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().expect("tempdir");
-    let coord = Arc::new(SlowLoads {
-        inner: EmbeddedCoordinator::open(dir.path())
-            .await
-            .expect("open coordinator"),
-        delay: Duration::from_millis(20),
-        running: Default::default(),
-        most: Default::default(),
-    });
+    let coord = Scripted::open(dir.path(), Duration::from_millis(20)).await;
     let engine = Engine::new(
         Arc::new(MemStorage::default()),
         coord.clone(),
@@ -754,44 +773,6 @@ async fn a_final_over_many_unfinished_partials_loads_them_concurrently() {
     assert!(took < Duration::from_millis(400), "HEAD took {took:?}");
 }
 
-/// The embedded coordinator, answering `Locked` to the acquisitions `plan` marks true (one
-/// entry per call, in order; calls past the plan go through), as if another request held
-/// the lease just then.
-struct BrieflyLocked {
-    inner: Arc<EmbeddedCoordinator>,
-    plan: Mutex<std::collections::VecDeque<bool>>,
-}
-
-#[async_trait]
-impl Coordinator for BrieflyLocked {
-    fn name(&self) -> &'static str {
-        "briefly-locked"
-    }
-    async fn create(&self, record: &UploadRecord) -> Result<(), tusk_core::CoordError> {
-        self.inner.create(record).await
-    }
-    async fn load(&self, id: &str) -> Result<Option<UploadRecord>, tusk_core::CoordError> {
-        self.inner.load(id).await
-    }
-    async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, tusk_core::CoordError> {
-        let locked = self.plan.lock().expect("lock").pop_front().unwrap_or(false);
-        if locked {
-            return Err(tusk_core::CoordError::Locked);
-        }
-        self.inner.acquire(id, wait).await
-    }
-    async fn due_for_sweep(
-        &self,
-        now: u64,
-        limit: usize,
-    ) -> Result<Vec<String>, tusk_core::CoordError> {
-        self.inner.due_for_sweep(now, limit).await
-    }
-    async fn ping(&self) -> Result<(), tusk_core::CoordError> {
-        self.inner.ping().await
-    }
-}
-
 /// The tidying after a finishing commit waits out a request that holds the lease for a
 /// moment (such as a PATCH it answers 409) instead of leaving the upload's stray targets to
 /// the sweeper. Before, one `Locked` made it give up: seen as a tail object left in the
@@ -799,12 +780,7 @@ impl Coordinator for BrieflyLocked {
 #[tokio::test]
 async fn tidying_after_the_finish_waits_out_a_brief_holder() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let coord = Arc::new(BrieflyLocked {
-        inner: EmbeddedCoordinator::open(dir.path())
-            .await
-            .expect("open coordinator"),
-        plan: Mutex::default(),
-    });
+    let coord = Scripted::open(dir.path(), Duration::ZERO).await;
     let storage = Arc::new(MemStorage::default());
     let engine = Engine::new(storage.clone(), coord.clone(), EngineConfig::default());
     let id = create(&engine, 5).await;
@@ -819,7 +795,7 @@ async fn tidying_after_the_finish_waits_out_a_brief_holder() {
     lease.release().await.expect("release");
 
     // The PATCH takes the lease; the tidying after its finishing commit finds it taken once.
-    coord.plan.lock().expect("lock").extend([false, true]);
+    coord.locked.lock().expect("lock").extend([false, true]);
     let finished = engine
         .patch(&id, patch_at(0), body(&[b"hello"]))
         .await
