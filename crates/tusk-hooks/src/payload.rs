@@ -79,7 +79,11 @@ pub(crate) fn body(
             headers: headers_map(&r.headers),
         }),
     };
-    serde_json::to_vec(&payload).expect("a hook payload always serializes")
+    let mut body = serde_json::to_vec(&payload).expect("a hook payload always serializes");
+    // Serializing grew the buffer by doubling; a queued body holds exactly its length, which
+    // is what `hooks.queue_bytes` counts.
+    body.shrink_to_fit();
+    body
 }
 
 /// Decoded metadata: key to UTF-8 text (lossy), `None` for a bare key. Unparseable
@@ -207,6 +211,21 @@ mod tests {
             session: None,
             notice: None,
         }
+    }
+
+    /// The queue counts a body's length against `hooks.queue_bytes`, so the body must not
+    /// hold more memory than that (serializing grows a buffer by doubling: before, a body
+    /// with a 60 KB header held up to twice its length).
+    #[test]
+    fn a_body_holds_no_more_memory_than_its_length() {
+        let request = RequestInfo {
+            method: "POST".into(),
+            uri: "/files/".into(),
+            remote_addr: None,
+            headers: vec![("x-padding".into(), "p".repeat(60_000))],
+        };
+        let body = body(HookEvent::PostCreate, "k", &record(), None, Some(&request));
+        assert_eq!(body.capacity(), body.len());
     }
 
     #[test]
