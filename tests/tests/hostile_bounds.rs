@@ -175,15 +175,17 @@ fn rss_bytes(pid: u32) -> Result<u64> {
     Ok(kib * 1024)
 }
 
-/// Sum of `tusk_hook_calls_total` samples with outcome "dropped".
-async fn hooks_dropped(admin: &str) -> Result<f64> {
+/// Sum of the samples of counter `name` whose labels include `label` (e.g.
+/// `outcome="dropped"`), from the node's admin /metrics.
+async fn counter_sum(admin: &str, name: &str, label: &str) -> Result<f64> {
     let text = reqwest::get(format!("{}/metrics", admin.trim_end_matches('/')))
         .await?
         .text()
         .await?;
+    let series = format!("{name}{{");
     Ok(text
         .lines()
-        .filter(|l| l.starts_with("tusk_hook_calls_total{") && l.contains("outcome=\"dropped\""))
+        .filter(|l| l.starts_with(&series) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
 }
@@ -243,7 +245,7 @@ async fn queued_hook_notifications_hold_bounded_memory() -> Result<()> {
         result?;
     }
     let grown = rss_bytes(pid)?.saturating_sub(before);
-    let dropped = hooks_dropped(&admin).await?;
+    let dropped = counter_sum(&admin, "tusk_hook_calls_total", "outcome=\"dropped\"").await?;
     ensure!(
         dropped > 0.0,
         "no notification was dropped although ~180 MB of them were queued (grew {} MiB)",
@@ -328,7 +330,13 @@ async fn s3_part_buffers_share_a_budget_past_which_a_patch_gets_503() -> Result<
         "the PATCH past the buffer budget was answered {head:?}"
     );
     ensure!(
-        busy_refusals(single.node.admin.as_deref().context("no admin listener")?).await? >= 1.0,
+        counter_sum(
+            single.node.admin.as_deref().context("no admin listener")?,
+            "tusk_request_errors_total",
+            "kind=\"busy\"",
+        )
+        .await?
+            >= 1.0,
         "the refusal is not counted as tusk_request_errors_total{{kind=\"busy\"}}"
     );
 
@@ -395,19 +403,6 @@ async fn a_stalled_s3_patch_commits_and_lets_go_of_its_buffer() -> Result<()> {
         .context("the stalled PATCH got no answer once resumed")?;
     ensure!(status == 204, "the resumed PATCH was answered {head:?}");
     faults::check_exact(&t, &stalled, &stalled_data).await
-}
-
-/// `tusk_request_errors_total{kind="busy"}`.
-async fn busy_refusals(admin: &str) -> Result<f64> {
-    let text = reqwest::get(format!("{}/metrics", admin.trim_end_matches('/')))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("tusk_request_errors_total{") && l.contains("kind=\"busy\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
 }
 
 /// A PATCH that completes a part started by earlier PATCHes (their bytes wait in tail

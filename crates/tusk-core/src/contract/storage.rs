@@ -68,6 +68,20 @@ async fn setup(fixture: &dyn StorageFixture) -> Setup {
     }
 }
 
+/// The commit of what a write stored at `expected_offset`, declaring and owing nothing.
+fn commit_of(stored: Stored, expected_offset: u64) -> Commit {
+    Commit {
+        expected_offset,
+        added: stored.written,
+        append: stored.append,
+        fold: stored.fold,
+        session: stored.session,
+        declare_length: None,
+        expires_at: None,
+        notice: None,
+    }
+}
+
 /// Bytes that differ at every position, so a misplaced piece shows.
 fn payload(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -195,16 +209,7 @@ pub async fn writes_of_one_lease_ending_anywhere_read_back_exactly(fixture: &dyn
         let stored = s.storage.write(context, chunks).await.unwrap_or_else(|e| {
             panic!("writes_of_one_lease_ending_anywhere_read_back_exactly: write {stretch}: {e}")
         });
-        let commit = Commit {
-            expected_offset: piece[0] as u64,
-            added: stored.written,
-            append: stored.append,
-            fold: stored.fold,
-            session: stored.session,
-            declare_length: None,
-            expires_at: None,
-            notice: None,
-        };
+        let commit = commit_of(stored, piece[0] as u64);
         lease.commit(&commit).await.expect("progress commit");
     }
     lease.release().await.expect("release");
@@ -284,16 +289,7 @@ pub async fn a_zombie_write_never_changes_committed_bytes(fixture: &dyn StorageF
         // A backend may store without reserving (a tail named by the token alone); the
         // commit is what it can never do.
         Ok(stored) => {
-            let commit = crate::Commit {
-                expected_offset: 50_000,
-                added: stored.written,
-                append: stored.append,
-                fold: stored.fold,
-                session: stored.session,
-                declare_length: None,
-                expires_at: None,
-                notice: None,
-            };
+            let commit = commit_of(stored, 50_000);
             let late = zombie.commit_and_release(&commit).await;
             assert!(
                 matches!(late, Err(CoordError::LeaseLost)),
