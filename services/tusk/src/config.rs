@@ -72,7 +72,8 @@ pub struct ServerConfig {
     /// off. Default 30s.
     #[serde(with = "humantime_serde")]
     pub http2_keep_alive_interval: Duration,
-    /// Largest request head (request line and headers), bytes. Default 65536.
+    /// Largest request head (request line and headers), bytes. Each connection's read buffer
+    /// is 128 KiB, or this and 16 KiB if larger. Default 65536.
     pub max_header_bytes: usize,
     /// Address of the admin listener (/healthz, /readyz). Default `127.0.0.1`.
     pub admin_host: String,

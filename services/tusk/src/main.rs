@@ -382,6 +382,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
         max_connections: config.server.max_connections,
         http2_keep_alive_interval: (!config.server.http2_keep_alive_interval.is_zero())
             .then_some(config.server.http2_keep_alive_interval),
+        max_header_bytes: config.server.max_header_bytes,
         drain: config.server.shutdown_drain,
     };
     let shutdown = {
