@@ -196,7 +196,7 @@ const QUEUE_BYTES: u64 = 16 << 20;
 
 /// Hook notifications carry the request headers the operator forwards: 3,000 creations with
 /// a forwarded 60 KB header while the hook receiver is down used to queue ~180 MiB. The queue
-/// holds at most `hooks.queue_bytes` (64 MiB by default) and drops the oldest beyond it,
+/// holds at most `hooks.queue_bytes` (16 MiB by default) and drops the oldest beyond it,
 /// counted.
 #[tokio::test]
 async fn queued_hook_notifications_hold_bounded_memory() -> Result<()> {

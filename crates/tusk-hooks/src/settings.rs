@@ -120,7 +120,7 @@ impl Default for HookSettings {
                 .map(|h| h.to_string())
                 .collect(),
             queue: 10_000,
-            queue_bytes: 64 << 20,
+            queue_bytes: 16 << 20,
         }
     }
 }

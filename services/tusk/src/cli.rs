@@ -512,7 +512,7 @@ pub const FILE_ONLY: &[Flag] = &[
         flag: "",
         help: "Bytes those queued notifications may hold at most (each carries the request's headers); beyond, the oldest are dropped (and counted). At least 1 MiB and 4 x server.max_header_bytes.",
         key: "hooks.queue_bytes",
-        default: "67108864",
+        default: "16777216",
     },
     Flag {
         flag: "",
