@@ -16,6 +16,7 @@ mod coordinator;
 pub mod embedded;
 mod engine;
 mod error;
+pub mod fold;
 mod hooks;
 mod lease;
 mod observed;

@@ -19,7 +19,8 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + S
 /// Failures of the data plane, by meaning.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// A committed segment is missing from storage: data was lost or removed behind our back.
+    /// A segment of the record a read was given is missing from storage: a later commit
+    /// folded it (the engine reloads the record and reads on), or data was lost.
     #[error("segment {target:?} of upload {upload} is missing from storage")]
     MissingSegment { upload: String, target: WriteTarget },
     /// A target was written twice, which the fencing tokens are there to make impossible.
@@ -152,7 +153,8 @@ pub trait Storage: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Streams `range` of the committed bytes of `record`.
+    /// Streams `range` of the committed bytes of `record`. A segment found missing, at once
+    /// or while streaming, is [`StorageError::MissingSegment`].
     async fn read(
         &self,
         record: &UploadRecord,

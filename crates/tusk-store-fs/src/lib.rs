@@ -9,6 +9,10 @@
 //! committed, even on a shared volume. Upload IDs are validated by the protocol layer to be
 //! single safe path components before they get here. Small writes go through a journal
 //! (see `journal.rs`), whose recovery restores exactly the acknowledged bytes.
+//!
+//! Every write makes a file, so past [`tusk_core::fold::MOST_PIECES`] files a write first
+//! copies the trailing small ones into its own (its commit replaces them; the engine then
+//! discards them). A download that had not opened them yet reloads the record and goes on.
 
 mod journal;
 mod shards;
@@ -18,7 +22,7 @@ use std::collections::HashSet;
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +30,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use shards::{sync_dir, Shards};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tusk_core::fold::pieces_to_fold;
 use tusk_core::{
     ByteStream, Chunks, Concatenation, Lease, Segment, Storage, StorageError, Stored, UploadRecord,
     WriteContext, WriteTarget,
@@ -226,6 +231,37 @@ impl FsStorage {
     }
 }
 
+/// The bytes of the folded files, then the body. A failure reading the former is left in
+/// `failure` and ends the stream, so the write stops before the body.
+fn folded_first<'a>(
+    folded: ByteStream,
+    body: Chunks<'a>,
+    failure: Arc<Mutex<Option<StorageError>>>,
+) -> Chunks<'a> {
+    let failed = failure.clone();
+    let folded = folded
+        .map(move |chunk| match chunk {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                *lock(&failure) = Some(error);
+                None
+            }
+        })
+        .take_while(|chunk| std::future::ready(chunk.is_some()))
+        .filter_map(std::future::ready);
+    Box::pin(
+        folded
+            .chain(body)
+            .take_while(move |_| std::future::ready(lock(&failed).is_none())),
+    )
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A target's file name; the upload ID prefix lets one listing find all of an upload's files.
 fn file_name(upload: &str, target: WriteTarget) -> String {
     format!("{upload}.{:016x}-{:08x}.part", target.token, target.seq)
@@ -369,17 +405,41 @@ impl Storage for FsStorage {
         chunks: Chunks<'_>,
     ) -> Result<Stored, StorageError> {
         let upload = context.lease.upload_id();
+        let record = context.record();
+        // The body's length is not known before it streams: fold as if it were empty.
+        let fold = pieces_to_fold(&record.segments, 0);
+        let (kept, folded) = record.segments.split_at(record.segments.len() - fold);
+        let folded_from: u64 = kept.iter().map(|s| s.len).sum();
+        let folded_len: u64 = folded.iter().map(|s| s.len).sum();
         let target = context.lease.reserve().await?;
-        match self.write_target(upload, target, chunks).await {
-            Ok(0) => Ok(Stored::default()),
-            Ok(written) => Ok(Stored {
-                written,
-                append: vec![Segment::new(target, written)],
+        let read_failure = Arc::new(Mutex::new(None));
+        let chunks = if fold == 0 {
+            chunks
+        } else {
+            let bytes = self
+                .read(record, folded_from..folded_from + folded_len)
+                .await?;
+            folded_first(bytes, chunks, read_failure.clone())
+        };
+        let stored = self.write_target(upload, target, chunks).await;
+        let failure = lock(&read_failure).take();
+        match (stored, failure) {
+            (Ok(0), None) => Ok(Stored::default()),
+            (Ok(total), None) if total > folded_len => Ok(Stored {
+                written: total - folded_len,
+                append: vec![Segment::new(target, total)],
+                fold,
+                rewritten: folded_len,
                 ..Stored::default()
             }),
+            // Folded bytes and no body: nothing to commit.
+            (Ok(_), None) => {
+                self.remove_target(upload, target).await.ok();
+                Ok(Stored::default())
+            }
             // Never remove a file this write did not create.
-            Err(error @ StorageError::TargetExists(_)) => Err(error),
-            Err(error) => {
+            (Err(error @ StorageError::TargetExists(_)), _) => Err(error),
+            (Err(error), _) | (Ok(_), Some(error)) => {
                 self.remove_target(upload, target).await.ok();
                 Err(error)
             }

@@ -92,29 +92,6 @@ pub fn split_parts_and_tails(segments: &[Segment]) -> (&[Segment], &[Segment]) {
     segments.split_at(parts)
 }
 
-/// Most tails an upload keeps before a PATCH merges the trailing ones into its own.
-pub const MOST_TAILS: usize = 16;
-
-/// How many of the committed `tails` a write that leaves `new_len` bytes in a tail merges
-/// into it: none while there are fewer than [`MOST_TAILS`]; then at least two, and before
-/// them each tail no bigger than everything merged after it. So the count stays at most
-/// [`MOST_TAILS`], and a byte is copied again only when the tail it is in at least doubles.
-pub fn tails_to_merge(tails: &[Segment], new_len: u64) -> usize {
-    if tails.len() < MOST_TAILS {
-        return 0;
-    }
-    let mut merged = new_len;
-    let mut count = 0;
-    for tail in tails.iter().rev() {
-        if count >= 2 && tail.len > merged {
-            break;
-        }
-        merged += tail.len;
-        count += 1;
-    }
-    count
-}
-
 /// The bucket keys of one Tusk store.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -315,36 +292,6 @@ mod tests {
             r.part_size_for(Some(100 << 40)).is_err(),
             "beyond 5 GiB parts"
         );
-    }
-
-    #[test]
-    fn tails_merge_past_the_most_keeping_their_count_bounded() {
-        let tail = |len| Segment::new(WriteTarget { token: 1, seq: 0 }, len);
-        let few: Vec<Segment> = (0..MOST_TAILS - 1).map(|_| tail(10)).collect();
-        assert_eq!(tails_to_merge(&few, 10), 0);
-        // Sixteen of ten bytes and ten more: all of them merge (each is no bigger than
-        // what comes after it).
-        let equal: Vec<Segment> = (0..MOST_TAILS).map(|_| tail(10)).collect();
-        assert_eq!(tails_to_merge(&equal, 10), MOST_TAILS);
-        // A big tail first stays; at least two merge even when the last ones are bigger
-        // than the new bytes.
-        let mut mixed = vec![tail(1 << 20)];
-        mixed.extend((1..MOST_TAILS).map(|_| tail(1000)));
-        assert_eq!(tails_to_merge(&mixed, 1), MOST_TAILS - 1);
-        // Any history, one write after another: never more than MOST_TAILS tails.
-        let mut tails: Vec<Segment> = Vec::new();
-        for i in 0..1000u64 {
-            let new = 1 + (i * 7919) % 5000;
-            let merge = tails_to_merge(&tails, new);
-            let merged: u64 = tails[tails.len() - merge..].iter().map(|s| s.len).sum();
-            tails.truncate(tails.len() - merge);
-            tails.push(tail(merged + new));
-            assert!(
-                tails.len() <= MOST_TAILS,
-                "{} tails after write {i}",
-                tails.len()
-            );
-        }
     }
 
     #[test]

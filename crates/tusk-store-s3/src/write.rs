@@ -10,6 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::task::JoinSet;
+use tusk_core::fold::pieces_to_fold;
 use tusk_core::{
     Chunks, Lease, Segment, StorageError, Stored, UploadRecord, WriteContext, WriteTarget,
     WriteUnits,
@@ -17,7 +18,7 @@ use tusk_core::{
 
 use crate::budget::{Held, PartBuffer};
 use crate::client::{self, backend_error};
-use crate::layout::{split_parts_and_tails, tails_to_merge, Session};
+use crate::layout::{split_parts_and_tails, Session};
 use crate::{S3Storage, CHECKSUM};
 
 pub(crate) async fn write(
@@ -210,13 +211,13 @@ impl PartSender<'_> {
     }
 
     /// The bytes of this write's tail: `body`, after the trailing committed tails it merges
-    /// (see [`tails_to_merge`]), which its commit then folds. The budget covers them all
+    /// (see [`pieces_to_fold`]), which its commit then folds. The budget covers them all
     /// before they are read.
     async fn merge_tails(
         &mut self,
         (body, held): (Bytes, Held),
     ) -> Result<(Bytes, Held), StorageError> {
-        let merge = tails_to_merge(self.unfolded, body.len() as u64);
+        let merge = pieces_to_fold(self.unfolded, body.len() as u64);
         if merge == 0 {
             return Ok((body, held));
         }

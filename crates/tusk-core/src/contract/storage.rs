@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{new_id, MemoryCoordinator};
+use crate::fold::MOST_PIECES;
 use crate::{
     Commit, ConcatKind, CoordError, Coordinator, CreateUpload, Engine, EngineConfig, Error,
     IncomingBody, PatchRequest, Storage, StorageError, Stored, WriteContext,
@@ -43,6 +44,8 @@ pub async fn storage_contract(fixture: &dyn StorageFixture) {
     removal_under_a_lost_lease_removes_nothing(fixture).await;
     a_commit_whose_answer_was_lost_keeps_its_bytes(fixture).await;
     a_write_that_never_committed_goes_once_the_upload_finishes(fixture).await;
+    many_small_writes_keep_few_pieces(fixture).await;
+    a_read_goes_on_past_pieces_folded_under_it(fixture).await;
     concatenation_joins_partials(fixture).await;
 }
 
@@ -65,6 +68,21 @@ async fn setup(fixture: &dyn StorageFixture) -> Setup {
         storage,
         coordinator,
         engine,
+    }
+}
+
+/// [`setup`] with an engine whose PATCHes wait for the lease, as a deployed one's do: the
+/// tidying after a fold holds it for a moment.
+async fn setup_waiting(fixture: &dyn StorageFixture) -> Setup {
+    let s = setup(fixture).await;
+    let config = EngineConfig {
+        lease_wait: Duration::from_secs(10),
+        lease_renew_interval: Duration::from_millis(200),
+        ..EngineConfig::default()
+    };
+    Setup {
+        engine: Engine::new(s.storage.clone(), s.coordinator.clone(), config),
+        ..s
     }
 }
 
@@ -186,6 +204,89 @@ pub async fn writes_read_back_exactly(fixture: &dyn StorageFixture) {
 
 /// A PATCH writes its body stretch by stretch under one lease, committing after each, and a
 /// stretch whose client stalls ends wherever it stands (S3: inside a part, leaving a tail).
+/// Small writes one after another (each its own piece: an S3 tail, an fs file) leave at
+/// most [`MOST_PIECES`] pieces: past it a write folds the trailing ones into its own, and
+/// the pieces it replaced are removed. The bytes read back exactly, before and after the
+/// upload finishes.
+pub async fn many_small_writes_keep_few_pieces(fixture: &dyn StorageFixture) {
+    let s = setup_waiting(fixture).await;
+    const WRITES: usize = 40;
+    let piece = 10 << 10;
+    let data = payload(WRITES * piece + 1, 11);
+    let id = create(&s.engine, Some(data.len() as u64)).await;
+    for i in 0..WRITES {
+        patch(&s.engine, &id, i * piece, &data[i * piece..(i + 1) * piece]).await;
+    }
+    let segments = s
+        .engine
+        .view(&id)
+        .await
+        .expect("view")
+        .record
+        .segments
+        .len();
+    assert!(
+        segments <= MOST_PIECES,
+        "{WRITES} small writes left {segments} segments in the record"
+    );
+    // The pieces, and an S3 multipart upload.
+    let stored = settle(fixture, s.storage.as_ref(), &id, |held| {
+        held.len() <= MOST_PIECES + 1
+    })
+    .await;
+    assert!(
+        stored.len() <= MOST_PIECES + 1,
+        "{WRITES} small writes left {} things in the store: {stored:?}",
+        stored.len()
+    );
+    let unfinished = WRITES * piece;
+    if fixture.reads_unfinished() {
+        assert!(
+            read(&s.engine, &id, 0..unfinished as u64).await == data[..unfinished],
+            "the unfinished upload reads back different bytes"
+        );
+    }
+    patch(&s.engine, &id, unfinished, &data[unfinished..]).await;
+    assert!(
+        read(&s.engine, &id, 0..data.len() as u64).await == data,
+        "the finished upload reads back different bytes"
+    );
+}
+
+/// A read of an unfinished upload takes no lease: a write may fold the pieces it has not
+/// reached yet, and they are removed. The read goes on from where it was, byte-exact.
+pub async fn a_read_goes_on_past_pieces_folded_under_it(fixture: &dyn StorageFixture) {
+    if !fixture.reads_unfinished() {
+        return;
+    }
+    let s = setup_waiting(fixture).await;
+    let piece = 10 << 10;
+    let data = payload((MOST_PIECES + 2) * piece + 1, 12);
+    let id = create(&s.engine, Some(data.len() as u64)).await;
+    let before = (MOST_PIECES - 1) * piece;
+    for i in 0..MOST_PIECES - 1 {
+        patch(&s.engine, &id, i * piece, &data[i * piece..(i + 1) * piece]).await;
+    }
+    let mut reading = s.engine.read(&id, 0..before as u64).await.expect("read");
+    let mut got = reading
+        .next()
+        .await
+        .expect("a first chunk")
+        .expect("bytes")
+        .to_vec();
+    assert!(got.len() < before, "the first chunk was the whole range");
+    // The second of these writes finds MOST_PIECES pieces and folds them all (each is no
+    // bigger than those after it).
+    for i in MOST_PIECES - 1..MOST_PIECES + 1 {
+        patch(&s.engine, &id, i * piece, &data[i * piece..(i + 1) * piece]).await;
+    }
+    settle(fixture, s.storage.as_ref(), &id, |held| held.len() <= 2).await;
+    while let Some(chunk) = reading.next().await {
+        got.extend_from_slice(&chunk.expect("the read went on after the fold"));
+    }
+    assert!(got == data[..before], "the read got different bytes");
+}
+
 /// Three such writes under one lease, then the rest in a PATCH, read back exactly.
 pub async fn writes_of_one_lease_ending_anywhere_read_back_exactly(fixture: &dyn StorageFixture) {
     let s = setup(fixture).await;

@@ -15,6 +15,7 @@ mod concat;
 pub(crate) mod in_flight;
 mod outbox;
 mod patch;
+mod resumed_read;
 mod sweep;
 
 pub use sweep::SweepReport;
@@ -507,7 +508,19 @@ impl Engine {
     ) -> Result<ByteStream, Error> {
         let end = range.end.min(record.offset);
         let start = range.start.min(end);
-        Ok(self.storage.read(record, start..end).await?)
+        let opened = match self.storage.read(record, start..end).await {
+            Err(error) if !matches!(error, crate::StorageError::MissingSegment { .. }) => {
+                return Err(error.into())
+            }
+            opened => opened,
+        };
+        Ok(resumed_read::resuming(
+            self.storage.clone(),
+            self.coord.clone(),
+            &record.id,
+            start..end,
+            opened,
+        ))
     }
 
     /// A link valid for `valid_for` to download the finished upload of `record` straight from
