@@ -16,7 +16,8 @@ use tusk_core::{
     RequestInfo, Segment, Storage, StorageError, Stored, UploadRecord, WriteContext, WriteTarget,
 };
 
-/// Targets in a map; like every real store, a target can be created only once.
+/// Targets in a map; like every real store, a target can be created only once, and like fs
+/// it folds the trailing targets into a write's own past `fold::MOST_PIECES`.
 #[derive(Default)]
 struct MemStorage {
     targets: Mutex<HashMap<(String, WriteTarget), Vec<u8>>>,
@@ -33,19 +34,40 @@ impl Storage for MemStorage {
         mut chunks: Chunks<'_>,
     ) -> Result<Stored, StorageError> {
         let target = context.lease.reserve().await?;
-        let key = (context.lease.upload_id().to_string(), target);
-        if self.targets.lock().expect("lock").contains_key(&key) {
-            return Err(StorageError::TargetExists(target));
-        }
+        let upload = context.lease.upload_id().to_string();
+        let key = (upload.clone(), target);
+        let segments = &context.record().segments;
+        let fold = tusk_core::fold::pieces_to_fold(segments, 0);
         let mut bytes = Vec::new();
+        {
+            let targets = self.targets.lock().expect("lock");
+            if targets.contains_key(&key) {
+                return Err(StorageError::TargetExists(target));
+            }
+            for s in &segments[segments.len() - fold..] {
+                let folded = targets.get(&(upload.clone(), s.target)).ok_or(
+                    StorageError::MissingSegment {
+                        upload: upload.clone(),
+                        target: s.target,
+                    },
+                )?;
+                bytes.extend_from_slice(&folded[..s.len as usize]);
+            }
+        }
+        let folded_len = bytes.len() as u64;
         while let Some(chunk) = chunks.next().await {
             bytes.extend_from_slice(&chunk);
         }
         let n = bytes.len() as u64;
+        if n == folded_len {
+            return Ok(Stored::default());
+        }
         self.targets.lock().expect("lock").insert(key, bytes);
         Ok(Stored {
-            written: n,
+            written: n - folded_len,
             append: vec![Segment::new(target, n)],
+            fold,
+            rewritten: folded_len,
             ..Stored::default()
         })
     }
@@ -676,6 +698,9 @@ struct Scripted {
     running: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
     locked: Mutex<std::collections::VecDeque<bool>>,
+    /// Acquisitions that do not wait (tidying's), counted; answered `Locked` while set.
+    immediate: std::sync::atomic::AtomicUsize,
+    refuse_immediate: std::sync::atomic::AtomicBool,
 }
 
 impl Scripted {
@@ -688,6 +713,8 @@ impl Scripted {
             running: Default::default(),
             most: Default::default(),
             locked: Mutex::default(),
+            immediate: Default::default(),
+            refuse_immediate: Default::default(),
         })
     }
 }
@@ -717,6 +744,13 @@ impl Coordinator for Scripted {
             .unwrap_or(false);
         if locked {
             return Err(tusk_core::CoordError::Locked);
+        }
+        if wait.is_zero() {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.immediate.fetch_add(1, SeqCst);
+            if self.refuse_immediate.load(SeqCst) {
+                return Err(tusk_core::CoordError::Locked);
+            }
         }
         self.inner.acquire(id, wait).await
     }
@@ -810,4 +844,51 @@ async fn tidying_after_the_finish_waits_out_a_brief_holder() {
     })
     .await;
     assert_eq!(read_all(&engine, &id, 5).await, b"hello");
+}
+
+/// Tidying waits for the lease off the request's path; PATCHes that fold one after another
+/// must leave one waiting task per upload, not one each. Before, 200 one-byte PATCHes (a
+/// fold every 14-16) left a task per fold polling the coordinator for up to 30 s.
+#[tokio::test]
+async fn folds_in_a_row_leave_one_tidying_task_waiting() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let coord = Scripted::open(dir.path(), Duration::ZERO).await;
+    let storage = Arc::new(MemStorage::default());
+    let config = EngineConfig {
+        lease_wait: Duration::from_secs(1),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(storage.clone(), coord.clone(), config);
+    let id = create(&engine, 1000).await;
+    // Another request holds the lease whenever tidying asks (it never waits).
+    coord.refuse_immediate.store(true, SeqCst);
+    for offset in 0..200 {
+        engine
+            .patch(&id, patch_at(offset), body(&[b"x"]))
+            .await
+            .expect("patch");
+    }
+    let before = coord.immediate.load(SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let attempts = coord.immediate.load(SeqCst) - before;
+    coord.refuse_immediate.store(false, SeqCst);
+    assert!(
+        attempts <= 8,
+        "tidying asked for the lease {attempts} times in a second"
+    );
+    // The one task forgets every folded target once it gets the lease.
+    eventually("the folded targets are removed", async || {
+        let record = engine.view(&id).await.expect("view").record;
+        let held = storage
+            .targets
+            .lock()
+            .expect("lock")
+            .keys()
+            .filter(|(upload, _)| *upload == id)
+            .count();
+        held == record.segments.len()
+    })
+    .await;
+    assert_eq!(read_all(&engine, &id, 200).await, vec![b'x'; 200]);
 }

@@ -106,6 +106,9 @@ pub struct Engine {
     in_flight: Arc<in_flight::InFlightPatches>,
     /// Owed notices being delivered by this node (see `outbox`).
     deliveries: Arc<tokio::sync::Semaphore>,
+    /// Uploads with a tidying task waiting for their lease on this node, and the folded
+    /// segments it is to forget (see `patch.rs`, `tidy_later`).
+    tidying: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<crate::Segment>>>>,
 }
 
 /// Upload IDs carry 144 random bits: 18 bytes, 24 URL-safe base64 characters.
@@ -155,6 +158,7 @@ impl Engine {
             hooks: Arc::new(NoHooks),
             in_flight,
             deliveries: Arc::new(tokio::sync::Semaphore::new(outbox::MAX_DELIVERIES)),
+            tidying: Arc::default(),
         }
     }
 

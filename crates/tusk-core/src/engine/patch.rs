@@ -235,13 +235,29 @@ impl Engine {
     /// segments the commit folded and, once the upload is finished, the targets that never
     /// committed. A writer that takes the upload first wins; what is left then (or after a
     /// crash) goes with a later tidying or the leftovers sweep.
+    ///
+    /// One task per upload waits at a time: a client whose PATCHes fold one after another
+    /// would otherwise leave a task per PATCH polling the coordinator for up to
+    /// `TIDY_PATIENCE`. A later call while one waits hands its segments to that one.
     fn tidy_later(&self, id: &str, folded: Vec<Segment>) {
+        {
+            let mut waiting = lock(&self.tidying);
+            if let Some(queued) = waiting.get_mut(id) {
+                queued.extend(folded);
+                return;
+            }
+            waiting.insert(id.to_string(), folded);
+        }
         let storage = self.storage.clone();
         let coord = self.coord.clone();
+        let tidying = self.tidying.clone();
         let renew_every = self.config.lease_renew_interval;
         let id = id.to_string();
         tokio::spawn(async move {
-            let lease = match acquire_when_free(coord.as_ref(), &id).await {
+            let acquired = acquire_when_free(coord.as_ref(), &id).await;
+            // What was handed over until now is this task's; a later call starts another.
+            let folded = lock(&tidying).remove(&id).unwrap_or_default();
+            let lease = match acquired {
                 Ok(lease) => lease,
                 Err(error) => {
                     tracing::debug!(upload_id = %id, %error, "not tidying storage now");
@@ -472,4 +488,11 @@ impl Engine {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// The guarded value, also after a panic elsewhere (a map of plain data stays consistent).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
