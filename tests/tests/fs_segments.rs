@@ -144,3 +144,44 @@ async fn a_download_survives_the_files_it_reads_being_folded() -> Result<()> {
     );
     Ok(())
 }
+
+/// kill -9 right after the 204 of PATCHes around folds (the 17th write copies the 16 files
+/// before it into its own, and the engine removes them after the commit): after each
+/// restart the acknowledged offset and every byte before it are there, and once finished
+/// the upload is exact and still keeps at most 16 files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_bytes_survive_kill9_around_folds() -> Result<()> {
+    let mut server = TestServer::start(&FsEmbedded, &[]).await?;
+    let t = Ctx::new(&server)?;
+    let piece = 50 * KIB;
+    let writes = 34;
+    let data = random_bytes(writes * piece + 1);
+    let url = t.create(data.len() as u64).await?;
+    for i in 0..writes {
+        let acknowledged = t
+            .patch_ok(&url, (i * piece) as u64, data[i * piece..(i + 1) * piece].to_vec())
+            .await?;
+        // Before, at and after the first fold (write 17), and around the next ones.
+        if ![15, 16, 17, 30, 31, 33].contains(&i) {
+            continue;
+        }
+        server.kill9().await?;
+        server.restart().await?;
+        let offset = t.offset(&url).await?;
+        ensure!(
+            offset == acknowledged,
+            "write {}: acknowledged offset {acknowledged}, {offset} after kill -9 and restart",
+            i + 1
+        );
+        let body = t.download(&url).await?;
+        ensure!(
+            body == data[..offset as usize],
+            "write {}: the bytes differ after kill -9 and restart",
+            i + 1
+        );
+    }
+    let last = writes * piece;
+    t.patch_ok(&url, last as u64, data[last..].to_vec()).await?;
+    ensure!(t.download(&url).await? == data, "the finished upload differs");
+    settles_at_most(&server.dir, &url, 16).await
+}
