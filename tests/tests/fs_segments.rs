@@ -1,5 +1,6 @@
-//! The part files of one fs upload stay few however many PATCHes wrote it: past 16, a PATCH
-//! copies the trailing small ones into the file it writes (the rule S3 uses for its tails),
+//! The part files of one fs upload stay few however many PATCHes wrote it: past 16 small
+//! ones at the end, a PATCH copies them into the file it writes (the rule S3 uses for its
+//! tails),
 //! and a download of the unfinished upload that finds a file folded away under it reloads
 //! the record and goes on, byte-exact.
 
@@ -159,7 +160,11 @@ async fn acknowledged_bytes_survive_kill9_around_folds() -> Result<()> {
     let url = t.create(data.len() as u64).await?;
     for i in 0..writes {
         let acknowledged = t
-            .patch_ok(&url, (i * piece) as u64, data[i * piece..(i + 1) * piece].to_vec())
+            .patch_ok(
+                &url,
+                (i * piece) as u64,
+                data[i * piece..(i + 1) * piece].to_vec(),
+            )
             .await?;
         // Before, at and after the first fold (write 17), and around the next ones.
         if ![15, 16, 17, 30, 31, 33].contains(&i) {
@@ -182,6 +187,9 @@ async fn acknowledged_bytes_survive_kill9_around_folds() -> Result<()> {
     }
     let last = writes * piece;
     t.patch_ok(&url, last as u64, data[last..].to_vec()).await?;
-    ensure!(t.download(&url).await? == data, "the finished upload differs");
+    ensure!(
+        t.download(&url).await? == data,
+        "the finished upload differs"
+    );
     settles_at_most(&server.dir, &url, 16).await
 }

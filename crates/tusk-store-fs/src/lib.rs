@@ -10,9 +10,10 @@
 //! single safe path components before they get here. Small writes go through a journal
 //! (see `journal.rs`), whose recovery restores exactly the acknowledged bytes.
 //!
-//! Every write makes a file, so past [`tusk_core::fold::MOST_PIECES`] files a write first
-//! copies the trailing small ones into its own (its commit replaces them; the engine then
-//! discards them). A download that had not opened them yet reloads the record and goes on.
+//! Every write makes a file, so past [`tusk_core::fold::MOST_PIECES`] small files (under 8
+//! MiB) at the end a write first copies them into its own (its commit replaces them; the
+//! engine then discards them). A download that had not opened them yet reloads the record
+//! and goes on.
 
 mod journal;
 mod shards;
@@ -35,6 +36,23 @@ use tusk_core::{
     ByteStream, Chunks, Concatenation, Lease, Segment, Storage, StorageError, Stored, UploadRecord,
     WriteContext, WriteTarget,
 };
+
+/// Files at least this big are never folded: copying them again would cost more than the
+/// file does (a long upload's progress commits leave a file per 64 MiB), and their count is
+/// bounded by the bytes, as S3's parts are.
+const FOLD_BELOW: u64 = 8 << 20;
+
+/// How many of the upload's last files a write folds into its own: the fold rule applied to
+/// the trailing run of small files. The body's length is not known before it streams, so it
+/// counts as empty.
+fn files_to_fold(segments: &[Segment]) -> usize {
+    let small = segments
+        .iter()
+        .rev()
+        .take_while(|s| s.len < FOLD_BELOW)
+        .count();
+    pieces_to_fold(&segments[segments.len() - small..], 0)
+}
 
 /// Size of the reads that stream a download.
 const READ_CHUNK: usize = 256 << 10;
@@ -406,8 +424,7 @@ impl Storage for FsStorage {
     ) -> Result<Stored, StorageError> {
         let upload = context.lease.upload_id();
         let record = context.record();
-        // The body's length is not known before it streams: fold as if it were empty.
-        let fold = pieces_to_fold(&record.segments, 0);
+        let fold = files_to_fold(&record.segments);
         let (kept, folded) = record.segments.split_at(record.segments.len() - fold);
         let folded_from: u64 = kept.iter().map(|s| s.len).sum();
         let folded_len: u64 = folded.iter().map(|s| s.len).sum();
@@ -615,6 +632,23 @@ impl FsStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_trailing_run_of_small_files_is_folded() {
+        let file = |len| Segment::new(WriteTarget { token: 1, seq: 0 }, len);
+        // A long upload's progress commits: big files are never copied again.
+        let big: Vec<Segment> = (0..40).map(|_| file(64 << 20)).collect();
+        assert_eq!(files_to_fold(&big), 0);
+        // Sixteen small files after big ones: only the small ones fold.
+        let mut mixed = big.clone();
+        mixed.extend((0..16).map(|_| file(1000)));
+        assert_eq!(files_to_fold(&mixed), 16);
+        // A big file between small ones ends the run.
+        let mut split: Vec<Segment> = (0..10).map(|_| file(1000)).collect();
+        split.push(file(FOLD_BELOW));
+        split.extend((0..10).map(|_| file(1000)));
+        assert_eq!(files_to_fold(&split), 0);
+    }
 
     const UP: &str = "upload-id-0000000000000";
 
