@@ -163,14 +163,14 @@ async fn partial_lengths_that_overflow_u64_never_wrap() -> Result<()> {
     Ok(())
 }
 
-/// Resident memory of a process, from /proc.
-fn rss_bytes(pid: u32) -> Result<u64> {
+/// A memory figure of a process from /proc (`VmRSS`: resident now; `VmHWM`: its peak).
+fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
-        .context("no VmRSS")?
+        .with_context(|| format!("no {field}"))?
         .parse::<u64>()?;
     Ok(kib * 1024)
 }
@@ -228,7 +228,7 @@ async fn queued_hook_notifications_hold_bounded_memory() -> Result<()> {
     let t = Ctx::new(&server)?;
     let padding = "p".repeat(60_000);
     t.create(1).await?;
-    let before = rss_bytes(pid)?;
+    let before = status_bytes(pid, "VmRSS")?;
     let results = futures_util::stream::iter(0..3000)
         .map(|_| {
             let t = t.clone();
@@ -244,7 +244,7 @@ async fn queued_hook_notifications_hold_bounded_memory() -> Result<()> {
     for result in results {
         result?;
     }
-    let grown = rss_bytes(pid)?.saturating_sub(before);
+    let grown = status_bytes(pid, "VmRSS")?.saturating_sub(before);
     let dropped = counter_sum(&admin, "tusk_hook_calls_total", "outcome=\"dropped\"").await?;
     ensure!(
         dropped > 0.0,
@@ -424,18 +424,6 @@ async fn a_part_that_folds_tails_fits_a_budget_of_one_part() -> Result<()> {
     faults::check_exact(&t, &url, &data).await
 }
 
-/// Peak resident memory of a process, from /proc.
-fn peak_rss_bytes(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("no VmHWM")?
-        .parse::<u64>()?;
-    Ok(kib * 1024)
-}
-
 /// Every connection whose body is being read holds what reads of the socket took, and no
 /// budget counts it: a chunk in hand, the next read, and on fs the chunks queued to the
 /// writer thread (two, and one being written, when a chunk fills the write window). With
@@ -459,7 +447,7 @@ async fn each_body_being_read_holds_a_bounded_read_buffer() -> Result<()> {
         let url = t.create(data.len() as u64).await?;
         patches.push((url.clone(), RawPatch::open(&url, 0, data.len()).await?));
     }
-    let before = peak_rss_bytes(pid)?;
+    let before = status_bytes(pid, "VmHWM")?;
     let sent = futures_util::future::join_all(patches.iter_mut().map(|(_, patch)| {
         let data = &data;
         async move {
@@ -468,7 +456,7 @@ async fn each_body_being_read_holds_a_bounded_read_buffer() -> Result<()> {
         }
     }))
     .await;
-    let grown = peak_rss_bytes(pid)?.saturating_sub(before);
+    let grown = status_bytes(pid, "VmHWM")?.saturating_sub(before);
     eprintln!("{PATCHES} PATCHes raised the peak by {} KiB", grown >> 10);
     for ((url, _), answer) in patches.iter().zip(sent) {
         let (status, head) = answer?.context("a PATCH got no answer")?;

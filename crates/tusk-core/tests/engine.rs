@@ -45,13 +45,7 @@ impl Storage for MemStorage {
                 return Err(StorageError::TargetExists(target));
             }
             for s in &segments[segments.len() - fold..] {
-                let folded = targets.get(&(upload.clone(), s.target)).ok_or(
-                    StorageError::MissingSegment {
-                        upload: upload.clone(),
-                        target: s.target,
-                    },
-                )?;
-                bytes.extend_from_slice(&folded[..s.len as usize]);
+                bytes.extend_from_slice(committed(&targets, &upload, s)?);
             }
         }
         let folded_len = bytes.len() as u64;
@@ -88,13 +82,7 @@ impl Storage for MemStorage {
         let targets = self.targets.lock().expect("lock");
         let mut all = Vec::new();
         for s in &record.segments {
-            let bytes = targets.get(&(upload.to_string(), s.target)).ok_or(
-                StorageError::MissingSegment {
-                    upload: upload.into(),
-                    target: s.target,
-                },
-            )?;
-            all.extend_from_slice(&bytes[..s.len as usize]);
+            all.extend_from_slice(committed(&targets, upload, s)?);
         }
         let part = Bytes::copy_from_slice(&all[range.start as usize..range.end as usize]);
         Ok(Box::pin(futures_util::stream::iter([Ok(part)])))
@@ -119,6 +107,21 @@ impl Storage for MemStorage {
             .retain(|(u, _), _| u != lease.upload_id());
         Ok(())
     }
+}
+
+/// The committed bytes of `segment` of `upload`.
+fn committed<'a>(
+    targets: &'a HashMap<(String, WriteTarget), Vec<u8>>,
+    upload: &str,
+    segment: &Segment,
+) -> Result<&'a [u8], StorageError> {
+    let bytes = targets
+        .get(&(upload.to_string(), segment.target))
+        .ok_or_else(|| StorageError::MissingSegment {
+            upload: upload.to_string(),
+            target: segment.target,
+        })?;
+    Ok(&bytes[..segment.len as usize])
 }
 
 fn body(parts: &[&'static [u8]]) -> IncomingBody {
