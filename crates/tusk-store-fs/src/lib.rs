@@ -423,6 +423,12 @@ impl Storage for FsStorage {
         chunks: Chunks<'_>,
     ) -> Result<Stored, StorageError> {
         let upload = context.lease.upload_id();
+        // An empty body stores nothing, and must not fold: the copies would be all its cost.
+        let mut chunks = chunks.peekable();
+        if std::pin::Pin::new(&mut chunks).peek().await.is_none() {
+            return Ok(Stored::default());
+        }
+        let chunks: Chunks<'_> = Box::pin(chunks);
         let record = context.record();
         let fold = files_to_fold(&record.segments);
         let (kept, folded) = record.segments.split_at(record.segments.len() - fold);
@@ -441,7 +447,6 @@ impl Storage for FsStorage {
         let stored = self.write_target(upload, target, chunks).await;
         let failure = lock(&read_failure).take();
         match (stored, failure) {
-            (Ok(0), None) => Ok(Stored::default()),
             (Ok(total), None) if total > folded_len => Ok(Stored {
                 written: total - folded_len,
                 append: vec![Segment::new(target, total)],
@@ -449,7 +454,7 @@ impl Storage for FsStorage {
                 rewritten: folded_len,
                 ..Stored::default()
             }),
-            // Folded bytes and no body: nothing to commit.
+            // The body broke off before its first byte was stored: nothing to commit.
             (Ok(_), None) => {
                 self.remove_target(upload, target).await.ok();
                 Ok(Stored::default())
