@@ -38,7 +38,8 @@ pub trait Observer: Send + Sync + 'static {
     /// A commit or renewal was refused because the lease's token was no longer current.
     fn lease_lost(&self) {}
     fn sweep(&self, _expired: usize, _purged: usize) {}
-    /// Bytes a storage backend sent a second time (S3: tail bytes folded into a part).
+    /// Bytes a storage backend sent a second time (S3: tail bytes folded into a part; fs:
+    /// small files folded into a write's file).
     fn bytes_rewritten(&self, _backend: &'static str, _bytes: u64) {}
     /// Stored objects of no record removed by the leftovers sweep.
     fn leftovers_removed(&self, _count: usize) {}

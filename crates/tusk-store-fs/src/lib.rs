@@ -10,7 +10,7 @@
 //! single safe path components before they get here. Small writes go through a journal
 //! (see `journal.rs`), whose recovery restores exactly the acknowledged bytes.
 //!
-//! Every write makes a file, so past [`tusk_core::fold::MOST_PIECES`] small files (under 8
+//! Every write makes a file, so past [`tusk_core::fold::MOST_PIECES`] small files (under 1
 //! MiB) at the end a write first copies them into its own (its commit replaces them; the
 //! engine then discards them). A download that had not opened them yet reloads the record
 //! and goes on.
@@ -38,9 +38,10 @@ use tusk_core::{
 };
 
 /// Files at least this big are never folded: copying them again would cost more than the
-/// file does (a long upload's progress commits leave a file per 64 MiB), and their count is
-/// bounded by the bytes, as S3's parts are.
-const FOLD_BELOW: u64 = 8 << 20;
+/// file does (a long upload's progress commits leave a file per 64 MiB; clients often send
+/// chunks of 5 MiB or more, each a file), and their count is bounded by the bytes, as S3's
+/// parts are. It also bounds what one write copies: 16 files under it.
+const FOLD_BELOW: u64 = 1 << 20;
 
 /// How many of the upload's last files a write folds into its own: the fold rule applied to
 /// the trailing run of small files. The body's length is not known before it streams, so it

@@ -155,7 +155,7 @@ impl Metrics {
             )?,
             bytes_rewritten: counter_vec(
                 "tusk_storage_bytes_rewritten_total",
-                "Bytes a storage backend sent a second time (S3: tail bytes folded into a part).",
+                "Bytes a storage backend sent a second time (S3: tail bytes folded into a part; fs: small files folded into a write's file).",
                 &["backend"],
             )?,
             leftovers_removed: counter(
