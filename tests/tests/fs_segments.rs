@@ -35,6 +35,13 @@ fn part_files(dir: &Path, url: &str) -> Result<usize> {
     Ok(count)
 }
 
+/// PATCHes piece `i` (of `piece` bytes) of `data` at its offset; the new offset.
+async fn patch_piece(t: &Ctx, url: &str, data: &[u8], piece: usize, i: usize) -> Result<u64> {
+    let at = i * piece;
+    t.patch_ok(url, at as u64, data[at..at + piece].to_vec())
+        .await
+}
+
 /// Waits until the upload at `url` has at most `most` part files on disk (the files a fold
 /// replaced are removed after its commit, by a task of their own).
 async fn settles_at_most(dir: &Path, url: &str, most: usize) -> Result<()> {
@@ -83,12 +90,7 @@ async fn a_download_survives_the_files_it_reads_being_folded() -> Result<()> {
     let data = random_bytes(17 * piece);
     let url = t.create(data.len() as u64 + 1).await?;
     for i in 0..15 {
-        t.patch_ok(
-            &url,
-            (i * piece) as u64,
-            data[i * piece..(i + 1) * piece].to_vec(),
-        )
-        .await?;
+        patch_piece(&t, &url, &data, piece, i).await?;
     }
 
     // A small receive buffer: the node gets a few MiB ahead at most, its send buffer.
@@ -111,12 +113,7 @@ async fn a_download_survives_the_files_it_reads_being_folded() -> Result<()> {
     download.read_exact(&mut received).await?;
 
     for i in 15..17 {
-        t.patch_ok(
-            &url,
-            (i * piece) as u64,
-            data[i * piece..(i + 1) * piece].to_vec(),
-        )
-        .await?;
+        patch_piece(&t, &url, &data, piece, i).await?;
     }
     settles_at_most(&server.dir, &url, 2).await?;
 
@@ -161,13 +158,7 @@ async fn acknowledged_bytes_survive_kill9_around_folds() -> Result<()> {
     let data = random_bytes(writes * piece + 1);
     let url = t.create(data.len() as u64).await?;
     for i in 0..writes {
-        let acknowledged = t
-            .patch_ok(
-                &url,
-                (i * piece) as u64,
-                data[i * piece..(i + 1) * piece].to_vec(),
-            )
-            .await?;
+        let acknowledged = patch_piece(&t, &url, &data, piece, i).await?;
         // Before, at and after the first fold (write 17), and around the next ones.
         if ![15, 16, 17, 30, 31, 33].contains(&i) {
             continue;
@@ -220,12 +211,7 @@ async fn empty_patches_copy_nothing() -> Result<()> {
     let data = random_bytes(16 * piece + 1);
     let url = t.create(data.len() as u64).await?;
     for i in 0..16 {
-        t.patch_ok(
-            &url,
-            (i * piece) as u64,
-            data[i * piece..(i + 1) * piece].to_vec(),
-        )
-        .await?;
+        patch_piece(&t, &url, &data, piece, i).await?;
     }
     let before = written_bytes(pid)?;
     for _ in 0..10 {
