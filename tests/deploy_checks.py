@@ -1157,6 +1157,7 @@ def check_s3_values_reach_pod():
     assert toml["coordinator"]["redis"]["url"] == "redis://redis.db:6379/1"
     notes = render_raw(S3)["tusk/templates/NOTES.txt"]
     assert "up to 16 MiB (partSize x partsInFlight)" in notes, notes
+    assert "in spool files\nunder /tmp" in notes, notes
     assert "Secret tusk-s3" in notes, notes
     # Autoscaling works the same way (the HPA owns the replicas).
     hpa = render({**S3, "autoscaling": {"enabled": True}})
@@ -1183,6 +1184,7 @@ def check_s3_values_reach_pod():
     notes = render_raw(S3_SINGLE)["tusk/templates/NOTES.txt"]
     assert "IRSA, role arn:aws:iam::123456789012:role/tusk" in notes, notes
     assert "up to 64 MiB" in notes, notes
+    assert "under /tmp (an emptyDir" in notes, notes
     # The default (fs) render has no S3 table and no AWS_* env.
     docs = render()
     toml = tomllib.loads(by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"])

@@ -83,7 +83,7 @@ pub(crate) struct StretchEnd {
     /// ... at the next point the storage can stop at without a partial unit; or, once due,
     /// where the client pauses for [`STALL`] with [`MID_UNIT_STRETCH_MIN`] bytes or more
     /// carried, so that a stalled client's bytes are stored, committed and let go of instead
-    /// of held (S3: in memory) until the network timeout.
+    /// of held (S3: in its spool file) until the network timeout.
     pub units: Option<WriteUnits>,
 }
 

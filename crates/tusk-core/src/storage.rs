@@ -36,8 +36,9 @@ pub enum StorageError {
     /// call stopped without changing anything another writer relies on.
     #[error(transparent)]
     Lease(#[from] CoordError),
-    /// The node has no memory left for this write now (its buffer budget is spent); the
-    /// write stopped and freed what it held. Retrying later can succeed.
+    /// The node has no room for this write now (its budget for buffered bytes is spent, or
+    /// the disk they go to is full); the write stopped and freed what it held. Retrying
+    /// later can succeed.
     #[error("{0}")]
     Busy(&'static str),
     #[error("storage I/O: {0}")]

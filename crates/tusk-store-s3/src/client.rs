@@ -8,6 +8,7 @@ use aws_sdk_s3::Client;
 use tusk_core::StorageError;
 
 use crate::layout::{Keys, PartReceipt};
+use crate::spool::SpooledPart;
 use crate::CHECKSUM;
 
 /// An S3 failure as a storage error, with the whole cause chain in its text.
@@ -162,7 +163,7 @@ pub(crate) async fn upload_part(
     key: String,
     multipart: String,
     number: i32,
-    body: bytes::Bytes,
+    body: SpooledPart,
 ) -> Result<PartReceipt, StorageError> {
     let sent = client
         .upload_part()
@@ -171,10 +172,12 @@ pub(crate) async fn upload_part(
         .upload_id(multipart)
         .part_number(number)
         .checksum_algorithm(CHECKSUM)
-        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .body(body.body())
         .send()
         .await
         .map_err(|e| backend_error("UploadPart", e))?;
+    // The part's spool file and budget are given back now, not when its receipt is used.
+    drop(body);
     let etag = sent
         .e_tag()
         .ok_or_else(|| StorageError::Backend("UploadPart gave no ETag".into()))?;

@@ -2,12 +2,12 @@
 //! objects, with UploadPartCopy wherever a part comes from one partial (the bytes stay in
 //! S3) and read-and-send only for parts gathered from partials below the minimum part size.
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use tusk_core::{Segment, StorageError, Stored, UploadRecord, WriteContext};
 
 use crate::client::backend_error;
 use crate::layout::{plan_concatenation, PartReceipt, Piece, Session};
+use crate::spool::PartSpool;
 use crate::S3Storage;
 
 pub(crate) async fn concatenate(
@@ -161,7 +161,7 @@ impl S3Storage {
         multipart: &str,
         number: i32,
     ) -> Result<(u64, PartReceipt), StorageError> {
-        let mut body = BytesMut::new();
+        let mut part = PartSpool::new(&self.spool, 0);
         for piece in pieces {
             let partial = &partials[piece.source];
             let mut stream = self
@@ -171,17 +171,17 @@ impl S3Storage {
                     StorageError::Backend(format!("object of partial {} is missing", partial.id))
                 })?;
             while let Some(bytes) = stream.next().await {
-                body.extend_from_slice(&bytes?);
+                part.append(bytes?).await?;
             }
         }
-        let len = body.len() as u64;
+        let len = part.len();
         let receipt = crate::client::upload_part(
             self.client.clone(),
             self.bucket.clone(),
             self.keys.object(into),
             multipart.to_string(),
             number,
-            body.freeze(),
+            part.take(0..len).await?,
         )
         .await?;
         Ok((len, receipt))

@@ -14,6 +14,7 @@ mod client;
 mod concat;
 pub mod layout;
 mod settings;
+mod spool;
 mod write;
 
 use std::ops::Range;
@@ -39,7 +40,7 @@ pub struct S3Storage {
     keys: Keys,
     rules: PartRules,
     parts_in_flight: usize,
-    budget: budget::BufferBudget,
+    spool: spool::Spool,
     /// The largest upload accepted, used to size the parts of uploads of unknown length.
     max_upload_size: Option<u64>,
     encryption: Option<ServerSideEncryption>,
@@ -116,7 +117,10 @@ impl S3Storage {
                 equal_parts: settings.equal_parts,
             },
             parts_in_flight: settings.parts_in_flight,
-            budget: budget::BufferBudget::new(settings.buffer_budget, settings.buffer_wait),
+            spool: spool::Spool::new(
+                settings.spool_dir(),
+                budget::BufferBudget::new(settings.buffer_budget, settings.buffer_wait),
+            )?,
             max_upload_size,
             encryption: text(&settings.server_side_encryption)
                 .map(|s| ServerSideEncryption::from(s.as_str())),

@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -28,14 +29,19 @@ pub struct S3Settings {
     pub max_parts: u32,
     /// Every part but the last must have the same size (Cloudflare R2).
     pub equal_parts: bool,
-    /// Parts one PATCH keeps in memory at most (the one filling and those being sent), so
-    /// one PATCH holds at most part size x this many bytes.
+    /// Parts one PATCH holds at most (the one being gathered and those being sent), so one
+    /// PATCH holds at most part size x this many bytes of spool.
     pub parts_in_flight: usize,
-    /// Bytes all PATCHes of this node may hold in part buffers together. A PATCH that needs
-    /// more waits (not reading its body) and past `buffer_wait` gets 503 with Retry-After.
-    /// At least part size x parts in flight x the PATCHes expected at once at full speed.
+    /// Directory of the spool files parts are gathered in on their way to S3 (unnamed
+    /// files, gone when sent or when the process dies), on local disk rather than tmpfs.
+    /// Empty: the system's temporary directory ($TMPDIR, else /tmp).
+    pub spool_dir: PathBuf,
+    /// Bytes all PATCHes of this node may hold in spool files together: the disk the spool
+    /// may use. A PATCH that needs more waits (not reading its body) and past `buffer_wait`
+    /// gets 503 with Retry-After. At least part size x parts in flight x the PATCHes
+    /// expected at once at full speed.
     pub buffer_budget: u64,
-    /// How long a PATCH waits for buffer budget before it is answered 503.
+    /// How long a PATCH waits for spool budget before it is answered 503.
     #[serde(with = "humantime_serde")]
     pub buffer_wait: Duration,
     /// Server-side encryption of the objects: empty, `AES256` or `aws:kms`.
@@ -69,6 +75,7 @@ impl Default for S3Settings {
             max_parts: 10_000,
             equal_parts: false,
             parts_in_flight: 4,
+            spool_dir: PathBuf::new(),
             buffer_budget: 256 << 20,
             buffer_wait: Duration::from_secs(10),
             server_side_encryption: String::new(),
@@ -77,6 +84,17 @@ impl Default for S3Settings {
             presigned_get: false,
             presign_ttl: Duration::from_secs(15 * 60),
             leftover_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl S3Settings {
+    /// The spool directory in effect.
+    pub fn spool_dir(&self) -> PathBuf {
+        if self.spool_dir.as_os_str().is_empty() {
+            std::env::temp_dir()
+        } else {
+            self.spool_dir.clone()
         }
     }
 }

@@ -7,8 +7,8 @@
 //! as it grows (tusd's quadratic case with small chunks): each PATCH adds one more tail
 //! object, and the PATCH that fills the part folds them all.
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinSet;
 use tusk_core::fold::pieces_to_fold;
 use tusk_core::{
@@ -16,9 +16,9 @@ use tusk_core::{
     WriteUnits,
 };
 
-use crate::budget::{Held, PartBuffer};
 use crate::client::{self, backend_error};
 use crate::layout::{split_parts_and_tails, Session};
+use crate::spool::{PartSpool, SpooledPart};
 use crate::{S3Storage, CHECKSUM};
 
 pub(crate) async fn write(
@@ -113,28 +113,36 @@ impl PartSender<'_> {
         chunks: &mut Chunks<'_>,
     ) -> Result<u64, StorageError> {
         let part_size = self.session.part_size;
-        let mut buffer = PartBuffer::new(self.store.budget.clone());
+        // The first part starts with the unfolded tails: room is left for them in front.
+        let mut part = PartSpool::new(&self.store.spool, self.unfolded_len());
         let mut written = 0u64;
-        while let Some(mut chunk) = chunks.next().await {
+        loop {
+            let next = match chunks.next().now_or_never() {
+                Some(next) => next,
+                // Nothing more has arrived: what has is written out while the body waits.
+                None => {
+                    part.flush().await?;
+                    chunks.next().await
+                }
+            };
+            let Some(mut chunk) = next else { break };
             written += chunk.len() as u64;
             while !chunk.is_empty() {
-                let room = part_size.saturating_sub(self.unfolded_len() + buffer.len() as u64);
-                let room = usize::try_from(room).unwrap_or(usize::MAX);
-                let take = room.min(chunk.len());
-                buffer.extend(&chunk.split_to(take), room).await?;
-                if buffer.len() as u64 + self.unfolded_len() >= part_size {
-                    self.send_part(buffer.take()).await?;
+                let room = part_size.saturating_sub(part.front() + part.len());
+                let take = usize::try_from(room).map_or(chunk.len(), |r| r.min(chunk.len()));
+                part.append(chunk.split_to(take)).await?;
+                if part.front() + part.len() >= part_size {
+                    self.send_part(&mut part).await?;
                 }
             }
         }
         if length == Some(record.offset + written) {
             // The upload's last bytes: the last part may be short.
-            if self.unfolded_len() > 0 || !buffer.is_empty() {
-                self.send_part(buffer.take()).await?;
+            if self.unfolded_len() > 0 || !part.is_empty() {
+                self.send_part(&mut part).await?;
             }
-        } else if !buffer.is_empty() {
-            // The budget is held until the tail is stored.
-            let (tail, _held) = self.merge_tails(buffer.take()).await?;
+        } else if !part.is_empty() {
+            let tail = self.merge_tails(&mut part).await?;
             self.put_tail(tail).await?;
         }
         while let Some(done) = self.in_flight.join_next().await {
@@ -143,30 +151,19 @@ impl PartSender<'_> {
         Ok(written)
     }
 
-    /// Sends `body` as the next part (after the unfolded tails, if any), then waits while
-    /// as many parts as allowed are in memory. The part's budget is held until it is sent.
-    async fn send_part(&mut self, (body, held): (Bytes, Held)) -> Result<(), StorageError> {
-        let (body, held) = if self.unfolded.is_empty() {
-            (body, held)
-        } else {
-            // The body's budget plus room for the tails, taken before they are read. Asking
-            // for the whole part while holding the body's could never succeed with a budget
-            // of one part. While the body is copied in, it exists twice for a moment.
-            let len = self.unfolded_len() as usize + body.len();
-            let mut held = held;
-            held.cover(&self.store.budget, len).await?;
-            let mut whole = BytesMut::with_capacity(len);
-            for tail in self.unfolded {
-                whole.extend_from_slice(&self.store.read_tail(self.upload, tail).await?);
-            }
-            whole.extend_from_slice(&body);
-            drop(body);
+    /// Sends `part` as the next part, with the unfolded tails in its front if this is the
+    /// first; then waits while as many parts as allowed are held. The part's budget and spool
+    /// file are held until it is sent.
+    async fn send_part(&mut self, part: &mut PartSpool) -> Result<(), StorageError> {
+        if !self.unfolded.is_empty() {
+            self.store
+                .tails_into(self.upload, self.unfolded, part, 0)
+                .await?;
             self.rewritten += self.unfolded_len();
             self.fold = self.unfolded.len();
             self.unfolded = &[];
-            (whole.freeze(), held)
-        };
-        let body_len = body.len() as u64;
+        }
+        let body = part.take(0..part.front() + part.len()).await?;
         let multipart = match &self.session.multipart {
             Some(id) => id.clone(),
             None => {
@@ -183,6 +180,7 @@ impl PartSender<'_> {
                 "the upload needs more parts than the S3 provider allows",
             ));
         }
+        let len = body.len();
         let sending = client::upload_part(
             self.store.client.clone(),
             self.store.bucket.clone(),
@@ -191,17 +189,15 @@ impl PartSender<'_> {
             i32::try_from(number).unwrap_or(i32::MAX),
             body,
         );
-        let len = body_len;
         self.in_flight.spawn(async move {
             let receipt = sending.await?;
-            drop(held);
             Ok(Segment {
                 target,
                 len,
                 receipt: Some(receipt.encode()),
             })
         });
-        // One buffer is about to fill again: at most `parts_in_flight` in memory.
+        // Another part is about to be gathered: at most `parts_in_flight` held at once.
         while self.in_flight.len() >= self.store.parts_in_flight {
             if let Some(done) = self.in_flight.join_next().await {
                 self.sent.push(joined(done)?);
@@ -210,42 +206,33 @@ impl PartSender<'_> {
         Ok(())
     }
 
-    /// The bytes of this write's tail: `body`, after the trailing committed tails it merges
-    /// (see [`pieces_to_fold`]), which its commit then folds. The budget covers them all
-    /// before they are read.
-    async fn merge_tails(
-        &mut self,
-        (body, held): (Bytes, Held),
-    ) -> Result<(Bytes, Held), StorageError> {
-        let merge = pieces_to_fold(self.unfolded, body.len() as u64);
-        if merge == 0 {
-            return Ok((body, held));
-        }
-        let merged = &self.unfolded[self.unfolded.len() - merge..];
+    /// This write's tail: the body of `part`, after the trailing committed tails it merges
+    /// (see [`pieces_to_fold`]), which its commit then folds.
+    async fn merge_tails(&mut self, part: &mut PartSpool) -> Result<SpooledPart, StorageError> {
+        let merge = pieces_to_fold(self.unfolded, part.len());
+        let (kept, merged) = self.unfolded.split_at(self.unfolded.len() - merge);
         let merged_len: u64 = merged.iter().map(|s| s.len).sum();
-        let len = merged_len as usize + body.len();
-        let mut held = held;
-        held.cover(&self.store.budget, len).await?;
-        let mut whole = BytesMut::with_capacity(len);
-        for tail in merged {
-            whole.extend_from_slice(&self.store.read_tail(self.upload, tail).await?);
-        }
-        whole.extend_from_slice(&body);
+        // The front holds all unfolded tails; the merged ones are its end.
+        let start = part.front() - merged_len;
+        self.store
+            .tails_into(self.upload, merged, part, start)
+            .await?;
+        // A part this write sent has folded every tail, and then nothing merges here.
         self.rewritten += merged_len;
-        self.fold = merge;
-        self.unfolded = &self.unfolded[..self.unfolded.len() - merge];
-        Ok((whole.freeze(), held))
+        self.fold += merge;
+        self.unfolded = kept;
+        part.take(start..part.front() + part.len()).await
     }
 
     /// Stores the bytes after the last full part as this write's tail object. Its name
     /// carries the fencing token, unique to this writer, and the write's number within the
     /// lease; it is created only if absent.
-    async fn put_tail(&mut self, body: Bytes) -> Result<(), StorageError> {
+    async fn put_tail(&mut self, body: SpooledPart) -> Result<(), StorageError> {
         let target = WriteTarget {
             token: self.lease.token(),
             seq: self.stretch,
         };
-        let len = body.len() as u64;
+        let len = body.len();
         self.store
             .client
             .put_object()
@@ -253,7 +240,7 @@ impl PartSender<'_> {
             .key(self.store.keys.tail(self.upload, target))
             .if_none_match("*")
             .checksum_algorithm(CHECKSUM)
-            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .body(body.body())
             .send()
             .await
             .map_err(|e| backend_error("PutObject (tail)", e))?;
@@ -307,40 +294,50 @@ fn joined(
 }
 
 impl S3Storage {
-    /// The bytes of a committed tail.
-    pub(crate) async fn read_tail(
+    /// Writes the bytes of the committed `tails`, one after the other, into the front of
+    /// `part` from `at` on.
+    async fn tails_into(
         &self,
         upload: &str,
-        tail: &Segment,
-    ) -> Result<Bytes, StorageError> {
-        let missing = || StorageError::MissingSegment {
-            upload: upload.to_string(),
-            target: tail.target,
-        };
-        let answer = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.keys.tail(upload, tail.target))
-            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-            .send()
-            .await;
-        let output = match answer {
-            Ok(output) => output,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Err(missing())
+        tails: &[Segment],
+        part: &mut PartSpool,
+        mut at: u64,
+    ) -> Result<(), StorageError> {
+        for tail in tails {
+            let missing = || StorageError::MissingSegment {
+                upload: upload.to_string(),
+                target: tail.target,
+            };
+            let answer = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.keys.tail(upload, tail.target))
+                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                .send()
+                .await;
+            let mut body = match answer {
+                Ok(output) => output.body,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                    return Err(missing())
+                }
+                Err(e) => return Err(backend_error("GetObject (tail)", e)),
+            };
+            let end = at + tail.len;
+            while let Some(bytes) = body.next().await {
+                let bytes: Bytes =
+                    bytes.map_err(|e| StorageError::Backend(format!("reading a tail: {e}")))?;
+                if at + bytes.len() as u64 > end {
+                    return Err(missing());
+                }
+                let len = bytes.len() as u64;
+                part.fill_front(at, bytes).await?;
+                at += len;
             }
-            Err(e) => return Err(backend_error("GetObject (tail)", e)),
-        };
-        let bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| StorageError::Backend(format!("reading a tail: {e}")))?
-            .into_bytes();
-        if bytes.len() as u64 != tail.len {
-            return Err(missing());
+            if at != end {
+                return Err(missing());
+            }
         }
-        Ok(bytes)
+        Ok(())
     }
 }

@@ -4,10 +4,10 @@
 # straight to the server (`--scenario s3-direct`), same part size and parts in flight.
 #
 #   services/tusk-bench/scripts/s3.sh
-#   SIZE=1GiB PART=16MiB IN_FLIGHT=4 REPEAT=3   (defaults)
+#   SIZE=1GiB PART=16MiB IN_FLIGHT=4 REPEAT=3 TUSK=target/release/tusk   (defaults)
 #
 # The S3 server is moto (pip install 'moto[server]==5.1.22'), started here on loopback.
-# Prints each run's JSON line, then the medians and Tusk's peak RSS (VmHWM).
+# Prints each run's JSON line, then the medians, Tusk's peak RSS (VmHWM) and its CPU time.
 # Needs a release build: cargo build --release -p tusk.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -15,7 +15,7 @@ size=${SIZE:-1GiB}
 part=${PART:-16MiB}
 in_flight=${IN_FLIGHT:-4}
 repeat=${REPEAT:-3}
-tusk=target/release/tusk
+tusk=${TUSK:-target/release/tusk}
 command -v moto_server >/dev/null || { echo "moto_server missing: pip install 'moto[server]==5.1.22'" >&2; exit 1; }
 work=$(mktemp -d /tmp/tusk-s3bench.XXXXXX)
 moto_port=18600
@@ -44,7 +44,9 @@ for run in $(seq "$repeat"); do
   line=$("$tusk" bench --scenario big --big-size "$size" --big-chunk "$size" --no-verify \
     "http://127.0.0.1:$tusk_port/files/" 2>/dev/null)
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$tusk_pid/status")
-  echo "${line%\}},\"server\":\"tusk\",\"peak_rss_kib\":$rss}" | tee -a "$raw"
+  # utime + stime of the whole run, in clock ticks.
+  cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$tusk_pid/stat")
+  echo "${line%\}},\"server\":\"tusk\",\"peak_rss_kib\":$rss,\"cpu_s\":$cpu}" | tee -a "$raw"
   kill "$tusk_pid"; wait "$tusk_pid" 2>/dev/null || true; tusk_pid=
 done
 python3 - "$raw" <<'PY'
@@ -53,8 +55,10 @@ runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 direct = [r["mib_per_s"] for r in runs if r["scenario"] == "s3-direct"]
 tusk = [r["mib_per_s"] for r in runs if r["scenario"] == "big"]
 rss = [r["peak_rss_kib"] for r in runs if r["scenario"] == "big"]
+cpu = [r["cpu_s"] for r in runs if r["scenario"] == "big"]
 d, t = statistics.median(direct), statistics.median(tusk)
 print(f"direct multipart: median {d:.1f} MiB/s {direct}")
 print(f"through Tusk:     median {t:.1f} MiB/s {tusk}  = {100*t/d:.0f}% of direct")
 print(f"Tusk peak RSS:    {max(rss)/1024:.0f} MiB (max of runs)")
+print(f"Tusk CPU:         median {statistics.median(cpu):.2f} s (user + system) {cpu}")
 PY

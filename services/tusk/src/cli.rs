@@ -336,19 +336,25 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
-        help: "S3 parts one PATCH holds in memory at most (the one filling and those being sent): memory per PATCH is at most part size x this.",
+        help: "S3 parts one PATCH holds at most (the one being gathered and those being sent): spool per PATCH is at most part size x this.",
         key: "storage.s3.parts_in_flight",
         default: "4",
     },
     Flag {
         flag: "",
-        help: "Bytes all PATCHes of a node may hold in S3 part buffers together; a PATCH that needs more waits (not reading its body), then gets 503 with Retry-After.",
+        help: "Directory of the spool files S3 parts are gathered in on local disk, not in memory (unnamed files, gone once sent or when the process dies); use real disk, not tmpfs. Empty: $TMPDIR, else /tmp.",
+        key: "storage.s3.spool_dir",
+        default: "",
+    },
+    Flag {
+        flag: "",
+        help: "Bytes all PATCHes of a node may hold in S3 spool files together (the disk the spool may use); a PATCH that needs more waits (not reading its body), then gets 503 with Retry-After.",
         key: "storage.s3.buffer_budget",
         default: "268435456",
     },
     Flag {
         flag: "",
-        help: "How long a PATCH waits for S3 buffer budget before it is answered 503.",
+        help: "How long a PATCH waits for S3 spool budget before it is answered 503.",
         key: "storage.s3.buffer_wait",
         default: "10s",
     },
