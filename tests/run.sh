@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "test dependencies: redis-server, nginx, haproxy (cluster tests start their own), promtool"
+step "build and test dependencies: protoc (etcd-client's build), redis-server, etcd, nginx, haproxy (cluster tests start their own), promtool"
 if [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/haproxy ] ||
-  [ ! -x /usr/bin/promtool ]; then
+  [ ! -x /usr/bin/promtool ] || [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/protoc ]; then
   # Debian/Ubuntu; CI runs as root. The tests only run the binaries: a policy-rc.d that
   # answers 101 keeps the packages from starting their system services while installing.
   SUDO=""
@@ -21,7 +21,7 @@ if [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbi
   fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    redis-server nginx haproxy prometheus
+    redis-server etcd-server nginx haproxy prometheus protobuf-compiler
   if [ -n "$made_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 

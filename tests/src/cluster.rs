@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::deploy::{CoordinatorHalf, FsShared, Pair, SharedByNodes, StorageHalf};
+use crate::etcd::{Etcd, EtcdServer};
 use crate::harness::{BoxFuture, Deployment, NodeOptions, Running, TestServer};
 use crate::redis::Redis;
 use crate::s3::{S3Bucket, S3Redis, S3Storage};
@@ -93,6 +94,8 @@ pub struct Cluster {
     pub lb: LoadBalancer,
     /// The shared Redis, if the backend has one.
     pub redis: Option<RedisServer>,
+    /// The shared etcd, if the backend has one.
+    pub etcd: Option<EtcdServer>,
     /// The shared S3 bucket, if the backend has one.
     pub s3: Option<S3Bucket>,
     /// Whether a GET of an unfinished upload streams its committed bytes (see
@@ -158,6 +161,7 @@ impl Cluster {
             nodes: started,
             lb,
             redis: shared.redis,
+            etcd: shared.etcd,
             s3: shared.s3,
             reads_unfinished: backend.reads_unfinished(),
             endpoint,
@@ -170,6 +174,41 @@ impl Cluster {
     /// The shared Redis (fails for a backend without one).
     pub fn redis(&mut self) -> Result<&mut RedisServer> {
         self.redis.as_mut().context("this cluster has no Redis")
+    }
+
+    /// The shared etcd (fails for a backend without one).
+    pub fn etcd(&mut self) -> Result<&mut EtcdServer> {
+        self.etcd.as_mut().context("this cluster has no etcd")
+    }
+
+    /// Kills the shared coordinator (Redis or etcd) with SIGKILL.
+    pub async fn kill_coordinator(&mut self) -> Result<()> {
+        match (&mut self.redis, &mut self.etcd) {
+            (Some(redis), _) => redis.kill9().await,
+            (None, Some(etcd)) => etcd.kill9().await,
+            (None, None) => anyhow::bail!("this cluster has no shared coordinator"),
+        }
+    }
+
+    /// Starts the shared coordinator again on its port and data.
+    pub async fn start_coordinator_again(&mut self) -> Result<()> {
+        match (&mut self.redis, &mut self.etcd) {
+            (Some(redis), _) => redis.start_again().await,
+            (None, Some(etcd)) => etcd.start_again().await,
+            (None, None) => anyhow::bail!("this cluster has no shared coordinator"),
+        }
+    }
+
+    /// The keys the nodes keep in the shared coordinator (Redis or etcd) under the test
+    /// prefix: how a test sees that the nodes use it.
+    pub async fn coordinator_keys(&self) -> Result<Vec<String>> {
+        if let Some(redis) = &self.redis {
+            return redis.keys("tusk-test-*").await;
+        }
+        if let Some(etcd) = &self.etcd {
+            return etcd.keys("tusk-test-").await;
+        }
+        anyhow::bail!("this cluster has no shared coordinator")
     }
 
     /// The shared S3 bucket (fails for a backend without one).
@@ -249,6 +288,29 @@ pub const FS_REDIS_NGINX: ClusterDeployment<FsRedis> = ClusterDeployment {
 /// Three nodes on one S3 bucket (moto) with Redis, behind nginx.
 pub const S3_REDIS_NGINX: ClusterDeployment<Pair<S3Storage, Redis>> = ClusterDeployment {
     backend: S3Redis::DEFAULT.pair(),
+    balancer: Balancer::Nginx,
+    nodes: 3,
+};
+
+/// One upload directory shared by every node, etcd for records and leases.
+pub type FsEtcd = Pair<FsShared, Etcd>;
+
+/// Three nodes on a shared directory with etcd, behind nginx.
+pub const FS_ETCD_NGINX: ClusterDeployment<FsEtcd> = ClusterDeployment {
+    backend: Pair {
+        storage: FsShared,
+        coordinator: Etcd,
+    },
+    balancer: Balancer::Nginx,
+    nodes: 3,
+};
+
+/// Three nodes on one S3 bucket (moto) with etcd, behind nginx.
+pub const S3_ETCD_NGINX: ClusterDeployment<Pair<S3Storage, Etcd>> = ClusterDeployment {
+    backend: Pair {
+        storage: S3Storage::DEFAULT,
+        coordinator: Etcd,
+    },
     balancer: Balancer::Nginx,
     nodes: 3,
 };

@@ -4,12 +4,15 @@
 //! node can share it) in a cluster ([`crate::cluster`]).
 //!
 //! The pairs the conformance suite runs on: [`FsEmbedded`], [`S3_EMBEDDED`] (single nodes)
-//! and [`FsRedis`](crate::cluster::FsRedis), [`S3Redis`](crate::s3::S3Redis) (clusters).
+//! and [`FsRedis`](crate::cluster::FsRedis), [`S3Redis`](crate::s3::S3Redis),
+//! [`FS_ETCD_NGINX`](crate::cluster::FS_ETCD_NGINX),
+//! [`S3_ETCD_NGINX`](crate::cluster::S3_ETCD_NGINX) (clusters).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::etcd::EtcdServer;
 use crate::harness::{Backend, BoxFuture, Deployment, NodeOptions, Running, TestServer};
 use crate::redis::RedisServer;
 use crate::s3::{S3Bucket, S3Storage};
@@ -24,6 +27,8 @@ pub struct Shared {
     pub env: Vec<(String, String)>,
     /// The Redis the nodes share, when the backend uses one.
     pub redis: Option<RedisServer>,
+    /// The etcd the nodes share, when the backend uses one.
+    pub etcd: Option<EtcdServer>,
     /// The S3 bucket the nodes share (and the server holding it), when the backend uses one.
     pub s3: Option<S3Bucket>,
 }
@@ -34,6 +39,7 @@ impl Shared {
         self.node_args.extend(other.node_args);
         self.env.extend(other.env);
         self.redis = self.redis.or(other.redis);
+        self.etcd = self.etcd.or(other.etcd);
         self.s3 = self.s3.or(other.s3);
         self
     }

@@ -6,6 +6,7 @@ pub mod balancer;
 pub mod cluster;
 pub mod conformance;
 pub mod deploy;
+pub mod etcd;
 pub mod faultproxy;
 pub mod faults;
 pub mod harness;

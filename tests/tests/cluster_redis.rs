@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use tokio::time::Instant;
 use tusk_tests::cluster::{Balancer, Cluster, FsRedis};
-use tusk_tests::conformance::util::{header, random_bytes, Ctx};
-use tusk_tests::faults::{self, check_exact, upload_resiliently};
+use tusk_tests::conformance::util::{random_bytes, Ctx};
+use tusk_tests::faults::{self, check_exact};
 use tusk_tests::rawpatch::RawPatch;
 
 const MIB: usize = 1024 * 1024;
@@ -72,145 +72,12 @@ async fn two_clients_patch_one_upload_through_different_nodes() -> Result<()> {
 
 /// Redis killed (kill -9) and started again on the same port and AOF while three clients
 /// upload through the balancer: clients see 503 with Retry-After meanwhile, /readyz fails
-/// while Redis is down and recovers, every upload finishes exact.
+/// while Redis is down and recovers, every upload finishes exact (scenario in
+/// `tusk_tests::faults`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_during_uploads() -> Result<()> {
     let mut cluster = start_cluster(Balancer::Nginx, &[]).await?;
-    let admin: Vec<String> = cluster
-        .nodes
-        .iter()
-        .map(|n| {
-            n.admin
-                .clone()
-                .context("the node printed no `admin on` line (is --admin-port supported?)")
-        })
-        .collect::<Result<_>>()?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let ready = |i: usize| {
-        let url = format!("{}readyz", admin[i]);
-        let http = http.clone();
-        async move { http.get(&url).send().await.map(|r| r.status().as_u16()) }
-    };
-    for (i, base) in admin.iter().enumerate() {
-        ensure!(
-            ready(i).await.context("/readyz")? == 200,
-            "node {i}: /readyz before the Redis restart"
-        );
-        let health = http.get(format!("{base}healthz")).send().await?;
-        ensure!(health.status() == 200, "node {i}: /healthz");
-    }
-
-    let t = Ctx::for_endpoint(&cluster.endpoint)?;
-    let mut uploads = Vec::new();
-    for _ in 0..3 {
-        let data = random_bytes(8 * MIB + 99);
-        let url = t.create(data.len() as u64).await?;
-        uploads.push((url, data));
-    }
-    let mut tasks = Vec::new();
-    for (url, data) in uploads.clone() {
-        let t = t.clone();
-        tasks.push(tokio::spawn(async move {
-            upload_resiliently(
-                &t,
-                &url,
-                &data,
-                128 * 1024,
-                Duration::from_millis(40),
-                Duration::from_secs(50),
-            )
-            .await
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let offsets_before: Vec<usize> = {
-        let mut v = Vec::new();
-        for (url, _) in &uploads {
-            v.push(t.offset(url).await? as usize);
-        }
-        v
-    };
-    cluster.redis()?.kill9().await?;
-    let down_at = Instant::now();
-    eprintln!("redis killed; upload offsets then: {offsets_before:?}");
-
-    // /readyz fails on every node while Redis is down.
-    for i in 0..3 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match ready(i).await {
-                Ok(200) => {}
-                Ok(_) | Err(_) => break,
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "node {i}: /readyz still answers 200 10s after Redis was killed"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    // A request that needs Redis answers 503 with Retry-After.
-    let resp = t.head(&uploads[0].0).await?;
-    ensure!(
-        resp.status() == 503,
-        "HEAD through the balancer while Redis is down: expected 503, got {}",
-        resp.status()
-    );
-    ensure!(
-        header(&resp, "Retry-After").is_some(),
-        "503 while Redis is down must carry Retry-After"
-    );
-    let resp = t.patch(&uploads[0].0, 0, b"x".to_vec()).await?;
-    ensure!(
-        resp.status() == 503 && header(&resp, "Retry-After").is_some(),
-        "PATCH while Redis is down: expected 503 with Retry-After, got {} {:?}",
-        resp.status(),
-        header(&resp, "Retry-After")
-    );
-    let wait = Duration::from_secs(2).saturating_sub(down_at.elapsed());
-    tokio::time::sleep(wait).await;
-
-    cluster.redis()?.start_again().await?;
-    eprintln!("redis started again after {:?}", down_at.elapsed());
-    for i in 0..3 {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !matches!(ready(i).await, Ok(200)) {
-            ensure!(
-                Instant::now() < deadline,
-                "node {i}: /readyz not 200 within 20s of Redis being back"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    let mut total_503 = 0;
-    for (i, task) in tasks.into_iter().enumerate() {
-        let seen = task.await.context("uploader task")??;
-        eprintln!(
-            "upload {i}: 503 x{}, other statuses {:?}, transport errors {}",
-            seen.count(503),
-            seen.statuses
-                .iter()
-                .filter(|s| !matches!(**s, 204 | 503))
-                .collect::<Vec<_>>(),
-            seen.transport_errors
-        );
-        ensure!(
-            seen.missing_retry_after.is_empty(),
-            "upload {i}: responses without Retry-After: {:?}",
-            seen.missing_retry_after
-        );
-        total_503 += seen.count(503);
-    }
-    ensure!(total_503 > 0, "no uploader saw a 503 while Redis was down");
-    for (i, (url, data)) in uploads.iter().enumerate() {
-        check_exact(&t, url, data)
-            .await
-            .with_context(|| format!("upload {i} after the Redis restart"))?;
-    }
-    Ok(())
+    faults::coordinator_restart_during_uploads(&mut cluster).await
 }
 
 /// HAProxy (deploy/haproxy.cfg) in front of three nodes: a set of conformance cases and a

@@ -84,7 +84,7 @@ pub struct ServeFlags {
     pub s3_path_style: bool,
     #[arg(long, value_name = "BYTES")]
     pub s3_part_size: Option<u64>,
-    #[arg(long, value_parser = ["embedded", "redis"])]
+    #[arg(long, value_parser = ["embedded", "redis", "etcd"])]
     pub coordinator: Option<String>,
     #[arg(long, value_name = "DURATION")]
     pub lease_ttl: Option<String>,
@@ -92,6 +92,8 @@ pub struct ServeFlags {
     pub redis_url: Option<String>,
     #[arg(long, value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
     #[arg(long, value_name = "URL")]
     pub hooks_http: Option<String>,
     #[arg(long, value_name = "EVENTS", value_delimiter = ',')]
@@ -236,7 +238,7 @@ pub const FLAGS: &[Flag] = &[
     },
     Flag {
         flag: "coordinator",
-        help: "Where records and leases live: embedded (one node) or redis (a cluster).",
+        help: "Where records and leases live: embedded (one node), redis or etcd (a cluster).",
         key: "coordinator.backend",
         default: "embedded",
     },
@@ -257,6 +259,12 @@ pub const FLAGS: &[Flag] = &[
         help: "Prefix of every Redis key and channel.",
         key: "coordinator.redis.prefix",
         default: "tusk:",
+    },
+    Flag {
+        flag: "etcd-endpoints",
+        help: "Client URLs of the etcd members, comma-separated, e.g. http://etcd-0:2379,http://etcd-1:2379.",
+        key: "coordinator.etcd.endpoints",
+        default: "[\"http://127.0.0.1:2379\"]",
     },
     Flag {
         flag: "hooks-http",
@@ -459,6 +467,30 @@ pub const FILE_ONLY: &[Flag] = &[
         help: "Replicas that must have each change before it is acknowledged (Redis WAIT).",
         key: "coordinator.redis.wait_replicas",
         default: "0",
+    },
+    Flag {
+        flag: "",
+        help: "Prefix of every etcd key.",
+        key: "coordinator.etcd.prefix",
+        default: "tusk/",
+    },
+    Flag {
+        flag: "",
+        help: "Time allowed for one etcd call (and for connecting) before the request answers 503.",
+        key: "coordinator.etcd.timeout",
+        default: "2s",
+    },
+    Flag {
+        flag: "",
+        help: "etcd user name, when etcd has authentication on.",
+        key: "coordinator.etcd.user",
+        default: "(none)",
+    },
+    Flag {
+        flag: "",
+        help: "That etcd user's password; set it in the environment rather than a file.",
+        key: "coordinator.etcd.password",
+        default: "(none)",
     },
     Flag {
         flag: "",

@@ -221,6 +221,7 @@ pub struct CoordinatorConfig {
     pub lease_ttl: Duration,
     pub embedded: EmbeddedConfig,
     pub redis: RedisConfig,
+    pub etcd: EtcdConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -230,6 +231,7 @@ impl Default for CoordinatorConfig {
             lease_ttl: Duration::from_secs(10),
             embedded: EmbeddedConfig::default(),
             redis: RedisConfig::default(),
+            etcd: EtcdConfig::default(),
         }
     }
 }
@@ -242,6 +244,8 @@ pub enum CoordinatorBackend {
     Embedded,
     /// Redis: records and leases shared by every node of a cluster.
     Redis,
+    /// etcd: records and leases shared by every node of a cluster.
+    Etcd,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -273,6 +277,35 @@ impl Default for RedisConfig {
             sentinels: Vec::new(),
             sentinel_master: "mymaster".into(),
             wait_replicas: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs of the etcd members. Default `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Prefix of every key. Default `tusk/`.
+    pub prefix: String,
+    /// Time allowed for one etcd call (and for connecting) before the request answers 503.
+    /// Default 2s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// User name, when etcd has authentication on. Default none.
+    pub user: Option<String>,
+    /// That user's password (better from the environment than from a file). Default none.
+    pub password: Option<String>,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "tusk/".into(),
+            timeout: Duration::from_secs(2),
+            user: None,
+            password: None,
         }
     }
 }
@@ -394,6 +427,7 @@ impl CoordinatorConfig {
         match self.backend {
             CoordinatorBackend::Embedded => "embedded",
             CoordinatorBackend::Redis => "redis",
+            CoordinatorBackend::Etcd => "etcd",
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::FromArgMatches;
 use tokio::io::AsyncWriteExt;
+use tusk_coord_etcd::{EtcdCoordinator, EtcdSettings};
 use tusk_coord_redis::{RedisCoordinator, RedisSettings, SentinelSettings};
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{CoordError, Engine, EngineConfig};
@@ -78,21 +79,24 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("coordinator.redis.sentinels")
+            .with_list_parse_key("coordinator.etcd.endpoints")
             .with_list_parse_key("hooks.events")
             .with_list_parse_key("hooks.credential_headers")
             .with_list_parse_key("hooks.forward_headers")
             .source(Some(variables.settings.into_iter().collect())),
     );
     let text = |v: &Option<String>| v.clone();
-    let events = flags.hooks_enabled_events.as_ref().map(|events| {
+    let list = |items: &Vec<String>| {
         ::config::Value::from(
-            events
+            items
                 .iter()
                 .map(|e| ::config::Value::from(e.trim()))
                 .collect::<Vec<_>>(),
         )
-    });
-    let overrides: [(&str, Option<::config::Value>); 28] = [
+    };
+    let etcd_endpoints = flags.etcd_endpoints.as_ref().map(list);
+    let events = flags.hooks_enabled_events.as_ref().map(list);
+    let overrides: [(&str, Option<::config::Value>); 29] = [
         ("storage.backend", text(&flags.storage).map(Into::into)),
         ("storage.s3.bucket", text(&flags.s3_bucket).map(Into::into)),
         (
@@ -133,6 +137,7 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
             "coordinator.redis.prefix",
             text(&flags.redis_prefix).map(Into::into),
         ),
+        ("coordinator.etcd.endpoints", etcd_endpoints),
         ("server.host", text(&flags.host).map(Into::into)),
         ("server.port", flags.port.map(|p| i64::from(p).into())),
         ("server.base_path", text(&flags.base_path).map(Into::into)),
@@ -301,6 +306,25 @@ async fn serve(loaded: Loaded) -> Result<()> {
             })
             .await
             .context("connecting to Redis")?
+        }
+        CoordinatorBackend::Etcd => {
+            let etcd = &config.coordinator.etcd;
+            let credentials = match (&etcd.user, &etcd.password) {
+                (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+                (None, None) => None,
+                _ => {
+                    anyhow::bail!("coordinator.etcd.user and coordinator.etcd.password go together")
+                }
+            };
+            EtcdCoordinator::connect(EtcdSettings {
+                endpoints: etcd.endpoints.clone(),
+                prefix: etcd.prefix.clone(),
+                lease_ttl: config.coordinator.lease_ttl,
+                timeout: etcd.timeout,
+                credentials,
+            })
+            .await
+            .context("connecting to etcd")?
         }
     };
     let metrics = Arc::new(tusk_telemetry::Metrics::new().context("setting up metrics")?);
