@@ -9,7 +9,8 @@
 //! - `l/<id>`: the upload's lease. Its `create_revision` is the fencing token; its value is
 //!   when it expires (Unix ms, zero-padded, so etcd compares values as numbers);
 //! - `x/<time>/<id>`: the sweep index, by the time `UploadRecord::sweep_at` gives;
-//! - `q/<id>`: release requests (see `requests`); `r/<role>`: singleton roles.
+//! - `q/r/<id>`: release requests, `q/s/<id>/<nonce>`: settle requests (see `requests`);
+//! - `r/<role>`: singleton roles.
 
 use serde::{Deserialize, Serialize};
 use tusk_core::{CoordError, Segment, UploadRecord};
@@ -73,8 +74,12 @@ impl Keys {
         format!("{}q/", self.prefix)
     }
 
-    pub fn request(&self, id: &str) -> String {
-        format!("{}q/{id}", self.prefix)
+    pub fn release_request(&self, id: &str) -> String {
+        format!("{}q/r/{id}", self.prefix)
+    }
+
+    pub fn settle_request(&self, id: &str, nonce: &str) -> String {
+        format!("{}q/s/{id}/{nonce}", self.prefix)
     }
 
     pub fn role(&self, role: &str) -> String {

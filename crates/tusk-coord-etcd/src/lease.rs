@@ -367,7 +367,7 @@ impl HeldLease for EtcdLease {
                         Some(DeleteOptions::new().with_prefix()),
                     ),
                     TxnOp::delete(keys.lock(&self.id), None),
-                    TxnOp::delete(keys.request(&self.id), None),
+                    TxnOp::delete(keys.release_request(&self.id), None),
                 ],
                 answer: (),
             })

@@ -22,7 +22,10 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse,
 };
 use tokio::sync::watch;
-use tusk_core::{CoordError, Coordinator, Leadership, Lease, ReleaseRequest, UploadRecord};
+use tusk_core::{
+    CoordError, Coordinator, InFlightElsewhere, Leadership, Lease, ReleaseRequest, SettleLocally,
+    UploadRecord,
+};
 
 use crate::keys::{assemble, padded, Head, Keys};
 use crate::lease::EtcdLease;
@@ -58,6 +61,8 @@ struct Shared {
     local: LocalLeases,
     /// Identifies this node as a holder of singleton roles.
     node_id: String,
+    /// How this node settles its own PATCHes for reads on other nodes (set by the engine).
+    settle_locally: std::sync::OnceLock<SettleLocally>,
 }
 
 pub(crate) fn unavailable(e: etcd_client::Error) -> CoordError {
@@ -103,6 +108,7 @@ impl EtcdCoordinator {
             keys: Keys::new(&settings.prefix),
             local: Mutex::default(),
             node_id: format!("{:032x}", rand::random::<u128>()),
+            settle_locally: std::sync::OnceLock::new(),
             settings,
         });
         tokio::spawn(requests::listen(Arc::downgrade(&shared)));
@@ -210,7 +216,7 @@ impl Shared {
     async fn ask_to_release(&self, id: &str) -> Result<(), CoordError> {
         let nonce = format!("{:016x}", rand::random::<u64>());
         self.kv()
-            .put(self.keys.request(id), nonce, None)
+            .put(self.keys.release_request(id), nonce, None)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -348,6 +354,10 @@ impl Coordinator for EtcdCoordinator {
     }
 
     fn leadership(&self) -> Option<&dyn Leadership> {
+        Some(self)
+    }
+
+    fn in_flight_elsewhere(&self) -> Option<&dyn InFlightElsewhere> {
         Some(self)
     }
 }
