@@ -5,9 +5,12 @@
 # turns run by run, so drift on this machine hits both alike.
 #
 #   services/tusk-bench/scripts/coordinators.sh [SCENARIO]   (default: small)
-#   REPEAT=3   runs per setup; every JSON line is printed, medians last, then the
-#              coordinator calls per upload each server counted (Redis: commands from
-#              INFO commandstats; etcd: gRPC KV calls from its /metrics).
+#   REPEAT=3   runs per setup; every JSON line is printed, medians last, with the
+#              coordinator calls per upload: as the nodes made them (the
+#              tusk_coordinator_call_duration_seconds counts of their /metrics; each is one
+#              round trip on either coordinator) and as the server counted them (Redis:
+#              every command of INFO commandstats, those its scripts run included; etcd:
+#              its gRPC KV calls).
 # Needs redis-server, etcd (etcd-server), nginx and a release build (cargo build --release).
 # Redis runs with appendfsync always and etcd with its default fsync: both durable.
 set -euo pipefail
@@ -41,7 +44,7 @@ etcd --data-dir "$work/etcd" --name bench \
 pids+=($!)
 sleep 1
 
-declare -A single lb
+declare -A single lb admins
 for coordinator in redis etcd; do
   if [ $coordinator = redis ]; then
     args=(--coordinator redis --redis-url "redis://127.0.0.1:$redis_port/")
@@ -51,8 +54,10 @@ for coordinator in redis etcd; do
   upstreams=""
   for i in 1 2 3; do
     port=$(free_port)
-    "$tusk" --port "$port" --admin-port 0 --upload-dir "$work/shared-$coordinator" --behind-proxy \
+    admin=$(free_port)
+    "$tusk" --port "$port" --admin-port "$admin" --upload-dir "$work/shared-$coordinator" --behind-proxy \
       "${args[@]}" >/dev/null 2>&1 &
+    admins[$coordinator]+=" $admin"
     pids+=($!)
     upstreams+="        server 127.0.0.1:$port;\n"
     wait_http "http://127.0.0.1:$port/files/"
@@ -74,7 +79,12 @@ $upstreams" \
 done
 sleep 2 # let the nodes create their shard directories
 
-calls() {
+node_calls() {
+  for admin in ${admins[$1]}; do curl -s "http://127.0.0.1:$admin/metrics"; done |
+    awk '/^tusk_coordinator_call_duration_seconds_count/ {s+=$NF} END {print s+0}'
+}
+
+server_calls() {
   if [ "$1" = redis ]; then
     redis-cli -p "$redis_port" info commandstats | tr -d '\r' |
       awk -F'[=,:]' '/^cmdstat_/ && !/cmdstat_info/ {s+=$3} END {print s+0}'
@@ -88,10 +98,10 @@ for run in $(seq "$repeat"); do
   for coordinator in redis etcd; do
     for setup in single cluster; do
       if [ $setup = single ]; then url=${single[$coordinator]}; else url=${lb[$coordinator]}; fi
-      before=$(calls $coordinator)
+      before=$(node_calls $coordinator) before_server=$(server_calls $coordinator)
       line=$("$tusk" bench --scenario "$scenario" "$url" 2>/dev/null) || line="{\"scenario\":\"$scenario\",\"error\":true}"
-      after=$(calls $coordinator)
-      echo "{\"coordinator\":\"$coordinator\",\"setup\":\"$setup\",\"run\":$run,\"coordinator_calls\":$((after - before)),${line#\{}" | tee -a "$raw"
+      after=$(node_calls $coordinator) after_server=$(server_calls $coordinator)
+      echo "{\"coordinator\":\"$coordinator\",\"setup\":\"$setup\",\"run\":$run,\"node_calls\":$((after - before)),\"server_calls\":$((after_server - before_server)),${line#\{}" | tee -a "$raw"
     done
   done
 done
@@ -108,7 +118,9 @@ for (scenario, coordinator, setup), rs in sorted(groups.items()):
     ok = [r for r in rs if not r.get("error")]
     k = key.get(scenario, "mib_per_s")
     value = statistics.median(r[k] for r in ok) if ok else float("nan")
-    uploads = [r.get("uploads") for r in ok if r.get("uploads")]
-    per = statistics.median(r["coordinator_calls"] / r["uploads"] for r in ok if r.get("uploads")) if uploads else float("nan")
-    print(f"  {scenario:8} {coordinator:6} {setup:8} {k} {value:.1f}, coordinator calls per upload {per:.2f} ({len(ok)}/{len(rs)} ok)")
+    counted = [r for r in ok if r.get("uploads")]
+    per = lambda f: statistics.median(r[f] / r["uploads"] for r in counted) if counted else float("nan")
+    print(f"  {scenario:8} {coordinator:6} {setup:8} {k} {value:.1f}, per upload: "
+          f"{per('node_calls'):.2f} coordinator calls by the nodes, {per('server_calls'):.2f} "
+          f"counted by the server ({len(ok)}/{len(rs)} ok)")
 PY
