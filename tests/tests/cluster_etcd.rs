@@ -5,7 +5,8 @@
 //! - kill -9 of the node serving a PATCH mid-body, resume through the balancer;
 //! - a zombie writer (SIGSTOP past its lease, SIGCONT after another node finished the upload);
 //! - two clients PATCHing one upload at once through different nodes;
-//! - etcd killed and restarted (its fsynced log) during uploads.
+//! - etcd killed and restarted (its fsynced log) during uploads;
+//! - the leader of a three-member etcd killed during uploads.
 //!
 //! What must hold throughout: nothing acknowledged (204) is lost or changed, no byte is
 //! committed twice, and every upload ends byte-identical (sha256) to what the client sent.
@@ -13,9 +14,15 @@
 //! etcd (Debian's etcd-server) and nginx must be installed (tests/run.sh installs them); a
 //! missing one fails the test with the `apt-get install` command.
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use tokio::time::Instant;
 use tusk_tests::cluster::{Balancer, Cluster, FS_ETCD_NGINX};
-use tusk_tests::faults;
+use tusk_tests::conformance::util::{random_bytes, Ctx};
+use tusk_tests::deploy::{FsShared, Pair};
+use tusk_tests::etcd::Etcd3;
+use tusk_tests::faults::{self, check_exact, upload_resiliently};
 
 const MIB: usize = 1024 * 1024;
 
@@ -56,4 +63,98 @@ async fn two_clients_patch_one_upload_through_different_nodes() -> Result<()> {
 async fn etcd_restart_during_uploads() -> Result<()> {
     let mut cluster = start_cluster(&[]).await?;
     faults::coordinator_restart_during_uploads(&mut cluster).await
+}
+
+/// A three-member etcd whose leader is killed (kill -9) while three clients upload through
+/// the balancer: the other two elect a new leader, the clients see at most a few 503s (with
+/// Retry-After) meanwhile, and every upload finishes exact; the killed member then comes
+/// back on its data and an upload after that is exact too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_leader_killed_during_uploads() -> Result<()> {
+    let backend = Pair {
+        storage: FsShared,
+        coordinator: Etcd3,
+    };
+    let mut cluster = Cluster::start(&backend, Balancer::Nginx, 3, &[]).await?;
+    let t = Ctx::for_endpoint(&cluster.endpoint)?;
+    let mut uploads = Vec::new();
+    for _ in 0..3 {
+        let data = random_bytes(8 * MIB + 99);
+        let url = t.create(data.len() as u64).await?;
+        uploads.push((url, data));
+    }
+    let mut tasks = Vec::new();
+    for (url, data) in uploads.clone() {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            upload_resiliently(
+                &t,
+                &url,
+                &data,
+                128 * 1024,
+                Duration::from_millis(40),
+                Duration::from_secs(60),
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let leader = cluster.etcd()?.leader().await?;
+    cluster.etcd()?.kill9_member(leader).await?;
+    let killed_at = Instant::now();
+    let new_leader = loop {
+        if let Ok(found) = cluster.etcd()?.leader().await {
+            break found;
+        }
+        ensure!(
+            killed_at.elapsed() < Duration::from_secs(10),
+            "no new etcd leader 10 s after member {leader} was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "etcd leader m{leader} killed; m{new_leader} leads after {:?}",
+        killed_at.elapsed()
+    );
+    ensure!(new_leader != leader, "the killed member still leads");
+
+    let mut total_503 = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        let seen = task.await.context("uploader task")??;
+        eprintln!(
+            "upload {i}: 503 x{}, other statuses {:?}, transport errors {}",
+            seen.count(503),
+            seen.statuses
+                .iter()
+                .filter(|s| !matches!(**s, 204 | 503))
+                .collect::<Vec<_>>(),
+            seen.transport_errors
+        );
+        ensure!(
+            seen.missing_retry_after.is_empty(),
+            "upload {i}: responses without Retry-After: {:?}",
+            seen.missing_retry_after
+        );
+        total_503 += seen.count(503);
+    }
+    eprintln!("503s across the uploads while the leader changed: {total_503}");
+    for (i, (url, data)) in uploads.iter().enumerate() {
+        check_exact(&t, url, data)
+            .await
+            .with_context(|| format!("upload {i} after the etcd leader was killed"))?;
+    }
+
+    cluster.etcd()?.start_member_again(leader).await?;
+    let data = random_bytes(3 * MIB + 7);
+    let url = t.create(data.len() as u64).await?;
+    upload_resiliently(
+        &t,
+        &url,
+        &data,
+        MIB,
+        Duration::ZERO,
+        Duration::from_secs(30),
+    )
+    .await?;
+    check_exact(&t, &url, &data).await
 }

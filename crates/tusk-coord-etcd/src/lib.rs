@@ -9,6 +9,7 @@
 //! value, renewed by its holder, so the nodes' clocks decide only *when* a silent holder
 //! can be taken over, never whether two writers can both change an upload.
 
+mod endpoints;
 mod keys;
 mod lease;
 mod requests;
@@ -18,15 +19,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse,
-};
+use etcd_client::{Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::watch;
 use tusk_core::{
     CoordError, Coordinator, InFlightElsewhere, Leadership, Lease, ReleaseRequest, SettleLocally,
     UploadRecord,
 };
 
+use crate::endpoints::Endpoints;
 use crate::keys::{assemble, padded, Head, Keys};
 use crate::lease::EtcdLease;
 
@@ -44,6 +44,18 @@ pub struct EtcdSettings {
     pub timeout: Duration,
     /// User name and password, when etcd has authentication on.
     pub credentials: Option<(String, String)>,
+    /// TLS to etcd (`https://` endpoints).
+    pub tls: Option<EtcdTls>,
+}
+
+/// What a node trusts and shows when it talks to etcd over TLS.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// PEM of the CA certificates that alone are trusted for etcd's certificate.
+    pub ca_pem: Vec<u8>,
+    /// PEM of this node's client certificate (chain) and its key, for etcd's
+    /// `--client-cert-auth`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Leases this node holds, by upload ID: the token and how to ask the writer to let go.
@@ -55,7 +67,7 @@ pub struct EtcdCoordinator {
 
 /// The client and settings, shared with the leases this node grants.
 struct Shared {
-    client: Client,
+    endpoints: Endpoints,
     keys: Keys,
     settings: EtcdSettings,
     local: LocalLeases,
@@ -100,11 +112,30 @@ impl EtcdCoordinator {
         if let Some((user, password)) = &settings.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
-        let client = Client::connect(&settings.endpoints, Some(options))
+        let https = settings.endpoints.iter().any(|e| e.starts_with("https://"));
+        match &settings.tls {
+            Some(tls) => {
+                let mut config = etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem));
+                if let Some((cert, key)) = &tls.identity {
+                    config = config.identity(etcd_client::Identity::from_pem(cert, key));
+                }
+                options = options.with_tls(config);
+            }
+            None if https => {
+                return Err(CoordError::Unavailable(
+                    "etcd: https endpoints need the CA that signed etcd's certificate \
+                     (coordinator.etcd.ca_file)"
+                        .into(),
+                ))
+            }
+            None => {}
+        }
+        let endpoints = Endpoints::connect(&settings.endpoints, options)
             .await
             .map_err(unavailable)?;
         let shared = Arc::new(Shared {
-            client,
+            endpoints,
             keys: Keys::new(&settings.prefix),
             local: Mutex::default(),
             node_id: format!("{:032x}", rand::random::<u128>()),
@@ -117,8 +148,8 @@ impl EtcdCoordinator {
 }
 
 impl Shared {
-    fn kv(&self) -> KvClient {
-        self.client.kv_client()
+    fn kv(&self) -> &Endpoints {
+        &self.endpoints
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, watch::Sender<bool>)>> {

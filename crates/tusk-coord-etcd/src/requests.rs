@@ -25,9 +25,9 @@ const MAX_POLL_PAUSE: Duration = Duration::from_millis(20);
 
 pub(crate) async fn listen(shared: Weak<Shared>) {
     loop {
-        let Some((mut watcher, prefix)) = shared
+        let Some(((member, mut watcher), prefix)) = shared
             .upgrade()
-            .map(|s| (s.client.watch_client(), s.keys.requests()))
+            .map(|s| (s.endpoints.watch_client(), s.keys.requests()))
         else {
             return;
         };
@@ -70,6 +70,10 @@ pub(crate) async fn listen(shared: Weak<Shared>) {
                 }
             },
             Err(error) => tracing::debug!(%error, "the request watch cannot start"),
+        }
+        // Reopened on the next member: this one may be the reason it ended.
+        if let Some(shared) = shared.upgrade() {
+            shared.endpoints.watch_failed(member);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

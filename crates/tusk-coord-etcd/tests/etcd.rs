@@ -99,6 +99,7 @@ impl Etcd {
             lease_ttl,
             timeout: Duration::from_millis(1000),
             credentials: None,
+            tls: None,
         })
         .await
         .expect("connect to etcd")

@@ -494,6 +494,24 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
+        help: "PEM file of the CA certificates that alone are trusted for etcd's certificate; needed for https:// endpoints.",
+        key: "coordinator.etcd.ca_file",
+        default: "(none)",
+    },
+    Flag {
+        flag: "",
+        help: "PEM file of this node's client certificate, for etcd's --client-cert-auth.",
+        key: "coordinator.etcd.cert_file",
+        default: "(none)",
+    },
+    Flag {
+        flag: "",
+        help: "PEM file of that client certificate's private key.",
+        key: "coordinator.etcd.key_file",
+        default: "(none)",
+    },
+    Flag {
+        flag: "",
         help: "PEM file of CA certificates that alone are trusted for an https:// hook endpoint (a private CA); empty: the Mozilla roots. Certificates are always verified; an unreadable file stops startup.",
         key: "hooks.ca_file",
         default: "(none)",

@@ -296,6 +296,14 @@ pub struct EtcdConfig {
     pub user: Option<String>,
     /// That user's password (better from the environment than from a file). Default none.
     pub password: Option<String>,
+    /// PEM file of the CA certificates that alone are trusted for etcd's certificate; needed
+    /// for `https://` endpoints. Default none.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of this node's client certificate, for etcd's `--client-cert-auth`.
+    /// Default none.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of that certificate's private key. Default none.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for EtcdConfig {
@@ -306,6 +314,9 @@ impl Default for EtcdConfig {
             timeout: Duration::from_secs(2),
             user: None,
             password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }

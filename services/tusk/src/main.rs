@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::FromArgMatches;
 use tokio::io::AsyncWriteExt;
-use tusk_coord_etcd::{EtcdCoordinator, EtcdSettings};
+use tusk_coord_etcd::{EtcdCoordinator, EtcdSettings, EtcdTls};
 use tusk_coord_redis::{RedisCoordinator, RedisSettings, SentinelSettings};
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{CoordError, Engine, EngineConfig};
@@ -316,12 +316,33 @@ async fn serve(loaded: Loaded) -> Result<()> {
                     anyhow::bail!("coordinator.etcd.user and coordinator.etcd.password go together")
                 }
             };
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+            };
+            let identity = match (&etcd.cert_file, &etcd.key_file) {
+                (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                (None, None) => None,
+                _ => anyhow::bail!(
+                    "coordinator.etcd.cert_file and coordinator.etcd.key_file go together"
+                ),
+            };
+            let tls = match (&etcd.ca_file, identity) {
+                (Some(ca), identity) => Some(EtcdTls {
+                    ca_pem: read(ca)?,
+                    identity,
+                }),
+                (None, None) => None,
+                (None, Some(_)) => anyhow::bail!(
+                    "coordinator.etcd.cert_file needs coordinator.etcd.ca_file (TLS to etcd)"
+                ),
+            };
             EtcdCoordinator::connect(EtcdSettings {
                 endpoints: etcd.endpoints.clone(),
                 prefix: etcd.prefix.clone(),
                 lease_ttl: config.coordinator.lease_ttl,
                 timeout: etcd.timeout,
                 credentials,
+                tls,
             })
             .await
             .context("connecting to etcd")?
