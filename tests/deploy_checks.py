@@ -871,6 +871,20 @@ S3_SINGLE = {
     "persistence": {"existingClaim": "tusk-records", "subPath": "tusk"},
 }
 
+# S3 storage with etcd: three replicas, etcd over TLS with a client certificate and its
+# user and password, both from Secrets.
+ETCD = {
+    "replicaCount": 3,
+    "config": {
+        "storage": {"backend": "s3", "s3": {"bucket": "uploads-etcd"}},
+        "coordinator": {"backend": "etcd", "etcd": {
+            "endpoints": ["https://etcd-0.etcd:2379", "https://etcd-1.etcd:2379"],
+            "prefix": "uploads/", "timeout": "3s", "existingSecret": "tusk-etcd",
+            "userKey": "user", "passwordKey": "pass",
+            "tls": {"secret": "tusk-etcd-tls", "clientCertificate": True}}},
+    },
+}
+
 VALUE_SETS = [("default", None), ("non-default", NONDEFAULT), ("alternate", ALTERNATE),
               ("s3", S3), ("s3-single", S3_SINGLE)]
 
@@ -1193,6 +1207,47 @@ def check_s3_values_reach_pod():
     assert not any(k.startswith("AWS_") for k in env_of(c))
 
 
+def check_etcd_values_reach_pod():
+    """etcd values give the [coordinator.etcd] table with the mounted TLS files, the user and
+    password from their Secret, the TLS Secret mounted read-only, and stateless pods."""
+    docs = render(ETCD)
+    dep = by_kind(docs, "Deployment")[0]
+    assert dep["spec"]["replicas"] == 3
+    pod = dep["spec"]["template"]["spec"]
+    vols = {x["name"]: x for x in pod["volumes"]}
+    assert vols["etcd-tls"] == {"name": "etcd-tls", "secret": {"secretName": "tusk-etcd-tls"}}
+    assert "data" not in vols, "S3 + etcd pods keep nothing on disk"
+    c = pod["containers"][0]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["etcd-tls"] == {"name": "etcd-tls", "mountPath": "/etc/tusk/etcd-tls", "readOnly": True}
+    env = env_of(c)
+    assert env["TUSK_COORDINATOR__ETCD__USER"] == {"secretKeyRef": {"name": "tusk-etcd", "key": "user"}}
+    assert env["TUSK_COORDINATOR__ETCD__PASSWORD"] == {"secretKeyRef": {"name": "tusk-etcd", "key": "pass"}}
+    toml = tomllib.loads(by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"])
+    assert toml["coordinator"]["backend"] == "etcd"
+    assert toml["coordinator"]["etcd"] == {
+        "endpoints": ["https://etcd-0.etcd:2379", "https://etcd-1.etcd:2379"],
+        "prefix": "uploads/", "timeout": "3s",
+        "ca_file": "/etc/tusk/etcd-tls/ca.crt", "cert_file": "/etc/tusk/etcd-tls/tls.crt",
+        "key_file": "/etc/tusk/etcd-tls/tls.key"}, toml["coordinator"]["etcd"]
+    # The binary accepts that table, and without a CA file it refuses https endpoints.
+    with tempfile.TemporaryDirectory(prefix="tusk-etcd-check-") as d:
+        pems = {name: os.path.join(d, name) for name in ("ca.crt", "tls.crt", "tls.key")}
+        run([need_binary("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=etcd-check",
+             "-keyout", pems["tls.key"], "-out", pems["tls.crt"]])
+        shutil.copy(pems["tls.crt"], pems["ca.crt"])
+        text = by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"]
+        for name, path in pems.items():
+            text = text.replace(f"/etc/tusk/etcd-tls/{name}", path)
+        tusk_accepts(env={"TUSK_COORDINATOR__ETCD__USER": "u", "TUSK_COORDINATOR__ETCD__PASSWORD": "p",
+                          **TEST_AWS_ENV}, config_text=text)
+    # Default values render the etcd table too (the binary's defaults), without TLS files.
+    toml = tomllib.loads(by_kind(render(), "ConfigMap")[0]["data"]["tusk.toml"])
+    assert toml["coordinator"]["etcd"] == {"endpoints": ["http://etcd:2379"], "prefix": "tusk/",
+                                           "timeout": "2s"}, toml["coordinator"]["etcd"]
+
+
 def leaves(d, prefix=()):
     for k, v in d.items():
         if isinstance(v, dict) and v:
@@ -1240,7 +1295,7 @@ def check_every_value_used():
         schema = json.load(f)
     with helm().Chart.load(CHART) as chart:
         bases = []
-        for base in ({}, NONDEFAULT, ALTERNATE, S3, S3_SINGLE):
+        for base in ({}, NONDEFAULT, ALTERNATE, S3, S3_SINGLE, ETCD):
             bases.append((base, chart.render(values=base, name="rel", namespace="uploads")))
         unused = []
         for path, value in leaves(defaults):
@@ -1280,7 +1335,9 @@ def check_schema_rejects_bad_values():
     bad = [
         {"replicaCount": "three"},
         {"replicaCount": 0},
-        {"config": {"coordinator": {"backend": "etcd"}}},
+        {"config": {"coordinator": {"backend": "consul"}}},
+        {"config": {"coordinator": {"etcd": {"endpoints": ["etcd:2379"]}}}},
+        {"config": {"coordinator": {"etcd": {"endpoints": []}}}},
         {"config": {"uploads": {"expireAfter": "a week"}}},
         {"config": {"server": {"basePath": "files"}}},
         {"config": {"hooks": {"events": ["post-everything"]}}},
@@ -1336,6 +1393,7 @@ def check_chart_refuses_unworkable():
         ({"replicaCount": 2, "config": {"storage": {"backend": "s3", "s3": {"bucket": "b"}}}},
          "config.coordinator.backend: redis"),
         ({**s3_redis, "persistence": {"existingClaim": "c"}}, "persistence.existingClaim is unused"),
+        ({**ETCD, "persistence": {"existingClaim": "c"}}, "persistence.existingClaim is unused"),
         ({"config": {"storage": {"backend": "s3", "s3": {"bucket": "b", "partSize": 5242879}}}},
          "partSize must be at least"),
     ]
@@ -1352,6 +1410,8 @@ def check_chart_refuses_unworkable():
     # S3 + Redis: several replicas (or autoscaling) with no claim at all.
     assert by_kind(render({**s3_redis, "replicaCount": 5}), "Deployment")[0]["spec"]["replicas"] == 5
     assert by_kind(render({**s3_redis, "autoscaling": {"enabled": True}}), "HorizontalPodAutoscaler")
+    # S3 + etcd the same.
+    assert by_kind(render(ETCD), "Deployment")[0]["spec"]["replicas"] == 3
 
 
 def pod_env_for_binary(container):
@@ -1524,6 +1584,7 @@ CHECKS = [
     ("non-default values reach the pod, tusk.toml and the other objects", check_values_reach_pod),
     ("S3 values reach tusk.toml, the Secret env and the volumes (stateless / IRSA single)",
      check_s3_values_reach_pod),
+    ("etcd values reach tusk.toml, the Secret env and the TLS volume", check_etcd_values_reach_pod),
     ("every value in values.yaml changes the render", check_every_value_used),
     ("values.schema.json rejects bad values", check_schema_rejects_bad_values),
     ("chart refuses several replicas without Redis/S3 or shared claim, S3 without bucket, "

@@ -56,14 +56,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/* Whether the pods mount /data: fs storage keeps the bytes there, the embedded coordinator
-its records (/data/.tusk). With S3 storage and Redis the pods are stateless and have none. */}}
+its records (/data/.tusk). With S3 storage and Redis or etcd the pods are stateless and have
+none. */}}
 {{- define "tusk.needsData" -}}
 {{- if or (eq .Values.config.storage.backend "fs") (eq .Values.config.coordinator.backend "embedded") }}true{{ end }}
 {{- end }}
 
 {{/*
 Settings that cannot work together, refused at render time with a message naming them:
-several pods need Redis (the embedded coordinator is one process's) and storage they all
+several pods need Redis or etcd (the embedded coordinator is one process's) and storage they all
 reach (an S3 bucket, or with fs one directory they all mount: any node reads the bytes
 another wrote); S3 needs a bucket; a claim is pointless on stateless pods; and the grace
 period must cover the preStop sleep and the drain.
@@ -72,8 +73,8 @@ period must cover the preStop sleep and the drain.
 {{- $v := .Values }}
 {{- $s3 := $v.config.storage.s3 }}
 {{- $several := or $v.autoscaling.enabled (gt (int64 $v.replicaCount) 1) }}
-{{- if and $several (ne $v.config.coordinator.backend "redis") }}
-{{- fail "replicaCount > 1 or autoscaling.enabled needs config.coordinator.backend: redis (the embedded coordinator serves one pod)" }}
+{{- if and $several (eq $v.config.coordinator.backend "embedded") }}
+{{- fail "replicaCount > 1 or autoscaling.enabled needs config.coordinator.backend: redis or etcd (the embedded coordinator serves one pod)" }}
 {{- end }}
 {{- if and $several (eq $v.config.storage.backend "fs") (not $v.persistence.existingClaim) }}
 {{- fail "replicaCount > 1 or autoscaling.enabled needs config.storage.backend: s3, or persistence.existingClaim: a ReadWriteMany claim shared by every replica (fs storage; without it each pod sees only its own uploads)" }}
@@ -85,8 +86,8 @@ period must cover the preStop sleep and the drain.
 {{- if lt (int64 $s3.partSize) (int64 $s3.minPartSize) }}
 {{- fail "config.storage.s3.partSize must be at least config.storage.s3.minPartSize" }}
 {{- end }}
-{{- if and (eq $v.config.coordinator.backend "redis") $v.persistence.existingClaim }}
-{{- fail "persistence.existingClaim is unused with config.storage.backend: s3 and config.coordinator.backend: redis (the pods keep nothing on disk): leave it empty" }}
+{{- if and (ne $v.config.coordinator.backend "embedded") $v.persistence.existingClaim }}
+{{- fail "persistence.existingClaim is unused with config.storage.backend: s3 and a shared coordinator (redis, etcd; the pods keep nothing on disk): leave it empty" }}
 {{- end }}
 {{- end }}
 {{- $grace := int64 (include "tusk.terminationGracePeriodSeconds" .) }}
