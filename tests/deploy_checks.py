@@ -1078,7 +1078,8 @@ def check_values_reach_pod():
         "storage": {"backend": "fs", "fs": {"write_window": 1048576}},
         "coordinator": {"backend": "redis", "lease_ttl": "15s",
                         "redis": {"prefix": "up:", "timeout": "3s", "sentinels": ["s1:26379", "s2:26379"],
-                                  "sentinel_master": "primary", "wait_replicas": 1}},
+                                  "sentinel_master": "primary", "wait_replicas": 1},
+                        "etcd": {"endpoints": ["http://etcd:2379"], "prefix": "tusk/", "timeout": "2s"}},
         "hooks": {"events": ["pre-create", "post-finish"], "timeout": "7s", "retries": 5,
                   "backoff": "300ms", "post_receive_interval": "2s", "access_cache_ttl": "20s",
                   "credential_headers": ["authorization", "x-api-key"],
@@ -1280,7 +1281,8 @@ def mutations(path, value):
                 "x-forwarded" if value == "forwarded" else "forwarded",
                 "/x/", "http://x.example:1/", "redis://x:1/0", "1Gi", "x"]
     if isinstance(value, list):
-        return [[], [{"name": "x"}], ["x:1"], ["post-finish"], [{"key": "k", "operator": "Exists"}]]
+        return [[], [{"name": "x"}], ["x:1"], ["post-finish"], [{"key": "k", "operator": "Exists"}],
+                ["http://x.example:1/"]]
     if isinstance(value, dict):
         return [{"x.example/a": "b"}]
     raise AssertionError(f"unexpected value type at {path}: {value!r}")
