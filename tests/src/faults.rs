@@ -619,38 +619,18 @@ pub async fn coordinator_restart_during_uploads(cluster: &mut Cluster) -> Result
     for (i, base) in admin.iter().enumerate() {
         ensure!(
             ready(i).await.context("/readyz")? == 200,
-            "node {i}: /readyz before the the coordinator restart"
+            "node {i}: /readyz before the coordinator restart"
         );
         let health = http.get(format!("{base}healthz")).send().await?;
         ensure!(health.status() == 200, "node {i}: /healthz");
     }
 
     let t = Ctx::for_endpoint(&cluster.endpoint)?;
-    let mut uploads = Vec::new();
-    for _ in 0..3 {
-        let data = random_bytes(8 * MIB + 99);
-        let url = t.create(data.len() as u64).await?;
-        uploads.push((url, data));
-    }
-    let mut tasks = Vec::new();
-    for (url, data) in uploads.clone() {
-        let t = t.clone();
-        tasks.push(tokio::spawn(async move {
-            upload_resiliently(
-                &t,
-                &url,
-                &data,
-                128 * 1024,
-                Duration::from_millis(40),
-                Duration::from_secs(50),
-            )
-            .await
-        }));
-    }
+    let uploads = ResilientUploads::start(&t, 3, 8 * MIB + 99, Duration::from_secs(50)).await?;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let offsets_before: Vec<usize> = {
         let mut v = Vec::new();
-        for (url, _) in &uploads {
+        for (url, _) in &uploads.uploads {
             v.push(t.offset(url).await? as usize);
         }
         v
@@ -675,7 +655,7 @@ pub async fn coordinator_restart_during_uploads(cluster: &mut Cluster) -> Result
         }
     }
     // A request that needs the coordinator answers 503 with Retry-After.
-    let resp = t.head(&uploads[0].0).await?;
+    let resp = t.head(&uploads.uploads[0].0).await?;
     ensure!(
         resp.status() == 503,
         "HEAD through the balancer while the coordinator is down: expected 503, got {}",
@@ -685,7 +665,7 @@ pub async fn coordinator_restart_during_uploads(cluster: &mut Cluster) -> Result
         header(&resp, "Retry-After").is_some(),
         "503 while the coordinator is down must carry Retry-After"
     );
-    let resp = t.patch(&uploads[0].0, 0, b"x".to_vec()).await?;
+    let resp = t.patch(&uploads.uploads[0].0, 0, b"x".to_vec()).await?;
     ensure!(
         resp.status() == 503 && header(&resp, "Retry-After").is_some(),
         "PATCH while the coordinator is down: expected 503 with Retry-After, got {} {:?}",
@@ -708,33 +688,83 @@ pub async fn coordinator_restart_during_uploads(cluster: &mut Cluster) -> Result
         }
     }
 
-    let mut total_503 = 0;
-    for (i, task) in tasks.into_iter().enumerate() {
-        let seen = task.await.context("uploader task")??;
-        eprintln!(
-            "upload {i}: 503 x{}, other statuses {:?}, transport errors {}",
-            seen.count(503),
-            seen.statuses
-                .iter()
-                .filter(|s| !matches!(**s, 204 | 503))
-                .collect::<Vec<_>>(),
-            seen.transport_errors
-        );
-        ensure!(
-            seen.missing_retry_after.is_empty(),
-            "upload {i}: responses without Retry-After: {:?}",
-            seen.missing_retry_after
-        );
-        total_503 += seen.count(503);
-    }
+    let total_503 = uploads
+        .finish(&t)
+        .await
+        .context("after the coordinator restart")?;
     ensure!(
         total_503 > 0,
         "no uploader saw a 503 while the coordinator was down"
     );
-    for (i, (url, data)) in uploads.iter().enumerate() {
-        check_exact(&t, url, data)
-            .await
-            .with_context(|| format!("upload {i} after the the coordinator restart"))?;
-    }
     Ok(())
+}
+
+/// Uploads sent at once by resuming clients ([`upload_resiliently`]), each in 128 KiB
+/// PATCHes 40 ms apart, so that a fault injected meanwhile meets them all.
+pub struct ResilientUploads {
+    /// Each upload's URL and bytes.
+    pub uploads: Vec<(String, Vec<u8>)>,
+    clients: Vec<tokio::task::JoinHandle<Result<Seen>>>,
+}
+
+impl ResilientUploads {
+    /// Creates `count` uploads of `size` random bytes through `t` and starts their clients,
+    /// each of which gives up after `within`.
+    pub async fn start(t: &Ctx, count: usize, size: usize, within: Duration) -> Result<Self> {
+        let mut uploads = Vec::new();
+        for _ in 0..count {
+            let data = random_bytes(size);
+            let url = t.create(data.len() as u64).await?;
+            uploads.push((url, data));
+        }
+        let clients = uploads
+            .iter()
+            .cloned()
+            .map(|(url, data)| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    upload_resiliently(
+                        &t,
+                        &url,
+                        &data,
+                        128 * 1024,
+                        Duration::from_millis(40),
+                        within,
+                    )
+                    .await
+                })
+            })
+            .collect();
+        Ok(Self { uploads, clients })
+    }
+
+    /// Waits for every client and checks every upload sha256-exact; a 423 or 503 without
+    /// Retry-After fails. Returns how many 503s the clients saw in all.
+    pub async fn finish(self, t: &Ctx) -> Result<usize> {
+        let mut total_503 = 0;
+        for (i, client) in self.clients.into_iter().enumerate() {
+            let seen = client.await.context("uploader task")??;
+            eprintln!(
+                "upload {i}: 503 x{}, other statuses {:?}, transport errors {}",
+                seen.count(503),
+                seen.statuses
+                    .iter()
+                    .filter(|s| !matches!(**s, 204 | 503))
+                    .collect::<Vec<_>>(),
+                seen.transport_errors
+            );
+            ensure!(
+                seen.missing_retry_after.is_empty(),
+                "upload {i}: responses without Retry-After: {:?}",
+                seen.missing_retry_after
+            );
+            total_503 += seen.count(503);
+        }
+        for (i, (url, data)) in self.uploads.iter().enumerate() {
+            check_exact(t, url, data)
+                .await
+                .with_context(|| format!("upload {i}"))?;
+        }
+        Ok(total_503)
+    }
 }

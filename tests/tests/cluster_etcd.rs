@@ -22,7 +22,7 @@ use tusk_tests::cluster::{Balancer, Cluster, FS_ETCD_NGINX};
 use tusk_tests::conformance::util::{random_bytes, Ctx};
 use tusk_tests::deploy::{FsShared, Pair};
 use tusk_tests::etcd::Etcd3;
-use tusk_tests::faults::{self, check_exact, upload_resiliently};
+use tusk_tests::faults::{self, check_exact, upload_resiliently, ResilientUploads};
 
 const MIB: usize = 1024 * 1024;
 
@@ -77,27 +77,7 @@ async fn etcd_leader_killed_during_uploads() -> Result<()> {
     };
     let mut cluster = Cluster::start(&backend, Balancer::Nginx, 3, &[]).await?;
     let t = Ctx::for_endpoint(&cluster.endpoint)?;
-    let mut uploads = Vec::new();
-    for _ in 0..3 {
-        let data = random_bytes(8 * MIB + 99);
-        let url = t.create(data.len() as u64).await?;
-        uploads.push((url, data));
-    }
-    let mut tasks = Vec::new();
-    for (url, data) in uploads.clone() {
-        let t = t.clone();
-        tasks.push(tokio::spawn(async move {
-            upload_resiliently(
-                &t,
-                &url,
-                &data,
-                128 * 1024,
-                Duration::from_millis(40),
-                Duration::from_secs(60),
-            )
-            .await
-        }));
-    }
+    let uploads = ResilientUploads::start(&t, 3, 8 * MIB + 99, Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let leader = cluster.etcd()?.leader().await?;
     cluster.etcd()?.kill9_member(leader).await?;
@@ -118,31 +98,11 @@ async fn etcd_leader_killed_during_uploads() -> Result<()> {
     );
     ensure!(new_leader != leader, "the killed member still leads");
 
-    let mut total_503 = 0;
-    for (i, task) in tasks.into_iter().enumerate() {
-        let seen = task.await.context("uploader task")??;
-        eprintln!(
-            "upload {i}: 503 x{}, other statuses {:?}, transport errors {}",
-            seen.count(503),
-            seen.statuses
-                .iter()
-                .filter(|s| !matches!(**s, 204 | 503))
-                .collect::<Vec<_>>(),
-            seen.transport_errors
-        );
-        ensure!(
-            seen.missing_retry_after.is_empty(),
-            "upload {i}: responses without Retry-After: {:?}",
-            seen.missing_retry_after
-        );
-        total_503 += seen.count(503);
-    }
+    let total_503 = uploads
+        .finish(&t)
+        .await
+        .context("after the etcd leader was killed")?;
     eprintln!("503s across the uploads while the leader changed: {total_503}");
-    for (i, (url, data)) in uploads.iter().enumerate() {
-        check_exact(&t, url, data)
-            .await
-            .with_context(|| format!("upload {i} after the etcd leader was killed"))?;
-    }
 
     cluster.etcd()?.start_member_again(leader).await?;
     let data = random_bytes(3 * MIB + 7);
