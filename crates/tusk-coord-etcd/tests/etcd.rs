@@ -1,13 +1,17 @@
 //! The etcd coordinator against a real etcd (Debian's `etcd-server`, 3.4) started here on
 //! loopback ports: the coordinator contract, and etcd going away and coming back.
 
+mod common;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tusk_coord_etcd::{EtcdCoordinator, EtcdSettings};
 use tusk_core::contract::{coordinator_contract, CoordinatorFixture};
-use tusk_core::{CoordError, Coordinator, UploadRecord, UploadState};
+use tusk_core::{CoordError, Coordinator};
+
+use crate::common::record;
 
 /// A single-member etcd on free loopback ports, with its data in a temporary directory,
 /// killed on drop. Short heartbeat and election timeouts so that it elects itself at once.
@@ -136,22 +140,6 @@ async fn etcd_keeps_the_coordinator_contract() {
         etcd: Etcd::start(),
     })
     .await;
-}
-
-fn record(id: &str, length: u64) -> UploadRecord {
-    UploadRecord {
-        id: id.to_string(),
-        offset: 0,
-        length: Some(length),
-        metadata: None,
-        concat: None,
-        created_at: 1,
-        expires_at: None,
-        state: UploadState::Active,
-        segments: Vec::new(),
-        session: None,
-        notice: None,
-    }
 }
 
 /// etcd killed: calls fail as unavailable within the request timeout (the server answers

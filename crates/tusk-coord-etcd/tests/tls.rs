@@ -1,6 +1,8 @@
 //! The etcd coordinator over TLS with client certificates, against a real etcd that asks for
 //! them: certificates made here (a CA, a server and a client certificate, by rcgen).
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -9,7 +11,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use tusk_coord_etcd::{EtcdCoordinator, EtcdSettings, EtcdTls};
-use tusk_core::{CoordError, Coordinator, UploadRecord, UploadState};
+use tusk_core::{CoordError, Coordinator};
+
+use crate::common::record;
 
 struct Pki {
     ca: String,
@@ -128,22 +132,6 @@ impl Drop for TlsEtcd {
     }
 }
 
-fn record(id: &str) -> UploadRecord {
-    UploadRecord {
-        id: id.to_string(),
-        offset: 0,
-        length: Some(5),
-        metadata: None,
-        concat: None,
-        created_at: 1,
-        expires_at: None,
-        state: UploadState::Active,
-        segments: Vec::new(),
-        session: None,
-        notice: None,
-    }
-}
-
 /// With the CA and a client certificate the node works; without the certificate etcd
 /// refuses it (unavailable, never a record); trusting another CA it refuses etcd.
 #[tokio::test]
@@ -167,7 +155,7 @@ async fn tls_with_a_client_certificate_and_nothing_less() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "etcd over TLS never answered");
-    node.create(&record("TlsTlsTlsTlsTlsTlsTls001"))
+    node.create(&record("TlsTlsTlsTlsTlsTlsTls001", 5))
         .await
         .expect("create over TLS");
     let loaded = node.load("TlsTlsTlsTlsTlsTlsTls001").await.expect("load");
