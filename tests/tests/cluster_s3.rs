@@ -3,7 +3,8 @@
 //! leases in one Redis, behind nginx running deploy/nginx.conf.
 //!
 //! - the fault scenarios of `tusk_tests::faults` (kill -9 mid-PATCH, a zombie writer, two
-//!   clients on one upload), with 5 MiB parts so every upload spans several of them;
+//!   clients on one upload), with 5 MiB parts so every upload spans several of them, on
+//!   Redis and again on etcd;
 //! - termination: nothing of a terminated upload stays in the bucket;
 //! - exactness: many small PATCHes of mixed sizes across part boundaries, and 1 GiB in one
 //!   streamed PATCH.
@@ -12,7 +13,7 @@
 //! bucket: the finished upload is exactly one object `<prefix><id>` holding the source's
 //! bytes, with no multipart upload and no tail object left of it.
 //!
-//! moto (`pip install 'moto[server]==5.1.22'`), redis-server and nginx must be installed
+//! moto (`pip install 'moto[server]==5.1.22'`), redis-server, etcd-server and nginx must be installed
 //! (tests/run.sh installs them); a missing one fails the test with the install command.
 
 use std::time::Duration;
@@ -22,12 +23,14 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use reqwest::Method;
 use sha2::Digest as _;
-use tusk_tests::cluster::{Balancer, Cluster};
+use tusk_tests::cluster::{Balancer, Cluster, ClusterBackend};
 use tusk_tests::conformance::util::{
     expect, expect_status, header_u64, random_bytes, upload_id, Ctx, OFFSET_OCTET_STREAM,
 };
+use tusk_tests::deploy::Pair;
+use tusk_tests::etcd::Etcd;
 use tusk_tests::faults::{self, check_exact};
-use tusk_tests::s3::S3Redis;
+use tusk_tests::s3::{S3Redis, S3Storage};
 
 const MIB: usize = 1024 * 1024;
 
@@ -67,14 +70,20 @@ const CLEANUP: Duration = Duration::from_secs(10);
 const SWEEP: Duration = Duration::from_secs(20);
 
 async fn start_cluster(backend: S3Redis, extra: &[&str]) -> Result<Cluster> {
-    let cluster = Cluster::start(&backend, Balancer::Nginx, 3, extra).await?;
+    start_on(&backend, extra).await
+}
+
+/// The same cluster on any coordinator.
+async fn start_on(backend: &dyn ClusterBackend, extra: &[&str]) -> Result<Cluster> {
+    let cluster = Cluster::start(backend, Balancer::Nginx, 3, extra).await?;
     let s3 = cluster.s3()?;
     eprintln!(
-        "cluster {}: balancer {} -> nodes {:?}, redis {:?}, moto {} {} bucket {} prefix {}",
+        "cluster {}: balancer {} -> nodes {:?}, redis {:?}, etcd {:?}, moto {} {} bucket {} prefix {}",
         cluster.name(),
         cluster.endpoint,
         cluster.nodes.iter().map(|n| &n.addr).collect::<Vec<_>>(),
         cluster.redis.as_ref().map(|r| r.url()),
+        cluster.etcd.as_ref().map(|e| e.url()),
         s3.moto.version,
         s3.moto.endpoint(),
         s3.bucket,
@@ -131,6 +140,49 @@ async fn zombie_writer_cannot_commit_after_losing_its_lease() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_patch_one_upload_through_different_nodes() -> Result<()> {
     let cluster = start_cluster(NO_SWEEP, &[]).await?;
+    let (url, data) = faults::two_clients_patch_one_upload(&cluster, 11 * MIB + 321).await?;
+    assert_bucket_holds(&cluster, &url, &data, CLEANUP).await
+}
+
+/// S3 storage with etcd for the records and leases: 5 MiB parts, leftovers swept after 3 s.
+const SWEEPING_ON_ETCD: Pair<S3Storage, Etcd> = Pair {
+    storage: S3Storage {
+        part_size: Some(PART_SIZE),
+        leftover_grace: Some("3s"),
+    },
+    coordinator: Etcd,
+};
+
+/// The kill -9 scenario above with etcd as the coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_patch_then_resume_on_etcd() -> Result<()> {
+    let mut cluster = start_on(&SWEEPING_ON_ETCD, SWEEP_ARGS).await?;
+    let (url, data) = faults::kill9_mid_patch_then_resume(&mut cluster, 17 * MIB + 777).await?;
+    assert_bucket_holds(&cluster, &url, &data, SWEEP).await
+}
+
+/// The zombie scenario above with etcd as the coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zombie_writer_cannot_commit_on_etcd() -> Result<()> {
+    let cluster = start_on(&SWEEPING_ON_ETCD, SWEEP_ARGS).await?;
+    let (url, data) = faults::zombie_writer_cannot_commit(&cluster, 12 * MIB + 5).await?;
+    assert_bucket_holds(&cluster, &url, &data, SWEEP).await
+}
+
+/// Two clients on one upload through different nodes, with etcd as the coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_patch_one_upload_on_etcd() -> Result<()> {
+    let cluster = start_on(
+        &Pair {
+            storage: S3Storage {
+                part_size: Some(PART_SIZE),
+                leftover_grace: None,
+            },
+            coordinator: Etcd,
+        },
+        &[],
+    )
+    .await?;
     let (url, data) = faults::two_clients_patch_one_upload(&cluster, 11 * MIB + 321).await?;
     assert_bucket_holds(&cluster, &url, &data, CLEANUP).await
 }
