@@ -21,8 +21,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -s -o /dev/null -X OPTIONS "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+# shellcheck source=services/tusk-bench/scripts/lib.sh
+. services/tusk-bench/scripts/lib.sh
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save '' \
@@ -39,18 +39,8 @@ for i in 1 2 3; do
   upstreams+="        server 127.0.0.1:$port;\n"
   wait_http "http://127.0.0.1:$port/files/"
 done
-lb_port=$(free_port)
-mkdir -p "$work/nginx"
-sed -e "/# BEGIN tusk upstreams/,/# END tusk upstreams/c\\
-$upstreams" \
-    -e "s|listen 8080;|listen 127.0.0.1:$lb_port;|" \
-    -e "s|/run/nginx-tusk.pid|$work/nginx/pid|" \
-    -e "s|/var/log/nginx/|$work/nginx/|g" \
-    -e "s|/var/lib/nginx/|$work/nginx/|g" deploy/nginx.conf > "$work/nginx.conf"
-nginx -t -q -c "$work/nginx.conf" -g 'daemon off;'
-nginx -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-wait_http "http://127.0.0.1:$lb_port/files/"
+start_nginx "$work/nginx" "$upstreams"
+lb_port=$nginx_port
 
 single_port=$(free_port)
 "$tusk" --port "$single_port" --admin-port 0 --upload-dir "$work/single" >/dev/null 2>&1 &

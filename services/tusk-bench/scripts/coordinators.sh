@@ -28,8 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -s -o /dev/null -X OPTIONS "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+# shellcheck source=services/tusk-bench/scripts/lib.sh
+. services/tusk-bench/scripts/lib.sh
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save '' \
@@ -63,19 +63,8 @@ for coordinator in redis etcd; do
     wait_http "http://127.0.0.1:$port/files/"
     [ "$i" = 1 ] && single[$coordinator]="http://127.0.0.1:$port/files/"
   done
-  lb_port=$(free_port)
-  mkdir -p "$work/nginx-$coordinator"
-  sed -e "/# BEGIN tusk upstreams/,/# END tusk upstreams/c\\
-$upstreams" \
-      -e "s|listen 8080;|listen 127.0.0.1:$lb_port;|" \
-      -e "s|/run/nginx-tusk.pid|$work/nginx-$coordinator/pid|" \
-      -e "s|/var/log/nginx/|$work/nginx-$coordinator/|g" \
-      -e "s|/var/lib/nginx/|$work/nginx-$coordinator/|g" deploy/nginx.conf > "$work/nginx-$coordinator.conf"
-  nginx -t -q -c "$work/nginx-$coordinator.conf" -g 'daemon off;'
-  nginx -c "$work/nginx-$coordinator.conf" -g 'daemon off;' &
-  pids+=($!)
-  lb[$coordinator]="http://127.0.0.1:$lb_port/files/"
-  wait_http "${lb[$coordinator]}"
+  start_nginx "$work/nginx-$coordinator" "$upstreams"
+  lb[$coordinator]="http://127.0.0.1:$nginx_port/files/"
 done
 sleep 2 # let the nodes create their shard directories
 

@@ -1,0 +1,30 @@
+# Shared by the benchmark scripts that run several servers: loopback ports, waiting for a
+# tus endpoint, and nginx running deploy/nginx.conf in front of some tusk nodes. Sourced
+# after `cd` to the repository root; the caller keeps its children's pids in `pids`.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() {
+  for _ in $(seq 100); do curl -s -o /dev/null -X OPTIONS "$1" && return 0; sleep 0.1; done
+  echo "no answer from $1" >&2
+  exit 1
+}
+
+# start_nginx DIR UPSTREAMS: deploy/nginx.conf with only its upstream lines (UPSTREAMS, one
+# `server host:port;` per line, newlines escaped as \n), listen port and paths rewritten,
+# its files under DIR; waits until it answers and sets nginx_port.
+start_nginx() {
+  local dir=$1 upstreams=$2
+  nginx_port=$(free_port)
+  mkdir -p "$dir"
+  sed -e "/# BEGIN tusk upstreams/,/# END tusk upstreams/c\\
+$upstreams" \
+      -e "s|listen 8080;|listen 127.0.0.1:$nginx_port;|" \
+      -e "s|/run/nginx-tusk.pid|$dir/pid|" \
+      -e "s|/var/log/nginx/|$dir/|g" \
+      -e "s|/var/lib/nginx/|$dir/|g" deploy/nginx.conf > "$dir/nginx.conf"
+  nginx -t -q -c "$dir/nginx.conf" -g 'daemon off;'
+  nginx -c "$dir/nginx.conf" -g 'daemon off;' &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$nginx_port/files/"
+}
