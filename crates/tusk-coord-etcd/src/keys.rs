@@ -3,17 +3,30 @@
 //! Under one configurable prefix:
 //! - `u/<id>/h`: the record's head, JSON: every field but the segments, the next write
 //!   target's sequence number and how many segments there are;
-//! - `u/<id>/s/<index>`: one committed segment each (JSON), the index zero-padded so that
-//!   keys sort in segment order. One key per segment, never a list in one value: etcd keeps
-//!   every revision of a value until compaction, and a request is at most 1.5 MiB;
+//! - `u/<id>/s/<group>`: the committed segments, [`GROUP`] to a key (a JSON list), the
+//!   group's number zero-padded so that keys sort in segment order. Never the whole list in
+//!   one value: etcd keeps every revision of a value until compaction, so a commit rewrites
+//!   only the groups it changes (usually the last), and a request is at most 1.5 MiB;
 //! - `l/<id>`: the upload's lease. Its `create_revision` is the fencing token; its value is
 //!   when it expires (Unix ms, zero-padded, so etcd compares values as numbers);
 //! - `x/<time>/<id>`: the sweep index, by the time `UploadRecord::sweep_at` gives;
 //! - `q/r/<id>`: release requests, `q/s/<id>/<nonce>`: settle requests (see `requests`);
 //! - `r/<role>`: singleton roles.
 
+use etcd_client::{DeleteOptions, TxnOp};
 use serde::{Deserialize, Serialize};
 use tusk_core::{CoordError, Segment, UploadRecord};
+
+/// Segments per segment key: a commit rewrites at most this many that it did not change.
+pub(crate) const GROUP: usize = 64;
+
+/// Operations one transaction may spend on segment keys: etcd's default `--max-txn-ops` is
+/// 128, and the head, the lock and the sweep index take a few.
+const MAX_SEGMENT_OPS: usize = 120;
+
+/// Bytes of segment values one transaction may carry: etcd's default `--max-request-bytes`
+/// is 1.5 MiB, which also holds the keys and the head.
+const MAX_SEGMENT_BYTES: usize = 1 << 20;
 
 /// Width of zero-padded numbers in keys and lock values: every u64 fits.
 const WIDTH: usize = 20;
@@ -43,12 +56,17 @@ impl Keys {
         format!("{}u/{id}/h", self.prefix)
     }
 
-    pub fn segment(&self, id: &str, index: usize) -> String {
-        format!("{}u/{id}/s/{index:08}", self.prefix)
+    pub fn segment_group(&self, id: &str, group: usize) -> String {
+        format!("{}u/{id}/s/{group:08}", self.prefix)
     }
 
     pub fn segments(&self, id: &str) -> String {
         format!("{}u/{id}/s/", self.prefix)
+    }
+
+    /// The first key past every segment key of `id` (`0` follows `/`).
+    fn segments_end(&self, id: &str) -> String {
+        format!("{}u/{id}/s0", self.prefix)
     }
 
     pub fn lock(&self, id: &str) -> String {
@@ -128,8 +146,44 @@ impl Head {
     }
 }
 
-pub(crate) fn encode_segment(segment: &Segment) -> Result<Vec<u8>, CoordError> {
-    serde_json::to_vec(segment).map_err(corrupt)
+/// The operations that store `segments`, the whole list after a change, of which the first
+/// `unchanged` are stored already and `stored` were stored before: the groups from the
+/// first changed one on are written, the groups past the new end deleted.
+///
+/// `TooLarge` if that does not fit in one transaction: a commit of more than about 7,500
+/// new segments (a final upload over very many pieces), which is refused before it is sent.
+pub(crate) fn segment_writes(
+    keys: &Keys,
+    id: &str,
+    segments: &[Segment],
+    unchanged: usize,
+    stored: usize,
+) -> Result<Vec<TxnOp>, CoordError> {
+    let too_large = CoordError::TooLarge(
+        "the upload would gain more pieces in one step than one etcd transaction holds",
+    );
+    let first = unchanged.min(segments.len()) / GROUP;
+    let mut ops = Vec::new();
+    let mut bytes = 0;
+    for (group, members) in segments.chunks(GROUP).enumerate().skip(first) {
+        let value = serde_json::to_vec(members).map_err(corrupt)?;
+        bytes += value.len();
+        if ops.len() == MAX_SEGMENT_OPS || bytes > MAX_SEGMENT_BYTES {
+            return Err(too_large);
+        }
+        ops.push(TxnOp::put(keys.segment_group(id, group), value, None));
+    }
+    let groups = segments.len().div_ceil(GROUP);
+    if stored.div_ceil(GROUP) > groups {
+        if ops.len() == MAX_SEGMENT_OPS {
+            return Err(too_large);
+        }
+        ops.push(TxnOp::delete(
+            keys.segment_group(id, groups),
+            Some(DeleteOptions::new().with_range(keys.segments_end(id))),
+        ));
+    }
+    Ok(ops)
 }
 
 /// A record from the keys under [`Keys::upload`] (as etcd lists them: sorted), with its
@@ -145,14 +199,17 @@ pub(crate) fn assemble(
         return Ok(None);
     };
     let head = Head::decode(head_kv.value())?;
-    let segments = kvs
+    let mut segments = Vec::with_capacity(head.segments);
+    for kv in kvs
         .iter()
         .filter(|kv| kv.key().starts_with(segments_prefix.as_bytes()))
-        .map(|kv| serde_json::from_slice::<Segment>(kv.value()).map_err(corrupt))
-        .collect::<Result<Vec<_>, _>>()?;
+    {
+        let group: Vec<Segment> = serde_json::from_slice(kv.value()).map_err(corrupt)?;
+        segments.extend(group);
+    }
     if segments.len() != head.segments {
         return Err(corrupt(format!(
-            "upload {id} has {} segment keys, its head says {}",
+            "upload {id} has {} segments in its keys, its head says {}",
             segments.len(),
             head.segments
         )));
@@ -174,6 +231,32 @@ mod tests {
         assert!(early < late, "{early} sorts before {late}");
         assert_eq!(keys.id_of_swept(early.as_bytes()).as_deref(), Some("a-b_c"));
         assert_eq!(keys.id_of_swept(b"tusk/x/short"), None);
+    }
+
+    fn pieces(n: u32) -> Vec<Segment> {
+        (0..n)
+            .map(|seq| Segment::new(tusk_core::WriteTarget { token: 7, seq }, 1))
+            .collect()
+    }
+
+    #[test]
+    fn a_commit_writes_only_the_groups_it_changes() {
+        let keys = Keys::new("tusk/");
+        let writes = |segments: &[Segment], unchanged, stored| {
+            segment_writes(&keys, "a", segments, unchanged, stored).map(|ops| ops.len())
+        };
+        // One more segment after 1,000: only the last group is written again.
+        assert_eq!(writes(&pieces(1_001), 1_000, 1_000).ok(), Some(1));
+        // A fold from 1,600 segments to 101: one group written, the rest one range delete.
+        assert_eq!(writes(&pieces(101), 100, 1_600).ok(), Some(2));
+        // A final upload's 1,600 pieces at once: 25 groups.
+        assert_eq!(writes(&pieces(1_600), 0, 0).ok(), Some(25));
+        // Emptied: nothing written, everything deleted.
+        assert_eq!(writes(&[], 0, 3).ok(), Some(1));
+        assert!(matches!(
+            writes(&pieces(20_000), 0, 0),
+            Err(CoordError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 use tokio::sync::Mutex;
 use tusk_core::{Commit, CoordError, HeldLease, OwedNotice, UploadRecord, WriteTarget};
 
-use crate::keys::{assemble, encode_segment, padded, Head};
+use crate::keys::{assemble, padded, segment_writes, Head};
 use crate::{now_ms, read_kvs, unavailable, Shared};
 
 /// The record as the holder last wrote (or read) it.
@@ -292,21 +292,14 @@ impl HeldLease for EtcdLease {
                 }
                 let mut record = known.record.clone();
                 record.apply_commit(commit);
-                let before = known.record.segments.len();
-                let kept = before.saturating_sub(commit.fold);
-                let mut ops = Vec::new();
-                // Overwritten in place where the new segments reach, deleted past them: a
-                // transaction may not name one key twice.
-                for (index, segment) in record.segments.iter().enumerate().skip(kept) {
-                    ops.push(TxnOp::put(
-                        keys.segment(&self.id, index),
-                        encode_segment(segment)?,
-                        None,
-                    ));
-                }
-                for index in record.segments.len()..before {
-                    ops.push(TxnOp::delete(keys.segment(&self.id, index), None));
-                }
+                let stored = known.record.segments.len();
+                let mut ops = segment_writes(
+                    keys,
+                    &self.id,
+                    &record.segments,
+                    stored.saturating_sub(commit.fold),
+                    stored,
+                )?;
                 if release {
                     ops.push(TxnOp::delete(lock.as_str(), None));
                 }

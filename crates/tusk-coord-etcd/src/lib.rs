@@ -268,13 +268,13 @@ impl Coordinator for EtcdCoordinator {
             Head::of(record, 0).encode()?,
             None,
         )];
-        for (index, segment) in record.segments.iter().enumerate() {
-            ops.push(TxnOp::put(
-                keys.segment(&record.id, index),
-                keys::encode_segment(segment)?,
-                None,
-            ));
-        }
+        ops.extend(keys::segment_writes(
+            keys,
+            &record.id,
+            &record.segments,
+            0,
+            0,
+        )?);
         if let Some(at) = record.sweep_at() {
             ops.push(TxnOp::put(keys.swept_at(at, &record.id), "", None));
         }

@@ -28,6 +28,10 @@ pub enum CoordError {
     Unavailable(String),
     #[error("coordinator state is corrupt: {0}")]
     Corrupt(String),
+    /// The change is more than the coordinator can make in one atomic step (etcd's limits
+    /// on one transaction); it was not made.
+    #[error("too large for the coordinator: {0}")]
+    TooLarge(&'static str),
 }
 
 impl CoordError {
@@ -41,6 +45,7 @@ impl CoordError {
                 | CoordError::NotFound
                 | CoordError::AlreadyExists
                 | CoordError::Locked
+                | CoordError::TooLarge(_)
         )
     }
 }

@@ -71,6 +71,7 @@ impl From<CoordError> for Error {
                 expected: found,
                 got: expected,
             },
+            CoordError::TooLarge(reason) => Error::TooLarge(reason),
             other => Error::Coordinator(other),
         }
     }

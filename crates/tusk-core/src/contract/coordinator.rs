@@ -30,6 +30,7 @@ pub async fn coordinator_contract(fixture: &dyn CoordinatorFixture) {
     one_creation_of_an_id_wins(fixture).await;
     one_lease_at_a_time(fixture).await;
     commits_are_compare_and_set(fixture).await;
+    records_of_many_segments_round_trip(fixture).await;
     reserved_targets_never_repeat(fixture).await;
     tokens_never_repeat_across_purge_and_re_creation(fixture).await;
     release_requests_reach_the_holder(fixture).await;
@@ -217,6 +218,67 @@ pub async fn commits_are_compare_and_set(fixture: &dyn CoordinatorFixture) {
         .acquire(&id, Duration::ZERO)
         .await
         .expect("commit_and_release lets go of the lease");
+    again.release().await.expect("release");
+}
+
+/// A final upload over many partials commits all their pieces at once (100 partials of 16
+/// files on fs), and a fold later replaces most of them: both are single commits however
+/// the coordinator stores a record, and the record read back is the one committed.
+pub async fn records_of_many_segments_round_trip(fixture: &dyn CoordinatorFixture) {
+    const PIECES: u32 = 1_600;
+    let node = fixture.node().await;
+    let id = new_id();
+    let created = record(&id, None, Some(100));
+    node.create(&created).await.expect("create");
+    let mut lease = node.acquire(&id, Duration::ZERO).await.expect("lease");
+    let token = lease.token();
+    let pieces: Vec<Segment> = (0..PIECES)
+        .map(|seq| Segment {
+            target: WriteTarget { token, seq },
+            len: 1 << 20,
+            receipt: Some(format!("\"{seq:032x}\" crc32c=AAAAAA==")),
+        })
+        .collect();
+    let all = Commit {
+        expected_offset: 0,
+        added: u64::from(PIECES) << 20,
+        append: pieces,
+        fold: 0,
+        session: None,
+        declare_length: None,
+        expires_at: Some(200),
+        notice: None,
+    };
+    let folded = Commit {
+        expected_offset: all.added,
+        added: 1,
+        append: vec![Segment::new(
+            WriteTarget { token, seq: PIECES },
+            (1_500 << 20) + 1,
+        )],
+        fold: 1_500,
+        session: None,
+        declare_length: None,
+        expires_at: Some(300),
+        notice: None,
+    };
+    let mut expected = created.clone();
+    for (commit, what) in [(&all, "1,600 pieces at once"), (&folded, "a fold of 1,500")] {
+        lease.commit(commit).await.unwrap_or_else(|e| {
+            panic!("records_of_many_segments_round_trip: committing {what}: {e}")
+        });
+        expected.apply_commit(commit);
+        assert!(
+            node.load(&id).await.expect("load").as_ref() == Some(&expected),
+            "records_of_many_segments_round_trip: the record after {what} reads back as committed"
+        );
+    }
+    lease.release().await.expect("release");
+    let again = node.acquire(&id, Duration::ZERO).await.expect("lease");
+    assert!(
+        again.record() == &expected,
+        "records_of_many_segments_round_trip: a new lease carries the whole record"
+    );
     again.release().await.expect("release");
 }
 
