@@ -1266,9 +1266,10 @@ def check_etcd_values_reach_pod():
         text = by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"]
         for name, path in pems.items():
             text = text.replace(f"/etc/tusk/etcd-tls/{name}", path)
-        # Not forced onto the embedded coordinator: the binary reads the TLS files. Without
-        # the user and password: with them it authenticates at start, which needs etcd.
-        env = dict(TEST_AWS_ENV)
+        # Not forced onto the embedded coordinator: the binary reads the TLS files, and
+        # starts with the user and password while no etcd answers.
+        env = dict(TEST_AWS_ENV, TUSK_COORDINATOR__ETCD__USER="tusk",
+                   TUSK_COORDINATOR__ETCD__PASSWORD="from-the-secret")
         with Tusk(env=env, config_text=text, embedded=False) as t:
             t.wait_healthy()
     # Default values render the etcd table too (the binary's defaults), without TLS files.

@@ -8,61 +8,116 @@
 //! certainly did not reach etcd (the connection was refused, or the member had no leader
 //! and refused it) is tried on the next member at once; any other failure is answered
 //! "unavailable" (503), since the change may have been made.
+//!
+//! A member's client is made when it is first needed, not at start: with a user and
+//! password etcd-client authenticates while connecting, and a node must start (and answer
+//! 503) while etcd is down. A member that answers at start and refuses the credentials
+//! stops the start instead: that will not mend itself.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use etcd_client::{
     Client, ConnectOptions, DeleteOptions, DeleteResponse, Error, GetOptions, GetResponse,
-    KvClient, PutOptions, PutResponse, Txn, TxnResponse, WatchClient,
+    KvClient, PutOptions, PutResponse, Txn, TxnResponse, WatchOptions, WatchStream,
 };
+use tokio::sync::OnceCell;
 
 /// gRPC status codes (`tonic::Code`) that say the member, not the request, failed.
 const CANCELLED: i32 = 1;
 const UNKNOWN: i32 = 2;
 const DEADLINE_EXCEEDED: i32 = 4;
 const UNAVAILABLE: i32 = 14;
+const UNAUTHENTICATED: i32 = 16;
 
 pub(crate) struct Endpoints {
-    clients: Vec<Client>,
+    members: Vec<Member>,
+    options: ConnectOptions,
     current: AtomicUsize,
 }
 
+struct Member {
+    endpoint: String,
+    client: OnceCell<Client>,
+}
+
 impl Endpoints {
-    /// One client per endpoint; they connect when first used. Nodes start on a member of
-    /// their own choice, so that their reads spread.
+    /// One client per endpoint, connected now where the member answers and otherwise when
+    /// first used. Nodes start on a member of their own choice, so that their reads spread.
     pub async fn connect(endpoints: &[String], options: ConnectOptions) -> Result<Self, Error> {
-        let mut clients = Vec::new();
-        for endpoint in endpoints {
-            clients.push(Client::connect([endpoint], Some(options.clone())).await?);
-        }
-        if clients.is_empty() {
+        if endpoints.is_empty() {
             return Err(Error::InvalidArgs("no etcd endpoint".into()));
         }
-        let first = rand::random::<u32>() as usize % clients.len();
-        Ok(Self {
-            clients,
+        let members: Vec<Member> = endpoints
+            .iter()
+            .map(|endpoint| Member {
+                endpoint: endpoint.clone(),
+                client: OnceCell::new(),
+            })
+            .collect();
+        let first = rand::random::<u32>() as usize % members.len();
+        let endpoints = Self {
+            members,
+            options,
             current: AtomicUsize::new(first),
-        })
+        };
+        let attempts = (0..endpoints.members.len()).map(|index| endpoints.client(index));
+        for attempt in futures_util::future::join_all(attempts).await {
+            match attempt {
+                Err(error) if !member_failed(&error) => return Err(error),
+                _ => {}
+            }
+        }
+        Ok(endpoints)
     }
 
-    fn pick(&self) -> (usize, &Client) {
-        let index = self.current.load(Ordering::Relaxed) % self.clients.len();
-        (index, &self.clients[index])
+    /// Member `index`'s client, connecting it if it is not yet.
+    async fn client(&self, index: usize) -> Result<Client, Error> {
+        let member = &self.members[index];
+        member
+            .client
+            .get_or_try_init(|| Client::connect([&member.endpoint], Some(self.options.clone())))
+            .await
+            .cloned()
+    }
+
+    fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.members.len()
     }
 
     /// Moves on from member `index` (unless another call has already).
     fn failed(&self, index: usize) {
-        let next = (index + 1) % self.clients.len();
+        let next = (index + 1) % self.members.len();
         let _ = self
             .current
             .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// A watch client on the current member, and a way to leave it if the watch fails.
-    pub fn watch_client(&self) -> (usize, WatchClient) {
-        let (index, client) = self.pick();
-        (index, client.watch_client())
+    /// A watch of `key` on the current member (and which member that is, for
+    /// [`Endpoints::watch_failed`]).
+    pub async fn watch(
+        &self,
+        key: &str,
+        options: WatchOptions,
+    ) -> (usize, Result<WatchStream, Error>) {
+        let index = self.current();
+        let watching = match self.client(index).await {
+            Ok(client) => {
+                let watch = || {
+                    let (mut watcher, options) = (client.watch_client(), options.clone());
+                    async move { watcher.watch(key, Some(options)).await }
+                };
+                match watch().await {
+                    Err(error) if token_expired(&error) => match client.refresh_token().await {
+                        Ok(()) => watch().await,
+                        Err(error) => Err(error),
+                    },
+                    answer => answer,
+                }
+            }
+            Err(error) => Err(error),
+        };
+        (index, watching)
     }
 
     pub fn watch_failed(&self, index: usize) {
@@ -75,9 +130,21 @@ impl Endpoints {
         Fut: Future<Output = Result<T, Error>>,
     {
         let mut last = None;
-        for _ in 0..self.clients.len() {
-            let (index, client) = self.pick();
-            match op(client.kv_client()).await {
+        for _ in 0..self.members.len() {
+            let index = self.current();
+            let answer = match self.client(index).await {
+                Ok(client) => match op(client.kv_client()).await {
+                    // etcd forgets a token idle past `--auth-token-ttl` (5 minutes) or over
+                    // a restart, and etcd-client does not ask for a new one by itself.
+                    Err(error) if token_expired(&error) => match client.refresh_token().await {
+                        Ok(()) => op(client.kv_client()).await,
+                        Err(error) => Err(error),
+                    },
+                    answer => answer,
+                },
+                Err(error) => Err(error),
+            };
+            match answer {
                 Ok(answer) => return Ok(answer),
                 Err(error) => {
                     if member_failed(&error) {
@@ -150,6 +217,18 @@ fn member_failed(error: &Error) -> bool {
             i32::from(status.code()),
             CANCELLED | UNKNOWN | DEADLINE_EXCEEDED | UNAVAILABLE
         ),
+        _ => false,
+    }
+}
+
+/// etcd refused the client's auth token (not its credentials: those are checked when a
+/// token is asked for).
+fn token_expired(error: &Error) -> bool {
+    match error {
+        Error::GRpcStatus(status) => {
+            i32::from(status.code()) == UNAUTHENTICATED
+                && status.message().contains("invalid auth token")
+        }
         _ => false,
     }
 }

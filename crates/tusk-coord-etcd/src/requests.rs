@@ -25,16 +25,16 @@ const MAX_POLL_PAUSE: Duration = Duration::from_millis(20);
 
 pub(crate) async fn listen(shared: Weak<Shared>) {
     loop {
-        let Some(((member, mut watcher), prefix)) = shared
-            .upgrade()
-            .map(|s| (s.endpoints.watch_client(), s.keys.requests()))
-        else {
+        let Some(upgraded) = shared.upgrade() else {
             return;
         };
-        match watcher
-            .watch(prefix.as_str(), Some(WatchOptions::new().with_prefix()))
-            .await
-        {
+        let prefix = upgraded.keys.requests();
+        let (member, watching) = upgraded
+            .endpoints
+            .watch(&prefix, WatchOptions::new().with_prefix())
+            .await;
+        drop(upgraded);
+        match watching {
             Ok(mut stream) => loop {
                 match stream.message().await {
                     Ok(Some(answer)) => {

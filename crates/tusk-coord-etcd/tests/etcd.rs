@@ -19,6 +19,7 @@ struct Etcd {
     child: std::process::Child,
     client_port: u16,
     peer_port: u16,
+    extra: &'static [&'static str],
     dir: tempfile::TempDir,
 }
 
@@ -31,20 +32,31 @@ fn free_port() -> u16 {
 
 impl Etcd {
     fn start() -> Etcd {
+        Self::start_with(&[])
+    }
+
+    /// etcd started with `extra` arguments (each start, restarts too).
+    fn start_with(extra: &'static [&'static str]) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let (client_port, peer_port) = (free_port(), free_port());
-        let child = Self::spawn(dir.path(), client_port, peer_port);
+        let child = Self::spawn(dir.path(), client_port, peer_port, extra);
         let etcd = Etcd {
             child,
             client_port,
             peer_port,
+            extra,
             dir,
         };
         etcd.wait_listening();
         etcd
     }
 
-    fn spawn(dir: &std::path::Path, client_port: u16, peer_port: u16) -> std::process::Child {
+    fn spawn(
+        dir: &std::path::Path,
+        client_port: u16,
+        peer_port: u16,
+        extra: &[&str],
+    ) -> std::process::Child {
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         std::process::Command::new("etcd")
@@ -57,6 +69,7 @@ impl Etcd {
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("tusk-test={peer}")])
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -80,7 +93,12 @@ impl Etcd {
 
     /// Starts etcd again on the same ports and data (after [`Etcd::kill`]).
     fn restart(&mut self) {
-        self.child = Self::spawn(self.dir.path(), self.client_port, self.peer_port);
+        self.child = Self::spawn(
+            self.dir.path(),
+            self.client_port,
+            self.peer_port,
+            self.extra,
+        );
         self.wait_listening();
     }
 
@@ -97,16 +115,44 @@ impl Etcd {
     }
 
     async fn connect(&self, lease_ttl: Duration) -> Arc<EtcdCoordinator> {
-        EtcdCoordinator::connect(EtcdSettings {
-            endpoints: vec![format!("http://127.0.0.1:{}", self.client_port)],
+        EtcdCoordinator::connect(self.settings(lease_ttl))
+            .await
+            .expect("connect to etcd")
+    }
+
+    fn settings(&self, lease_ttl: Duration) -> EtcdSettings {
+        EtcdSettings {
+            endpoints: vec![self.endpoint()],
             prefix: "test/".into(),
             lease_ttl,
             timeout: Duration::from_millis(1000),
             credentials: None,
             tls: None,
-        })
-        .await
-        .expect("connect to etcd")
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Turns etcd's authentication on, with `root` as the only user (what `etcdctl user add
+    /// root` and `etcdctl auth enable` do).
+    async fn enable_auth(&self, password: &str) {
+        let mut admin = etcd_client::Client::connect([self.endpoint()], None)
+            .await
+            .expect("admin client");
+        for _ in 0..100 {
+            if admin.user_add("root", password, None).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        admin.role_add("root").await.expect("role root");
+        admin
+            .user_grant_role("root", "root")
+            .await
+            .expect("grant root");
+        admin.auth_enable().await.expect("auth enable");
     }
 }
 
@@ -189,4 +235,66 @@ async fn etcd_going_away_is_unavailable_and_its_return_serves_again() {
         "targets never repeat: {next:?} after {target:?}"
     );
     lease.release().await.expect("release");
+}
+
+/// With a user and password, a node starts while etcd is down, answers unavailable, and
+/// serves once etcd is back, also after its token expired (5 minutes idle by default, 1 s
+/// here); a password etcd refuses stops the start, naming the cause.
+#[tokio::test]
+async fn a_node_with_credentials_starts_while_etcd_is_down() {
+    let mut etcd = Etcd::start_with(&["--auth-token-ttl", "1"]);
+    etcd.enable_auth("right horse").await;
+    etcd.kill();
+    let settings = etcd.settings(Duration::from_secs(30));
+    let with = |password: &str| EtcdSettings {
+        credentials: Some(("root".into(), password.into())),
+        ..settings.clone()
+    };
+    let node = EtcdCoordinator::connect(with("right horse"))
+        .await
+        .expect("a node with credentials starts while etcd is down");
+    let id = "EtcdAuthEtcdAuthEtcdAu01";
+    let answer = node.create(&record(id, 10)).await;
+    assert!(
+        matches!(answer, Err(CoordError::Unavailable(_))),
+        "create with etcd down: {answer:?}"
+    );
+
+    etcd.restart();
+    let mut served = None;
+    for _ in 0..100 {
+        served = Some(node.create(&record(id, 10)).await);
+        if matches!(served, Some(Ok(()))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        matches!(served, Some(Ok(()))),
+        "create once etcd is back: {served:?}"
+    );
+    let lease = node.acquire(id, Duration::ZERO).await.expect("lease");
+    lease.release().await.expect("release");
+
+    // The node's token expires while it is idle: it authenticates again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut loaded = None;
+    for _ in 0..100 {
+        loaded = Some(node.load(id).await);
+        if matches!(loaded, Some(Ok(Some(_)))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        matches!(loaded, Some(Ok(Some(_)))),
+        "load after the node's token expired: {loaded:?}"
+    );
+
+    let refused = EtcdCoordinator::connect(with("wrong horse")).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("authentication failed"),
+        "a node with a password etcd refuses must not start: {message:?}"
+    );
 }
