@@ -31,9 +31,19 @@ pub fn require_binary(name: &str, package: &str) -> Result<PathBuf> {
 
 /// A port that was free a moment ago on 127.0.0.1 (for servers that cannot bind port 0 and
 /// report it back).
+///
+/// Chosen below Linux's ephemeral range (32768 and up): a port the kernel handed out for
+/// a probe goes back to the pool that outgoing connections draw from, and with many tests
+/// connecting at once one of them took it before the server bound it ("address already in
+/// use", seen with etcd's peer port).
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("probing a free port")?;
-    Ok(listener.local_addr()?.port())
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port between 20000 and 32000 on 127.0.0.1 after 1000 tries")
 }
 
 /// A name no other test (in this process or another) uses, e.g. for a Redis key prefix.

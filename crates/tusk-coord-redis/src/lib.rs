@@ -1,7 +1,9 @@
 //! Tusk's coordinator on Redis: the control plane shared by every node of a cluster.
 //!
-//! Keys, all under one configurable prefix (and one hash tag, so that every script's keys
-//! share a slot on Redis Cluster):
+//! Keys, all under one configurable prefix and a hash tag: on one Redis every key has the
+//! tag `{t}`; on a Redis Cluster an upload's keys have the tag of its bucket, `{b<n>}` with
+//! `n` one of [`BUCKETS`] chosen by the ID, so that uploads spread over every shard while
+//! the keys one script touches, the bucket's sweep index among them, share one slot:
 //! - `up:<id>`: a hash with the record's mutable fields (`offset`, `length`, `expires_at`,
 //!   `state`, `purge_at`, the storage `session`, an owed `notice` as JSON), its immutable
 //!   part as JSON (`meta`), and
@@ -10,7 +12,8 @@
 //! - `seg:<id>`: the committed segments, one `token:seq:len[:receipt]` per entry; a commit
 //!   may replace the last few (a fold) and appends;
 //! - `lease:<id>`: the current fencing token, with the lease TTL;
-//! - `expiry`: a sorted set of upload IDs by the time the sweeper must look at them;
+//! - `expiry`: a sorted set of upload IDs by the time the sweeper must look at them (one
+//!   per bucket on a cluster);
 //! - `leader:<role>`: which node holds a singleton role (the sweeper).
 //!
 //! Every check-and-change is one Lua script, so a holder whose lease expired can neither
@@ -18,6 +21,7 @@
 //! on another node) go over pub/sub, see `requests`.
 
 mod connection;
+mod link;
 mod requests;
 
 use std::collections::HashMap;
@@ -25,10 +29,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 
-use crate::connection::Connection;
 pub use crate::connection::SentinelSettings;
+use crate::link::{Conn, Link};
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -54,7 +57,14 @@ pub struct RedisSettings {
     /// After each change, wait until this many replicas have it (Redis `WAIT`), so that a
     /// failover to one of them cannot forget an acknowledged commit. 0: do not wait.
     pub wait_replicas: u32,
+    /// Seed nodes of a Redis Cluster (`redis://` URLs); when set, uploads spread over the
+    /// cluster's shards and `url` and `sentinel` are not used.
+    pub cluster_nodes: Vec<String>,
 }
+
+/// Buckets uploads are spread over on a Redis Cluster: each is one hash tag, so one slot;
+/// 256 of them land on every shard of any cluster of up to a few dozen shards.
+pub const BUCKETS: u32 = 256;
 
 /// The immutable part of a record, stored as JSON.
 #[derive(Serialize, Deserialize)]
@@ -87,7 +97,7 @@ pub struct RedisCoordinator {
 
 /// The coordinator's connection and settings, shared with the leases it grants.
 struct Shared {
-    connection: Arc<Connection>,
+    link: Link,
     settings: RedisSettings,
     scripts: Scripts,
     local: Arc<LocalLeases>,
@@ -112,10 +122,13 @@ fn ms(d: Duration) -> u64 {
 impl RedisCoordinator {
     /// Connects to Redis and starts listening for release requests.
     pub async fn connect(settings: RedisSettings) -> Result<Arc<Self>, CoordError> {
-        let connection =
-            Connection::open(&settings.url, settings.sentinel.clone(), settings.timeout).await?;
+        let link = if settings.cluster_nodes.is_empty() {
+            Link::single(&settings.url, settings.sentinel.clone(), settings.timeout).await?
+        } else {
+            Link::cluster(&settings.cluster_nodes, settings.timeout).await?
+        };
         let shared = Arc::new(Shared {
-            connection: connection.clone(),
+            link,
             scripts: Scripts {
                 create: Script::new(include_str!("lua/create.lua")),
                 acquire: Script::new(include_str!("lua/acquire.lua")),
@@ -148,28 +161,49 @@ impl RedisCoordinator {
 }
 
 impl Shared {
-    /// `<prefix>{t}:<name>`: one hash tag for all keys (see the module docs).
+    /// `<prefix>{t}:<name>`: a key of no upload (see the module docs).
     fn key(&self, name: &str) -> String {
         format!("{}{{t}}:{name}", self.settings.prefix)
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.connection.manager()
+    fn conn(&self) -> Conn {
+        self.link.conn()
     }
 
-    /// With `wait_replicas`, waits until that many replicas have every change made so far
-    /// on this connection; a change not replicated in time is reported unavailable.
-    async fn replicated(&self) -> Result<(), CoordError> {
+    /// The hash tag of every key of upload `id`.
+    fn tag(&self, id: &str) -> String {
+        if self.link.is_cluster() {
+            format!("b{}", bucket(id))
+        } else {
+            "t".into()
+        }
+    }
+
+    /// Every hash tag there is: each has its own sweep index.
+    fn tags(&self) -> Vec<String> {
+        if self.link.is_cluster() {
+            (0..BUCKETS).map(|n| format!("b{n}")).collect()
+        } else {
+            vec!["t".into()]
+        }
+    }
+
+    /// With `wait_replicas`, waits until that many replicas of the node holding `key` have
+    /// every change made so far on this connection; a change not replicated in time is
+    /// reported unavailable.
+    async fn replicated(&self, key: &str) -> Result<(), CoordError> {
         if self.settings.wait_replicas == 0 {
             return Ok(());
         }
         // Half the call timeout, so that WAIT answers before the connection gives up.
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(self.settings.wait_replicas)
-            .arg(ms(self.settings.timeout / 2))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let acked = self
+            .link
+            .wait(
+                key,
+                self.settings.wait_replicas,
+                ms(self.settings.timeout / 2),
+            )
+            .await?;
         if acked < i64::from(self.settings.wait_replicas) {
             return Err(CoordError::Unavailable(format!(
                 "only {acked} of {} redis replicas acknowledged",
@@ -218,7 +252,7 @@ impl Shared {
         let [lease_key, up, seg, expiry] = self.upload_keys(&lease.upload_id);
         let mut invocation = self.scripts.commit.prepare_invoke();
         invocation
-            .key(lease_key)
+            .key(&lease_key)
             .key(up)
             .key(seg)
             .key(expiry)
@@ -249,7 +283,7 @@ impl Shared {
             other => return Err(corrupt(format!("commit answered {other:?}"))),
         };
         match code {
-            1 => self.replicated().await,
+            1 => self.replicated(&lease_key).await,
             -1 => Err(CoordError::LeaseLost),
             _ => {
                 let found = match answer.get(1) {
@@ -277,14 +311,25 @@ impl Shared {
         }
     }
 
+    /// The lease, record hash, segment list and sweep index of upload `id`, all with one
+    /// hash tag.
     fn upload_keys(&self, id: &str) -> [String; 4] {
+        let (prefix, tag) = (&self.settings.prefix, self.tag(id));
         [
-            self.key(&format!("lease:{id}")),
-            self.key(&format!("up:{id}")),
-            self.key(&format!("seg:{id}")),
-            self.key("expiry"),
+            format!("{prefix}{{{tag}}}:lease:{id}"),
+            format!("{prefix}{{{tag}}}:up:{id}"),
+            format!("{prefix}{{{tag}}}:seg:{id}"),
+            format!("{prefix}{{{tag}}}:expiry"),
         ]
     }
+}
+
+/// The bucket of upload `id` on a cluster (FNV-1a, so that every node and version agree).
+fn bucket(id: &str) -> u32 {
+    let hash = id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % BUCKETS
 }
 
 /// A notice as its hash field (JSON, which the scripts read its due time from), or `''` for
@@ -383,7 +428,7 @@ impl Coordinator for RedisCoordinator {
             .shared
             .scripts
             .create
-            .key(up)
+            .key(&up)
             .key(expiry)
             .arg(&record.id)
             .arg(meta)
@@ -393,7 +438,7 @@ impl Coordinator for RedisCoordinator {
             .await
             .map_err(unavailable)?;
         if created == 1 {
-            self.shared.replicated().await
+            self.shared.replicated(&up).await
         } else {
             Err(CoordError::AlreadyExists)
         }
@@ -481,12 +526,29 @@ impl Coordinator for RedisCoordinator {
     }
 
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {
-        let limit = isize::try_from(limit).unwrap_or(isize::MAX);
-        self.shared
-            .conn()
-            .zrangebyscore_limit(self.shared.key("expiry"), "-inf", now, 0, limit)
+        // Each bucket's earliest `limit`, then the earliest `limit` of them all. One command
+        // per bucket, all sent at once: a cluster refuses a pipeline across slots.
+        let prefix = &self.shared.settings.prefix;
+        let count = isize::try_from(limit).unwrap_or(isize::MAX);
+        let reads = self.shared.tags().into_iter().map(|tag| {
+            let mut conn = self.shared.conn();
+            async move {
+                conn.zrangebyscore_limit_withscores::<_, _, _, Vec<(String, u64)>>(
+                    format!("{prefix}{{{tag}}}:expiry"),
+                    "-inf",
+                    now,
+                    0,
+                    count,
+                )
+                .await
+            }
+        });
+        let answers = futures_util::future::try_join_all(reads)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let mut due: Vec<(String, u64)> = answers.into_iter().flatten().collect();
+        due.sort_by_key(|(_, at)| *at);
+        Ok(due.into_iter().take(limit).map(|(id, _)| id).collect())
     }
 
     fn leadership(&self) -> Option<&dyn Leadership> {
@@ -594,7 +656,7 @@ impl HeldLease for RedisLease {
         shared
             .fenced(&shared.scripts.mark_gone, &keys, &args)
             .await?;
-        shared.replicated().await
+        shared.replicated(&keys[0]).await
     }
 
     async fn set_notice(&self, notice: Option<OwedNotice>) -> Result<(), CoordError> {
@@ -608,7 +670,7 @@ impl HeldLease for RedisLease {
         shared
             .fenced(&shared.scripts.set_notice, &keys, &args)
             .await?;
-        shared.replicated().await
+        shared.replicated(&keys[0]).await
     }
 
     async fn purge(&self) -> Result<(), CoordError> {
@@ -617,7 +679,7 @@ impl HeldLease for RedisLease {
         let keys = shared.upload_keys(&self.upload_id);
         let args = [self.token.to_string(), self.upload_id.clone()];
         shared.fenced(&shared.scripts.purge, &keys, &args).await?;
-        shared.replicated().await
+        shared.replicated(&keys[0]).await
     }
 
     async fn release(&self) -> Result<(), CoordError> {

@@ -29,7 +29,7 @@ pub(crate) async fn listen(shared: Weak<Shared>) {
     loop {
         let Some((client, release, settle)) = shared
             .upgrade()
-            .map(|s| (s.connection.client(), s.key("release"), s.key("settle")))
+            .map(|s| (s.link.subscriber(), s.key("release"), s.key("settle")))
         else {
             return;
         };

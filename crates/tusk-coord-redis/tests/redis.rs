@@ -97,6 +97,7 @@ impl Redis {
             timeout: Duration::from_millis(500),
             sentinel: None,
             wait_replicas: 0,
+            cluster_nodes: Vec::new(),
         })
         .await
         .expect("connect")
@@ -260,6 +261,7 @@ async fn a_sentinel_failover_keeps_every_acknowledged_commit() {
             master: "mymaster".into(),
         }),
         wait_replicas: 1,
+        cluster_nodes: Vec::new(),
     })
     .await
     .expect("connect through the sentinel");

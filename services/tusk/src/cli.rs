@@ -93,6 +93,8 @@ pub struct ServeFlags {
     #[arg(long, value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
     #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub redis_cluster_nodes: Option<Vec<String>>,
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
     pub etcd_endpoints: Option<Vec<String>>,
     #[arg(long, value_name = "URL")]
     pub hooks_http: Option<String>,
@@ -259,6 +261,12 @@ pub const FLAGS: &[Flag] = &[
         help: "Prefix of every Redis key and channel.",
         key: "coordinator.redis.prefix",
         default: "tusk:",
+    },
+    Flag {
+        flag: "redis-cluster-nodes",
+        help: "Seed nodes of a Redis Cluster, comma-separated redis:// URLs; set, uploads spread over its shards and redis-url is not used.",
+        key: "coordinator.redis.cluster_nodes",
+        default: "[]",
     },
     Flag {
         flag: "etcd-endpoints",

@@ -266,6 +266,10 @@ pub struct RedisConfig {
     /// After each change, wait for this many replicas to have it (Redis WAIT), so that a
     /// failover cannot forget an acknowledged commit. Default 0.
     pub wait_replicas: u32,
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs, credentials in
+    /// each); when set, uploads spread over the cluster's shards and `url` and `sentinels`
+    /// are not used.
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for RedisConfig {
@@ -277,6 +281,7 @@ impl Default for RedisConfig {
             sentinels: Vec::new(),
             sentinel_master: "mymaster".into(),
             wait_replicas: 0,
+            cluster_nodes: Vec::new(),
         }
     }
 }

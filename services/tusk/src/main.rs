@@ -79,6 +79,7 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("coordinator.redis.sentinels")
+            .with_list_parse_key("coordinator.redis.cluster_nodes")
             .with_list_parse_key("coordinator.etcd.endpoints")
             .with_list_parse_key("hooks.events")
             .with_list_parse_key("hooks.credential_headers")
@@ -95,8 +96,9 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
         )
     };
     let etcd_endpoints = flags.etcd_endpoints.as_ref().map(list);
+    let redis_cluster_nodes = flags.redis_cluster_nodes.as_ref().map(list);
     let events = flags.hooks_enabled_events.as_ref().map(list);
-    let overrides: [(&str, Option<::config::Value>); 29] = [
+    let overrides: [(&str, Option<::config::Value>); 30] = [
         ("storage.backend", text(&flags.storage).map(Into::into)),
         ("storage.s3.bucket", text(&flags.s3_bucket).map(Into::into)),
         (
@@ -137,6 +139,7 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
             "coordinator.redis.prefix",
             text(&flags.redis_prefix).map(Into::into),
         ),
+        ("coordinator.redis.cluster_nodes", redis_cluster_nodes),
         ("coordinator.etcd.endpoints", etcd_endpoints),
         ("server.host", text(&flags.host).map(Into::into)),
         ("server.port", flags.port.map(|p| i64::from(p).into())),
@@ -293,6 +296,12 @@ async fn serve(loaded: Loaded) -> Result<()> {
         }
         CoordinatorBackend::Redis => {
             let redis = &config.coordinator.redis;
+            if !redis.cluster_nodes.is_empty() && !redis.sentinels.is_empty() {
+                anyhow::bail!(
+                    "coordinator.redis.cluster_nodes and coordinator.redis.sentinels exclude \
+                     each other: a Redis Cluster fails over by itself"
+                );
+            }
             RedisCoordinator::connect(RedisSettings {
                 url: redis.url.clone(),
                 prefix: redis.prefix.clone(),
@@ -303,6 +312,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
                     master: redis.sentinel_master.clone(),
                 }),
                 wait_replicas: redis.wait_replicas,
+                cluster_nodes: redis.cluster_nodes.clone(),
             })
             .await
             .context("connecting to Redis")?
