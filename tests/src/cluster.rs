@@ -25,6 +25,8 @@ pub use crate::balancer::{render_config, Balancer, LoadBalancer};
 pub use crate::deploy::Shared;
 pub use crate::process::{free_port, require_binary, unique_name};
 pub use crate::redis::RedisServer;
+use crate::redis_cluster::RedisCluster;
+pub use crate::redis_cluster::RedisClusterServer;
 
 // ---------------------------------------------------------------------------------------------
 // Clusters
@@ -94,6 +96,8 @@ pub struct Cluster {
     pub lb: LoadBalancer,
     /// The shared Redis, if the backend has one.
     pub redis: Option<RedisServer>,
+    /// The shared Redis Cluster, if the backend has one.
+    pub redis_cluster: Option<RedisClusterServer>,
     /// The shared etcd, if the backend has one.
     pub etcd: Option<EtcdServer>,
     /// The shared S3 bucket, if the backend has one.
@@ -161,6 +165,7 @@ impl Cluster {
             nodes: started,
             lb,
             redis: shared.redis,
+            redis_cluster: shared.redis_cluster,
             etcd: shared.etcd,
             s3: shared.s3,
             reads_unfinished: backend.reads_unfinished(),
@@ -205,10 +210,20 @@ impl Cluster {
         if let Some(redis) = &self.redis {
             return redis.keys("tusk-test-*").await;
         }
+        if let Some(cluster) = &self.redis_cluster {
+            return cluster.keys("tusk-test-*").await;
+        }
         if let Some(etcd) = &self.etcd {
             return etcd.keys("tusk-test-").await;
         }
         anyhow::bail!("this cluster has no shared coordinator")
+    }
+
+    /// The shared Redis Cluster (fails for a backend without one).
+    pub fn redis_cluster(&mut self) -> Result<&mut RedisClusterServer> {
+        self.redis_cluster
+            .as_mut()
+            .context("this cluster has no Redis Cluster")
     }
 
     /// The shared S3 bucket (fails for a backend without one).
@@ -314,6 +329,29 @@ pub const S3_ETCD_NGINX: ClusterDeployment<Pair<S3Storage, Etcd>> = ClusterDeplo
     balancer: Balancer::Nginx,
     nodes: 3,
 };
+
+/// Three nodes on a shared directory with a Redis Cluster (3 masters, 3 replicas), behind
+/// nginx.
+pub const FS_REDIS_CLUSTER_NGINX: ClusterDeployment<Pair<FsShared, RedisCluster>> =
+    ClusterDeployment {
+        backend: Pair {
+            storage: FsShared,
+            coordinator: RedisCluster,
+        },
+        balancer: Balancer::Nginx,
+        nodes: 3,
+    };
+
+/// Three nodes on one S3 bucket (moto) with a Redis Cluster, behind nginx.
+pub const S3_REDIS_CLUSTER_NGINX: ClusterDeployment<Pair<S3Storage, RedisCluster>> =
+    ClusterDeployment {
+        backend: Pair {
+            storage: S3Storage::DEFAULT,
+            coordinator: RedisCluster,
+        },
+        balancer: Balancer::Nginx,
+        nodes: 3,
+    };
 
 /// Three nodes on a shared directory with Redis, behind HAProxy.
 pub const FS_REDIS_HAPROXY: ClusterDeployment<FsRedis> = ClusterDeployment {

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use crate::etcd::EtcdServer;
 use crate::harness::{Backend, BoxFuture, Deployment, NodeOptions, Running, TestServer};
 use crate::redis::RedisServer;
+use crate::redis_cluster::RedisClusterServer;
 use crate::s3::{S3Bucket, S3Storage};
 
 /// What the started halves of a deployment run and tell every node; dropping it stops the
@@ -27,6 +28,8 @@ pub struct Shared {
     pub env: Vec<(String, String)>,
     /// The Redis the nodes share, when the backend uses one.
     pub redis: Option<RedisServer>,
+    /// The Redis Cluster the nodes share, when the backend uses one.
+    pub redis_cluster: Option<RedisClusterServer>,
     /// The etcd the nodes share, when the backend uses one.
     pub etcd: Option<EtcdServer>,
     /// The S3 bucket the nodes share (and the server holding it), when the backend uses one.
@@ -39,6 +42,7 @@ impl Shared {
         self.node_args.extend(other.node_args);
         self.env.extend(other.env);
         self.redis = self.redis.or(other.redis);
+        self.redis_cluster = self.redis_cluster.or(other.redis_cluster);
         self.etcd = self.etcd.or(other.etcd);
         self.s3 = self.s3.or(other.s3);
         self

@@ -13,6 +13,7 @@ pub mod harness;
 pub mod process;
 pub mod rawpatch;
 pub mod redis;
+pub mod redis_cluster;
 pub mod s3;
 pub mod s3proxy;
 pub mod tls;

@@ -24,11 +24,19 @@ pub struct RedisServer {
     pub dir: PathBuf,
     /// The port it listens on, the same across restarts.
     pub port: u16,
+    /// Configuration lines after the harness's own (a cluster member's, say).
+    extra_conf: String,
 }
 
 impl RedisServer {
     /// Starts Redis with its data in `dir` (created if needed) on a free port.
     pub async fn start(dir: &Path) -> Result<Self> {
+        Self::start_with(dir, || Ok(String::new())).await
+    }
+
+    /// [`RedisServer::start`] with configuration lines of its own after the harness's, made
+    /// anew for each attempt (they may name ports).
+    pub async fn start_with(dir: &Path, extra_conf: impl Fn() -> Result<String>) -> Result<Self> {
         let binary = require_binary("redis-server", "redis-server")?;
         std::fs::create_dir_all(dir)?;
         let mut last = None;
@@ -38,6 +46,7 @@ impl RedisServer {
                 binary: binary.clone(),
                 dir: dir.to_path_buf(),
                 port: free_port()?,
+                extra_conf: extra_conf()?,
             };
             match redis.spawn().await {
                 Ok(()) => return Ok(redis),
@@ -64,10 +73,11 @@ impl RedisServer {
             &conf,
             format!(
                 "bind 127.0.0.1\nport {}\ndir {}\nappendonly yes\nappendfsync always\n\
-                 save \"\"\ndaemonize no\nlogfile {}\n",
+                 save \"\"\ndaemonize no\nlogfile {}\n{}",
                 self.port,
                 self.dir.display(),
-                log.display()
+                log.display(),
+                self.extra_conf,
             ),
         )?;
         let mut child = Command::new(&self.binary)
