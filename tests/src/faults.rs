@@ -741,7 +741,12 @@ impl ResilientUploads {
     /// Waits for every client and checks every upload sha256-exact; a 423 or 503 without
     /// Retry-After fails. Returns how many 503s the clients saw in all.
     pub async fn finish(self, t: &Ctx) -> Result<usize> {
-        let mut total_503 = 0;
+        Ok(self.finish_each(t).await?.iter().sum())
+    }
+
+    /// [`ResilientUploads::finish`], returning how many 503s each upload's client saw.
+    pub async fn finish_each(self, t: &Ctx) -> Result<Vec<usize>> {
+        let mut each_503 = Vec::new();
         for (i, client) in self.clients.into_iter().enumerate() {
             let seen = client.await.context("uploader task")??;
             eprintln!(
@@ -758,13 +763,13 @@ impl ResilientUploads {
                 "upload {i}: responses without Retry-After: {:?}",
                 seen.missing_retry_after
             );
-            total_503 += seen.count(503);
+            each_503.push(seen.count(503));
         }
         for (i, (url, data)) in self.uploads.iter().enumerate() {
             check_exact(t, url, data)
                 .await
                 .with_context(|| format!("upload {i}"))?;
         }
-        Ok(total_503)
+        Ok(each_503)
     }
 }
