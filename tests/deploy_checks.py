@@ -1278,6 +1278,38 @@ def check_etcd_values_reach_pod():
                                            "timeout": "2s"}, toml["coordinator"]["etcd"]
 
 
+def check_redis_cluster_values_reach_pod():
+    """clusterNodes give coordinator.redis.cluster_nodes: in the ConfigMap as they are, or,
+    with existingSecret, in the environment with the Secret's password spliced into each
+    (never in the ConfigMap); the schema refuses credentials written into the values."""
+    nodes = ["redis://rc-0.rc:6379", "rediss://rc-1.rc:6380"]
+    plain = {"replicaCount": 3, "persistence": {"existingClaim": "shared"},
+             "config": {"coordinator": {"backend": "redis", "redis": {"clusterNodes": nodes,
+                                                                      "waitReplicas": 1}}}}
+    toml = tomllib.loads(by_kind(render(plain), "ConfigMap")[0]["data"]["tusk.toml"])
+    assert toml["coordinator"]["redis"]["cluster_nodes"] == nodes, toml["coordinator"]["redis"]
+    secret = set_path(plain, ("config", "coordinator", "redis", "existingSecret"), "rc-auth")
+    docs = render(secret)
+    toml = tomllib.loads(by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"])
+    assert "cluster_nodes" not in toml["coordinator"]["redis"], toml["coordinator"]["redis"]
+    c = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+    assert env["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "rc-auth", "key": "redis-password"}}
+    assert env["TUSK_COORDINATOR__REDIS__CLUSTER_NODES"] == (
+        "redis://:$(REDIS_PASSWORD)@rc-0.rc:6379,rediss://:$(REDIS_PASSWORD)@rc-1.rc:6380"), env
+    names = [e["name"] for e in c["env"]]
+    assert names.index("REDIS_PASSWORD") < names.index("TUSK_COORDINATOR__REDIS__CLUSTER_NODES"), \
+        "Kubernetes expands $(REDIS_PASSWORD) only from a variable defined before"
+    refused = set_path(plain, ("config", "coordinator", "redis", "clusterNodes"),
+                       ["redis://:pw@rc-0.rc:6379"])
+    try:
+        render(refused)
+    except Exception as e:  # the schema's refusal, whatever the library calls it
+        assert "clusterNodes" in str(e) or "pattern" in str(e), e
+    else:
+        raise AssertionError("credentials in clusterNodes must be refused by the schema")
+
+
 def leaves(d, prefix=()):
     for k, v in d.items():
         if isinstance(v, dict) and v:
@@ -1311,7 +1343,7 @@ def mutations(path, value):
                 "/x/", "http://x.example:1/", "redis://x:1/0", "1Gi", "x"]
     if isinstance(value, list):
         return [[], [{"name": "x"}], ["x:1"], ["post-finish"], [{"key": "k", "operator": "Exists"}],
-                ["http://x.example:1/"]]
+                ["http://x.example:1/"], ["redis://x:1"]]
     if isinstance(value, dict):
         return [{"x.example/a": "b"}]
     raise AssertionError(f"unexpected value type at {path}: {value!r}")
@@ -1618,6 +1650,7 @@ CHECKS = [
     ("S3 values reach tusk.toml, the Secret env and the volumes (stateless / IRSA single)",
      check_s3_values_reach_pod),
     ("etcd values reach tusk.toml, the Secret env and the TLS volume", check_etcd_values_reach_pod),
+    ("Redis Cluster values reach tusk.toml, or the env with the Secret's password", check_redis_cluster_values_reach_pod),
     ("every value in values.yaml changes the render", check_every_value_used),
     ("values.schema.json rejects bad values", check_schema_rejects_bad_values),
     ("chart refuses several replicas without Redis/S3 or shared claim, S3 without bucket, "

@@ -527,7 +527,8 @@ impl Coordinator for RedisCoordinator {
 
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {
         // Each bucket's earliest `limit`, then the earliest `limit` of them all. One command
-        // per bucket, all sent at once: a cluster refuses a pipeline across slots.
+        // per bucket, all sent at once: the cluster client refuses a pipeline across
+        // slots.
         let prefix = &self.shared.settings.prefix;
         let count = isize::try_from(limit).unwrap_or(isize::MAX);
         let reads = self.shared.tags().into_iter().map(|tag| {

@@ -107,6 +107,19 @@ period must cover the preStop sleep and the drain.
 {{- end }}
 
 {{/*
+coordinator.redis.clusterNodes with the password of REDIS_PASSWORD spliced into each,
+comma-separated.
+*/}}
+{{- define "tusk.redisClusterNodesWithPassword" -}}
+{{- $nodes := list }}
+{{- range .Values.config.coordinator.redis.clusterNodes }}
+{{- $scheme := regexFind "^rediss?://" . }}
+{{- $nodes = append $nodes (printf "%s:$(REDIS_PASSWORD)@%s" $scheme (trimPrefix $scheme .)) }}
+{{- end }}
+{{- join "," $nodes }}
+{{- end }}
+
+{{/*
 A volume with the PEM CA certificates of `ca` ({secret, configMap, key}), named `name`;
 nothing when neither source is set.
 */}}
