@@ -773,3 +773,56 @@ impl ResilientUploads {
         Ok(each_503)
     }
 }
+
+/// The fault scenarios every shared coordinator must survive, as tests of a cluster of three
+/// nodes of `$backend` behind nginx, with the lease TTL at 2 s where a scenario waits past
+/// it:
+///
+/// - kill -9 of the node serving a PATCH mid-body, twice, each time resuming through the
+///   balancer ([`kill9_mid_patch_then_resume`]);
+/// - the zombie: the node serving a PATCH SIGSTOPped past its lease, the upload finished
+///   through another node, the zombie resumed: its commit is refused
+///   ([`zombie_writer_cannot_commit`]);
+/// - two clients PATCHing one upload at once through different nodes
+///   ([`two_clients_patch_one_upload`]).
+///
+/// What must hold throughout: nothing acknowledged (204) is lost or changed, no byte is
+/// committed twice, and every upload ends byte-identical (sha256) to what the client sent.
+#[macro_export]
+macro_rules! cluster_fault_suite {
+    ($backend:expr) => {
+        async fn start_for_faults(extra: &[&str]) -> ::anyhow::Result<$crate::cluster::Cluster> {
+            let cluster = $crate::cluster::Cluster::start(
+                &$backend,
+                $crate::cluster::Balancer::Nginx,
+                3,
+                extra,
+            )
+            .await?;
+            eprintln!("cluster {}: balancer {}", cluster.name(), cluster.endpoint);
+            Ok(cluster)
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn kill9_mid_patch_then_resume_through_balancer() -> ::anyhow::Result<()> {
+            let mut cluster = start_for_faults(&["--lease-ttl", "2s"]).await?;
+            $crate::faults::kill9_mid_patch_then_resume(&mut cluster, 24 * 1024 * 1024 + 777)
+                .await?;
+            Ok(())
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn zombie_writer_cannot_commit_after_losing_its_lease() -> ::anyhow::Result<()> {
+            let cluster = start_for_faults(&["--lease-ttl", "2s"]).await?;
+            $crate::faults::zombie_writer_cannot_commit(&cluster, 8 * 1024 * 1024 + 5).await?;
+            Ok(())
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn two_clients_patch_one_upload_through_different_nodes() -> ::anyhow::Result<()> {
+            let cluster = start_for_faults(&[]).await?;
+            $crate::faults::two_clients_patch_one_upload(&cluster, 6 * 1024 * 1024 + 321).await?;
+            Ok(())
+        }
+    };
+}

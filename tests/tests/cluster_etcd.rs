@@ -38,26 +38,7 @@ async fn start_cluster(extra: &[&str]) -> Result<Cluster> {
     Ok(cluster)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_mid_patch_then_resume_through_balancer() -> Result<()> {
-    let mut cluster = start_cluster(&["--lease-ttl", "2s"]).await?;
-    faults::kill9_mid_patch_then_resume(&mut cluster, 24 * MIB + 777).await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zombie_writer_cannot_commit_after_losing_its_lease() -> Result<()> {
-    let cluster = start_cluster(&["--lease-ttl", "2s"]).await?;
-    faults::zombie_writer_cannot_commit(&cluster, 8 * MIB + 5).await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_clients_patch_one_upload_through_different_nodes() -> Result<()> {
-    let cluster = start_cluster(&[]).await?;
-    faults::two_clients_patch_one_upload(&cluster, 6 * MIB + 321).await?;
-    Ok(())
-}
+tusk_tests::cluster_fault_suite!(FS_ETCD_NGINX.backend);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_restart_during_uploads() -> Result<()> {

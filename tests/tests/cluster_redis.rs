@@ -37,38 +37,7 @@ async fn start_cluster(balancer: Balancer, extra: &[&str]) -> Result<Cluster> {
     Ok(cluster)
 }
 
-/// kill -9 of the node serving a PATCH mid-body, twice (once while the client pauses, once
-/// while it is still writing), each time resuming through the balancer: the acknowledged
-/// prefix survives, nothing unsent appears, the upload finishes exact on the nodes left
-/// (scenario in `tusk_tests::faults`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_mid_patch_then_resume_through_balancer() -> Result<()> {
-    let mut cluster = start_cluster(Balancer::Nginx, &["--lease-ttl", "2s"]).await?;
-    faults::kill9_mid_patch_then_resume(&mut cluster, 24 * MIB + 777).await?;
-    Ok(())
-}
-
-/// The zombie: SIGSTOP the node serving a PATCH until its lease expired, finish the upload
-/// through another node, SIGCONT the stopped node and let its request finish. Its commit is
-/// refused, the final bytes are exactly the client's, and nothing acknowledged changed
-/// (scenario in `tusk_tests::faults`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zombie_writer_cannot_commit_after_losing_its_lease() -> Result<()> {
-    let cluster = start_cluster(Balancer::Nginx, &["--lease-ttl", "2s"]).await?;
-    faults::zombie_writer_cannot_commit(&cluster, 8 * MIB + 5).await?;
-    Ok(())
-}
-
-/// Two clients PATCH the same upload at the same offset at once, through different nodes,
-/// round after round: each gets 204, 409 or 423; at most one of them moves the offset; the
-/// committed bytes are always a prefix of the data; the result is exact (scenario in
-/// `tusk_tests::faults`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_clients_patch_one_upload_through_different_nodes() -> Result<()> {
-    let cluster = start_cluster(Balancer::Nginx, &[]).await?;
-    faults::two_clients_patch_one_upload(&cluster, 6 * MIB + 321).await?;
-    Ok(())
-}
+tusk_tests::cluster_fault_suite!(FsRedis);
 
 /// Redis killed (kill -9) and started again on the same port and AOF while three clients
 /// upload through the balancer: clients see 503 with Retry-After meanwhile, /readyz fails

@@ -1,11 +1,8 @@
 //! Cluster mode on a Redis Cluster: three `tusk` nodes sharing one upload directory and a
 //! Redis Cluster of three masters with a replica each (`wait_replicas = 1`), behind nginx.
-//! The fault scenarios of `tusk_tests::faults`, as on one Redis and on etcd, and a master
-//! killed during uploads:
+//! The fault scenarios of `tusk_tests::cluster_fault_suite` (kill -9 mid-PATCH, the
+//! zombie, two writers), as on one Redis and on etcd, and:
 //!
-//! - kill -9 of the node serving a PATCH mid-body, resume through the balancer;
-//! - a zombie writer (SIGSTOP past its lease, SIGCONT after another node finished the upload);
-//! - two clients PATCHing one upload at once through different nodes;
 //! - kill -9 of the Redis master holding the most uploads while clients upload: its replica
 //!   takes over, the killed master comes back as a replica.
 //!
@@ -19,36 +16,13 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use tokio::time::Instant;
-use tusk_tests::cluster::{Balancer, Cluster, FS_REDIS_CLUSTER_NGINX};
+use tusk_tests::cluster::FS_REDIS_CLUSTER_NGINX;
 use tusk_tests::conformance::util::{random_bytes, Ctx};
-use tusk_tests::faults::{self, check_exact, upload_resiliently, ResilientUploads};
+use tusk_tests::faults::{check_exact, upload_resiliently, ResilientUploads};
 
 const MIB: usize = 1024 * 1024;
 
-async fn start_cluster(extra: &[&str]) -> Result<Cluster> {
-    Cluster::start(&FS_REDIS_CLUSTER_NGINX.backend, Balancer::Nginx, 3, extra).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_mid_patch_then_resume_through_balancer() -> Result<()> {
-    let mut cluster = start_cluster(&["--lease-ttl", "2s"]).await?;
-    faults::kill9_mid_patch_then_resume(&mut cluster, 24 * MIB + 777).await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zombie_writer_cannot_commit_after_losing_its_lease() -> Result<()> {
-    let cluster = start_cluster(&["--lease-ttl", "2s"]).await?;
-    faults::zombie_writer_cannot_commit(&cluster, 8 * MIB + 5).await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_clients_patch_one_upload_through_different_nodes() -> Result<()> {
-    let cluster = start_cluster(&[]).await?;
-    faults::two_clients_patch_one_upload(&cluster, 6 * MIB + 321).await?;
-    Ok(())
-}
+tusk_tests::cluster_fault_suite!(FS_REDIS_CLUSTER_NGINX.backend);
 
 /// Six clients upload through the balancer; the Redis master holding the most of their
 /// records is killed (kill -9). Its replica is promoted within about the node timeout (1 s
@@ -57,7 +31,7 @@ async fn two_clients_patch_one_upload_through_different_nodes() -> Result<()> {
 /// the uploads on the other shards see no 503 at all. Every upload finishes sha256-exact, and an upload after is exact too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_master_killed_during_uploads() -> Result<()> {
-    let mut cluster = start_cluster(&[]).await?;
+    let mut cluster = start_for_faults(&[]).await?;
     let t = Ctx::for_endpoint(&cluster.endpoint)?;
     let uploads = ResilientUploads::start(&t, 6, 8 * MIB + 99, Duration::from_secs(90)).await?;
     tokio::time::sleep(Duration::from_millis(700)).await;

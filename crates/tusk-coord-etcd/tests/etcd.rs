@@ -1,17 +1,13 @@
 //! The etcd coordinator against a real etcd (Debian's `etcd-server`, 3.4) started here on
 //! loopback ports: the coordinator contract, and etcd going away and coming back.
 
-mod common;
-
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tusk_coord_etcd::{EtcdCoordinator, EtcdSettings};
-use tusk_core::contract::{coordinator_contract, CoordinatorFixture};
+use tusk_core::contract::{coordinator_contract, record, CoordinatorFixture};
 use tusk_core::{CoordError, Coordinator};
-
-use crate::common::record;
 
 /// A single-member etcd on free loopback ports, with its data in a temporary directory,
 /// killed on drop. Short heartbeat and election timeouts so that it elects itself at once.
@@ -196,7 +192,9 @@ async fn etcd_going_away_is_unavailable_and_its_return_serves_again() {
     let mut etcd = Etcd::start();
     let node = etcd.node(Duration::from_secs(30)).await;
     let id = "EtcdRestartEtcdRestart01";
-    node.create(&record(id, 10)).await.expect("create");
+    node.create(&record(id, Some(10), None))
+        .await
+        .expect("create");
     let lease = node.acquire(id, Duration::ZERO).await.expect("lease");
     let target = lease.reserve().await.expect("reserve");
     lease.release().await.expect("release");
@@ -254,7 +252,7 @@ async fn a_node_with_credentials_starts_while_etcd_is_down() {
         .await
         .expect("a node with credentials starts while etcd is down");
     let id = "EtcdAuthEtcdAuthEtcdAu01";
-    let answer = node.create(&record(id, 10)).await;
+    let answer = node.create(&record(id, Some(10), None)).await;
     assert!(
         matches!(answer, Err(CoordError::Unavailable(_))),
         "create with etcd down: {answer:?}"
@@ -263,7 +261,7 @@ async fn a_node_with_credentials_starts_while_etcd_is_down() {
     etcd.restart();
     let mut served = None;
     for _ in 0..100 {
-        served = Some(node.create(&record(id, 10)).await);
+        served = Some(node.create(&record(id, Some(10), None)).await);
         if matches!(served, Some(Ok(()))) {
             break;
         }

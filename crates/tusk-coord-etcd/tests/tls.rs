@@ -1,8 +1,6 @@
 //! The etcd coordinator over TLS with client certificates, against a real etcd that asks for
 //! them: certificates made here (a CA, a server and a client certificate, by rcgen).
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -11,9 +9,8 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use tusk_coord_etcd::{EtcdCoordinator, EtcdSettings, EtcdTls};
+use tusk_core::contract::record;
 use tusk_core::{CoordError, Coordinator};
-
-use crate::common::record;
 
 struct Pki {
     ca: String,
@@ -155,7 +152,7 @@ async fn tls_with_a_client_certificate_and_nothing_less() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "etcd over TLS never answered");
-    node.create(&record("TlsTlsTlsTlsTlsTlsTls001", 5))
+    node.create(&record("TlsTlsTlsTlsTlsTlsTls001", Some(5), None))
         .await
         .expect("create over TLS");
     let loaded = node.load("TlsTlsTlsTlsTlsTlsTls001").await.expect("load");

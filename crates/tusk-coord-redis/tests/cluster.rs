@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tusk_coord_redis::{RedisCoordinator, RedisSettings};
-use tusk_core::contract::{coordinator_contract, CoordinatorFixture};
-use tusk_core::{Coordinator, UploadRecord, UploadState};
+use tusk_core::contract::{coordinator_contract, record, CoordinatorFixture};
+use tusk_core::Coordinator;
 
 /// Six redis-server children in cluster mode, killed on drop.
 struct RedisCluster {
@@ -169,22 +169,6 @@ async fn redis_cluster_keeps_the_coordinator_contract() {
     .await;
 }
 
-fn record(id: &str) -> UploadRecord {
-    UploadRecord {
-        id: id.into(),
-        offset: 0,
-        length: Some(1),
-        metadata: None,
-        concat: None,
-        created_at: 1,
-        expires_at: Some(100),
-        state: UploadState::Active,
-        segments: vec![],
-        session: None,
-        notice: None,
-    }
-}
-
 /// Uploads spread: after 60 creations every master holds records, and each upload's keys
 /// (record, segments, lease, its bucket's sweep index) sit together on one of them.
 #[tokio::test]
@@ -193,7 +177,9 @@ async fn uploads_spread_over_every_master() {
     let node = cluster.node(Duration::from_secs(30)).await;
     for n in 0..60 {
         let id = format!("SpreadSpreadSpreadSp{n:04}");
-        node.create(&record(&id)).await.expect("create");
+        node.create(&record(&id, Some(1), Some(100)))
+            .await
+            .expect("create");
         let lease = node.acquire(&id, Duration::ZERO).await.expect("lease");
         lease.release().await.expect("release");
     }

@@ -28,8 +28,9 @@ pub fn new_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A new active record.
-fn record(id: &str, length: Option<u64>, expires_at: Option<u64>) -> UploadRecord {
+/// A new active record with no segments, as a creation makes it: for the suites, and for a
+/// backend's own tests.
+pub fn record(id: &str, length: Option<u64>, expires_at: Option<u64>) -> UploadRecord {
     UploadRecord {
         id: id.to_string(),
         offset: 0,
