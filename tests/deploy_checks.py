@@ -1459,6 +1459,12 @@ def check_chart_refuses_unworkable():
         ({**ETCD, "persistence": {"existingClaim": "c"}}, "persistence.existingClaim is unused"),
         ({"config": {"storage": {"backend": "s3", "s3": {"bucket": "b", "partSize": 5242879}}}},
          "partSize must be at least"),
+        ({"config": {"coordinator": {"backend": "redis", "redis": {
+            "clusterNodes": ["redis://rc-0:6379"], "sentinels": ["s1:26379"]}}}},
+         "clusterNodes and sentinels exclude each other"),
+        ({"config": {"coordinator": {"backend": "redis", "redis": {
+            "clusterNodes": ["redis://rc-0:6379"], "existingSecret": "rc", "urlKey": "url"}}}},
+         "urlKey holds one Redis URL"),
     ]
     for values, message in cases:
         try:

@@ -79,6 +79,13 @@ period must cover the preStop sleep and the drain.
 {{- if and $several (eq $v.config.storage.backend "fs") (not $v.persistence.existingClaim) }}
 {{- fail "replicaCount > 1 or autoscaling.enabled needs config.storage.backend: s3, or persistence.existingClaim: a ReadWriteMany claim shared by every replica (fs storage; without it each pod sees only its own uploads)" }}
 {{- end }}
+{{- $redis := $v.config.coordinator.redis }}
+{{- if and $redis.clusterNodes $redis.sentinels }}
+{{- fail "config.coordinator.redis.clusterNodes and sentinels exclude each other: a Redis Cluster fails over by itself" }}
+{{- end }}
+{{- if and $redis.clusterNodes $redis.existingSecret $redis.urlKey }}
+{{- fail "config.coordinator.redis.clusterNodes take the password from redis.passwordKey; urlKey holds one Redis URL: leave it empty" }}
+{{- end }}
 {{- if eq $v.config.storage.backend "s3" }}
 {{- if not $s3.bucket }}
 {{- fail "config.storage.backend: s3 needs config.storage.s3.bucket" }}
