@@ -699,6 +699,15 @@ pub async fn coordinator_restart_during_uploads(cluster: &mut Cluster) -> Result
     Ok(())
 }
 
+/// A new upload of `size` bytes through `t`, sent by a resuming client in 1 MiB PATCHes
+/// within 30 s, then read back sha256-exact: that the cluster serves again after a fault.
+pub async fn a_new_upload_is_exact(t: &Ctx, size: usize) -> Result<()> {
+    let data = random_bytes(size);
+    let url = t.create(data.len() as u64).await?;
+    upload_resiliently(t, &url, &data, MIB, Duration::ZERO, Duration::from_secs(30)).await?;
+    check_exact(t, &url, &data).await
+}
+
 /// Uploads sent at once by resuming clients ([`upload_resiliently`]), each in 128 KiB
 /// PATCHes 40 ms apart, so that a fault injected meanwhile meets them all.
 pub struct ResilientUploads {

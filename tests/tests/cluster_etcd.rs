@@ -19,10 +19,10 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use tokio::time::Instant;
 use tusk_tests::cluster::{Balancer, Cluster, FS_ETCD_NGINX};
-use tusk_tests::conformance::util::{random_bytes, Ctx};
+use tusk_tests::conformance::util::Ctx;
 use tusk_tests::deploy::{FsShared, Pair};
 use tusk_tests::etcd::Etcd3;
-use tusk_tests::faults::{self, check_exact, upload_resiliently, ResilientUploads};
+use tusk_tests::faults::{self, ResilientUploads};
 
 const MIB: usize = 1024 * 1024;
 
@@ -86,16 +86,5 @@ async fn etcd_leader_killed_during_uploads() -> Result<()> {
     eprintln!("503s across the uploads while the leader changed: {total_503}");
 
     cluster.etcd()?.start_member_again(leader).await?;
-    let data = random_bytes(3 * MIB + 7);
-    let url = t.create(data.len() as u64).await?;
-    upload_resiliently(
-        &t,
-        &url,
-        &data,
-        MIB,
-        Duration::ZERO,
-        Duration::from_secs(30),
-    )
-    .await?;
-    check_exact(&t, &url, &data).await
+    faults::a_new_upload_is_exact(&t, 3 * MIB + 7).await
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use tokio::time::Instant;
 use tusk_tests::cluster::FS_REDIS_CLUSTER_NGINX;
-use tusk_tests::conformance::util::{random_bytes, Ctx};
-use tusk_tests::faults::{check_exact, upload_resiliently, ResilientUploads};
+use tusk_tests::conformance::util::Ctx;
+use tusk_tests::faults::{self, ResilientUploads};
 
 const MIB: usize = 1024 * 1024;
 
@@ -102,16 +102,5 @@ async fn redis_master_killed_during_uploads() -> Result<()> {
         );
     }
 
-    let data = random_bytes(3 * MIB + 7);
-    let url = t.create(data.len() as u64).await?;
-    upload_resiliently(
-        &t,
-        &url,
-        &data,
-        MIB,
-        Duration::ZERO,
-        Duration::from_secs(30),
-    )
-    .await?;
-    check_exact(&t, &url, &data).await
+    faults::a_new_upload_is_exact(&t, 3 * MIB + 7).await
 }

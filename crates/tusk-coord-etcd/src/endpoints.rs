@@ -103,17 +103,11 @@ impl Endpoints {
         let index = self.current();
         let watching = match self.client(index).await {
             Ok(client) => {
-                let watch = || {
+                with_live_token(&client, || {
                     let (mut watcher, options) = (client.watch_client(), options.clone());
                     async move { watcher.watch(key, Some(options)).await }
-                };
-                match watch().await {
-                    Err(error) if token_expired(&error) => match client.refresh_token().await {
-                        Ok(()) => watch().await,
-                        Err(error) => Err(error),
-                    },
-                    answer => answer,
-                }
+                })
+                .await
             }
             Err(error) => Err(error),
         };
@@ -133,15 +127,7 @@ impl Endpoints {
         for _ in 0..self.members.len() {
             let index = self.current();
             let answer = match self.client(index).await {
-                Ok(client) => match op(client.kv_client()).await {
-                    // etcd forgets a token idle past `--auth-token-ttl` (5 minutes) or over
-                    // a restart, and etcd-client does not ask for a new one by itself.
-                    Err(error) if token_expired(&error) => match client.refresh_token().await {
-                        Ok(()) => op(client.kv_client()).await,
-                        Err(error) => Err(error),
-                    },
-                    answer => answer,
-                },
+                Ok(client) => with_live_token(&client, || op(client.kv_client())).await,
                 Err(error) => Err(error),
             };
             match answer {
@@ -218,6 +204,22 @@ fn member_failed(error: &Error) -> bool {
             CANCELLED | UNKNOWN | DEADLINE_EXCEEDED | UNAVAILABLE
         ),
         _ => false,
+    }
+}
+
+/// `op` on `client`, once more with a new auth token if etcd refused the one it had: etcd
+/// forgets a token idle past `--auth-token-ttl` (5 minutes) or over a restart, and
+/// etcd-client does not ask for a new one by itself.
+async fn with_live_token<T, Fut>(client: &Client, op: impl Fn() -> Fut) -> Result<T, Error>
+where
+    Fut: Future<Output = Result<T, Error>>,
+{
+    match op().await {
+        Err(error) if token_expired(&error) => {
+            client.refresh_token().await?;
+            op().await
+        }
+        answer => answer,
     }
 }
 
