@@ -163,7 +163,12 @@ impl RedisCoordinator {
 impl Shared {
     /// `<prefix>{t}:<name>`: a key of no upload (see the module docs).
     fn key(&self, name: &str) -> String {
-        format!("{}{{t}}:{name}", self.settings.prefix)
+        self.tagged("t", name)
+    }
+
+    /// `<prefix>{<tag>}:<name>`.
+    fn tagged(&self, tag: &str, name: &str) -> String {
+        format!("{}{{{tag}}}:{name}", self.settings.prefix)
     }
 
     fn conn(&self) -> Conn {
@@ -314,12 +319,12 @@ impl Shared {
     /// The lease, record hash, segment list and sweep index of upload `id`, all with one
     /// hash tag.
     fn upload_keys(&self, id: &str) -> [String; 4] {
-        let (prefix, tag) = (&self.settings.prefix, self.tag(id));
+        let tag = self.tag(id);
         [
-            format!("{prefix}{{{tag}}}:lease:{id}"),
-            format!("{prefix}{{{tag}}}:up:{id}"),
-            format!("{prefix}{{{tag}}}:seg:{id}"),
-            format!("{prefix}{{{tag}}}:expiry"),
+            self.tagged(&tag, &format!("lease:{id}")),
+            self.tagged(&tag, &format!("up:{id}")),
+            self.tagged(&tag, &format!("seg:{id}")),
+            self.tagged(&tag, "expiry"),
         ]
     }
 }
@@ -529,17 +534,12 @@ impl Coordinator for RedisCoordinator {
         // Each bucket's earliest `limit`, then the earliest `limit` of them all. One command
         // per bucket, all sent at once: the cluster client refuses a pipeline across
         // slots.
-        let prefix = &self.shared.settings.prefix;
         let count = isize::try_from(limit).unwrap_or(isize::MAX);
         let reads = self.shared.tags().into_iter().map(|tag| {
-            let mut conn = self.shared.conn();
+            let (mut conn, index) = (self.shared.conn(), self.shared.tagged(&tag, "expiry"));
             async move {
                 conn.zrangebyscore_limit_withscores::<_, _, _, Vec<(String, u64)>>(
-                    format!("{prefix}{{{tag}}}:expiry"),
-                    "-inf",
-                    now,
-                    0,
-                    count,
+                    index, "-inf", now, 0, count,
                 )
                 .await
             }
