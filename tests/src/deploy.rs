@@ -3,7 +3,8 @@
 //! adds one half and runs with every half of the other kind, on a single node and (if every
 //! node can share it) in a cluster ([`crate::cluster`]).
 //!
-//! The pairs the conformance suite runs on: [`FsEmbedded`], [`S3_EMBEDDED`] (single nodes)
+//! The pairs the conformance suite runs on: [`FsEmbedded`], [`S3_EMBEDDED`], [`GCS_EMBEDDED`]
+//! (single nodes)
 //! and [`FsRedis`](crate::cluster::FsRedis), [`S3Redis`](crate::s3::S3Redis),
 //! [`FS_ETCD_NGINX`](crate::cluster::FS_ETCD_NGINX),
 //! [`S3_ETCD_NGINX`](crate::cluster::S3_ETCD_NGINX) (clusters).
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::etcd::EtcdServer;
+use crate::gcs::{GcsBucket, GcsStorage};
 use crate::harness::{Backend, BoxFuture, Deployment, NodeOptions, Running, TestServer};
 use crate::redis::RedisServer;
 use crate::redis_cluster::RedisClusterServer;
@@ -34,6 +36,9 @@ pub struct Shared {
     pub etcd: Option<EtcdServer>,
     /// The S3 bucket the nodes share (and the server holding it), when the backend uses one.
     pub s3: Option<S3Bucket>,
+    /// The GCS bucket the nodes share (and the emulator holding it), when the backend uses
+    /// one.
+    pub gcs: Option<GcsBucket>,
 }
 
 impl Shared {
@@ -45,6 +50,7 @@ impl Shared {
         self.redis_cluster = self.redis_cluster.or(other.redis_cluster);
         self.etcd = self.etcd.or(other.etcd);
         self.s3 = self.s3.or(other.s3);
+        self.gcs = self.gcs.or(other.gcs);
         self
     }
 }
@@ -315,5 +321,12 @@ pub const FsEmbedded: FsEmbedded = Pair {
 /// its embedded coordinator.
 pub const S3_EMBEDDED: Pair<S3Storage, Embedded> = Pair {
     storage: S3Storage::DEFAULT,
+    coordinator: Embedded,
+};
+
+/// A single node storing bytes in a bucket on fake-gcs-server, records and leases in its
+/// embedded coordinator.
+pub const GCS_EMBEDDED: Pair<GcsStorage, Embedded> = Pair {
+    storage: GcsStorage::DEFAULT,
     coordinator: Embedded,
 };

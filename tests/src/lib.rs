@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod etcd;
 pub mod faultproxy;
 pub mod faults;
+pub mod gcs;
 pub mod harness;
 pub mod process;
 pub mod rawpatch;

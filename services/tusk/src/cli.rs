@@ -72,7 +72,7 @@ pub struct ServeFlags {
     pub log_format: Option<tusk_telemetry::LogFormat>,
     #[arg(long, value_name = "PORT")]
     pub admin_port: Option<u16>,
-    #[arg(long, value_parser = ["fs", "s3"])]
+    #[arg(long, value_parser = ["fs", "s3", "gcs"])]
     pub storage: Option<String>,
     #[arg(long, value_name = "BUCKET")]
     pub s3_bucket: Option<String>,
@@ -84,6 +84,12 @@ pub struct ServeFlags {
     pub s3_path_style: bool,
     #[arg(long, value_name = "BYTES")]
     pub s3_part_size: Option<u64>,
+    #[arg(long, value_name = "BUCKET")]
+    pub gcs_bucket: Option<String>,
+    #[arg(long, value_name = "PREFIX")]
+    pub gcs_object_prefix: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub gcs_endpoint: Option<String>,
     #[arg(long, value_parser = ["embedded", "redis", "etcd"])]
     pub coordinator: Option<String>,
     #[arg(long, value_name = "DURATION")]
@@ -114,7 +120,7 @@ pub struct Flag {
 pub const FLAGS: &[Flag] = &[
     Flag {
         flag: "storage",
-        help: "Storage backend for the bytes: fs (a local or shared directory) or s3.",
+        help: "Storage backend for the bytes: fs (a local or shared directory), s3 or gcs.",
         key: "storage.backend",
         default: "fs",
     },
@@ -147,6 +153,24 @@ pub const FLAGS: &[Flag] = &[
         help: "Preferred S3 part size in bytes; grown per upload so that it fits in the part count.",
         key: "storage.s3.part_size",
         default: "16777216",
+    },
+    Flag {
+        flag: "gcs-bucket",
+        help: "Google Cloud Storage bucket holding the uploads (required with gcs storage). Credentials come from Google's default chain (GOOGLE_APPLICATION_CREDENTIALS, workload identity on GKE, the metadata server).",
+        key: "storage.gcs.bucket",
+        default: "",
+    },
+    Flag {
+        flag: "gcs-object-prefix",
+        help: "Prefix of every GCS object name Tusk writes, e.g. uploads/.",
+        key: "storage.gcs.prefix",
+        default: "",
+    },
+    Flag {
+        flag: "gcs-endpoint",
+        help: "Endpoint of a GCS-compatible server (an emulator such as fake-gcs-server); empty for Google Cloud Storage.",
+        key: "storage.gcs.endpoint",
+        default: "",
     },
     Flag {
         flag: "host",
@@ -408,6 +432,30 @@ pub const FILE_ONLY: &[Flag] = &[
         flag: "",
         help: "An S3 multipart upload or tail object no record names, older than this, is removed by the sweeper.",
         key: "storage.s3.leftover_grace",
+        default: "1h",
+    },
+    Flag {
+        flag: "",
+        help: "Send no credentials to GCS (emulators); otherwise Google's default chain must find some.",
+        key: "storage.gcs.anonymous",
+        default: "false",
+    },
+    Flag {
+        flag: "",
+        help: "Bytes of a PATCH gathered in memory before they are sent as one GCS chunk object.",
+        key: "storage.gcs.chunk_size",
+        default: "8388608",
+    },
+    Flag {
+        flag: "",
+        help: "GCS chunks one PATCH holds at most (the one being gathered and those being sent), at least 2: memory per PATCH is at most chunk size x this.",
+        key: "storage.gcs.chunks_in_flight",
+        default: "3",
+    },
+    Flag {
+        flag: "",
+        help: "A GCS chunk object no record names, older than this, is removed by the sweeper.",
+        key: "storage.gcs.leftover_grace",
         default: "1h",
     },
     Flag {

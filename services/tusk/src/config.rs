@@ -179,6 +179,8 @@ pub struct StorageConfig {
     pub fs: FsConfig,
     /// S3 (or S3-compatible) storage: see tusk-store-s3's `S3Settings`.
     pub s3: tusk_store_s3::S3Settings,
+    /// Google Cloud Storage: see tusk-store-gcs's `GcsSettings`.
+    pub gcs: tusk_store_gcs::GcsSettings,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +191,8 @@ pub enum StorageBackend {
     Fs,
     /// An S3 bucket: AWS, MinIO, R2 or any S3-compatible server.
     S3,
+    /// A Google Cloud Storage bucket.
+    Gcs,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -434,6 +438,18 @@ impl Config {
                 );
             }
         }
+        if self.storage.backend == StorageBackend::Gcs {
+            let gcs = &self.storage.gcs;
+            if gcs.bucket.is_empty() {
+                return Err("storage.gcs.bucket is required with storage.backend = \"gcs\"".into());
+            }
+            if gcs.leftover_grace <= self.coordinator.lease_ttl {
+                // A leftover younger than a lease might still be committed by its writer.
+                return Err(
+                    "storage.gcs.leftover_grace must be longer than coordinator.lease_ttl".into(),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -453,6 +469,7 @@ impl StorageConfig {
         match self.backend {
             StorageBackend::Fs => "fs",
             StorageBackend::S3 => "s3",
+            StorageBackend::Gcs => "gcs",
         }
     }
 }

@@ -18,6 +18,7 @@ use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{CoordError, Engine, EngineConfig};
 use tusk_http::{HttpConfig, ServeLimits, TrustedProxy};
 use tusk_store_fs::{FsOptions, FsStorage};
+use tusk_store_gcs::GcsStorage;
 use tusk_store_s3::S3Storage;
 
 use crate::cli::{Cli, Command, ServeFlags};
@@ -98,7 +99,7 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
     let etcd_endpoints = flags.etcd_endpoints.as_ref().map(list);
     let redis_cluster_nodes = flags.redis_cluster_nodes.as_ref().map(list);
     let events = flags.hooks_enabled_events.as_ref().map(list);
-    let overrides: [(&str, Option<::config::Value>); 30] = [
+    let overrides: [(&str, Option<::config::Value>); 33] = [
         ("storage.backend", text(&flags.storage).map(Into::into)),
         ("storage.s3.bucket", text(&flags.s3_bucket).map(Into::into)),
         (
@@ -116,6 +117,18 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
         (
             "storage.s3.part_size",
             flags.s3_part_size.map(|n| n.to_string().into()),
+        ),
+        (
+            "storage.gcs.bucket",
+            text(&flags.gcs_bucket).map(Into::into),
+        ),
+        (
+            "storage.gcs.prefix",
+            text(&flags.gcs_object_prefix).map(Into::into),
+        ),
+        (
+            "storage.gcs.endpoint",
+            text(&flags.gcs_endpoint).map(Into::into),
         ),
         ("hooks.endpoint", text(&flags.hooks_http).map(Into::into)),
         ("hooks.events", events),
@@ -265,6 +278,11 @@ async fn serve(loaded: Loaded) -> Result<()> {
             S3Storage::connect(&config.storage.s3, engine_config(&config).max_size)
                 .await
                 .context("setting up S3 storage")?,
+        ),
+        StorageBackend::Gcs => Arc::new(
+            GcsStorage::connect(&config.storage.gcs)
+                .await
+                .context("setting up GCS storage")?,
         ),
     };
     let coordinator: Arc<dyn tusk_core::Coordinator> = match config.coordinator.backend {
