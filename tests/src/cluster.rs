@@ -235,6 +235,11 @@ impl Cluster {
         self.s3.as_ref().context("this cluster has no S3 bucket")
     }
 
+    /// The shared GCS bucket; fails if the backend has none.
+    pub fn gcs(&self) -> Result<&GcsBucket> {
+        self.gcs.as_ref().context("this cluster has no GCS bucket")
+    }
+
     /// The URL of the same upload on node `i` directly (bypassing the balancer).
     pub fn at_node(&self, i: usize, upload_url: &str) -> Result<String> {
         let id = upload_url

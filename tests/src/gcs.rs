@@ -269,11 +269,18 @@ impl GcsBucket {
 pub struct GcsStorage {
     /// `TUSK_STORAGE__GCS__CHUNK_SIZE` in bytes; None keeps the node's default (8 MiB).
     pub chunk_size: Option<u64>,
+    /// `TUSK_STORAGE__GCS__LEFTOVER_GRACE` (e.g. `3s`): how old a chunk no record names must
+    /// be for the sweeper to remove it; None keeps the default. The node requires it to be
+    /// longer than `--lease-ttl`.
+    pub leftover_grace: Option<&'static str>,
 }
 
 impl GcsStorage {
     /// The node's defaults.
-    pub const DEFAULT: GcsStorage = GcsStorage { chunk_size: None };
+    pub const DEFAULT: GcsStorage = GcsStorage {
+        chunk_size: None,
+        leftover_grace: None,
+    };
 }
 
 impl StorageHalf for GcsStorage {
@@ -296,6 +303,12 @@ impl StorageHalf for GcsStorage {
             let mut env = vec![("TUSK_STORAGE__GCS__ANONYMOUS".into(), "true".into())];
             if let Some(size) = self.chunk_size {
                 env.push(("TUSK_STORAGE__GCS__CHUNK_SIZE".into(), size.to_string()));
+            }
+            if let Some(grace) = self.leftover_grace {
+                env.push((
+                    "TUSK_STORAGE__GCS__LEFTOVER_GRACE".into(),
+                    grace.to_string(),
+                ));
             }
             Ok(Shared {
                 node_args,
