@@ -979,7 +979,7 @@ GCS = {
     "config": {
         "storage": {"backend": "gcs", "gcs": {
             "bucket": "uploads-eu", "prefix": "tus/2024/", "endpoint": "https://gcs.example.com:4443",
-            "chunkSize": 4194304, "chunksInFlight": 2, "leftoverGrace": "2h",
+            "chunkSize": 4194304, "chunksInFlight": 2, "presignTtl": "5m", "leftoverGrace": "2h",
             "existingSecret": "tusk-gcs", "keyFileKey": "sa.json"}},
         "coordinator": {"backend": "redis", "redis": {"url": "redis://redis.db:6379/1"}},
     },
@@ -1338,7 +1338,8 @@ def check_gcs_values_reach_pod():
     toml = tomllib.loads(by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"])
     want = {"backend": "gcs", "gcs": {
         "bucket": "uploads-eu", "prefix": "tus/2024/", "endpoint": "https://gcs.example.com:4443",
-        "chunk_size": 4194304, "chunks_in_flight": 2, "leftover_grace": "2h"}}
+        "chunk_size": 4194304, "chunks_in_flight": 2, "presigned_get": False,
+        "presign_ttl": "5m", "leftover_grace": "2h"}}
     assert toml["storage"] == want, f"[storage]: {toml['storage']}"
     notes = render_raw(GCS)["tusk/templates/NOTES.txt"]
     assert "GCS bucket uploads-eu, objects under tus/2024/" in notes, notes
@@ -1544,6 +1545,7 @@ def check_schema_rejects_bad_values():
         {"config": {"storage": {"gcs": {"chunksInFlight": 1}}}},
         {"config": {"storage": {"gcs": {"chunkSize": 2 * 1024 ** 3}}}},
         {"config": {"storage": {"gcs": {"credentialsJson": "{}"}}}},
+        {"config": {"storage": {"gcs": {"presignTtl": "a while"}}}},
         {"config": {"storage": {"s3": {"bucket": "s3://uploads"}}}},
         {"config": {"storage": {"s3": {"endpoint": "minio:9000"}}}},
         {"config": {"storage": {"s3": {"pathStyle": "yes"}}}},

@@ -12,6 +12,7 @@ mod client;
 mod compose;
 pub mod names;
 mod settings;
+mod signed;
 mod write;
 
 use std::ops::Range;
@@ -23,8 +24,8 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use gcloud_storage::client::{Client, ClientConfig};
 use tusk_core::{
-    ByteStream, Chunks, Concatenation, Lease, Leftovers, Segment, Storage, StorageError, Stored,
-    UploadRecord, UploadState, WriteContext, WriteTarget,
+    ByteStream, Chunks, Concatenation, Lease, Leftovers, Presentation, Presign, Segment, Storage,
+    StorageError, Stored, UploadRecord, UploadState, WriteContext, WriteTarget,
 };
 
 use crate::client::{backend_error, created_at, piece_of, status, Bucket, Piece};
@@ -34,6 +35,8 @@ pub use crate::settings::GcsSettings;
 
 pub struct GcsStorage {
     bucket: Bucket,
+    /// Where signed URLs point: GCS itself, or the emulator's `scheme://host:port`.
+    endpoint: String,
     names: Names,
     chunk_size: usize,
     chunks_in_flight: usize,
@@ -81,6 +84,7 @@ impl GcsStorage {
                 client: Arc::new(client),
                 name: settings.bucket.clone(),
             },
+            endpoint: settings.endpoint.trim_end_matches('/').to_string(),
             names: Names::new(&settings.prefix),
             chunk_size,
             chunks_in_flight: settings.chunks_in_flight,
@@ -382,6 +386,10 @@ impl Storage for GcsStorage {
         Some(self)
     }
 
+    fn presign(&self) -> Option<&dyn Presign> {
+        Some(self)
+    }
+
     fn leftovers(&self) -> Option<&dyn Leftovers> {
         Some(self)
     }
@@ -438,6 +446,25 @@ impl Concatenation for GcsStorage {
             append: vec![segment],
             ..Stored::default()
         })
+    }
+}
+
+#[async_trait]
+impl Presign for GcsStorage {
+    async fn presigned_get(
+        &self,
+        record: &UploadRecord,
+        valid_for: Duration,
+        presentation: &Presentation,
+    ) -> Result<String, StorageError> {
+        signed::signed_get(
+            &self.bucket,
+            &self.endpoint,
+            &self.names.object(&record.id),
+            valid_for,
+            presentation,
+        )
+        .await
     }
 }
 

@@ -22,6 +22,13 @@ pub struct GcsSettings {
     /// Chunks one PATCH holds at most (the one being gathered and those being sent), so a
     /// PATCH holds at most chunk size x this many bytes of memory.
     pub chunks_in_flight: usize,
+    /// Answer GET of a finished upload with a redirect to a signed URL of its object, so the
+    /// bytes do not pass through Tusk. Signing needs credentials that can sign: a key file,
+    /// or on Google Cloud the metadata server's account with iam.serviceAccounts.signBlob.
+    pub presigned_get: bool,
+    /// How long a signed GET URL is valid (at most 7 days).
+    #[serde(with = "humantime_serde")]
+    pub presign_ttl: Duration,
     /// A chunk object no record names, older than this, is a leftover the sweeper removes.
     /// Longer than any lease TTL.
     #[serde(with = "humantime_serde")]
@@ -37,6 +44,8 @@ impl Default for GcsSettings {
             anonymous: false,
             chunk_size: 8 << 20,
             chunks_in_flight: 3,
+            presigned_get: false,
+            presign_ttl: Duration::from_secs(15 * 60),
             leftover_grace: Duration::from_secs(3600),
         }
     }

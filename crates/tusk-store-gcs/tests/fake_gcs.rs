@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream;
 use gcloud_storage::client::{Client, ClientConfig};
+use gcloud_storage::sign::SignBy;
 use gcloud_storage::http::buckets::insert::InsertBucketRequest;
 use gcloud_storage::http::objects::list::ListObjectsRequest;
 use tusk_core::contract::{storage_contract, StorageFixture};
-use tusk_core::Storage;
+use tusk_core::embedded::EmbeddedCoordinator;
+use tusk_core::{CreateUpload, Engine, EngineConfig, PatchRequest, Presentation, Storage};
 use tusk_store_gcs::{GcsSettings, GcsStorage};
 
 struct FakeGcs {
@@ -64,6 +68,8 @@ fn start_fake_gcs() -> FakeGcs {
             "memory",
         ])
         .args(["-port", &port.to_string(), "-external-url", &endpoint])
+        // Path-style object URLs (what a signed URL is) are served only on the public host.
+        .args(["-public-host", &format!("127.0.0.1:{port}")])
         .args(["-log-level", "error"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
@@ -187,4 +193,93 @@ impl StorageFixture for GcsStores {
 async fn gcs_storage_passes_the_storage_contract() {
     let stores = GcsStores::start().await;
     storage_contract(&stores).await;
+}
+
+/// A PKCS#8 RSA key made by openssl for this test, signing as a service account would.
+fn test_signing_key(dir: &std::path::Path) -> Vec<u8> {
+    let path = dir.join("key.pem");
+    let made = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .arg(&path)
+        .output()
+        .expect("openssl (apt-get install openssl) makes the test's signing key");
+    assert!(made.status.success(), "openssl genpkey: {made:?}");
+    std::fs::read(&path).expect("the key")
+}
+
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_at(rest.find('/').expect("a path"));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
+/// A finished upload is handed out as a V4-signed URL of its object on the configured
+/// endpoint, asking for the download's presentation; the emulator serves the bytes from it
+/// (it does not check signatures: GCS does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_upload_is_handed_out_as_a_signed_url() {
+    let stores = GcsStores::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = Client::new(
+        ClientConfig {
+            storage_endpoint: stores.server.endpoint.clone(),
+            default_google_access_id: Some("tusk-test@example.iam.gserviceaccount.com".into()),
+            default_sign_by: Some(SignBy::PrivateKey(test_signing_key(dir.path()))),
+            ..ClientConfig::default()
+        }
+        .anonymous(),
+    );
+    let settings = stores.settings();
+    let storage = GcsStorage::new(client, &settings).expect("storage");
+    let coordinator = EmbeddedCoordinator::open(dir.path()).await.expect("coordinator");
+    let engine = Engine::new(Arc::new(storage), coordinator, EngineConfig::default());
+    let id = engine
+        .create(CreateUpload {
+            length: Some(5),
+            ..CreateUpload::default()
+        })
+        .await
+        .expect("create")
+        .id;
+    let body = Box::pin(stream::iter([Ok(Bytes::from_static(b"hello"))]));
+    let patch = PatchRequest {
+        offset: 0,
+        declare_length: None,
+        checksum: None,
+        content_length: None,
+        request: Default::default(),
+    };
+    engine.patch(&id, patch, body).await.expect("patch");
+    let record = engine.view(&id).await.expect("view").record;
+    let url = engine
+        .presigned_download(
+            &record,
+            Duration::from_secs(60),
+            &Presentation {
+                content_type: "text/plain".into(),
+                content_disposition: "inline".into(),
+            },
+        )
+        .await
+        .expect("presign")
+        .expect("GCS can presign");
+    let object = format!("{}/tusk/{}{id}?", stores.server.endpoint, settings.prefix);
+    assert!(url.starts_with(&object), "{url} is not a URL of {object}");
+    for part in [
+        "X-Goog-Algorithm=GOOG4-RSA-SHA256",
+        "X-Goog-Signature=",
+        "X-Goog-Expires=60",
+        "response-content-type=text%2Fplain",
+        "response-content-disposition=inline",
+    ] {
+        assert!(url.contains(part), "{url} lacks {part}");
+    }
+    let answer = http_get(&url);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nhello"), "{answer}");
 }

@@ -454,6 +454,18 @@ pub const FILE_ONLY: &[Flag] = &[
     },
     Flag {
         flag: "",
+        help: "Answer GET of a finished upload with a 302 to a V4-signed GCS URL (bytes bypass Tusk); needs credentials that can sign (a key file, or the metadata server's account with iam.serviceAccounts.signBlob).",
+        key: "storage.gcs.presigned_get",
+        default: "false",
+    },
+    Flag {
+        flag: "",
+        help: "How long a signed GCS URL is valid (7 days at most).",
+        key: "storage.gcs.presign_ttl",
+        default: "15m",
+    },
+    Flag {
+        flag: "",
         help: "A GCS chunk object no record names, older than this, is removed by the sweeper.",
         key: "storage.gcs.leftover_grace",
         default: "1h",

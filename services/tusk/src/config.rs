@@ -449,6 +449,15 @@ impl Config {
                     "storage.gcs.leftover_grace must be longer than coordinator.lease_ttl".into(),
                 );
             }
+            if gcs.presigned_get && gcs.anonymous {
+                return Err("storage.gcs.presigned_get needs credentials that can sign (a key \
+                            file, or the metadata server's account); storage.gcs.anonymous \
+                            sends none"
+                    .into());
+            }
+            if gcs.presign_ttl > Duration::from_secs(7 * 24 * 3600) {
+                return Err("storage.gcs.presign_ttl is 7 days at most (V4 signed URLs)".into());
+            }
         }
         Ok(())
     }
@@ -465,11 +474,45 @@ impl CoordinatorConfig {
 }
 
 impl StorageConfig {
+    /// How long a signed GET URL lives, when GET of a finished upload redirects to one.
+    pub fn presigned_get(&self) -> Option<Duration> {
+        match self.backend {
+            StorageBackend::Fs => None,
+            StorageBackend::S3 => self.s3.presigned_get.then_some(self.s3.presign_ttl),
+            StorageBackend::Gcs => self.gcs.presigned_get.then_some(self.gcs.presign_ttl),
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             StorageBackend::Fs => "fs",
             StorageBackend::S3 => "s3",
             StorageBackend::Gcs => "gcs",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcs_signed_downloads_need_credentials_that_can_sign() {
+        let mut config = Config::default();
+        config.storage.backend = StorageBackend::Gcs;
+        config.storage.gcs.bucket = "uploads".into();
+        config.storage.gcs.presigned_get = true;
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(
+            config.storage.presigned_get(),
+            Some(Duration::from_secs(15 * 60))
+        );
+        config.storage.gcs.anonymous = true;
+        let refused = config.validate().expect_err("anonymous cannot sign");
+        assert!(refused.contains("storage.gcs.presigned_get"), "{refused}");
+        config.storage.gcs.anonymous = false;
+        config.storage.gcs.presign_ttl = Duration::from_secs(8 * 24 * 3600);
+        let refused = config.validate().expect_err("longer than V4 allows");
+        assert!(refused.contains("7 days"), "{refused}");
     }
 }

@@ -405,9 +405,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
             .then(|| config.server.cors_allow_origin.clone()),
         max_metadata_bytes: config.uploads.max_metadata_size,
         max_header_bytes: config.server.max_header_bytes,
-        presigned_get: (config.storage.backend == StorageBackend::S3
-            && config.storage.s3.presigned_get)
-            .then_some(config.storage.s3.presign_ttl),
+        presigned_get: config.storage.presigned_get(),
     };
     let router = tusk_http::router(engine.clone(), http);
     let listener = tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))
