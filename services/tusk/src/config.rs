@@ -450,10 +450,12 @@ impl Config {
                 );
             }
             if gcs.presigned_get && gcs.anonymous {
-                return Err("storage.gcs.presigned_get needs credentials that can sign (a key \
+                return Err(
+                    "storage.gcs.presigned_get needs credentials that can sign (a key \
                             file, or the metadata server's account); storage.gcs.anonymous \
                             sends none"
-                    .into());
+                        .into(),
+                );
             }
             if gcs.presign_ttl > Duration::from_secs(7 * 24 * 3600) {
                 return Err("storage.gcs.presign_ttl is 7 days at most (V4 signed URLs)".into());
