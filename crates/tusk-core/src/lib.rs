@@ -40,6 +40,6 @@ pub use record::{
     unix_now, ConcatKind, OwedNotice, Segment, UploadRecord, UploadState, WriteTarget,
 };
 pub use storage::{
-    ByteStream, Chunks, Concatenation, Leftovers, Presentation, Presign, Storage, StorageError,
-    Stored, WriteContext, WriteUnits,
+    ByteStream, Chunks, Concatenation, Leftovers, Presentation, Presign, Removal, Storage,
+    StorageError, Stored, WriteContext, WriteUnits,
 };

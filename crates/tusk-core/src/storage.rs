@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::{CoordError, Lease, Segment, UploadRecord, WriteTarget};
+use crate::{CoordError, Lease, Segment, UploadRecord, UploadState, WriteTarget};
 
 /// A PATCH body as a storage backend sees it: chunks in order, ending when the body ends,
 /// is interrupted, or the engine stops reading. The stream never yields an error; whatever
@@ -245,4 +245,39 @@ pub trait Leftovers: Send + Sync {
         upload: &str,
         lease: Option<&Lease>,
     ) -> Result<usize, StorageError>;
+}
+
+/// What a removal may take of an upload's stored objects, for a store whose objects can
+/// outlive their records ([`Leftovers`]) and that removes them by listing.
+#[derive(Clone, Copy)]
+pub enum Removal<'a> {
+    /// The lease's upload is gone (marked under this lease): everything.
+    Gone(&'a Lease),
+    /// What the lease's record does not name, written under its token or an older one.
+    Unreferenced(&'a Lease),
+    /// No record at all: whatever is older than the store's leftover grace.
+    NoRecord,
+}
+
+impl<'a> Removal<'a> {
+    /// The scope of [`Leftovers::remove_leftovers`] with this lease (or none).
+    pub fn of_leftovers(lease: Option<&'a Lease>) -> Self {
+        match lease {
+            Some(lease) if lease.record().state != UploadState::Active => Removal::Gone(lease),
+            Some(lease) => Removal::Unreferenced(lease),
+            None => Removal::NoRecord,
+        }
+    }
+
+    pub fn lease(self) -> Option<&'a Lease> {
+        match self {
+            Removal::Gone(lease) | Removal::Unreferenced(lease) => Some(lease),
+            Removal::NoRecord => None,
+        }
+    }
+
+    /// Whether the upload's own object (its finished bytes) may go too.
+    pub fn takes_the_object(self) -> bool {
+        matches!(self, Removal::Gone(_) | Removal::NoRecord)
+    }
 }

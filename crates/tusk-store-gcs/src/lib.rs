@@ -24,8 +24,8 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use gcloud_storage::client::{Client, ClientConfig};
 use tusk_core::{
-    ByteStream, Chunks, Concatenation, Lease, Leftovers, Presentation, Presign, Segment, Storage,
-    StorageError, Stored, UploadRecord, UploadState, WriteContext, WriteTarget,
+    ByteStream, Chunks, Concatenation, Lease, Leftovers, Presentation, Presign, Removal, Segment,
+    Storage, StorageError, Stored, UploadRecord, UploadState, WriteContext, WriteTarget,
 };
 
 use crate::client::{backend_error, created_at, piece_of, status, Bucket, Piece};
@@ -183,8 +183,7 @@ impl GcsStorage {
             })
             .map(|object| object.name.clone())
             .collect();
-        let object_is_ours = matches!(scope, Removal::Gone(_) | Removal::NoRecord);
-        if object_is_ours {
+        if scope.takes_the_object() {
             let name = self.names.object(upload);
             if let Some(object) = self.bucket.get(&name).await? {
                 if lease.is_some() || old_enough(&object) {
@@ -259,26 +258,6 @@ async fn open(
             target,
         }),
         Err(e) => Err(backend_error("objects.get (media)", name, &e)),
-    }
-}
-
-/// What a removal may take of an upload's stored objects.
-#[derive(Clone, Copy)]
-enum Removal<'a> {
-    /// The lease's upload is gone (marked under this lease): everything.
-    Gone(&'a Lease),
-    /// What the lease's record does not need, written under its token or an older one.
-    Unreferenced(&'a Lease),
-    /// No record at all: whatever is older than the leftover grace.
-    NoRecord,
-}
-
-impl<'a> Removal<'a> {
-    fn lease(self) -> Option<&'a Lease> {
-        match self {
-            Removal::Gone(lease) | Removal::Unreferenced(lease) => Some(lease),
-            Removal::NoRecord => None,
-        }
     }
 }
 
@@ -502,11 +481,7 @@ impl Leftovers for GcsStorage {
         upload: &str,
         lease: Option<&Lease>,
     ) -> Result<usize, StorageError> {
-        let scope = match lease {
-            Some(lease) if lease.record().state != UploadState::Active => Removal::Gone(lease),
-            Some(lease) => Removal::Unreferenced(lease),
-            None => Removal::NoRecord,
-        };
-        self.remove_stored(upload, scope).await
+        self.remove_stored(upload, Removal::of_leftovers(lease))
+            .await
     }
 }

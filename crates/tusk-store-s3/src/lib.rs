@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption, StorageClass};
 use tusk_core::{
-    ByteStream, Chunks, Concatenation, Lease, Leftovers, Presentation, Presign, Segment, Storage,
-    StorageError, Stored, UploadRecord, UploadState, WriteContext, WriteUnits,
+    ByteStream, Chunks, Concatenation, Lease, Leftovers, Presentation, Presign, Removal, Segment,
+    Storage, StorageError, Stored, UploadRecord, UploadState, WriteContext, WriteUnits,
 };
 
 use crate::client::{backend_error, error_code};
@@ -337,12 +337,7 @@ impl S3Storage {
             confirm().await?;
             client::delete_keys(&self.client, &self.bucket, stray).await?;
         }
-        let object_is_ours = match scope {
-            Removal::Gone(_) => true,
-            Removal::Unreferenced(_) => false,
-            Removal::NoRecord => true,
-        };
-        if object_is_ours {
+        if scope.takes_the_object() {
             if let Some(modified) = self.object_modified(&object).await? {
                 if lease.is_some() || old_enough(modified) {
                     confirm().await?;
@@ -352,26 +347,6 @@ impl S3Storage {
             }
         }
         Ok(removed)
-    }
-}
-
-/// What a removal may take of an upload's stored objects.
-#[derive(Clone, Copy)]
-enum Removal<'a> {
-    /// The lease's upload is gone (marked under this lease): everything.
-    Gone(&'a Lease),
-    /// What the lease's record does not name, written under its token or an older one.
-    Unreferenced(&'a Lease),
-    /// No record at all: whatever is older than the leftover grace.
-    NoRecord,
-}
-
-impl<'a> Removal<'a> {
-    fn lease(self) -> Option<&'a Lease> {
-        match self {
-            Removal::Gone(lease) | Removal::Unreferenced(lease) => Some(lease),
-            Removal::NoRecord => None,
-        }
     }
 }
 
@@ -567,11 +542,7 @@ impl Leftovers for S3Storage {
         upload: &str,
         lease: Option<&Lease>,
     ) -> Result<usize, StorageError> {
-        let scope = match lease {
-            Some(lease) if lease.record().state != UploadState::Active => Removal::Gone(lease),
-            Some(lease) => Removal::Unreferenced(lease),
-            None => Removal::NoRecord,
-        };
-        self.remove_stored(upload, scope).await
+        self.remove_stored(upload, Removal::of_leftovers(lease))
+            .await
     }
 }
