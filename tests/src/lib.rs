@@ -15,6 +15,7 @@ pub mod process;
 pub mod rawpatch;
 pub mod redis;
 pub mod redis_cluster;
+pub mod rufh;
 pub mod s3;
 pub mod s3proxy;
 pub mod tls;

@@ -38,6 +38,11 @@ struct Opts {
     chunk_size: Option<u64>,
     retry: bool,
     metadata: Vec<(&'static str, String)>,
+    /// tus-js-client's `protocol` option (`ietf-draft-03`, `ietf-draft-05`); tus 1.0 when
+    /// `None`.
+    protocol: Option<&'static str>,
+    /// The first chunk goes with the creation request (`uploadDataDuringCreation`).
+    data_during_creation: bool,
 }
 
 fn clients_dir() -> PathBuf {
@@ -119,6 +124,12 @@ async fn upload(client: Client, endpoint: &str, file: &Path, opts: &Opts) -> Res
     }
     for (k, v) in &opts.metadata {
         cmd.args(["--metadata", &format!("{k}={v}")]);
+    }
+    if let Some(protocol) = opts.protocol {
+        cmd.args(["--protocol", protocol]);
+    }
+    if opts.data_during_creation {
+        cmd.arg("--data-during-creation");
     }
     let child = cmd
         .stdin(Stdio::null())
@@ -265,6 +276,11 @@ async fn uploads_whole_files(client: Client) -> Result<()> {
 /// 20 MiB in 4 MiB chunks through a proxy that cuts the connection twice mid-chunk; the
 /// client retries by itself and the server ends up with exactly the file.
 async fn resumes_after_cuts(client: Client) -> Result<()> {
+    resumes_after_cuts_speaking(client, None).await
+}
+
+/// [`resumes_after_cuts`] with tus-js-client's `protocol` option.
+async fn resumes_after_cuts_speaking(client: Client, protocol: Option<&'static str>) -> Result<()> {
     require(client).await?;
     let server = TestServer::start(&FsEmbedded, &[]).await?;
     let proxy = FaultProxy::start(&server.addr).await?;
@@ -278,6 +294,8 @@ async fn resumes_after_cuts(client: Client) -> Result<()> {
         chunk_size: Some(4 * MIB),
         retry: true,
         metadata: vec![("filename", "cut.bin".into())],
+        protocol,
+        ..Opts::default()
     };
     let url = upload(client, &proxy.url("/files/"), &file, &opts).await?;
     ensure!(
@@ -289,6 +307,46 @@ async fn resumes_after_cuts(client: Client) -> Result<()> {
         proxy.connections()
     );
     check_upload(&server, &url, size, &sha).await
+}
+
+/// tus-js-client speaking the IETF draft (interop version 5, then 6) through connection
+/// cuts: it creates with `Upload-Complete: ?0`, appends `application/partial-upload`
+/// chunks, resumes by HEAD, and the upload reads back through tus (HEAD, GET) sha256-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tus_js_client_ietf_draft_resumes_after_connection_cuts() -> Result<()> {
+    for protocol in ["ietf-draft-03", "ietf-draft-05"] {
+        resumes_after_cuts_speaking(Client::Js, Some(protocol))
+            .await
+            .with_context(|| format!("tus-js-client with protocol {protocol}"))?;
+    }
+    Ok(())
+}
+
+/// Whole files with the draft: a creation then one append, and with
+/// `uploadDataDuringCreation` one creation carrying the whole file (`Upload-Complete: ?1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tus_js_client_ietf_draft_uploads_whole_files() -> Result<()> {
+    require(Client::Js).await?;
+    let server = TestServer::start(&FsEmbedded, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let size = 3 * MIB + 17;
+    let (file, sha) = random_file(dir.path(), "whole.bin", size)?;
+    for protocol in ["ietf-draft-03", "ietf-draft-05"] {
+        for data_during_creation in [false, true] {
+            let opts = Opts {
+                protocol: Some(protocol),
+                data_during_creation,
+                ..Opts::default()
+            };
+            let url = upload(Client::Js, &server.endpoint, &file, &opts).await?;
+            check_upload(&server, &url, size, &sha)
+                .await
+                .with_context(|| {
+                    format!("tus-js-client with protocol {protocol}, data during creation: {data_during_creation}")
+                })?;
+        }
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,15 @@ pub enum Error {
     InvalidConcat(&'static str),
     #[error("Upload-Length is already set to {0}")]
     LengthAlreadySet(u64),
+    /// A body for an upload that has all its bytes already.
+    #[error("the upload is complete: it takes no more bytes")]
+    AlreadyComplete,
+    /// A body that was to end the upload ended at `reached`, not at the upload's `length`;
+    /// what it carried is committed.
+    #[error(
+        "the upload's length is {length} but the request that was to end it ended at {reached}"
+    )]
+    LengthMismatch { length: u64, reached: u64 },
     #[error("Upload-Length is required once the upload has all its bytes")]
     LengthRequired,
     #[error("the request body was interrupted before its checksum could be verified")]

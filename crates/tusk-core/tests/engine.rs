@@ -153,6 +153,7 @@ fn patch_at(offset: u64) -> PatchRequest {
     PatchRequest {
         offset,
         declare_length: None,
+        ends_upload: false,
         checksum: None,
         content_length: None,
         request: Default::default(),

@@ -4,6 +4,7 @@
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use tusk_core::{CoordError, Error};
+use tusk_protocol::rufh::{InteropVersion, Problem};
 use tusk_protocol::ProtocolError;
 
 /// Status 460 of the checksum extension.
@@ -56,7 +57,9 @@ pub(crate) fn kind_of(error: &Error) -> &'static str {
         Error::Protocol(ProtocolError::MissingTusResumable | ProtocolError::UnsupportedVersion) => {
             "precondition_failed"
         }
-        Error::Protocol(ProtocolError::WrongContentType) => "unsupported_media_type",
+        Error::Protocol(ProtocolError::WrongContentType | ProtocolError::NotPartialUpload) => {
+            "unsupported_media_type"
+        }
         Error::Protocol(ProtocolError::BodyOnFinal) => "forbidden",
         Error::Protocol(_) => "bad_request",
         Error::NotFound => "not_found",
@@ -64,11 +67,12 @@ pub(crate) fn kind_of(error: &Error) -> &'static str {
         Error::Locked { .. } => "locked",
         Error::OffsetMismatch { .. } => "offset_mismatch",
         Error::LeaseLost => "lease_lost",
-        Error::TooLarge(_) => "too_large",
+        Error::TooLarge(_) | Error::AlreadyComplete => "too_large",
         Error::ChecksumMismatch => "checksum_mismatch",
         Error::PatchOnFinal => "forbidden",
         Error::InvalidConcat(_)
         | Error::LengthAlreadySet(_)
+        | Error::LengthMismatch { .. }
         | Error::LengthRequired
         | Error::IncompleteChecksummedBody => "bad_request",
         Error::ShuttingDown | Error::Coordinator(CoordError::Unavailable(_)) => "unavailable",
@@ -102,7 +106,9 @@ fn status_of(error: &ApiError) -> StatusCode {
             ProtocolError::MissingTusResumable | ProtocolError::UnsupportedVersion => {
                 S::PRECONDITION_FAILED
             }
-            ProtocolError::WrongContentType => S::UNSUPPORTED_MEDIA_TYPE,
+            ProtocolError::WrongContentType | ProtocolError::NotPartialUpload => {
+                S::UNSUPPORTED_MEDIA_TYPE
+            }
             ProtocolError::BodyOnFinal => S::FORBIDDEN,
             ProtocolError::InvalidRange => S::RANGE_NOT_SATISFIABLE,
             _ => S::BAD_REQUEST,
@@ -111,7 +117,7 @@ fn status_of(error: &ApiError) -> StatusCode {
         Error::Gone => S::GONE,
         Error::Locked { .. } => S::LOCKED,
         Error::OffsetMismatch { .. } | Error::LeaseLost => S::CONFLICT,
-        Error::TooLarge(_) => S::PAYLOAD_TOO_LARGE,
+        Error::TooLarge(_) | Error::AlreadyComplete => S::PAYLOAD_TOO_LARGE,
         Error::ChecksumMismatch => S::from_u16(CHECKSUM_MISMATCH).unwrap_or(S::BAD_REQUEST),
         Error::PatchOnFinal => S::FORBIDDEN,
         Error::HookRejected(rejection) => S::from_u16(rejection.status).unwrap_or(S::FORBIDDEN),
@@ -119,6 +125,7 @@ fn status_of(error: &ApiError) -> StatusCode {
         Error::HookAnswer(_) => S::BAD_GATEWAY,
         Error::InvalidConcat(_)
         | Error::LengthAlreadySet(_)
+        | Error::LengthMismatch { .. }
         | Error::LengthRequired
         | Error::IncompleteChecksummedBody => S::BAD_REQUEST,
         Error::ShuttingDown
@@ -181,6 +188,62 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// How a client of the draft is answered where the draft differs from tus.
+pub(crate) struct DraftAnswer {
+    pub status: StatusCode,
+    /// The problem document (RFC 9457), from the version that defines the error's type.
+    pub problem: Option<String>,
+    /// The upload's offset, which a refused append's answer tells.
+    pub upload_offset: Option<u64>,
+}
+
+/// The draft's answer to `error` for `version`, `None` where it is tus's; `provided` is the
+/// offset an append named.
+pub(crate) fn draft_answer(
+    error: &ApiError,
+    version: InteropVersion,
+    provided: Option<u64>,
+) -> Option<DraftAnswer> {
+    let ApiError::Engine(error) = error else {
+        return None;
+    };
+    let detail = error.to_string();
+    let (status, problem, upload_offset) = match error {
+        Error::OffsetMismatch { expected, got } => (
+            StatusCode::CONFLICT,
+            Some(Problem::MismatchingOffset {
+                expected: *expected,
+                provided: provided.unwrap_or(*got),
+            }),
+            Some(*expected),
+        ),
+        Error::AlreadyComplete => {
+            let problem = [Problem::CompletedUpload, Problem::InconsistentLength]
+                .into_iter()
+                .find(|p| p.exists_in(version));
+            (StatusCode::BAD_REQUEST, problem, None)
+        }
+        Error::LengthAlreadySet(_)
+        | Error::LengthMismatch { .. }
+        | Error::Protocol(ProtocolError::InconsistentLength) => (
+            StatusCode::BAD_REQUEST,
+            Some(Problem::InconsistentLength),
+            None,
+        ),
+        Error::Gone if version.gone_is_not_found() => (StatusCode::NOT_FOUND, None, None),
+        // The draft has no status of its own for a digest that does not match.
+        Error::ChecksumMismatch => (StatusCode::BAD_REQUEST, None, None),
+        _ => return None,
+    };
+    Some(DraftAnswer {
+        status,
+        problem: problem
+            .filter(|p| p.exists_in(version))
+            .map(|p| p.render(&detail)),
+        upload_offset,
+    })
 }
 
 fn refused(status: StatusCode, refusal: &Refusal) -> Response {

@@ -1,4 +1,4 @@
-//! The tus methods.
+//! The tus methods, and the door to the IETF draft's (`rufh.rs`).
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use tusk_core::{
     Access, BodyError, CreateUpload, Error, IncomingBody, PatchRequest, Presentation, RequestInfo,
     UploadRecord,
 };
+use tusk_protocol::rufh::headers::UPLOAD_DRAFT_INTEROP_VERSION as DRAFT_VERSION;
 use tusk_protocol::{self as tus, headers as h, ConcatRequest, Concatenation};
 
 use crate::error::Refusal;
@@ -28,7 +29,7 @@ pub(crate) async fn dispatch(State(app): State<Arc<AppState>>, request: Request)
     }
 }
 
-fn error_response(app: &AppState, error: ApiError) -> Response {
+pub(crate) fn error_response(app: &AppState, error: ApiError) -> Response {
     // The error metric counts failed tus operations; the HTTP layer's own refusals (a stray
     // path, a bad method) show in the request metric by status only.
     if let ApiError::Engine(engine_error) = &error {
@@ -40,6 +41,10 @@ fn error_response(app: &AppState, error: ApiError) -> Response {
 }
 
 async fn route(app: &AppState, request: Request) -> Result<Response> {
+    // A client of the IETF draft names its interop version on every request.
+    if let Some(version) = request.headers().get(DRAFT_VERSION).cloned() {
+        return Ok(crate::rufh::route(app, request, version.as_bytes()).await);
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let target = url::target(&path, &app.config.base_path);
@@ -78,7 +83,7 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
 
 /// What a method does to an existing upload, for pre-access; `None` for a method that
 /// means nothing on an upload.
-fn access_of(method: &Method) -> Option<Access> {
+pub(crate) fn access_of(method: &Method) -> Option<Access> {
     match *method {
         Method::HEAD | Method::GET => Some(Access::Read),
         Method::PATCH => Some(Access::Write),
@@ -92,7 +97,7 @@ fn access_of(method: &Method) -> Option<Access> {
 pub(crate) struct PeerAddr(pub std::net::SocketAddr);
 
 /// What hooks see of a request: method, URI, client address and headers.
-fn request_info(request: &Request, method: &Method) -> RequestInfo {
+pub(crate) fn request_info(request: &Request, method: &Method) -> RequestInfo {
     RequestInfo {
         method: method.to_string(),
         uri: request.uri().to_string(),
@@ -117,7 +122,7 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
     }
 }
 
-fn options(app: &AppState) -> Response {
+pub(crate) fn options(app: &AppState) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     set(headers, h::TUS_VERSION, tus::TUS_VERSION);
@@ -141,7 +146,7 @@ fn incoming(body: Body) -> IncomingBody {
 }
 
 /// A request's headers as the tus parsers read them.
-struct RequestHeaders<'a>(&'a HeaderMap);
+pub(crate) struct RequestHeaders<'a>(pub &'a HeaderMap);
 
 impl tus::Headers for RequestHeaders<'_> {
     fn get(&self, name: &str) -> Option<&[u8]> {
@@ -160,6 +165,7 @@ async fn create(app: &AppState, request: Request, info: RequestInfo) -> Result<R
     let first_chunk = creation.upload.map(|body| PatchRequest {
         offset: 0,
         declare_length: None,
+        ends_upload: false,
         checksum: body.checksum,
         content_length: body.content_length,
         request: info.clone(),
@@ -209,7 +215,7 @@ async fn create(app: &AppState, request: Request, info: RequestInfo) -> Result<R
 /// Runs a PATCH in its own task. hyper drops a request's future when its client goes
 /// away; the PATCH must still commit what arrived and release its lease, so it must not be
 /// that future.
-async fn patch_detached(
+pub(crate) async fn patch_detached(
     app: &AppState,
     id: &str,
     request: PatchRequest,
@@ -263,6 +269,7 @@ async fn patch(app: &AppState, id: &str, request: Request, info: RequestInfo) ->
     let request = PatchRequest {
         offset: patch.offset,
         declare_length: patch.declare_length,
+        ends_upload: false,
         checksum: patch.body.checksum,
         content_length: patch.body.content_length,
         request: info,
@@ -289,7 +296,7 @@ fn parsed_metadata(record: &UploadRecord) -> tus::Metadata {
         .unwrap_or_default()
 }
 
-async fn get(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Response> {
+pub(crate) async fn get(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Response> {
     let view = app.engine.view(id).await?;
     let record = view.record;
     if let Some(valid_for) = app.config.presigned_get.filter(|_| view.offset_known) {

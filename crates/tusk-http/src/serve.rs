@@ -22,7 +22,7 @@ use std::time::Duration;
 use axum::response::IntoResponse;
 use axum::Router;
 use futures_util::future::Either;
-use http::{header, HeaderValue};
+use http::{header, HeaderValue, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -33,6 +33,7 @@ use tusk_protocol::{headers::TUS_RESUMABLE, TUS_VERSION};
 use crate::connections::{Admission, Connections, Cut, Tracked};
 use crate::error::{ApiError, Refusal};
 use crate::handlers::PeerAddr;
+use crate::interim::Socket;
 
 /// How long a connection being closed (graceful shutdown: HTTP/1 after its response,
 /// HTTP/2 after GOAWAY) may linger with nothing in flight before it is dropped: a peer that
@@ -66,6 +67,9 @@ pub struct ServeLimits {
     pub max_header_bytes: usize,
     /// After shutdown is signalled, how long in-flight requests get to finish.
     pub drain: Duration,
+    /// Let handlers send interim (1xx) responses on HTTP/1.1 (`interim.rs`): the draft's
+    /// `104 Upload Resumption Supported`.
+    pub interim_responses: bool,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains connections.
@@ -120,12 +124,19 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let (socket, interim) = Socket::new(stream, limits.interim_responses);
         let activity = slot.activity().clone();
         let service = hyper::service::service_fn({
             let router = router.clone();
             let activity = activity.clone();
             move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(PeerAddr(peer));
+                if let Some(interim) = interim
+                    .clone()
+                    .filter(|_| request.version() == Version::HTTP_11)
+                {
+                    request.extensions_mut().insert(interim);
+                }
                 let in_flight = activity.begin();
                 let response = match in_flight {
                     Some(_) => Either::Left(router.clone().oneshot(request)),
@@ -141,7 +152,7 @@ pub async fn serve(
             }
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(socket), service)
             .into_owned();
         let observer = observer.clone();
         let mut stop = stop.subscribe();

@@ -35,6 +35,21 @@ pub enum ProtocolError {
     /// for the concatenation rules it checks itself).
     #[error("invalid concatenation: {0}")]
     ConcatenationRefused(&'static str),
+    /// `Upload-Draft-Interop-Version` names a version Tusk does not serve.
+    #[error("unsupported Upload-Draft-Interop-Version: this server serves 3 to 9")]
+    UnsupportedInteropVersion,
+    /// A structured header of the draft that does not parse.
+    #[error("invalid {0} header")]
+    InvalidField(&'static str),
+    /// An append of the draft (interop 6 on) without its media type.
+    #[error("Content-Type must be application/partial-upload")]
+    NotPartialUpload,
+    /// HEAD or DELETE with an append's headers (interop 3 to 6 refuse them).
+    #[error("Upload-Offset and the completeness header belong to appends only")]
+    AppendHeadersOutOfPlace,
+    /// `Upload-Length` and where a completing request ends disagree.
+    #[error("Upload-Length does not match the length the request's completion implies")]
+    InconsistentLength,
     /// A final upload is made of its partials only: it takes no bytes of its own.
     #[error("a final concatenated upload cannot be patched")]
     BodyOnFinal,

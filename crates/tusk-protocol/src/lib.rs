@@ -1,4 +1,5 @@
-//! The tus 1.0.0 protocol and its extensions as pure functions: header names, parsing and
+//! The tus 1.0.0 protocol and its extensions, and the IETF draft "Resumable Uploads for
+//! HTTP" beside it ([`rufh`]), as pure functions: header names, parsing and
 //! validation of every request header, rendering of response headers.
 //!
 //! Nothing here does I/O or knows about a server; every parser takes the raw header value and
@@ -16,6 +17,7 @@ mod metadata;
 mod numbers;
 mod range;
 mod request;
+pub mod rufh;
 
 pub use checksum::{parse_checksum, ChecksumAlgorithm, ChecksumHeader};
 pub use concat::{parse_concat, render_concat, ConcatRequest, MAX_CONCAT_PARTS};

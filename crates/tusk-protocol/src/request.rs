@@ -197,11 +197,14 @@ pub fn parse_patch<H: Headers + ?Sized>(headers: &H) -> Result<PatchHeaders, Pro
 }
 
 /// A header value that is not text by HTTP's rule.
-struct NotText;
+pub(crate) struct NotText;
 
 /// The header's value as text, under the rule HTTP libraries apply (hyper's
 /// `HeaderValue::to_str`): visible ASCII, space and tab only.
-fn text<'a, H: Headers + ?Sized>(headers: &'a H, name: &str) -> Result<Option<&'a str>, NotText> {
+pub(crate) fn text<'a, H: Headers + ?Sized>(
+    headers: &'a H,
+    name: &str,
+) -> Result<Option<&'a str>, NotText> {
     let Some(value) = headers.get(name) else {
         return Ok(None);
     };
@@ -216,23 +219,32 @@ fn text<'a, H: Headers + ?Sized>(headers: &'a H, name: &str) -> Result<Option<&'
 
 /// Whether the body is declared `application/offset+octet-stream` (parameters ignored).
 fn is_offset_stream<H: Headers + ?Sized>(headers: &H) -> bool {
+    has_media_type(headers, OFFSET_OCTET_STREAM)
+}
+
+/// Whether the body is declared of `media_type` (parameters ignored).
+pub(crate) fn has_media_type<H: Headers + ?Sized>(headers: &H, media_type: &str) -> bool {
     text(headers, h::CONTENT_TYPE)
         .ok()
         .flatten()
         .is_some_and(|value| {
-            let media_type = value.split_once(';').map_or(value, |(media, _)| media);
-            media_type.trim().eq_ignore_ascii_case(OFFSET_OCTET_STREAM)
+            let declared = value.split_once(';').map_or(value, |(media, _)| media);
+            declared.trim().eq_ignore_ascii_case(media_type)
         })
 }
 
-fn content_length<H: Headers + ?Sized>(headers: &H) -> Result<Option<u64>, ProtocolError> {
+pub(crate) fn content_length<H: Headers + ?Sized>(
+    headers: &H,
+) -> Result<Option<u64>, ProtocolError> {
     headers
         .get(h::CONTENT_LENGTH)
         .map(parse_content_length)
         .transpose()
 }
 
-fn checksum<H: Headers + ?Sized>(headers: &H) -> Result<Option<ChecksumHeader>, ProtocolError> {
+pub(crate) fn checksum<H: Headers + ?Sized>(
+    headers: &H,
+) -> Result<Option<ChecksumHeader>, ProtocolError> {
     text(headers, h::UPLOAD_CHECKSUM)
         .map_err(|NotText| ProtocolError::InvalidChecksum)?
         .map(parse_checksum)

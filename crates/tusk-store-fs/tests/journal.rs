@@ -65,6 +65,7 @@ impl Node {
         let request = PatchRequest {
             offset: offset as u64,
             declare_length: None,
+            ends_upload: false,
             checksum: None,
             content_length: None,
             request: Default::default(),

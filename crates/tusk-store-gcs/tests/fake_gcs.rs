@@ -259,6 +259,7 @@ async fn a_finished_upload_is_handed_out_as_a_signed_url() {
     let patch = PatchRequest {
         offset: 0,
         declare_length: None,
+        ends_upload: false,
         checksum: None,
         content_length: None,
         request: Default::default(),

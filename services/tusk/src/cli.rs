@@ -54,6 +54,8 @@ pub struct ServeFlags {
     pub behind_proxy: bool,
     #[arg(long)]
     pub disable_cors: bool,
+    #[arg(long)]
+    pub interim_responses: bool,
     #[arg(long, value_name = "ORIGIN")]
     pub cors_allow_origin: Option<String>,
     #[arg(long, value_name = "DURATION")]
@@ -194,6 +196,12 @@ pub const FLAGS: &[Flag] = &[
         flag: "behind-proxy",
         help: "Build the URLs handed out from the proxy's headers (the family server.proxy_headers names) instead of Host alone.",
         key: "server.behind_proxy",
+        default: "false",
+    },
+    Flag {
+        flag: "interim-responses",
+        help: "Send the IETF draft's 104 (Upload Resumption Supported) on HTTP/1.1 before reading a creation's body. Off by default: nginx relays a 104 as if it were the final response; HAProxy relays it correctly (docs/rufh.md).",
+        key: "server.interim_responses",
         default: "false",
     },
     Flag {

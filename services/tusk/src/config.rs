@@ -75,6 +75,11 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers), bytes. Each connection's read buffer
     /// is 128 KiB, or this and 16 KiB if larger. Default 65536.
     pub max_header_bytes: usize,
+    /// Send the IETF draft's `104 Upload Resumption Supported` on HTTP/1.1 before reading a
+    /// creation's body, so a client cut off mid-body knows where to resume. Off by default:
+    /// nginx relays a 104 as if it were the final response; HAProxy relays it correctly.
+    /// Default false.
+    pub interim_responses: bool,
     /// Address of the admin listener (/healthz, /readyz). Default `127.0.0.1`.
     pub admin_host: String,
     /// Port of the admin listener; 0 picks a free one. Default 8081.
@@ -101,6 +106,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             http2_keep_alive_interval: Duration::from_secs(30),
             max_header_bytes: 64 << 10,
+            interim_responses: false,
             admin_host: "127.0.0.1".into(),
             admin_port: 8081,
             shutdown_drain: Duration::from_secs(30),

@@ -99,7 +99,7 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
     let etcd_endpoints = flags.etcd_endpoints.as_ref().map(list);
     let redis_cluster_nodes = flags.redis_cluster_nodes.as_ref().map(list);
     let events = flags.hooks_enabled_events.as_ref().map(list);
-    let overrides: [(&str, Option<::config::Value>); 33] = [
+    let overrides: [(&str, Option<::config::Value>); 34] = [
         ("storage.backend", text(&flags.storage).map(Into::into)),
         ("storage.s3.bucket", text(&flags.s3_bucket).map(Into::into)),
         (
@@ -162,6 +162,10 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
             flags.behind_proxy.then_some(true.into()),
         ),
         ("server.cors", flags.disable_cors.then_some(false.into())),
+        (
+            "server.interim_responses",
+            flags.interim_responses.then_some(true.into()),
+        ),
         (
             "server.cors_allow_origin",
             text(&flags.cors_allow_origin).map(Into::into),
@@ -455,6 +459,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
             .then_some(config.server.http2_keep_alive_interval),
         max_header_bytes: config.server.max_header_bytes,
         drain: config.server.shutdown_drain,
+        interim_responses: config.server.interim_responses,
     };
     let shutdown = {
         let engine = engine.clone();
@@ -469,6 +474,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
     let admin_limits = ServeLimits {
         max_connections: ADMIN_MAX_CONNECTIONS,
         drain: Duration::from_secs(1),
+        interim_responses: false,
         ..limits.clone()
     };
     let admin = tokio::spawn(tusk_http::serve(

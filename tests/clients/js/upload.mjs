@@ -3,13 +3,17 @@
 //
 //   node upload.mjs --endpoint http://127.0.0.1:8080/files/ --file PATH
 //        [--chunk-size BYTES] [--retry] [--metadata key=value]... [--buffer]
+//        [--protocol tus-v1|ietf-draft-03|ietf-draft-05] [--data-during-creation]
 //
 // On success the only line on stdout is `UPLOAD_URL <url>`; progress and errors go to stderr
 // and any failure exits non-zero. Without --retry the client does not retry at all (retryDelays
 // null), so an interrupted request fails the run; with --retry it retries after 0, 200, 500 and
 // 1000 ms, asking the server for the offset (HEAD) and resuming from there, as an application
 // using tus-js-client would. The file is passed as an fs.ReadStream (tus-js-client then reads
-// slices by path), or with --buffer as one Buffer.
+// slices by path), or with --buffer as one Buffer. --protocol picks tus-js-client's protocol:
+// tus 1.0 (the default), or the IETF draft with interop version 5 (ietf-draft-03) or 6
+// (ietf-draft-05). --data-during-creation sends the first chunk with the creation request
+// (uploadDataDuringCreation).
 // Run `npm ci --prefix tests/clients/js` once to install the pinned tus-js-client.
 
 import fs from 'node:fs'
@@ -20,13 +24,13 @@ function usage(message) {
   process.stderr.write(`upload.mjs: ${message}\n`)
   process.stderr.write(
     'usage: node upload.mjs --endpoint URL --file PATH [--chunk-size BYTES] [--retry] ' +
-      '[--metadata key=value]... [--buffer]\n',
+      '[--metadata key=value]... [--buffer] [--protocol NAME] [--data-during-creation]\n',
   )
   process.exit(2)
 }
 
 function parseArgs(argv) {
-  const opts = { metadata: {}, retry: false, buffer: false, chunkSize: Infinity }
+  const opts = { metadata: {}, retry: false, buffer: false, chunkSize: Infinity, protocol: 'tus-v1', dataDuringCreation: false }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     const value = () => {
@@ -48,6 +52,15 @@ function parseArgs(argv) {
       }
       case '--retry':
         opts.retry = true
+        break
+      case '--protocol':
+        opts.protocol = value()
+        if (!['tus-v1', 'ietf-draft-03', 'ietf-draft-05'].includes(opts.protocol)) {
+          usage('--protocol is tus-v1, ietf-draft-03 or ietf-draft-05')
+        }
+        break
+      case '--data-during-creation':
+        opts.dataDuringCreation = true
         break
       case '--buffer':
         opts.buffer = true
@@ -75,6 +88,8 @@ const input = opts.buffer ? fs.readFileSync(opts.file) : fs.createReadStream(opt
 let lastReported = -1
 const upload = new tus.Upload(input, {
   endpoint: opts.endpoint,
+  protocol: opts.protocol,
+  uploadDataDuringCreation: opts.dataDuringCreation,
   chunkSize: opts.chunkSize,
   uploadSize: size,
   metadata: opts.metadata,

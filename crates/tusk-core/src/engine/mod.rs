@@ -78,6 +78,10 @@ pub struct CreateUpload {
 pub struct PatchRequest {
     pub offset: u64,
     pub declare_length: Option<u64>,
+    /// The upload ends with this body (the draft's `Upload-Complete: ?1`): once the body has
+    /// arrived whole, the upload's length is the offset it reached. A body that ends short of
+    /// a length already known is committed and refused with [`Error::LengthMismatch`].
+    pub ends_upload: bool,
     pub checksum: Option<ChecksumHeader>,
     /// The declared Content-Length, checked against the upload's length before reading.
     pub content_length: Option<u64>,

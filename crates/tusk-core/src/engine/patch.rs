@@ -22,8 +22,8 @@ enum Written {
 
 /// How a PATCH left the upload once its lease is let go.
 enum Ended {
-    /// Its last commit made this record.
-    Committed(UploadRecord),
+    /// Its last commit made this record; the refusal is the answer nonetheless.
+    Committed(UploadRecord, Option<Error>),
     /// Its last stretch had nothing to commit (progress commits may have).
     Unchanged(UploadRecord),
 }
@@ -41,6 +41,8 @@ struct PendingCommit {
     folded: Vec<Segment>,
     /// Bytes the storage sent a second time for this write.
     rewritten: u64,
+    /// The answer once committed, when the body was to end the upload and did not.
+    refusal: Option<Error>,
 }
 
 /// Whether a write to `record` may have stored something no commit names. Sequence numbers
@@ -148,7 +150,10 @@ impl Engine {
         let committed = match written {
             Ok(Written::Commit(mut pending)) => {
                 pending.folded.splice(0..0, progress.folded);
-                self.commit(lease, pending).await.map(Ended::Committed)
+                let refusal = pending.refusal.take();
+                self.commit(lease, pending)
+                    .await
+                    .map(|record| Ended::Committed(record, refusal))
             }
             Ok(Written::Nothing(record)) => {
                 self.release(lease).await;
@@ -164,7 +169,11 @@ impl Engine {
         // Reads waiting for this PATCH's last commit go on now, not after the hooks.
         drop(in_flight);
         let result = match committed {
-            Ok(Ended::Committed(record)) => self.after_commit(record, &info).await,
+            Ok(Ended::Committed(record, None)) => self.after_commit(record, &info).await,
+            Ok(Ended::Committed(record, Some(refusal))) => {
+                self.after_commit(record, &info).await?;
+                Err(refusal)
+            }
             Ok(Ended::Unchanged(record)) => Ok(record),
             Err(e) => Err(e),
         };
@@ -206,6 +215,7 @@ impl Engine {
             commit,
             folded,
             rewritten,
+            refusal: _,
         } = pending;
         let record = lease.commit_and_release(&commit).await?;
         self.observer.bytes_committed(commit.added);
@@ -303,6 +313,9 @@ impl Engine {
         // The record as of the lease: the previous holder may have committed meanwhile.
         let record = lease.record();
         check_patchable(record, request.offset)?;
+        if record.is_finished() && request.content_length.is_some_and(|n| n > 0) {
+            return Err(Error::AlreadyComplete);
+        }
         let length = self.effective_length(record, request.declare_length)?;
         let limit = match (length, self.config.max_size) {
             (Some(length), _) => length - record.offset,
@@ -378,18 +391,29 @@ impl Engine {
                 return Err(error);
             }
             let record = lease.record();
-            // Nothing to declare either, or a progress commit declared it already.
-            if stored.append.is_empty()
-                && (request.declare_length.is_none() || record.length.is_some())
-            {
-                return Ok(Written::Nothing(record.clone()));
+            let reached = record.offset + stored.written;
+            let mut declare_length = request.declare_length;
+            let mut refusal = None;
+            if request.ends_upload && end == BodyEnd::Complete {
+                match length {
+                    None => declare_length = Some(reached),
+                    Some(length) if length != reached => {
+                        refusal = Some(Error::LengthMismatch { length, reached });
+                    }
+                    Some(_) => {}
+                }
             }
-            return Ok(Written::Commit(self.pending_commit(
-                record,
-                stored,
-                length,
-                request.declare_length,
-            )));
+            // Nothing to declare either, or a progress commit declared it already.
+            if stored.append.is_empty() && (declare_length.is_none() || record.length.is_some()) {
+                return match refusal {
+                    Some(refusal) => Err(refusal),
+                    None => Ok(Written::Nothing(record.clone())),
+                };
+            }
+            let mut pending =
+                self.pending_commit(record, stored, length.or(declare_length), declare_length);
+            pending.refusal = refusal;
+            return Ok(Written::Commit(pending));
         }
     }
 
@@ -411,6 +435,7 @@ impl Engine {
             commit,
             folded,
             rewritten,
+            refusal: _,
         } = self.pending_commit(lease.record(), stored, length, declare_length);
         if let Err(error) = lease.commit(&commit).await {
             // Nothing of this stretch is committed, and nothing more will be: the lease is
@@ -460,6 +485,7 @@ impl Engine {
             commit,
             folded,
             rewritten: stored.rewritten,
+            refusal: None,
         }
     }
 
