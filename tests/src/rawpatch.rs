@@ -1,4 +1,5 @@
-//! A PATCH written by hand on a raw TCP connection, for the fault tests.
+//! A PATCH (tus's, or the IETF draft's append) written by hand on a raw TCP connection, for
+//! the fault tests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,8 +20,30 @@ pub struct RawPatch {
 }
 
 impl RawPatch {
-    /// Opens `PATCH url` at `offset` announcing `body_len` bytes.
+    /// Opens a tus `PATCH url` at `offset` announcing `body_len` bytes.
     pub async fn open(url: &str, offset: usize, body_len: usize) -> Result<Self> {
+        let headers = format!("Tus-Resumable: 1.0.0\r\nContent-Type: {OFFSET_OCTET_STREAM}\r\n");
+        Self::open_with(url, offset, body_len, &headers).await
+    }
+
+    /// Opens an append of the IETF draft's interop `version` (6 on) at `offset` announcing
+    /// `body_len` bytes, which leaves the upload incomplete.
+    pub async fn open_draft(
+        url: &str,
+        offset: usize,
+        body_len: usize,
+        version: u8,
+    ) -> Result<Self> {
+        let headers = format!(
+            "Upload-Draft-Interop-Version: {version}\r\nUpload-Complete: ?0\r\n\
+             Content-Type: application/partial-upload\r\n"
+        );
+        Self::open_with(url, offset, body_len, &headers).await
+    }
+
+    /// Opens `PATCH url` with `Upload-Offset`, `Content-Length` and `headers` (complete
+    /// lines, each ending in CRLF).
+    async fn open_with(url: &str, offset: usize, body_len: usize, headers: &str) -> Result<Self> {
         let rest = url
             .strip_prefix("http://")
             .with_context(|| format!("{url:?} is not http://"))?;
@@ -29,9 +52,8 @@ impl RawPatch {
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         let head = format!(
-            "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nTus-Resumable: 1.0.0\r\n\
-             Upload-Offset: {offset}\r\nContent-Type: {OFFSET_OCTET_STREAM}\r\n\
-             Content-Length: {body_len}\r\n\r\n"
+            "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\
+             Upload-Offset: {offset}\r\nContent-Length: {body_len}\r\n\r\n"
         );
         stream.write_all(head.as_bytes()).await?;
         Ok(RawPatch {

@@ -248,6 +248,88 @@ async fn kill9_mid_patch_keeps_a_consistent_prefix() -> Result<()> {
     tus.finish_and_verify(&url, &data).await
 }
 
+/// An upload of the IETF draft (interop 8) through kill -9: the creation's acknowledged
+/// bytes survive a kill right after its 201, an append killed mid-body keeps a consistent
+/// prefix, and the upload completes through the draft, sha256-exact (read back by tus).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_keeps_an_upload_of_the_ietf_draft() -> Result<()> {
+    const VERSION: &str = "8";
+    let mut server = TestServer::start(&FsEmbedded, &[]).await?;
+    let tus = Tus::new();
+    let http = reqwest::Client::new();
+    let data = random_bytes(16 * MIB + 321);
+    let first = MIB + 5;
+    let resp = http
+        .post(&server.endpoint)
+        .header("Upload-Draft-Interop-Version", VERSION)
+        .header("Upload-Complete", "?0")
+        .body(data[..first].to_vec())
+        .send()
+        .await?;
+    ensure!(resp.status() == 201, "creation: {}", resp.status());
+    ensure!(offset_header(&resp)? == first, "creation's Upload-Offset");
+    let url = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .context("creation: no Location")?
+        .to_string();
+    server.kill9().await?;
+    server.restart().await?;
+    let draft_offset = || async {
+        let resp = http
+            .head(&url)
+            .header("Upload-Draft-Interop-Version", VERSION)
+            .send()
+            .await?;
+        ensure!(resp.status() == 204, "offset retrieval: {}", resp.status());
+        offset_header(&resp)
+    };
+    ensure!(
+        draft_offset().await? == first,
+        "the acknowledged creation's bytes survive kill -9"
+    );
+
+    let mut append = RawPatch::open_draft(&url, first, data.len() - first, 8).await?;
+    let sent_counter = append.sent.clone();
+    append
+        .send(
+            &data[first..first + 6 * MIB],
+            256 * 1024,
+            Duration::from_millis(10),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill9().await?;
+    drop(append);
+    let sent = sent_counter.load(Ordering::SeqCst) as usize;
+    server.restart().await?;
+    let offset = draft_offset().await?;
+    ensure!(
+        offset >= first && offset <= first + sent,
+        "after kill -9 mid-append the offset is {offset}; expected between {first} and {}",
+        first + sent
+    );
+    tus.check_prefix(&url, &data, offset).await?;
+
+    let resp = http
+        .patch(&url)
+        .header("Upload-Draft-Interop-Version", VERSION)
+        .header("Upload-Complete", "?1")
+        .header("Upload-Offset", offset.to_string())
+        .header("Content-Type", "application/partial-upload")
+        .body(data[offset..].to_vec())
+        .send()
+        .await?;
+    ensure!(resp.status() == 204, "completing append: {}", resp.status());
+    let complete = resp.headers().get("upload-complete").cloned();
+    ensure!(
+        complete.as_ref().and_then(|v| v.to_str().ok()) == Some("?1"),
+        "the completing append's answer says complete: {complete:?}"
+    );
+    tus.finish_and_verify(&url, &data).await
+}
+
 /// kill -9 right after a PATCH got its 204, several times: the acknowledged offset and its
 /// bytes are always there after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

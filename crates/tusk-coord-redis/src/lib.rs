@@ -73,6 +73,8 @@ struct Meta {
     metadata: Option<String>,
     concat: Option<ConcatKind>,
     created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expected_digest: Option<String>,
 }
 
 struct Scripts {
@@ -399,6 +401,7 @@ fn parse_record(
         length: number("length")?,
         metadata: meta.metadata,
         concat: meta.concat,
+        expected_digest: meta.expected_digest,
         created_at: meta.created_at,
         expires_at: number("expires_at")?,
         state,
@@ -426,6 +429,7 @@ impl Coordinator for RedisCoordinator {
             metadata: record.metadata.clone(),
             concat: record.concat.clone(),
             created_at: record.created_at,
+            expected_digest: record.expected_digest.clone(),
         })
         .map_err(corrupt)?;
         let [_, up, _, expiry] = self.shared.upload_keys(&record.id);

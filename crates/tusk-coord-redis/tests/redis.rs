@@ -133,6 +133,7 @@ fn record(id: &str, length: u64) -> UploadRecord {
         segments: vec![],
         session: None,
         notice: None,
+        expected_digest: None,
     }
 }
 

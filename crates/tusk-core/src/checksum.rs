@@ -7,6 +7,7 @@ pub enum Hasher {
     Sha256(sha2::Sha256),
     Md5(md5::Md5),
     Crc32(crc32fast::Hasher),
+    Sha512(sha2::Sha512),
 }
 
 impl Hasher {
@@ -16,6 +17,7 @@ impl Hasher {
             ChecksumAlgorithm::Sha256 => Self::Sha256(sha2::Sha256::new()),
             ChecksumAlgorithm::Md5 => Self::Md5(md5::Md5::new()),
             ChecksumAlgorithm::Crc32 => Self::Crc32(crc32fast::Hasher::new()),
+            ChecksumAlgorithm::Sha512 => Self::Sha512(sha2::Sha512::new()),
         }
     }
 
@@ -25,6 +27,7 @@ impl Hasher {
             Self::Sha256(h) => h.update(bytes),
             Self::Md5(h) => h.update(bytes),
             Self::Crc32(h) => h.update(bytes),
+            Self::Sha512(h) => h.update(bytes),
         }
     }
 
@@ -35,6 +38,7 @@ impl Hasher {
             Self::Sha256(h) => h.finalize().to_vec(),
             Self::Md5(h) => h.finalize().to_vec(),
             Self::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
+            Self::Sha512(h) => h.finalize().to_vec(),
         }
     }
 }

@@ -27,6 +27,10 @@ pub enum Error {
     InvalidConcat(&'static str),
     #[error("Upload-Length is already set to {0}")]
     LengthAlreadySet(u64),
+    /// A completed upload whose bytes do not have the digest its creation named; the bytes
+    /// stay, and no finish is announced.
+    #[error("the upload's bytes do not match the Repr-Digest given at its creation")]
+    DigestMismatch,
     /// A body for an upload that has all its bytes already.
     #[error("the upload is complete: it takes no more bytes")]
     AlreadyComplete,

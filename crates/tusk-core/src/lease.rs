@@ -369,6 +369,7 @@ mod tests {
             segments: Vec::new(),
             session: None,
             notice: None,
+            expected_digest: None,
         };
         let (_ask, release) = ReleaseRequest::channel();
         let lease = Lease::grant(Box::new(held), record, release, false, Instant::now());

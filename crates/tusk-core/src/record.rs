@@ -133,6 +133,10 @@ pub struct UploadRecord {
     /// A notification still owed to the hook receiver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<OwedNotice>,
+    /// The digest the whole upload must have once complete (the IETF draft's `Repr-Digest`
+    /// at creation), as `<algorithm> <base64>` of the checksum extension; set at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_digest: Option<String>,
 }
 
 impl UploadRecord {

@@ -210,6 +210,7 @@ mod tests {
             segments: vec![],
             session: None,
             notice: None,
+            expected_digest: None,
         }
     }
 

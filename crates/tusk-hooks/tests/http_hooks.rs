@@ -149,6 +149,7 @@ fn upload(id: &str, offset: u64) -> UploadRecord {
         segments: vec![],
         session: None,
         notice: None,
+        expected_digest: None,
     }
 }
 

@@ -68,7 +68,7 @@ pub(crate) fn kind_of(error: &Error) -> &'static str {
         Error::OffsetMismatch { .. } => "offset_mismatch",
         Error::LeaseLost => "lease_lost",
         Error::TooLarge(_) | Error::AlreadyComplete => "too_large",
-        Error::ChecksumMismatch => "checksum_mismatch",
+        Error::ChecksumMismatch | Error::DigestMismatch => "checksum_mismatch",
         Error::PatchOnFinal => "forbidden",
         Error::InvalidConcat(_)
         | Error::LengthAlreadySet(_)
@@ -120,6 +120,7 @@ fn status_of(error: &ApiError) -> StatusCode {
         Error::TooLarge(_) | Error::AlreadyComplete => S::PAYLOAD_TOO_LARGE,
         Error::ChecksumMismatch => S::from_u16(CHECKSUM_MISMATCH).unwrap_or(S::BAD_REQUEST),
         Error::PatchOnFinal => S::FORBIDDEN,
+        Error::DigestMismatch => S::BAD_REQUEST,
         Error::HookRejected(rejection) => S::from_u16(rejection.status).unwrap_or(S::FORBIDDEN),
         Error::IdTaken | Error::NotFinished => S::CONFLICT,
         Error::HookAnswer(_) => S::BAD_GATEWAY,

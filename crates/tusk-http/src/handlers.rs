@@ -181,6 +181,7 @@ async fn create(app: &AppState, request: Request, info: RequestInfo) -> Result<R
             length: creation.length,
             metadata: creation.metadata,
             concat,
+            expected_digest: None,
             request: info,
         })
         .await?;

@@ -158,6 +158,7 @@ async fn create(
             length: creation.length,
             metadata: creation.metadata,
             concat: None,
+            expected_digest: creation.repr_digest,
             request: info.clone(),
         })
         .await?;
@@ -192,7 +193,11 @@ async fn create(
             if !record.is_finished() {
                 set_limits(out, version, limits(app, Some(&record)));
             }
-            response
+            if let Err(e) = answer_digest(app, out, &record, creation.want_digest).await {
+                error_response(app, e, version, None)
+            } else {
+                response
+            }
         }
         // The upload exists even when its first bytes failed; the answer still names it.
         Err(e) => error_response(app, e.into(), version, None),
@@ -266,7 +271,26 @@ async fn append(
     };
     let mut response = status.into_response();
     set_state(response.headers_mut(), version, &record);
+    answer_digest(app, response.headers_mut(), &record, append.want_digest).await?;
     Ok(response)
+}
+
+/// `Repr-Digest` of a completed upload, in the algorithm its client asked for with
+/// `Want-Repr-Digest` (read back from storage).
+async fn answer_digest(
+    app: &AppState,
+    headers: &mut HeaderMap,
+    record: &UploadRecord,
+    wanted: Option<tusk_protocol::ChecksumAlgorithm>,
+) -> std::result::Result<(), ApiError> {
+    let Some(algorithm) = wanted.filter(|_| record.is_finished()) else {
+        return Ok(());
+    };
+    let digest = app.engine.digest(record, algorithm).await?;
+    if let Some(value) = rufh::render_digest(algorithm, &digest) {
+        set(headers, draft::REPR_DIGEST, value);
+    }
+    Ok(())
 }
 
 /// An error as the draft's `version` answers it: its status, and from version 6 on the

@@ -10,11 +10,18 @@ pub enum ChecksumAlgorithm {
     Sha256,
     Md5,
     Crc32,
+    Sha512,
 }
 
 impl ChecksumAlgorithm {
     /// Every supported algorithm, in the order `Tus-Checksum-Algorithm` lists them.
-    pub const ALL: [ChecksumAlgorithm; 4] = [Self::Sha1, Self::Sha256, Self::Md5, Self::Crc32];
+    pub const ALL: [ChecksumAlgorithm; 5] = [
+        Self::Sha1,
+        Self::Sha256,
+        Self::Md5,
+        Self::Crc32,
+        Self::Sha512,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -22,6 +29,7 @@ impl ChecksumAlgorithm {
             Self::Sha256 => "sha256",
             Self::Md5 => "md5",
             Self::Crc32 => "crc32",
+            Self::Sha512 => "sha512",
         }
     }
 
@@ -32,6 +40,7 @@ impl ChecksumAlgorithm {
             Self::Sha256 => 32,
             Self::Md5 => 16,
             Self::Crc32 => 4,
+            Self::Sha512 => 64,
         }
     }
 
@@ -50,6 +59,17 @@ impl ChecksumAlgorithm {
 pub struct ChecksumHeader {
     pub algorithm: ChecksumAlgorithm,
     pub digest: Vec<u8>,
+}
+
+impl ChecksumHeader {
+    /// `<algorithm> <base64 digest>`, as [`parse_checksum`] reads it.
+    pub fn render(&self) -> String {
+        format!(
+            "{} {}",
+            self.algorithm.name(),
+            STANDARD.encode(&self.digest)
+        )
+    }
 }
 
 /// Parses `Upload-Checksum: <algorithm> <base64 digest>`.
@@ -91,7 +111,10 @@ mod tests {
             parse_checksum("crc32 AAAAAAAA"),
             Err(ProtocolError::InvalidChecksum)
         );
-        assert_eq!(ChecksumAlgorithm::advertised(), "sha1,sha256,md5,crc32");
+        assert_eq!(
+            ChecksumAlgorithm::advertised(),
+            "sha1,sha256,md5,crc32,sha512"
+        );
     }
 
     proptest! {

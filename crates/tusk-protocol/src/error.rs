@@ -44,6 +44,9 @@ pub enum ProtocolError {
     /// An append of the draft (interop 6 on) without its media type.
     #[error("Content-Type must be application/partial-upload")]
     NotPartialUpload,
+    /// Both a tus checksum and an RFC 9530 digest for one body.
+    #[error("send one of Upload-Checksum and Content-Digest")]
+    ChecksumAndDigest,
     /// HEAD or DELETE with an append's headers (interop 3 to 6 refuse them).
     #[error("Upload-Offset and the completeness header belong to appends only")]
     AppendHeadersOutOfPlace,

@@ -23,10 +23,11 @@ pub const TRANSFER_ENCODING: &str = "transfer-encoding";
 pub const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, Location, Tus-Extension, \
 Tus-Max-Size, Tus-Resumable, Tus-Version, Upload-Concat, Upload-Defer-Length, Upload-Length, \
 Upload-Metadata, Upload-Offset, Upload-Checksum, X-HTTP-Method-Override, X-Requested-With, \
-X-Request-ID, Upload-Draft-Interop-Version, Upload-Complete, Upload-Incomplete";
+X-Request-ID, Upload-Draft-Interop-Version, Upload-Complete, Upload-Incomplete, Content-Digest, \
+Repr-Digest, Want-Repr-Digest";
 
 /// Response headers a browser client must be allowed to read.
 pub const CORS_EXPOSE_HEADERS: &str = "Location, Tus-Checksum-Algorithm, Tus-Extension, \
 Tus-Max-Size, Tus-Resumable, Tus-Version, Upload-Concat, Upload-Defer-Length, Upload-Expires, \
 Upload-Length, Upload-Metadata, Upload-Offset, Upload-Draft-Interop-Version, Upload-Complete, \
-Upload-Incomplete, Upload-Limit";
+Upload-Incomplete, Upload-Limit, Repr-Digest";

@@ -685,6 +685,7 @@ mod tests {
             segments: segments.to_vec(),
             session: None,
             notice: None,
+            expected_digest: None,
         }
     }
 

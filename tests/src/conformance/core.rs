@@ -18,7 +18,7 @@ pub const EXTENSIONS: &[&str] = &[
 ];
 
 /// The checksum algorithms Tusk advertises (contract: OPTIONS).
-pub const CHECKSUM_ALGORITHMS: &[&str] = &["sha1", "sha256", "md5", "crc32"];
+pub const CHECKSUM_ALGORITHMS: &[&str] = &["sha1", "sha256", "md5", "crc32", "sha512"];
 
 /// 412 + Tus-Version for a missing or different Tus-Resumable on POST/HEAD/PATCH/DELETE, and
 /// such a request changes nothing; OPTIONS and GET do not need the header (a GET without it

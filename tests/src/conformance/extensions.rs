@@ -317,6 +317,11 @@ pub async fn checksum_md5(t: Ctx) -> Result<()> {
     checksum_roundtrip(&t, "md5").await
 }
 
+/// sha512: correct 204, mismatch 460.
+pub async fn checksum_sha512(t: Ctx) -> Result<()> {
+    checksum_roundtrip(&t, "sha512").await
+}
+
 /// crc32 (base64 of the big-endian 4-byte CRC-32): correct 204, mismatch 460.
 pub async fn checksum_crc32(t: Ctx) -> Result<()> {
     checksum_roundtrip(&t, "crc32").await

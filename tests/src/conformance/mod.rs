@@ -148,6 +148,7 @@ macro_rules! conformance_suite {
             checksum_sha256 [],
             checksum_md5 [],
             checksum_crc32 [],
+            checksum_sha512 [],
             checksum_rejects_unknown_and_malformed [],
             // concatenation, concatenation-unfinished
             concatenation_final [],

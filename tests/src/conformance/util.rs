@@ -428,6 +428,7 @@ pub fn checksum_header(algo: &str, data: &[u8]) -> String {
         "sha1" => sha1::Sha1::digest(data).to_vec(),
         "sha256" => sha2::Sha256::digest(data).to_vec(),
         "md5" => md5::Md5::digest(data).to_vec(),
+        "sha512" => sha2::Sha512::digest(data).to_vec(),
         "crc32" => crc32fast::hash(data).to_be_bytes().to_vec(),
         other => panic!("no test digest for {other}"),
     };

@@ -443,3 +443,83 @@ pub async fn draft_and_tus_share_uploads(ctx: Ctx) -> Result<()> {
     }
     Ok(())
 }
+
+/// Digests (RFC 9530, versions 6 on): an append whose `Content-Digest` does not match
+/// appends nothing (400); `Repr-Digest` given at creation is checked when the upload
+/// completes (400 on a mismatch); `Want-Repr-Digest` gets the upload's `Repr-Digest`.
+pub async fn draft_digests(ctx: Ctx) -> Result<()> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    for version in [6u8, 7, 8, 9] {
+        let draft = Draft::new(&ctx, version);
+        let url = draft.create(b"head", false).await?;
+        let wrong = format!("sha-256=:{}:", b64(&sha2::Sha256::digest(b"other")));
+        let resp = ctx
+            .send(
+                draft
+                    .append(&url, 4, b"tail", false)
+                    .header("Content-Digest", wrong),
+                "append with a wrong Content-Digest",
+            )
+            .await?;
+        draft
+            .expect(resp, 400, "a Content-Digest mismatch is refused")
+            .await?;
+        draft.head_ok(&url, 4, false).await?;
+        let right = format!("sha-512=:{}:", b64(&sha2::Sha512::digest(b"tail")));
+        let resp = ctx
+            .send(
+                draft
+                    .append(&url, 4, b"tail", true)
+                    .header("Content-Digest", right)
+                    .header("Want-Repr-Digest", "sha-256=5"),
+                "append with its Content-Digest",
+            )
+            .await?;
+        let resp = draft
+            .expect(resp, 204, "a matching Content-Digest appends")
+            .await?;
+        let want = format!("sha-256=:{}:", b64(&sha2::Sha256::digest(b"headtail")));
+        ensure!(
+            header(&resp, "Repr-Digest").as_deref() == Some(want.as_str()),
+            "v{version}: Want-Repr-Digest answered with the upload's digest, got {:?}",
+            header(&resp, "Repr-Digest")
+        );
+
+        let repr = format!("sha-256=:{}:", b64(&sha2::Sha256::digest(b"abcdef")));
+        let resp = ctx
+            .send(
+                draft
+                    .creation(b"abc", false)
+                    .header("Repr-Digest", repr.clone()),
+                "creation with Repr-Digest",
+            )
+            .await?;
+        let resp = draft.expect(resp, 201, "creation with Repr-Digest").await?;
+        let url = header(&resp, "Location").context("no Location")?;
+        draft.append_ok(&url, 3, b"def", true).await?;
+        let resp = ctx
+            .send(
+                draft.creation(b"abc", false).header("Repr-Digest", repr),
+                "creation with Repr-Digest",
+            )
+            .await?;
+        let resp = draft.expect(resp, 201, "creation with Repr-Digest").await?;
+        let url = header(&resp, "Location").context("no Location")?;
+        let resp = ctx
+            .send(
+                draft.append(&url, 3, b"xyz", true),
+                "completion with other bytes",
+            )
+            .await?;
+        draft
+            .expect(
+                resp,
+                400,
+                "an upload whose bytes miss its Repr-Digest is refused at completion",
+            )
+            .await?;
+    }
+    Ok(())
+}

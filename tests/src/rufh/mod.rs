@@ -29,6 +29,7 @@ macro_rules! draft_suite {
             draft_cancellation [],
             draft_bad_requests [],
             draft_and_tus_share_uploads [],
+            draft_digests [],
             draft_interim_on_the_wire ["--interim-responses"],
             draft_interim_off_by_default [],
             draft_interrupted_creation_resumes ["--interim-responses"],

@@ -43,6 +43,7 @@ pub fn record(id: &str, length: Option<u64>, expires_at: Option<u64>) -> UploadR
         segments: Vec::new(),
         session: None,
         notice: None,
+        expected_digest: None,
     }
 }
 

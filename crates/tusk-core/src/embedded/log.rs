@@ -890,6 +890,7 @@ pub(super) mod testing {
             segments: Vec::new(),
             session: None,
             notice: None,
+            expected_digest: None,
         }
     }
 

@@ -69,6 +69,9 @@ pub struct CreateUpload {
     /// Upload-Concat; a final upload's parts are given as upload IDs, resolved from URLs by
     /// the HTTP layer.
     pub concat: Option<(ConcatRequest, Vec<String>)>,
+    /// The digest the whole upload must have once complete (the IETF draft's
+    /// `Repr-Digest`); checked when it completes.
+    pub expected_digest: Option<ChecksumHeader>,
     /// The creating request, for hooks.
     pub request: RequestInfo,
 }
@@ -306,6 +309,7 @@ impl Engine {
             segments: Vec::new(),
             session: None,
             notice: None,
+            expected_digest: request.expected_digest.as_ref().map(ChecksumHeader::render),
         };
         if self.hooks.enabled(HookEvent::PreCreate) {
             let changes = self

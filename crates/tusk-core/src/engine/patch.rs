@@ -192,6 +192,11 @@ impl Engine {
             self.notify(HookEvent::PostReceive, &record, Some(info));
             return Ok(record);
         }
+        if let Err(refusal) = self.check_expected_digest(&record).await {
+            // As a refused finish: the bytes stay, the application hears of no finish.
+            self.drop_notice_later(&record);
+            return Err(refusal);
+        }
         if self.hooks.enabled(HookEvent::PreFinish) {
             if let Err(refusal) = self.hooks.pre_finish(&record, info).await {
                 // A refused finish gets no post-finish, so the notice its commit owes goes
@@ -204,6 +209,37 @@ impl Engine {
         // whichever node made it.
         self.deliver_later(record.clone(), Some(info.clone()));
         Ok(record)
+    }
+
+    /// Reads a completed upload back and compares its digest with the one its creation
+    /// named, if any.
+    async fn check_expected_digest(&self, record: &UploadRecord) -> Result<(), Error> {
+        let Some(expected) = record.expected_digest.as_deref() else {
+            return Ok(());
+        };
+        let expected = tusk_protocol::parse_checksum(expected)
+            .map_err(|_| Error::TaskFailed("the record's expected digest does not parse".into()))?;
+        let actual = self.digest(record, expected.algorithm).await?;
+        if actual == expected.digest {
+            Ok(())
+        } else {
+            Err(Error::DigestMismatch)
+        }
+    }
+
+    /// The digest of a finished upload's bytes, read back from storage.
+    pub async fn digest(
+        &self,
+        record: &UploadRecord,
+        algorithm: tusk_protocol::ChecksumAlgorithm,
+    ) -> Result<Vec<u8>, Error> {
+        use futures_util::StreamExt as _;
+        let mut hasher = Hasher::new(algorithm);
+        let mut bytes = self.read_record(record, 0..record.offset).await?;
+        while let Some(chunk) = bytes.next().await {
+            hasher.update(&chunk.map_err(Error::Storage)?);
+        }
+        Ok(hasher.finish())
     }
 
     /// The last step of a PATCH: commit and let go of the lease in one step (one round trip

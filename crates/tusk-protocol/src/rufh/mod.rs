@@ -2,10 +2,12 @@
 //! tus 1.0: its interop versions 3 to 9, what differs between them, and the parsing and
 //! rendering of its headers. docs/rufh.md has the table of differences this module encodes.
 
+mod digest;
 mod fields;
 mod request;
 mod response;
 
+pub use digest::render_digest;
 pub use request::{
     carries_append_headers, parse_draft_append, parse_draft_creation, DraftAppend, DraftCreation,
 };
@@ -21,6 +23,9 @@ pub mod headers {
     /// Interop version 3's completeness header, the inverse of `Upload-Complete`.
     pub const UPLOAD_INCOMPLETE: &str = "upload-incomplete";
     pub const UPLOAD_LIMIT: &str = "upload-limit";
+    pub const CONTENT_DIGEST: &str = "content-digest";
+    pub const REPR_DIGEST: &str = "repr-digest";
+    pub const WANT_REPR_DIGEST: &str = "want-repr-digest";
 }
 
 /// The media type of an append's body from interop version 6 on.

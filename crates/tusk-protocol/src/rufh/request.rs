@@ -1,11 +1,12 @@
 //! The draft's requests: what a creation and an append carry, checked in one fixed order
 //! (the first broken rule is the answer, as for tus's parsers).
 
+use super::digest::{parse_digest, parse_want_digest};
 use super::headers as draft;
 use super::{fields, InteropVersion, PARTIAL_UPLOAD};
 use crate::headers as h;
 use crate::request::{checksum, content_length, has_media_type, text, NotText};
-use crate::{parse_metadata, ChecksumHeader, Headers, ProtocolError};
+use crate::{parse_metadata, ChecksumAlgorithm, ChecksumHeader, Headers, ProtocolError};
 
 /// A valid upload creation (any request on the upload collection that carries the
 /// completeness header).
@@ -20,8 +21,12 @@ pub struct DraftCreation {
     pub content_length: Option<u64>,
     /// `Upload-Metadata` as tus spells it (tus-js-client sends it in the draft's mode too).
     pub metadata: Option<String>,
-    /// tus's `Upload-Checksum` of this request's body.
+    /// The digest of this request's body: `Content-Digest`, or tus's `Upload-Checksum`.
     pub checksum: Option<ChecksumHeader>,
+    /// `Repr-Digest`: the digest the whole upload must have once complete.
+    pub repr_digest: Option<ChecksumHeader>,
+    /// `Want-Repr-Digest`: the upload's digest the client wants in the completing answer.
+    pub want_digest: Option<ChecksumAlgorithm>,
 }
 
 /// A valid append (a PATCH to an upload).
@@ -33,7 +38,10 @@ pub struct DraftAppend {
     /// The upload's length, when the request tells it.
     pub length: Option<u64>,
     pub content_length: Option<u64>,
+    /// The digest of this request's body: `Content-Digest`, or tus's `Upload-Checksum`.
     pub checksum: Option<ChecksumHeader>,
+    /// `Want-Repr-Digest`: the upload's digest the client wants in the completing answer.
+    pub want_digest: Option<ChecksumAlgorithm>,
 }
 
 /// Parses an upload creation's headers.
@@ -50,12 +58,19 @@ pub fn parse_draft_creation<H: Headers + ?Sized>(
     if let Some(raw) = metadata {
         parse_metadata(raw, max_metadata_bytes)?;
     }
+    let repr_digest = headers
+        .get(draft::REPR_DIGEST)
+        .map(|raw| parse_digest(raw, "Repr-Digest"))
+        .transpose()?
+        .flatten();
     Ok(DraftCreation {
         complete,
         length,
         content_length,
         metadata: metadata.map(str::to_string),
-        checksum: checksum(headers)?,
+        checksum: body_digest(headers)?,
+        repr_digest,
+        want_digest: want_digest(headers)?,
     })
 }
 
@@ -85,8 +100,32 @@ pub fn parse_draft_append<H: Headers + ?Sized>(
         complete,
         length,
         content_length,
-        checksum: checksum(headers)?,
+        checksum: body_digest(headers)?,
+        want_digest: want_digest(headers)?,
     })
+}
+
+/// The digest this request's body must have: `Content-Digest` or tus's `Upload-Checksum`,
+/// not both.
+fn body_digest<H: Headers + ?Sized>(headers: &H) -> Result<Option<ChecksumHeader>, ProtocolError> {
+    let tus = checksum(headers)?;
+    let Some(raw) = headers.get(draft::CONTENT_DIGEST) else {
+        return Ok(tus);
+    };
+    if tus.is_some() {
+        return Err(ProtocolError::ChecksumAndDigest);
+    }
+    parse_digest(raw, "Content-Digest")
+}
+
+fn want_digest<H: Headers + ?Sized>(
+    headers: &H,
+) -> Result<Option<ChecksumAlgorithm>, ProtocolError> {
+    headers
+        .get(draft::WANT_REPR_DIGEST)
+        .map(parse_want_digest)
+        .transpose()
+        .map(Option::flatten)
 }
 
 /// Whether a request carries the draft's completeness header (either spelling), which HEAD
