@@ -854,7 +854,10 @@ NONDEFAULT = {
     "config": {
         "server": {"basePath": "/uploads/", "behindProxy": False, "proxyHeaders": "forwarded",
                    "proxyHops": 2, "cors": False,
-                   "corsAllowOrigin": "https://app.example.com", "networkTimeout": "90s",
+                   "corsAllowOrigin": ["https://app.example.com", "https://*.example.org"],
+                   "corsAllowCredentials": True, "corsMaxAge": "10m",
+                   "corsAllowHeaders": ["X-App-Token"], "corsExposeHeaders": ["X-Trace"],
+                   "networkTimeout": "90s",
                    "headerReadTimeout": "20s", "maxHeaderBytes": 32768,
                    "interimResponses": True},
         "uploads": {"maxSize": 10737418240, "maxMetadataSize": 8192, "expireAfter": "3d",
@@ -1147,7 +1150,10 @@ def check_values_reach_pod():
     want = {
         "server": {"base_path": "/uploads/", "behind_proxy": False,
                    "proxy_headers": "forwarded", "proxy_hops": 2, "cors": False,
-                   "cors_allow_origin": "https://app.example.com", "network_timeout": "90s",
+                   "cors_allow_origin": ["https://app.example.com", "https://*.example.org"],
+                   "cors_allow_credentials": True, "cors_max_age": "10m",
+                   "cors_allow_headers": ["X-App-Token"], "cors_expose_headers": ["X-Trace"],
+                   "network_timeout": "90s",
                    "header_read_timeout": "20s", "max_header_bytes": 32768, "interim_responses": True,
                    "shutdown_drain": "50s"},
         "uploads": {"max_size": 10737418240, "max_metadata_size": 8192, "expire_after": "3d",

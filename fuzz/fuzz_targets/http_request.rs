@@ -33,7 +33,7 @@ use sha1::Digest;
 use tower::ServiceExt;
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{Engine, EngineConfig, Observer};
-use tusk_http::{HttpConfig, ProxyHeaders, TrustedProxy};
+use tusk_http::{CorsPolicy, CorsSettings, HttpConfig, ProxyHeaders, TrustedProxy};
 use tusk_store_fs::FsStorage;
 
 const BASE: &str = "/files/";
@@ -300,7 +300,19 @@ impl Server {
                     headers: ProxyHeaders::XForwarded,
                     hops: 1,
                 }),
-                cors_allow_origin: Some("https://app.example".into()),
+                cors: Some(Arc::new(
+                    CorsPolicy::new(&CorsSettings {
+                        allow_origins: vec![
+                            "https://app.example".into(),
+                            "https://*.example.org".into(),
+                        ],
+                        allow_credentials: true,
+                        max_age: Duration::from_secs(600),
+                        extra_allow_headers: Vec::new(),
+                        extra_expose_headers: Vec::new(),
+                    })
+                    .expect("valid CORS settings"),
+                )),
                 max_metadata_bytes: 1024,
                 max_header_bytes: 4096,
                 presigned_get: None,

@@ -68,11 +68,13 @@ pub(crate) fn guard(headers: &mut HeaderMap) {
 }
 
 /// `filename="ascii fallback"; filename*=UTF-8''percent-encoded` (RFC 6266 / RFC 8187).
+/// The fallback has no `/`: RFC 6266 leaves path separators to the client, and a client that
+/// reads only the plain parameter must not be handed a path.
 fn filename_params(name: &str) -> String {
     let fallback: String = name
         .chars()
         .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+            if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/') || c == ' ' {
                 c
             } else {
                 '_'
@@ -130,5 +132,17 @@ mod tests {
         let (_, d) = presentation(&meta("filename YSJiDQpYOiB5"));
         assert!(!d.contains('\r') && !d.contains('\n'));
         assert!(d.starts_with("attachment; filename=\"a_b__X: y\""));
+    }
+
+    #[test]
+    fn the_plain_fallback_has_no_path_separators() {
+        // filename: ../a/b\c.txt
+        let (_, d) = presentation(&meta("filename Li4vYS9iXGMudHh0"));
+        assert!(
+            d.starts_with(
+                "attachment; filename=\".._a_b_c.txt\"; filename*=UTF-8''..%2Fa%2Fb%5Cc.txt"
+            ),
+            "{d}"
+        );
     }
 }

@@ -30,6 +30,7 @@ use axum::Router;
 use tusk_core::Engine;
 
 pub use admin::{admin_router, RenderMetrics};
+pub use cors::{CorsPolicy, CorsSettingError, CorsSettings};
 pub use error::{ApiError, Refusal};
 pub use proxy::{ProxyHeaders, TrustedProxy};
 pub use serve::{serve, ServeLimits};
@@ -42,8 +43,8 @@ pub struct HttpConfig {
     /// The proxies in front of Tusk whose headers build Location URLs; `None` builds them
     /// from `Host` alone.
     pub proxy: Option<TrustedProxy>,
-    /// CORS allowed origin (`*` or one origin); `None` turns CORS headers off.
-    pub cors_allow_origin: Option<String>,
+    /// The CORS policy; `None` turns CORS headers off.
+    pub cors: Option<Arc<CorsPolicy>>,
     /// Largest `Upload-Metadata` header accepted, in bytes.
     pub max_metadata_bytes: usize,
     /// Largest request head (all header names and values) accepted, in bytes; beyond: 431.
@@ -63,7 +64,7 @@ pub(crate) struct AppState {
 pub fn router(engine: Arc<Engine>, config: HttpConfig) -> Router {
     let base_path: Arc<str> = Arc::from(config.base_path.as_str());
     let max_header_bytes = config.max_header_bytes;
-    let cors = config.cors_allow_origin.as_deref().map(cors::Cors::new);
+    let cors = config.cors.clone();
     let observer = engine.observer().clone();
     let state = Arc::new(AppState { engine, config });
     // The last layer added is the outermost.
@@ -73,7 +74,7 @@ pub fn router(engine: Arc<Engine>, config: HttpConfig) -> Router {
         .layer(from_fn_with_state(max_header_bytes, header_limit::enforce))
         .layer(from_fn(tus_resumable::stamp));
     if let Some(cors) = cors {
-        router = router.layer(from_fn_with_state(Arc::new(cors), cors::apply));
+        router = router.layer(from_fn_with_state(cors, cors::apply));
     }
     router
         .layer(from_fn_with_state(base_path, request_span::instrument))

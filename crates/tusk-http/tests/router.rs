@@ -6,6 +6,7 @@
 //! `TUSK_HTTP_BLESS=1 cargo test -p tusk-http --test router` and review the diff.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
@@ -14,7 +15,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tusk_core::embedded::EmbeddedCoordinator;
 use tusk_core::{Engine, EngineConfig, Observer};
-use tusk_http::HttpConfig;
+use tusk_http::{CorsPolicy, CorsSettings, HttpConfig};
 use tusk_store_fs::FsStorage;
 
 /// The metric events the HTTP layer reports.
@@ -96,7 +97,16 @@ impl Server {
             HttpConfig {
                 base_path: "/files/".into(),
                 proxy: None,
-                cors_allow_origin: Some(ORIGIN.into()),
+                cors: Some(Arc::new(
+                    CorsPolicy::new(&CorsSettings {
+                        allow_origins: vec![ORIGIN.into()],
+                        allow_credentials: false,
+                        max_age: Duration::from_secs(86400),
+                        extra_allow_headers: Vec::new(),
+                        extra_expose_headers: Vec::new(),
+                    })
+                    .expect("valid CORS settings"),
+                )),
                 max_metadata_bytes: 100,
                 max_header_bytes: 2048,
                 presigned_get: None,

@@ -56,8 +56,16 @@ pub struct ServeFlags {
     pub disable_cors: bool,
     #[arg(long)]
     pub interim_responses: bool,
-    #[arg(long, value_name = "ORIGIN")]
-    pub cors_allow_origin: Option<String>,
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub cors_allow_origin: Option<Vec<String>>,
+    #[arg(long)]
+    pub cors_allow_credentials: bool,
+    #[arg(long, value_name = "DURATION")]
+    pub cors_max_age: Option<String>,
+    #[arg(long, value_name = "HEADERS", value_delimiter = ',')]
+    pub cors_allow_headers: Option<Vec<String>>,
+    #[arg(long, value_name = "HEADERS", value_delimiter = ',')]
+    pub cors_expose_headers: Option<Vec<String>>,
     #[arg(long, value_name = "DURATION")]
     pub expire_after: Option<String>,
     #[arg(long, value_name = "DURATION")]
@@ -212,9 +220,33 @@ pub const FLAGS: &[Flag] = &[
     },
     Flag {
         flag: "cors-allow-origin",
-        help: "CORS allowed origin.",
+        help: "Origins allowed to upload from a browser: `*`, or comma-separated origins (`https://app.example.com`) and subdomain patterns (`https://*.example.com`); a listed origin is echoed with `Vary: Origin`.",
         key: "server.cors_allow_origin",
         default: "*",
+    },
+    Flag {
+        flag: "cors-allow-credentials",
+        help: "Allow cookies and other credentials from the listed origins; refused at start-up with `*`.",
+        key: "server.cors_allow_credentials",
+        default: "false",
+    },
+    Flag {
+        flag: "cors-max-age",
+        help: "How long a browser may cache a preflight's answer (Access-Control-Max-Age).",
+        key: "server.cors_max_age",
+        default: "24h",
+    },
+    Flag {
+        flag: "cors-allow-headers",
+        help: "Request headers allowed beyond the tus ones (comma-separated).",
+        key: "server.cors_allow_headers",
+        default: "[]",
+    },
+    Flag {
+        flag: "cors-expose-headers",
+        help: "Response headers exposed beyond the tus ones (comma-separated).",
+        key: "server.cors_expose_headers",
+        default: "[]",
     },
     Flag {
         flag: "network-timeout",

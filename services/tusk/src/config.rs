@@ -45,8 +45,25 @@ pub struct ServerConfig {
     pub proxy_hops: usize,
     /// Send CORS headers. Default true.
     pub cors: bool,
-    /// CORS allowed origin. Default `*`.
-    pub cors_allow_origin: String,
+    /// Origins allowed to upload from a browser: `*`, or a list (a TOML array, or
+    /// comma-separated) of origins (`https://app.example.com`, `http://localhost:3000`) and
+    /// subdomain patterns (`https://*.example.com`). A listed request `Origin` is echoed
+    /// back with `Vary: Origin`. Default `*`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub cors_allow_origin: Vec<String>,
+    /// Allow credentials (cookies, `withCredentials`) from the listed origins
+    /// (`Access-Control-Allow-Credentials: true`); refused with `*`. Default false.
+    pub cors_allow_credentials: bool,
+    /// How long a browser may cache a preflight's answer (`Access-Control-Max-Age`).
+    /// Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub cors_max_age: Duration,
+    /// Request headers allowed beyond the tus ones (an app's own headers). Default none.
+    #[serde(deserialize_with = "one_or_many")]
+    pub cors_allow_headers: Vec<String>,
+    /// Response headers exposed beyond the tus ones. Default none.
+    #[serde(deserialize_with = "one_or_many")]
+    pub cors_expose_headers: Vec<String>,
     /// A request body that sends nothing for this long is cut (and its bytes committed).
     /// Default 60s.
     #[serde(with = "humantime_serde")]
@@ -99,7 +116,11 @@ impl Default for ServerConfig {
             proxy_headers: ProxyHeaders::XForwarded,
             proxy_hops: 1,
             cors: true,
-            cors_allow_origin: "*".into(),
+            cors_allow_origin: vec!["*".into()],
+            cors_allow_credentials: false,
+            cors_max_age: Duration::from_secs(24 * 3600),
+            cors_allow_headers: Vec::new(),
+            cors_expose_headers: Vec::new(),
             network_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -112,6 +133,54 @@ impl Default for ServerConfig {
             shutdown_drain: Duration::from_secs(30),
         }
     }
+}
+
+impl ServerConfig {
+    /// The checked CORS policy; `None` when CORS is off.
+    pub fn cors_policy(&self) -> Result<Option<tusk_http::CorsPolicy>, String> {
+        if !self.cors {
+            return Ok(None);
+        }
+        tusk_http::CorsPolicy::new(&tusk_http::CorsSettings {
+            allow_origins: self.cors_allow_origin.clone(),
+            allow_credentials: self.cors_allow_credentials,
+            max_age: self.cors_max_age,
+            extra_allow_headers: self.cors_allow_headers.clone(),
+            extra_expose_headers: self.cors_expose_headers.clone(),
+        })
+        .map(Some)
+        .map_err(|e| {
+            use tusk_http::CorsSettingError as E;
+            let setting = match e {
+                E::CredentialsWithWildcard => {
+                    "server.cors_allow_credentials (--cors-allow-credentials)"
+                }
+                E::NotAHeaderName(_) => "server.cors_allow_headers / server.cors_expose_headers",
+                _ => "server.cors_allow_origin (--cors-allow-origin)",
+            };
+            format!("{setting}: {e}")
+        })
+    }
+}
+
+/// A list given as a TOML array or as one comma-separated string (the form flags, Helm values
+/// and older files use).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        OneOrMany::Many(items) => items,
+    })
 }
 
 /// The proxy header family `server.proxy_headers` trusts.
@@ -376,6 +445,7 @@ impl Default for LogConfig {
 impl Config {
     /// Rejects combinations that cannot work, with a message that names the setting.
     pub fn validate(&self) -> Result<(), String> {
+        self.server.cors_policy()?;
         let base = &self.server.base_path;
         if !base.starts_with('/') || !base.ends_with('/') {
             return Err(format!(
@@ -522,5 +592,57 @@ mod tests {
         config.storage.gcs.presign_ttl = Duration::from_secs(8 * 24 * 3600);
         let refused = config.validate().expect_err("longer than V4 allows");
         assert!(refused.contains("7 days"), "{refused}");
+    }
+
+    fn server_from_toml(text: &str) -> ServerConfig {
+        ::config::Config::builder()
+            .add_source(::config::File::from_str(text, ::config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize::<Config>())
+            .expect("valid TOML")
+            .server
+    }
+
+    #[test]
+    fn cors_origins_are_a_list_or_one_comma_separated_string() {
+        let list = ["https://a.example", "https://*.b.example"];
+        assert_eq!(
+            server_from_toml(
+                "[server]\ncors_allow_origin = \"https://a.example, https://*.b.example\""
+            )
+            .cors_allow_origin,
+            list
+        );
+        assert_eq!(
+            server_from_toml(
+                "[server]\ncors_allow_origin = [\"https://a.example\", \"https://*.b.example\"]"
+            )
+            .cors_allow_origin,
+            list
+        );
+        assert_eq!(server_from_toml("").cors_allow_origin, ["*"]);
+    }
+
+    #[test]
+    fn a_cors_setting_browsers_would_refuse_stops_the_start() {
+        let mut config = Config::default();
+        config.server.cors_allow_credentials = true;
+        let refused = config.validate().expect_err("credentials with *");
+        assert!(
+            refused.contains("server.cors_allow_credentials"),
+            "{refused}"
+        );
+        config.server.cors_allow_origin = vec!["https://app.example/".into()];
+        let refused = config.validate().expect_err("a trailing slash");
+        assert!(refused.contains("server.cors_allow_origin"), "{refused}");
+        config.server.cors_allow_origin = vec!["https://app.example".into()];
+        assert_eq!(config.validate(), Ok(()));
+        config.server.cors = false;
+        config.server.cors_allow_origin = vec!["nonsense".into()];
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "CORS off: its settings are unused"
+        );
     }
 }

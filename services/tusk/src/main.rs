@@ -85,6 +85,9 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
             .with_list_parse_key("hooks.events")
             .with_list_parse_key("hooks.credential_headers")
             .with_list_parse_key("hooks.forward_headers")
+            .with_list_parse_key("server.cors_allow_origin")
+            .with_list_parse_key("server.cors_allow_headers")
+            .with_list_parse_key("server.cors_expose_headers")
             .source(Some(variables.settings.into_iter().collect())),
     );
     let text = |v: &Option<String>| v.clone();
@@ -99,7 +102,7 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
     let etcd_endpoints = flags.etcd_endpoints.as_ref().map(list);
     let redis_cluster_nodes = flags.redis_cluster_nodes.as_ref().map(list);
     let events = flags.hooks_enabled_events.as_ref().map(list);
-    let overrides: [(&str, Option<::config::Value>); 34] = [
+    let overrides: [(&str, Option<::config::Value>); 38] = [
         ("storage.backend", text(&flags.storage).map(Into::into)),
         ("storage.s3.bucket", text(&flags.s3_bucket).map(Into::into)),
         (
@@ -168,7 +171,23 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
         ),
         (
             "server.cors_allow_origin",
-            text(&flags.cors_allow_origin).map(Into::into),
+            flags.cors_allow_origin.as_ref().map(list),
+        ),
+        (
+            "server.cors_allow_credentials",
+            flags.cors_allow_credentials.then_some(true.into()),
+        ),
+        (
+            "server.cors_max_age",
+            text(&flags.cors_max_age).map(Into::into),
+        ),
+        (
+            "server.cors_allow_headers",
+            flags.cors_allow_headers.as_ref().map(list),
+        ),
+        (
+            "server.cors_expose_headers",
+            flags.cors_expose_headers.as_ref().map(list),
         ),
         (
             "server.network_timeout",
@@ -403,10 +422,11 @@ async fn serve(loaded: Loaded) -> Result<()> {
             },
             hops: config.server.proxy_hops,
         }),
-        cors_allow_origin: config
+        cors: config
             .server
-            .cors
-            .then(|| config.server.cors_allow_origin.clone()),
+            .cors_policy()
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new),
         max_metadata_bytes: config.uploads.max_metadata_size,
         max_header_bytes: config.server.max_header_bytes,
         presigned_get: config.storage.presigned_get(),

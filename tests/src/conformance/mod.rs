@@ -12,6 +12,7 @@
 
 mod concat;
 mod core;
+mod cors;
 mod creation;
 mod extensions;
 mod get;
@@ -30,6 +31,7 @@ pub use util::Ctx;
 pub mod cases {
     pub use super::concat::*;
     pub use super::core::*;
+    pub use super::cors::*;
     pub use super::creation::*;
     pub use super::extensions::*;
     pub use super::get::*;
@@ -161,6 +163,12 @@ macro_rules! conformance_suite {
             cors_preflight_and_exposed_headers [],
             cors_custom_origin ["--cors-allow-origin", "https://app.example"],
             cors_disabled ["--disable-cors"],
+            cors_origin_list ["--cors-allow-origin", "https://a.example,https://*.b.example"],
+            cors_credentials_and_max_age [
+                "--cors-allow-origin", "https://app.example",
+                "--cors-allow-credentials", "--cors-max-age", "10m",
+                "--cors-allow-headers", "X-App-Token"
+            ],
             // robustness
             hostile_ids_are_4xx [],
             concurrent_patches_are_consistent [],
