@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "build and test dependencies: protoc (etcd-client's build), redis-server, etcd, nginx, haproxy (cluster tests start their own), promtool"
+step "build and test dependencies: protoc (etcd-client's build), redis-server, etcd, nginx, haproxy (cluster tests start their own), promtool, Chromium (the browser tests)"
 if [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/haproxy ] ||
-  [ ! -x /usr/bin/promtool ] || [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/protoc ]; then
+  [ ! -x /usr/bin/promtool ] || [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/protoc ] ||
+  [ ! -x /usr/bin/chromium ]; then
   # Debian/Ubuntu; CI runs as root. The tests only run the binaries: a policy-rc.d that
   # answers 101 keeps the packages from starting their system services while installing.
   SUDO=""
@@ -21,16 +22,17 @@ if [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbi
   fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    redis-server etcd-server nginx haproxy prometheus protobuf-compiler
+    redis-server etcd-server nginx haproxy prometheus protobuf-compiler chromium
   if [ -n "$made_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-step "test dependencies: real tus clients"
+step "test dependencies: real tus clients (tus-js-client, tuspy; tus-js-client and Uppy in Chromium through playwright-core, which never downloads a browser)"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "node and npm are needed for the tus-js-client tests: apt-get install nodejs npm" >&2
   exit 1
 fi
 npm ci --prefix tests/clients/js --no-audit --no-fund --loglevel=error
+npm ci --prefix tests/clients/browser --no-audit --no-fund --loglevel=error
 python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/py/requirements.txt
 
 step "test dependencies: moto's S3 server 5.1.22 (the S3 tests start their own; 5.2.x breaks them)"

@@ -3,6 +3,7 @@
 //! S3 on moto, load balancers), and the fault scenarios.
 
 pub mod balancer;
+pub mod browser;
 pub mod cluster;
 pub mod conformance;
 pub mod deploy;
@@ -19,3 +20,4 @@ pub mod rufh;
 pub mod s3;
 pub mod s3proxy;
 pub mod tls;
+pub mod uploaded;

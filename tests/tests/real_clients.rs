@@ -13,10 +13,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use tusk_tests::faultproxy::FaultProxy;
 use tusk_tests::harness::{FsEmbedded, TestServer};
+use tusk_tests::uploaded::{check_upload, random_file};
 
 const MIB: u64 = 1024 * 1024;
 const JS_INSTALL: &str = "npm ci --prefix tests/clients/js";
@@ -158,73 +157,6 @@ async fn upload(client: Client, endpoint: &str, file: &Path, opts: &Opts) -> Res
         .with_context(|| {
             format!("{client:?} client printed no UPLOAD_URL line:\n{stdout}\nstderr:\n{stderr}")
         })
-}
-
-/// A file of `size` random bytes in `dir`, and its sha256.
-fn random_file(dir: &Path, name: &str, size: u64) -> Result<(PathBuf, String)> {
-    let mut data = vec![0u8; usize::try_from(size)?];
-    rand::rng().fill_bytes(&mut data);
-    let path = dir.join(name);
-    std::fs::write(&path, &data).with_context(|| format!("writing {}", path.display()))?;
-    Ok((path, hex::encode(Sha256::digest(&data))))
-}
-
-/// The upload URL's path, e.g. `/files/ID` from `http://127.0.0.1:PORT/files/ID`.
-fn url_path(url: &str) -> Result<&str> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("upload URL {url:?} is not http://"))?;
-    let slash = rest
-        .find('/')
-        .with_context(|| format!("upload URL {url:?} has no path"))?;
-    Ok(&rest[slash..])
-}
-
-/// Reads the upload straight from the server (not through any proxy) and checks it is
-/// complete and equal to the file: HEAD offset == length == size, GET body sha256.
-async fn check_upload(server: &TestServer, upload_url: &str, size: u64, sha: &str) -> Result<()> {
-    let url = format!("http://{}{}", server.addr, url_path(upload_url)?);
-    let http = reqwest::Client::new();
-    let head = http
-        .head(&url)
-        .header("Tus-Resumable", "1.0.0")
-        .send()
-        .await
-        .with_context(|| format!("HEAD {url}"))?;
-    ensure!(head.status() == 200, "HEAD {url}: status {}", head.status());
-    let header = |name: &str| -> Result<u64> {
-        head.headers()
-            .get(name)
-            .with_context(|| format!("HEAD {url}: no {name}"))?
-            .to_str()
-            .with_context(|| format!("HEAD {url}: {name} is not text"))?
-            .parse::<u64>()
-            .with_context(|| format!("HEAD {url}: {name} is not a number"))
-    };
-    ensure!(
-        header("Upload-Offset")? == size && header("Upload-Length")? == size,
-        "HEAD {url}: Upload-Offset {:?} / Upload-Length {:?}, expected both {size}",
-        head.headers().get("Upload-Offset"),
-        head.headers().get("Upload-Length")
-    );
-    let get = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    ensure!(get.status() == 200, "GET {url}: status {}", get.status());
-    let body = get
-        .bytes()
-        .await
-        .with_context(|| format!("GET {url}: reading body"))?;
-    ensure!(
-        body.len() as u64 == size,
-        "GET {url}: {} bytes, expected {size}",
-        body.len()
-    );
-    let got = hex::encode(Sha256::digest(&body));
-    ensure!(got == sha, "GET {url}: sha256 {got}, expected {sha}");
-    Ok(())
 }
 
 /// A small file with metadata, then 20 MiB in 5 MiB chunks, then 20 MiB in one PATCH.
