@@ -1,10 +1,13 @@
-//! What an operator sees: exact metric values after a known sequence of requests, and the
-//! health endpoints.
+//! What an operator sees: exact metric values after a known sequence of requests, the health
+//! endpoints and `tusk healthcheck`, and `tusk inspect` / `tusk uploads` on a live upload.
+
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use reqwest::Method;
 use tusk_tests::conformance::util::Ctx;
 use tusk_tests::harness::{FsEmbedded, TestServer};
+use tusk_tests::rawpatch::RawPatch;
 
 /// The value of one sample line `name{labels} value` (exact label text) in a scrape.
 fn sample(scrape: &str, series: &str) -> Option<f64> {
@@ -134,5 +137,148 @@ async fn metrics_count_exactly_what_happened() -> Result<()> {
         let status = reqwest::get(format!("{admin}{path}")).await?.status();
         ensure!(status == 200, "/{path} answered {status}");
     }
+    Ok(())
+}
+
+/// `tusk healthcheck` (the image's HEALTHCHECK, with no curl in the image) against a live
+/// node: exit 0 with the answer while it serves, non-zero naming the address once it is gone.
+#[tokio::test]
+async fn the_healthcheck_subcommand_probes_a_live_node() -> Result<()> {
+    let mut server = TestServer::start(&FsEmbedded, &[]).await?;
+    let admin = server
+        .admin
+        .clone()
+        .context("the node printed no admin address")?;
+    let addr = admin
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let probe = |ready: bool| {
+        let mut cmd = std::process::Command::new(tusk_tests::harness::tusk_binary()?);
+        cmd.args(["healthcheck", "--admin-addr", addr.as_str()]);
+        if ready {
+            cmd.arg("--ready");
+        }
+        cmd.output().context("running tusk healthcheck")
+    };
+    for (ready, answer) in [(false, "ok"), (true, "ready")] {
+        let out = probe(ready)?;
+        ensure!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == answer,
+            "healthcheck (ready: {ready}) on a live node: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    server.kill9().await?;
+    let out = probe(false)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.contains(&addr),
+        "healthcheck on a dead node must fail naming {addr}: {:?} {stderr}",
+        out.status
+    );
+    Ok(())
+}
+
+/// Runs `tusk <args> --admin-addr <admin> --json` and parses what it printed.
+fn admin_json(admin: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let out = std::process::Command::new(tusk_tests::harness::tusk_binary()?)
+        .args(args)
+        .args(["--admin-addr", admin, "--json"])
+        .output()
+        .context("running tusk")?;
+    ensure!(
+        out.status.success(),
+        "tusk {args:?}: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).context("tusk printed no JSON")
+}
+
+/// `tusk inspect` and `tusk uploads` on an upload mid-PATCH: the committed progress, the
+/// node and lease token of its last commit, and that this node is writing it; once the PATCH
+/// ends the node no longer lists it, and the record keeps the last commit's stamp.
+#[tokio::test]
+async fn inspect_shows_an_upload_mid_patch() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let config = scratch.path().join("tusk.toml");
+    std::fs::write(&config, "[uploads]\ncommit_interval = \"100ms\"\n")?;
+    let config = config.display().to_string();
+    let server = TestServer::start(&FsEmbedded, &["--config", config.as_str()]).await?;
+    let admin = server
+        .admin
+        .clone()
+        .context("the node printed no admin address")?;
+    let admin = admin.trim_start_matches("http://").trim_end_matches('/');
+    let t = Ctx::new(&server)?;
+    let url = t.create(1 << 20).await?;
+    let id = url.rsplit('/').next().context("no ID")?.to_owned();
+    let before = admin_json(admin, &["inspect", id.as_str()])?;
+    ensure!(
+        before["offset"] == 0
+            && before["last_commit"].is_null()
+            && before["writing_here"].is_null(),
+        "a fresh upload: {before}"
+    );
+    let mut patch = RawPatch::open(&url, 0, 1 << 20).await?;
+    patch
+        .send(&vec![7u8; 300_000], 100_000, Duration::from_millis(50))
+        .await?;
+    // The 100 ms progress commit makes the bytes visible.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let seen = admin_json(admin, &["inspect", id.as_str()])?;
+        if seen["offset"].as_u64() == Some(300_000) {
+            break seen;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no progress commit of the 300000 bytes sent: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    ensure!(
+        seen["length"] == 1 << 20
+            && seen["state"] == "active"
+            && seen["segments"].as_u64() >= Some(1),
+        "mid-PATCH: {seen}"
+    );
+    let last = &seen["last_commit"];
+    let node = seen["writing_here"]["node"].as_str().unwrap_or_default();
+    ensure!(
+        !node.is_empty() && last["node"] == node && last["token"].as_u64() >= Some(1),
+        "mid-PATCH the last commit names this node and a token: {seen}"
+    );
+    ensure!(
+        seen["writing_here"]["phase"] == "awaiting-client",
+        "the PATCH waits for its client: {seen}"
+    );
+    let listed = admin_json(admin, &["uploads"])?;
+    ensure!(
+        listed["uploads"]
+            .as_array()
+            .is_some_and(|l| l.len() == 1 && l[0]["id"] == id.as_str()),
+        "tusk uploads lists the upload being written: {listed}"
+    );
+    drop(patch);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = admin_json(admin, &["uploads"])?;
+        if listed["uploads"].as_array().is_some_and(|l| l.is_empty()) {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the ended PATCH is still listed: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = admin_json(admin, &["inspect", id.as_str()])?;
+    ensure!(
+        after["writing_here"].is_null() && after["last_commit"]["node"] == node,
+        "after the PATCH: {after}"
+    );
     Ok(())
 }

@@ -277,7 +277,11 @@ impl Shared {
             .arg(if release { "1" } else { "0" })
             .arg(commit.fold)
             .arg(commit.session.as_deref().unwrap_or_default())
-            .arg(notice_json(commit.notice.as_ref())?);
+            .arg(notice_json(commit.notice.as_ref())?)
+            .arg(match &commit.stamp {
+                Some(stamp) => serde_json::to_string(stamp).map_err(corrupt)?,
+                None => String::new(),
+            });
         for s in &commit.append {
             invocation.arg(format_segment(s));
         }
@@ -414,6 +418,10 @@ fn parse_record(
             .iter()
             .map(|s| parse_segment(s))
             .collect::<Result<_, _>>()?,
+        last_commit: fields
+            .get("last_commit")
+            .map(|n| serde_json::from_str(n).map_err(corrupt))
+            .transpose()?,
     })
 }
 

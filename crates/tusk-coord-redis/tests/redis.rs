@@ -134,6 +134,7 @@ fn record(id: &str, length: u64) -> UploadRecord {
         session: None,
         notice: None,
         expected_digest: None,
+        last_commit: None,
     }
 }
 
@@ -147,6 +148,7 @@ fn commit(expected_offset: u64, target: tusk_core::WriteTarget, len: u64) -> Com
         declare_length: None,
         expires_at: Some(200),
         notice: None,
+        stamp: None,
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use crate::engine::in_flight::{PatchInFlight, Phase};
+use crate::engine::in_flight::{PatchInFlight, PatchPhase};
 use crate::storage::Chunks;
 use crate::ReleaseRequest;
 use crate::{Hasher, WriteUnits};
@@ -57,7 +57,7 @@ pub(crate) struct BodyReader {
     pub end: Option<BodyEnd>,
 }
 
-fn set_phase(in_flight: &Option<Arc<PatchInFlight>>, phase: Phase) {
+fn set_phase(in_flight: &Option<Arc<PatchInFlight>>, phase: PatchPhase) {
     if let Some(in_flight) = in_flight {
         in_flight.set(phase);
     }
@@ -141,9 +141,9 @@ impl BodyReader {
                 }
                 // Everything that arrived is read: from here on, the client is the one
                 // who has to act.
-                set_phase(in_flight, Phase::AwaitingClient);
+                set_phase(in_flight, PatchPhase::AwaitingClient);
                 let next = tokio::time::timeout(self.idle_timeout, next).await;
-                set_phase(in_flight, Phase::Reading);
+                set_phase(in_flight, PatchPhase::Reading);
                 next
             };
             let next = tokio::select! {
@@ -187,7 +187,7 @@ impl BodyReader {
 
     fn ended(&mut self, end: BodyEnd) {
         self.end = Some(end);
-        set_phase(&self.in_flight, Phase::Ended);
+        set_phase(&self.in_flight, PatchPhase::Ended);
     }
 
     /// The body as the stream of chunks a [`crate::Storage`] writes.

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::{Lease, OwedNotice, Segment, UploadRecord};
+use crate::{CommitStamp, Lease, OwedNotice, Segment, UploadRecord};
 
 /// Failures of the control plane, by meaning.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,8 @@ pub struct Commit {
     /// A notification the commit makes owed (the one that finishes an upload owes
     /// post-finish); `None` leaves the record's as it is.
     pub notice: Option<OwedNotice>,
+    /// Who made the commit and when, kept in the record for operators (`tusk inspect`).
+    pub stamp: Option<CommitStamp>,
 }
 
 /// A [`Commit`] as stored (the embedded coordinator's log): entries written before commits
@@ -89,6 +91,8 @@ struct StoredCommit {
     expires_at: Option<u64>,
     #[serde(default)]
     notice: Option<OwedNotice>,
+    #[serde(default)]
+    stamp: Option<CommitStamp>,
 }
 
 impl From<StoredCommit> for Commit {
@@ -104,6 +108,7 @@ impl From<StoredCommit> for Commit {
             declare_length: c.declare_length,
             expires_at: c.expires_at,
             notice: c.notice,
+            stamp: c.stamp,
         }
     }
 }

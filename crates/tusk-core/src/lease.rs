@@ -370,6 +370,7 @@ mod tests {
             session: None,
             notice: None,
             expected_digest: None,
+            last_commit: None,
         };
         let (_ask, release) = ReleaseRequest::channel();
         let lease = Lease::grant(Box::new(held), record, release, false, Instant::now());

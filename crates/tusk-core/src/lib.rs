@@ -29,7 +29,10 @@ pub use checksum::Hasher;
 pub use coordinator::{
     Commit, CoordError, Coordinator, InFlightElsewhere, Leadership, SettleLocally,
 };
-pub use engine::{CreateUpload, Engine, EngineConfig, PatchRequest, SweepReport, UploadView};
+pub use engine::{
+    CreateUpload, Engine, EngineConfig, Inspection, PatchPhase, PatchRequest, SweepReport,
+    UploadView,
+};
 pub use error::Error;
 pub use hooks::{
     Access, CreateChanges, HookEvent, HookRefusal, HookRejection, Hooks, NoHooks, RequestInfo,
@@ -37,7 +40,7 @@ pub use hooks::{
 pub use lease::{HeldLease, Lease, ReleaseRequest};
 pub use observer::{NoObserver, Observer};
 pub use record::{
-    unix_now, ConcatKind, OwedNotice, Segment, UploadRecord, UploadState, WriteTarget,
+    unix_now, CommitStamp, ConcatKind, OwedNotice, Segment, UploadRecord, UploadState, WriteTarget,
 };
 pub use storage::{
     ByteStream, Chunks, Concatenation, Leftovers, Presentation, Presign, Removal, Storage,

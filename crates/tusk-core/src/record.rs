@@ -137,6 +137,21 @@ pub struct UploadRecord {
     /// at creation), as `<algorithm> <base64>` of the checksum extension; set at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_digest: Option<String>,
+    /// The last commit's writer and time; `None` before the first commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit: Option<CommitStamp>,
+}
+
+/// Who committed to an upload and when: an operator's answer to "who is writing this, and
+/// is it moving?" (a streaming PATCH commits every `commit_interval`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitStamp {
+    /// The node's name (`EngineConfig::node`).
+    pub node: String,
+    /// The fencing token of the lease the commit was made under.
+    pub token: u64,
+    /// Unix seconds.
+    pub at: u64,
 }
 
 impl UploadRecord {
@@ -186,6 +201,9 @@ impl UploadRecord {
         self.expires_at = commit.expires_at;
         if commit.notice.is_some() {
             self.notice = commit.notice;
+        }
+        if commit.stamp.is_some() {
+            self.last_commit.clone_from(&commit.stamp);
         }
     }
 

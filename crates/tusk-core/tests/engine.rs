@@ -329,6 +329,7 @@ async fn records_and_tokens_survive_reopening_across_compactions() {
                 declare_length: None,
                 expires_at: None,
                 notice: None,
+                stamp: None,
             };
             commit_and_release(lease, &commit).await.expect("commit");
             ids.push((id, i));
@@ -463,6 +464,7 @@ async fn reserved_numbers_never_repeat_across_restarts() {
             declare_length: None,
             expires_at: None,
             notice: None,
+            stamp: None,
         };
         commit_and_release(lease, &commit).await.expect("commit");
         let lease = coord.acquire(&id, Duration::ZERO).await.expect("lease");

@@ -211,6 +211,7 @@ mod tests {
             session: None,
             notice: None,
             expected_digest: None,
+            last_commit: None,
         }
     }
 

@@ -150,6 +150,7 @@ fn upload(id: &str, offset: u64) -> UploadRecord {
         session: None,
         notice: None,
         expected_digest: None,
+        last_commit: None,
     }
 }
 

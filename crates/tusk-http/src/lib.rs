@@ -13,6 +13,7 @@ mod drain;
 mod error;
 mod handlers;
 mod header_limit;
+mod inspect;
 mod interim;
 mod method_override;
 mod metrics;

@@ -686,6 +686,7 @@ mod tests {
             session: None,
             notice: None,
             expected_digest: None,
+            last_commit: None,
         }
     }
 

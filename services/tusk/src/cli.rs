@@ -33,6 +33,14 @@ pub enum Command {
     /// Check the embedded coordinator's directory for damage; --salvage rebuilds it from
     /// every intact frame. Run it with the server stopped.
     CheckData(crate::check_data::CheckDataArgs),
+    /// Ask a running node whether it is alive (or, with --ready, ready): exit status 0 when
+    /// it is. For the container's HEALTHCHECK and Kubernetes exec probes.
+    Healthcheck(crate::healthcheck::HealthcheckArgs),
+    /// Show one upload as a running node sees it: progress, segments, expiry, the last
+    /// commit's node, lease token and time.
+    Inspect(crate::inspect::InspectArgs),
+    /// List the uploads a running node is writing now, with their progress.
+    Uploads(crate::inspect::UploadsArgs),
 }
 
 /// Flags of the server. Each maps to a configuration key (see FLAGS).

@@ -1,10 +1,13 @@
 //! The `tusk` binary: configuration, wiring of the engine to its backends, the listener,
 //! signals. Everything with logic lives in the crates.
 
+mod admin_client;
 mod check_data;
 mod cli;
 mod config;
 mod environment;
+mod healthcheck;
+mod inspect;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,9 @@ fn main() -> Result<()> {
     match cli.command {
         Some(Command::Bench(args)) => runtime.block_on(tusk_bench::run(args)),
         Some(Command::CheckData(args)) => check_data::run(&args),
+        Some(Command::Healthcheck(args)) => healthcheck::run(&args),
+        Some(Command::Inspect(args)) => inspect::inspect(&args),
+        Some(Command::Uploads(args)) => inspect::uploads(&args),
         Some(Command::ConfigReference) => {
             print!("{}", cli::reference_markdown());
             Ok(())
@@ -261,7 +267,23 @@ fn engine_config(config: &Config) -> EngineConfig {
         commit_interval_bytes: config.uploads.commit_interval_bytes,
         commit_interval: config.uploads.commit_interval,
         max_parts_per_final: config.uploads.max_parts_per_final,
+        node: node_name(),
     }
+}
+
+/// `<hostname>/<pid>`: the pod (or host) and the process, so a restarted node is told apart
+/// from its previous life in `tusk inspect`.
+fn node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
+    let named = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let host = if named {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "unknown-host".into()
+    };
+    format!("{host}/{}", std::process::id())
 }
 
 async fn serve(loaded: Loaded) -> Result<()> {

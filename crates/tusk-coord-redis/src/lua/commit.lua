@@ -3,6 +3,7 @@
 --       '1' to let go of the lease afterwards (whatever the outcome) or '0',
 --       how many trailing segments the appended ones replace, the storage session or '',
 --       a notice the commit makes owed (JSON) or '',
+--       who made the commit and when (JSON) or '',
 --       then one 'token:seq:len[:receipt]' per appended segment.
 -- Returns {1} on success, {-1} if the lease is lost, {-2, offset} if the offset moved.
 local holder = redis.call('GET', KEYS[1])
@@ -23,6 +24,7 @@ end
 if ARGV[8] ~= '0' then redis.call('LTRIM', KEYS[3], 0, -1 - tonumber(ARGV[8])) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'session', ARGV[9]) end
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[2], 'notice', ARGV[10]) end
-for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[2], 'last_commit', ARGV[11]) end
+for i = 12, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 index_for_sweep(KEYS[2], KEYS[4], ARGV[6])
 return done({1})

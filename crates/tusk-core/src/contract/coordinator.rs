@@ -9,7 +9,8 @@ use async_trait::async_trait;
 
 use super::{new_id, record, segment_commit};
 use crate::{
-    Commit, CoordError, Coordinator, HookEvent, OwedNotice, Segment, UploadState, WriteTarget,
+    Commit, CommitStamp, CoordError, Coordinator, HookEvent, OwedNotice, Segment, UploadState,
+    WriteTarget,
 };
 
 /// Makes nodes of the coordinator under test.
@@ -152,8 +153,19 @@ pub async fn commits_are_compare_and_set(fixture: &dyn CoordinatorFixture) {
         lease.reserve().await.expect("reserve"),
     );
     let mut expected = created.clone();
+    let stamp = |node: &str, at: u64| {
+        Some(CommitStamp {
+            node: node.into(),
+            token: lease.token(),
+            at,
+        })
+    };
+    // The first commit stamps the record, the second leaves that stamp, the third replaces it.
     let commits = [
-        segment_commit(0, a, 4, Some(200)),
+        Commit {
+            stamp: stamp("node-a/1", 1_700_000_000),
+            ..segment_commit(0, a, 4, Some(200))
+        },
         Commit {
             session: Some("opaque backend state".into()),
             ..segment_commit(4, b, 6, Some(300))
@@ -173,6 +185,7 @@ pub async fn commits_are_compare_and_set(fixture: &dyn CoordinatorFixture) {
             declare_length: Some(12),
             expires_at: None,
             notice: None,
+            stamp: stamp("node-b/2", 1_700_000_009),
         },
     ];
     for commit in &commits {
@@ -211,6 +224,7 @@ pub async fn commits_are_compare_and_set(fixture: &dyn CoordinatorFixture) {
         declare_length: None,
         expires_at: None,
         notice: None,
+        stamp: None,
     };
     let committed = lease.commit_and_release(&last).await.expect("commit");
     assert_eq!(committed, expected);
@@ -248,6 +262,7 @@ pub async fn records_of_many_segments_round_trip(fixture: &dyn CoordinatorFixtur
         declare_length: None,
         expires_at: Some(200),
         notice: None,
+        stamp: None,
     };
     let folded = Commit {
         expected_offset: all.added,
@@ -261,6 +276,7 @@ pub async fn records_of_many_segments_round_trip(fixture: &dyn CoordinatorFixtur
         declare_length: None,
         expires_at: Some(300),
         notice: None,
+        stamp: None,
     };
     let mut expected = created.clone();
     for (commit, what) in [(&all, "1,600 pieces at once"), (&folded, "a fold of 1,500")] {

@@ -44,6 +44,7 @@ pub fn record(id: &str, length: Option<u64>, expires_at: Option<u64>) -> UploadR
         session: None,
         notice: None,
         expected_digest: None,
+        last_commit: None,
     }
 }
 
@@ -58,6 +59,7 @@ fn segment_commit(offset: u64, target: WriteTarget, len: u64, expires_at: Option
         declare_length: None,
         expires_at,
         notice: None,
+        stamp: None,
     }
 }
 

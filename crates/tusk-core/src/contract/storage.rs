@@ -82,6 +82,7 @@ fn commit_of(stored: Stored, expected_offset: u64) -> Commit {
         declare_length: None,
         expires_at: None,
         notice: None,
+        stamp: None,
     }
 }
 

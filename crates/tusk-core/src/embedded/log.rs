@@ -891,6 +891,7 @@ pub(super) mod testing {
             session: None,
             notice: None,
             expected_digest: None,
+            last_commit: None,
         }
     }
 
@@ -906,6 +907,7 @@ pub(super) mod testing {
                 declare_length: None,
                 expires_at: None,
                 notice: None,
+                stamp: None,
             },
         }
     }

@@ -608,6 +608,7 @@ mod tests {
             declare_length: None,
             expires_at: None,
             notice: None,
+            stamp: None,
         };
         let (a, b) = (commit(0), commit(1));
         let (first, second) = tokio::join!(held.commit_held(&a), held.commit_held(&b));

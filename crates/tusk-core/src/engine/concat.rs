@@ -63,6 +63,7 @@ impl Engine {
                 declare_length: Some(total),
                 expires_at: None,
                 notice: self.owe(HookEvent::PostFinish),
+                stamp: Some(self.stamp(&lease)),
             };
             if let Err(e) = lease.commit(&commit).await {
                 if e.is_refusal() {

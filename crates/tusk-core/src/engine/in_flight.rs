@@ -15,9 +15,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Where a PATCH in flight is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
-pub(crate) enum Phase {
+pub enum PatchPhase {
     /// Reading bytes that have arrived (or storing them).
     Reading,
     /// Everything that arrived is read; waiting for the client to send more.
@@ -39,11 +39,11 @@ struct PhaseCell {
 }
 
 impl PhaseCell {
-    fn phase(&self) -> Phase {
+    fn phase(&self) -> PatchPhase {
         match self.phase.load(Ordering::SeqCst) {
-            0 => Phase::Reading,
-            1 => Phase::AwaitingClient,
-            _ => Phase::Ended,
+            0 => PatchPhase::Reading,
+            1 => PatchPhase::AwaitingClient,
+            _ => PatchPhase::Ended,
         }
     }
 }
@@ -54,6 +54,23 @@ pub(crate) struct InFlightPatches {
 }
 
 impl InFlightPatches {
+    /// The uploads with a PATCH in flight on this node, and where each one is.
+    pub fn list(&self) -> Vec<(String, PatchPhase)> {
+        let patches = self.patches.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut list: Vec<(String, PatchPhase)> = patches
+            .iter()
+            .map(|(id, cell)| (id.clone(), cell.phase()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// Where this node's PATCH of `id` is, if it has one in flight.
+    pub fn phase_of(&self, id: &str) -> Option<PatchPhase> {
+        let patches = self.patches.lock().unwrap_or_else(PoisonError::into_inner);
+        patches.get(id).map(|cell| cell.phase())
+    }
+
     /// Waits, at most `bound`, until this node's PATCH of `id` (if any) waits for its client
     /// or has made its last commit. False if this node has no PATCH of `id` in flight.
     pub async fn settle(&self, id: &str, bound: Duration) -> bool {
@@ -86,7 +103,7 @@ async fn settled(cell: &PhaseCell) {
             return;
         }
         match cell.phase() {
-            Phase::AwaitingClient => {
+            PatchPhase::AwaitingClient => {
                 waited_for_client = true;
                 // A client that resumes has just closed its PATCH's connection, and that
                 // task may not have read the end yet: a live client's PATCH stays waiting.
@@ -97,7 +114,7 @@ async fn settled(cell: &PhaseCell) {
                     return;
                 }
             }
-            Phase::Reading if waited_for_client => {
+            PatchPhase::Reading if waited_for_client => {
                 // Bytes came after the PATCH had waited for them: a live client, or the
                 // tail a proxy still forwards for one that left. The tail gets a little
                 // time; a steady stream must not hold the read until it pauses.
@@ -141,7 +158,7 @@ impl PatchInFlight {
         }
     }
 
-    pub fn set(&self, phase: Phase) {
+    pub fn set(&self, phase: PatchPhase) {
         let before = self.cell.phase.swap(phase as u8, Ordering::SeqCst);
         if before != phase as u8 && self.cell.waiting.load(Ordering::SeqCst) > 0 {
             self.cell.changed.notify_waiters();
@@ -184,7 +201,7 @@ mod tests {
         let patch = PatchInFlight::register(patches.clone(), "a");
         let committing = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            patch.set(Phase::Ended);
+            patch.set(PatchPhase::Ended);
             tokio::time::sleep(Duration::from_millis(200)).await;
             drop(patch);
         });
@@ -196,14 +213,14 @@ mod tests {
         // A live client: the PATCH waits for it, so the read answers after the short grace
         // a just-closed connection gets.
         let live = PatchInFlight::register(patches.clone(), "b");
-        live.set(Phase::AwaitingClient);
+        live.set(PatchPhase::AwaitingClient);
         patches.settle("b", Duration::from_secs(5)).await;
         assert_eq!(started.elapsed(), Duration::from_millis(350));
 
         // A client that just left: its PATCH reads the end within the grace and commits.
         let leaving = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            live.set(Phase::Ended);
+            live.set(PatchPhase::Ended);
             tokio::time::sleep(Duration::from_millis(100)).await;
             drop(live);
         });
@@ -224,9 +241,9 @@ mod tests {
         // Bytes arrive every 20 ms and are read at once: never a 50 ms gap.
         let streaming = tokio::spawn(async move {
             loop {
-                patch.set(Phase::Reading);
+                patch.set(PatchPhase::Reading);
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                patch.set(Phase::AwaitingClient);
+                patch.set(PatchPhase::AwaitingClient);
                 tokio::time::sleep(Duration::from_millis(19)).await;
             }
         });

@@ -7,17 +7,21 @@ use tusk_protocol::{ChecksumHeader, ConcatRequest};
 
 use crate::observed::{ObservedCoordinator, ObservedStorage};
 use crate::{
-    unix_now, Access, ByteStream, ConcatKind, CoordError, Coordinator, Error, HookEvent, Hooks,
-    Lease, NoHooks, NoObserver, Observer, RequestInfo, Storage, Stored, UploadRecord, UploadState,
+    unix_now, Access, ByteStream, CommitStamp, ConcatKind, CoordError, Coordinator, Error,
+    HookEvent, Hooks, Lease, NoHooks, NoObserver, Observer, RequestInfo, Storage, Stored,
+    UploadRecord, UploadState,
 };
 
 mod concat;
 pub(crate) mod in_flight;
+mod inspect;
 mod outbox;
 mod patch;
 mod resumed_read;
 mod sweep;
 
+pub use in_flight::PatchPhase;
+pub use inspect::Inspection;
 pub use sweep::SweepReport;
 
 /// Engine settings; the server binary fills them from its configuration.
@@ -42,6 +46,9 @@ pub struct EngineConfig {
     /// Most partial uploads one final upload may name (400 beyond): creating a final, and
     /// a HEAD of one whose partials are unfinished, loads every partial.
     pub max_parts_per_final: usize,
+    /// This node's name in the commits it makes (`UploadRecord::last_commit`), so an
+    /// operator can tell which node writes an upload.
+    pub node: String,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +63,7 @@ impl Default for EngineConfig {
             commit_interval_bytes: 64 << 20,
             commit_interval: Duration::from_secs(2),
             max_parts_per_final: 100,
+            node: "tusk".into(),
         }
     }
 }
@@ -270,6 +278,15 @@ impl Engine {
         self.config.expire_after.map(|d| unix_now() + d.as_secs())
     }
 
+    /// The stamp of a commit this node makes under `lease` now.
+    fn stamp(&self, lease: &Lease) -> CommitStamp {
+        CommitStamp {
+            node: self.config.node.clone(),
+            token: lease.token(),
+            at: unix_now(),
+        }
+    }
+
     /// Creates an upload and returns its record.
     pub async fn create(&self, request: CreateUpload) -> Result<UploadRecord, Error> {
         if self.is_shutting_down() {
@@ -300,6 +317,7 @@ impl Engine {
             metadata: request.metadata,
             concat,
             created_at: unix_now(),
+            last_commit: None,
             expires_at: if request.length == Some(0) {
                 None
             } else {

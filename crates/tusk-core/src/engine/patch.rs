@@ -447,7 +447,7 @@ impl Engine {
                 };
             }
             let mut pending =
-                self.pending_commit(record, stored, length.or(declare_length), declare_length);
+                self.pending_commit(lease, stored, length.or(declare_length), declare_length);
             pending.refusal = refusal;
             return Ok(Written::Commit(pending));
         }
@@ -472,7 +472,7 @@ impl Engine {
             folded,
             rewritten,
             refusal: _,
-        } = self.pending_commit(lease.record(), stored, length, declare_length);
+        } = self.pending_commit(lease, stored, length, declare_length);
         if let Err(error) = lease.commit(&commit).await {
             // Nothing of this stretch is committed, and nothing more will be: the lease is
             // lost or the coordinator refused.
@@ -491,11 +491,12 @@ impl Engine {
     /// The commit of what a write stored on top of `record`.
     fn pending_commit(
         &self,
-        record: &UploadRecord,
+        lease: &Lease,
         stored: Stored,
         length: Option<u64>,
         declare_length: Option<u64>,
     ) -> PendingCommit {
+        let record = lease.record();
         let written = stored.written;
         let finished = length == Some(record.offset + written);
         let folded = record.segments[record.segments.len().saturating_sub(stored.fold)..].to_vec();
@@ -516,6 +517,7 @@ impl Engine {
             } else {
                 None
             },
+            stamp: Some(self.stamp(lease)),
         };
         PendingCommit {
             commit,
