@@ -62,6 +62,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERFILE = os.path.join(ROOT, "deploy", "Dockerfile")
 DOCKERIGNORE = os.path.join(ROOT, ".dockerignore")
+UPLOAD_PAGE_DOCKERFILE = os.path.join(ROOT, "deploy", "docker", "upload-page", "Dockerfile")
 COMPOSE = os.path.join(ROOT, "docker-compose.yml")
 NGINX_CONF = os.path.join(ROOT, "deploy", "nginx.conf")
 COMPOSE_NGINX_CONF = os.path.join(ROOT, "deploy", "docker", "nginx.conf")
@@ -407,9 +408,33 @@ def dockerfile_env():
 
 def check_hadolint():
     hadolint = need_binary("hadolint")
-    r = run([hadolint, "--no-color", "--failure-threshold", "info", DOCKERFILE])
-    assert r.returncode == 0, f"hadolint findings:\n{r.stdout}{r.stderr}"
+    for dockerfile in (DOCKERFILE, UPLOAD_PAGE_DOCKERFILE):
+        r = run([hadolint, "--no-color", "--failure-threshold", "info", dockerfile])
+        assert r.returncode == 0, f"hadolint findings in {dockerfile}:\n{r.stdout}{r.stderr}"
     return run([hadolint, "--version"]).stdout.strip()
+
+
+def check_upload_page():
+    """docker compose's upload page: built from npm with a lockfile (no CDN), served on :8000,
+    uploading to the compose nginx on :8080."""
+    page = os.path.join(ROOT, "deploy", "docker", "upload-page")
+    with open(os.path.join(page, "index.html")) as f:
+        html = f.read()
+    loaded = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert loaded and all(not re.match(r"^(\w+:)?//", u) for u in loaded), \
+        f"the page loads something remote: {loaded}"
+    assert 'src="vendor/uppy.min.js"' in html and ":8080/files/" in html
+    with open(os.path.join(page, "package.json")) as f:
+        pinned = json.load(f)["dependencies"]["uppy"]
+    with open(os.path.join(page, "package-lock.json")) as f:
+        locked = json.load(f)["packages"]["node_modules/uppy"]["version"]
+    assert pinned == locked, (pinned, locked)
+    with open(UPLOAD_PAGE_DOCKERFILE) as f:
+        dockerfile = f.read()
+    assert "npm ci" in dockerfile and "node_modules/uppy/dist/uppy.min.js" in dockerfile
+    svc = load_yaml(COMPOSE)["services"]["upload-page"]
+    assert svc["build"] == {"context": ".", "dockerfile": "deploy/docker/upload-page/Dockerfile"}
+    assert svc["ports"] == ["8000:8080"], svc["ports"]
 
 
 def check_dockerfile_structure():
@@ -1812,7 +1837,10 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 CHECKS = [
-    ("Dockerfile passes hadolint (no finding of any level)", check_hadolint),
+    ("Dockerfiles (Tusk, the compose upload page) pass hadolint (no finding of any level)",
+     check_hadolint),
+    ("the compose upload page: Uppy from npm with a lockfile, no CDN, :8000 uploading to :8080",
+     check_upload_page),
     ("Dockerfile: a build stage, a distroless/static runtime with the stripped static dist binary "
      "and no curl, non-root, ports, healthcheck, /data volume, ENV", check_dockerfile_structure),
     ("Dockerfile HEALTHCHECK (`tusk healthcheck`) with the image's ENV against a live node, and "

@@ -145,6 +145,29 @@ async fn the_uppy_dashboard_completes_an_upload() -> Result<()> {
     Ok(())
 }
 
+/// docker compose's upload page (deploy/docker/upload-page, served here as its image serves
+/// it, with the same Uppy build) uploads through its Dashboard.
+#[tokio::test]
+async fn the_compose_upload_page_uploads() -> Result<()> {
+    browser::require()?;
+    let page_port = free_port()?;
+    let node = node_for_page(page_port, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let size = 9 * MIB + 1;
+    let (file, sha) = random_file(dir.path(), "from-compose.bin", size)?;
+    let result = browser::run(
+        &settings("compose", page_port, &node, &file, json!({})),
+        BROWSER_DEADLINE,
+    )
+    .await?;
+    let uploaded = result["successful"]
+        .as_array()
+        .filter(|files| files.len() == 1)
+        .with_context(|| format!("the compose page did not upload one file: {result}"))?;
+    let url = uploaded[0]["url"].as_str().context("no uploadURL")?;
+    check_upload(&node, url, size, &sha).await
+}
+
 /// kill -9 of the node while the browser's one PATCH is in flight (the browser is throttled
 /// to 4 MB/s so the test can act mid-body), then a restart on the same port: tus-js-client
 /// retries, asks the offset and finishes. Every byte the node had committed before the kill

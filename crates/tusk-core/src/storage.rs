@@ -41,6 +41,13 @@ pub enum StorageError {
     /// later can succeed.
     #[error("{0}")]
     Busy(&'static str),
+    /// The backend refuses for a reason waiting will not fix (no such bucket, credentials it
+    /// rejects): `setting` names what the operator must change.
+    #[error("{problem}; fix {setting}")]
+    Misconfigured {
+        setting: &'static str,
+        problem: String,
+    },
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage backend: {0}")]

@@ -1,11 +1,12 @@
 //! The admin listener: liveness and readiness, on a port apart from uploads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use tower::ServiceExt;
 use tusk_core::Engine;
 
 use crate::inspect;
@@ -44,5 +45,85 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
         ),
+    }
+}
+
+/// The admin listener's routes, replaceable while it serves. A node listens on its admin
+/// port before its backends are up: until [`AdminRoutes::serve_engine`], `/healthz` answers
+/// (the process is alive, so an orchestrator does not restart it), `/readyz` fails saying
+/// what the node waits for, and `/metrics` answers; then the engine's routes take over.
+#[derive(Clone)]
+pub struct AdminRoutes {
+    current: Arc<RwLock<Router>>,
+    waiting_for: Arc<Mutex<String>>,
+}
+
+impl AdminRoutes {
+    pub fn starting(metrics: RenderMetrics) -> Self {
+        let waiting_for = Arc::new(Mutex::new(
+            "starting: opening storage and coordinator".to_owned(),
+        ));
+        let router = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/readyz",
+                get({
+                    let waiting_for = waiting_for.clone();
+                    move || {
+                        let what = waiting_for
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .clone();
+                        async move {
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("not ready: {what}\n"),
+                            )
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/metrics",
+                get(move || {
+                    let metrics = metrics.clone();
+                    async move {
+                        (
+                            [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                            metrics(),
+                        )
+                    }
+                }),
+            )
+            .fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, "starting\n") });
+        Self {
+            current: Arc::new(RwLock::new(router)),
+            waiting_for,
+        }
+    }
+
+    /// What `/readyz` says the node waits for while it starts.
+    pub fn waiting_for(&self, what: String) {
+        *self
+            .waiting_for
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = what;
+    }
+
+    /// From now on, the engine's routes ([`admin_router`]).
+    pub fn serve_engine(&self, router: Router) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = router;
+    }
+
+    /// The router to serve: each request goes to the routes current when it arrives.
+    pub fn router(&self) -> Router {
+        let current = self.current.clone();
+        Router::new().fallback_service(tower::service_fn(move |request: Request| {
+            let router = current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            router.oneshot(request)
+        }))
     }
 }

@@ -30,7 +30,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use tusk_core::Engine;
 
-pub use admin::{admin_router, RenderMetrics};
+pub use admin::{admin_router, AdminRoutes, RenderMetrics};
 pub use cors::{CorsPolicy, CorsSettingError, CorsSettings};
 pub use error::{ApiError, Refusal};
 pub use proxy::{ProxyHeaders, TrustedProxy};

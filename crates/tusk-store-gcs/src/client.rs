@@ -203,10 +203,21 @@ impl Bucket {
             bucket: self.name.clone(),
             ..GetBucketRequest::default()
         };
-        self.client
-            .get_bucket(&request)
-            .await
-            .map_err(|e| backend_error("buckets.get", &self.name, &e))?;
-        Ok(())
+        match self.client.get_bucket(&request).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(match status(&error) {
+                Some(404) => StorageError::Misconfigured {
+                    setting: "storage.gcs.bucket",
+                    problem: format!("GCS bucket {:?} does not exist", self.name),
+                },
+                Some(401 | 403) => StorageError::Misconfigured {
+                    setting: "the GCS credentials (GOOGLE_APPLICATION_CREDENTIALS or the \
+                              metadata server's account; storage.gcs.anonymous) or the \
+                              bucket's IAM",
+                    problem: format!("GCS refuses access to bucket {:?}", self.name),
+                },
+                _ => backend_error("buckets.get", &self.name, &error),
+            }),
+        }
     }
 }

@@ -11,13 +11,58 @@ use crate::layout::{Keys, PartReceipt};
 use crate::spool::SpooledPart;
 use crate::CHECKSUM;
 
-/// An S3 failure as a storage error, with the whole cause chain in its text.
+/// An S3 failure as a storage error of one line: the call, then the service's error code
+/// and message, or what kept the request from an answer. The whole cause chain (with the raw
+/// response) goes to the debug log.
 pub(crate) fn backend_error<E, R>(call: &str, error: SdkError<E, R>) -> StorageError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    StorageError::Backend(format!("S3 {call}: {}", DisplayErrorContext(&error)))
+    tracing::debug!(call, error = %DisplayErrorContext(&error), "S3 call failed");
+    StorageError::Backend(format!("S3 {call}: {}", one_line(&error)))
+}
+
+/// `NoSuchBucket: The specified bucket does not exist`, or `dispatch failure: Connection
+/// refused (os error 111)`.
+fn one_line<E, R>(error: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if let Some(service) = error.as_service_error() {
+        let code = service.code().unwrap_or("unknown error");
+        return match service.message().filter(|m| !m.is_empty()) {
+            Some(message) => format!("{code}: {message}"),
+            None => code.to_owned(),
+        };
+    }
+    // The innermost cause says what happened (a refused connection, a timeout).
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if std::ptr::addr_eq(cause, error as &dyn std::error::Error) {
+        error.to_string()
+    } else {
+        format!("{error}: {cause}")
+    }
+}
+
+/// The HTTP status S3 answered, if it answered.
+pub(crate) fn status_of<E, R: HttpStatus>(error: &SdkError<E, R>) -> Option<u16> {
+    error.raw_response().map(HttpStatus::status_code)
+}
+
+/// The status of a raw response of the SDK.
+pub(crate) trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
 }
 
 /// The S3 error code of a service error (e.g. `NoSuchUpload`).

@@ -444,13 +444,23 @@ impl Storage for S3Storage {
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map_err(|e| backend_error("HeadBucket", e))?;
-        Ok(())
+        let answer = self.client.head_bucket().bucket(&self.bucket).send().await;
+        match answer {
+            Ok(_) => Ok(()),
+            Err(error) => Err(match client::status_of(&error) {
+                // HeadBucket answers without a body: the status is all there is.
+                Some(404) => StorageError::Misconfigured {
+                    setting: "storage.s3.bucket",
+                    problem: format!("S3 bucket {:?} does not exist", self.bucket),
+                },
+                Some(401 | 403) => StorageError::Misconfigured {
+                    setting: "the S3 credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                              a profile or a role) or the bucket's policy",
+                    problem: format!("S3 refuses access to bucket {:?}", self.bucket),
+                },
+                _ => backend_error("HeadBucket", error),
+            }),
+        }
     }
 
     fn concatenation(&self) -> Option<&dyn Concatenation> {

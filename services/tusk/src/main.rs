@@ -305,7 +305,230 @@ async fn serve(loaded: Loaded) -> Result<()> {
             "environment variable ignored: only TUSK_<SECTION>__<KEY> is configuration"
         );
     }
-    let storage: Arc<dyn tusk_core::Storage> = match config.storage.backend {
+    let metrics = Arc::new(tusk_telemetry::Metrics::new().context("setting up metrics")?);
+    let render_metrics: tusk_http::RenderMetrics = {
+        let metrics = metrics.clone();
+        Arc::new(move || metrics.render())
+    };
+    let limits = ServeLimits {
+        header_read_timeout: config.server.header_read_timeout,
+        idle_timeout: config.server.idle_timeout,
+        max_connections: config.server.max_connections,
+        http2_keep_alive_interval: (!config.server.http2_keep_alive_interval.is_zero())
+            .then_some(config.server.http2_keep_alive_interval),
+        max_header_bytes: config.server.max_header_bytes,
+        drain: config.server.shutdown_drain,
+        interim_responses: config.server.interim_responses,
+    };
+    // The admin listener first: while the backends come up, /healthz answers and /readyz
+    // says what the node waits for.
+    let admin_listener = tokio::net::TcpListener::bind((
+        config.server.admin_host.as_str(),
+        config.server.admin_port,
+    ))
+    .await
+    .with_context(|| {
+        format!(
+            "binding admin {}:{}",
+            config.server.admin_host, config.server.admin_port
+        )
+    })?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_routes = tusk_http::AdminRoutes::starting(render_metrics.clone());
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(tusk_http::serve(
+        admin_listener,
+        admin_routes.router(),
+        ServeLimits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            drain: Duration::from_secs(1),
+            interim_responses: false,
+            ..limits.clone()
+        },
+        // The connection metrics are the public listener's.
+        Arc::new(Unobserved),
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
+    // The lines on stdout: scripts and the test harness wait for them.
+    let mut stdout = tokio::io::stdout();
+    stdout
+        .write_all(format!("admin on http://{admin_addr}/\n").as_bytes())
+        .await?;
+    stdout.flush().await?;
+    let backends = tokio::select! {
+        backends = start_backends(&config, &admin_routes) => backends?,
+        () = wait_for_signal() => {
+            tracing::info!("stopped before the backends came up");
+            return Ok(());
+        }
+    };
+    let (storage, coordinator) = backends;
+
+    // Declared at start, so a node that has re-sent nothing shows 0 rather than no series.
+    tusk_core::Observer::bytes_rewritten(metrics.as_ref(), storage.name(), 0);
+    let hooks = tusk_hooks::HttpHooks::new(config.hooks.clone(), metrics.clone())
+        .context("setting up hooks")?;
+    let engine = Arc::new(
+        Engine::observed(
+            storage,
+            coordinator,
+            engine_config(&config),
+            metrics.clone(),
+        )
+        .with_hooks(hooks),
+    );
+    let http = HttpConfig {
+        base_path: config.server.base_path.clone(),
+        proxy: config.server.behind_proxy.then_some(TrustedProxy {
+            headers: match config.server.proxy_headers {
+                ProxyHeaders::XForwarded => tusk_http::ProxyHeaders::XForwarded,
+                ProxyHeaders::Forwarded => tusk_http::ProxyHeaders::Forwarded,
+            },
+            hops: config.server.proxy_hops,
+        }),
+        cors: config
+            .server
+            .cors_policy()
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new),
+        max_metadata_bytes: config.uploads.max_metadata_size,
+        max_header_bytes: config.server.max_header_bytes,
+        presigned_get: config.storage.presigned_get(),
+    };
+    let router = tusk_http::router(engine.clone(), http);
+    let listener = tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.server.host, config.server.port))?;
+    let addr = listener.local_addr()?;
+    admin_routes.serve_engine(tusk_http::admin_router(engine.clone(), render_metrics));
+    tracing::info!(
+        %addr,
+        %admin_addr,
+        storage = config.storage.backend_name(),
+        coordinator = config.coordinator.backend_name(),
+        "tusk serving"
+    );
+    stdout
+        .write_all(format!("listening on http://{addr}{}\n", config.server.base_path).as_bytes())
+        .await?;
+    stdout.flush().await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(engine.clone().run_sweeper(config.uploads.sweep_interval, {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }));
+    let shutdown = {
+        let engine = engine.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: committing in-flight uploads");
+            engine.begin_shutdown();
+            let _ = stop_tx.send(true);
+        }
+    };
+    tusk_http::serve(
+        listener,
+        router,
+        limits,
+        engine.observer().clone(),
+        shutdown,
+    )
+    .await?;
+    // Readiness keeps answering "shutting down" until uploads have drained.
+    let _ = admin_stop.send(());
+    let _ = admin.await;
+    let _ = sweeper.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Connections the admin listener (metrics, health probes) keeps open at most: scrapers and
+/// probes need few, and an internal port is no reason to let idle sockets pile up.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Opens storage and coordinator and waits until both answer. A backend that refuses for a
+/// reason waiting will not fix (no such bucket, rejected credentials) stops the start with
+/// one line naming the setting to change; one that cannot be reached is tried again, the node
+/// staying unready (its /readyz says what it waits for) until it answers.
+async fn start_backends(
+    config: &Config,
+    admin: &tusk_http::AdminRoutes,
+) -> Result<(Arc<dyn tusk_core::Storage>, Arc<dyn tusk_core::Coordinator>)> {
+    let mut waiting = StartWait::default();
+    let storage = open_storage(config).await?;
+    loop {
+        match storage.ping().await {
+            Ok(()) => break,
+            Err(error @ tusk_core::StorageError::Misconfigured { .. }) => {
+                anyhow::bail!("{} storage cannot work: {error}", storage.name())
+            }
+            Err(error) => {
+                waiting
+                    .wait(admin, format!("{} storage: {error}", storage.name()))
+                    .await
+            }
+        }
+    }
+    let coordinator = loop {
+        match open_coordinator(config).await {
+            Ok(coordinator) => break coordinator,
+            Err(error)
+                if error
+                    .chain()
+                    .any(|e| matches!(e.downcast_ref(), Some(CoordError::Unavailable(_)))) =>
+            {
+                waiting
+                    .wait(
+                        admin,
+                        format!(
+                            "{} coordinator: {error:#}",
+                            config.coordinator.backend_name()
+                        ),
+                    )
+                    .await
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    if waiting.tries > 0 {
+        tracing::info!(tries = waiting.tries, "backends answer: starting");
+    }
+    Ok((storage, coordinator))
+}
+
+/// The pauses between tries of an unreachable backend at start, and their log lines: the
+/// first failure and then one every 30 s, each one line.
+#[derive(Default)]
+struct StartWait {
+    tries: u32,
+    logged_at: Option<tokio::time::Instant>,
+}
+
+impl StartWait {
+    async fn wait(&mut self, admin: &tusk_http::AdminRoutes, what: String) {
+        self.tries += 1;
+        let due = self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(30));
+        if due {
+            tracing::warn!(tries = self.tries, "not ready: waiting for {what}");
+            self.logged_at = Some(tokio::time::Instant::now());
+        }
+        admin.waiting_for(what);
+        // 250 ms, doubling to 5 s.
+        let pause = Duration::from_millis(250).saturating_mul(1 << self.tries.min(5));
+        tokio::time::sleep(pause.min(Duration::from_secs(5))).await;
+    }
+}
+
+/// The storage backend the configuration names.
+async fn open_storage(config: &Config) -> Result<Arc<dyn tusk_core::Storage>> {
+    Ok(match config.storage.backend {
         StorageBackend::Fs => Arc::new(
             FsStorage::with_options(
                 &config.storage.fs.dir,
@@ -320,7 +543,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
             .with_context(|| format!("opening upload dir {}", config.storage.fs.dir.display()))?,
         ),
         StorageBackend::S3 => Arc::new(
-            S3Storage::connect(&config.storage.s3, engine_config(&config).max_size)
+            S3Storage::connect(&config.storage.s3, engine_config(config).max_size)
                 .await
                 .context("setting up S3 storage")?,
         ),
@@ -329,8 +552,13 @@ async fn serve(loaded: Loaded) -> Result<()> {
                 .await
                 .context("setting up GCS storage")?,
         ),
-    };
-    let coordinator: Arc<dyn tusk_core::Coordinator> = match config.coordinator.backend {
+    })
+}
+
+/// The coordinator the configuration names; `CoordError::Unavailable` when it cannot be
+/// reached now (the caller retries), anything else when the settings are wrong.
+async fn open_coordinator(config: &Config) -> Result<Arc<dyn tusk_core::Coordinator>> {
+    Ok(match config.coordinator.backend {
         CoordinatorBackend::Embedded => {
             let dir = config
                 .coordinator
@@ -420,137 +648,8 @@ async fn serve(loaded: Loaded) -> Result<()> {
             .await
             .context("connecting to etcd")?
         }
-    };
-    let metrics = Arc::new(tusk_telemetry::Metrics::new().context("setting up metrics")?);
-    // Declared at start, so a node that has re-sent nothing shows 0 rather than no series.
-    tusk_core::Observer::bytes_rewritten(metrics.as_ref(), storage.name(), 0);
-    let hooks = tusk_hooks::HttpHooks::new(config.hooks.clone(), metrics.clone())
-        .context("setting up hooks")?;
-    let engine = Arc::new(
-        Engine::observed(
-            storage,
-            coordinator,
-            engine_config(&config),
-            metrics.clone(),
-        )
-        .with_hooks(hooks),
-    );
-    let http = HttpConfig {
-        base_path: config.server.base_path.clone(),
-        proxy: config.server.behind_proxy.then_some(TrustedProxy {
-            headers: match config.server.proxy_headers {
-                ProxyHeaders::XForwarded => tusk_http::ProxyHeaders::XForwarded,
-                ProxyHeaders::Forwarded => tusk_http::ProxyHeaders::Forwarded,
-            },
-            hops: config.server.proxy_hops,
-        }),
-        cors: config
-            .server
-            .cors_policy()
-            .map_err(anyhow::Error::msg)?
-            .map(Arc::new),
-        max_metadata_bytes: config.uploads.max_metadata_size,
-        max_header_bytes: config.server.max_header_bytes,
-        presigned_get: config.storage.presigned_get(),
-    };
-    let router = tusk_http::router(engine.clone(), http);
-    let listener = tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))
-        .await
-        .with_context(|| format!("binding {}:{}", config.server.host, config.server.port))?;
-    let addr = listener.local_addr()?;
-    let admin_listener = tokio::net::TcpListener::bind((
-        config.server.admin_host.as_str(),
-        config.server.admin_port,
-    ))
-    .await
-    .with_context(|| {
-        format!(
-            "binding admin {}:{}",
-            config.server.admin_host, config.server.admin_port
-        )
-    })?;
-    let admin_addr = admin_listener.local_addr()?;
-    tracing::info!(
-        %addr,
-        %admin_addr,
-        storage = config.storage.backend_name(),
-        coordinator = config.coordinator.backend_name(),
-        "tusk serving"
-    );
-    // The lines on stdout: scripts and the test harness wait for them.
-    let mut stdout = tokio::io::stdout();
-    let lines = format!(
-        "admin on http://{admin_addr}/\nlistening on http://{addr}{}\n",
-        config.server.base_path
-    );
-    stdout.write_all(lines.as_bytes()).await?;
-    stdout.flush().await?;
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sweeper = tokio::spawn(engine.clone().run_sweeper(config.uploads.sweep_interval, {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }
-    }));
-    let limits = ServeLimits {
-        header_read_timeout: config.server.header_read_timeout,
-        idle_timeout: config.server.idle_timeout,
-        max_connections: config.server.max_connections,
-        http2_keep_alive_interval: (!config.server.http2_keep_alive_interval.is_zero())
-            .then_some(config.server.http2_keep_alive_interval),
-        max_header_bytes: config.server.max_header_bytes,
-        drain: config.server.shutdown_drain,
-        interim_responses: config.server.interim_responses,
-    };
-    let shutdown = {
-        let engine = engine.clone();
-        async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down: committing in-flight uploads");
-            engine.begin_shutdown();
-            let _ = stop_tx.send(true);
-        }
-    };
-    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_limits = ServeLimits {
-        max_connections: ADMIN_MAX_CONNECTIONS,
-        drain: Duration::from_secs(1),
-        interim_responses: false,
-        ..limits.clone()
-    };
-    let admin = tokio::spawn(tusk_http::serve(
-        admin_listener,
-        tusk_http::admin_router(engine.clone(), {
-            let metrics = metrics.clone();
-            Arc::new(move || metrics.render())
-        }),
-        admin_limits,
-        // The connection metrics are the public listener's.
-        Arc::new(Unobserved),
-        async move {
-            let _ = admin_stopped.await;
-        },
-    ));
-    tusk_http::serve(
-        listener,
-        router,
-        limits,
-        engine.observer().clone(),
-        shutdown,
-    )
-    .await?;
-    // Readiness keeps answering "shutting down" until uploads have drained.
-    let _ = admin_stop.send(());
-    let _ = admin.await;
-    let _ = sweeper.await;
-    tracing::info!("stopped");
-    Ok(())
+    })
 }
-
-/// Connections the admin listener (metrics, health probes) keeps open at most: scrapers and
-/// probes need few, and an internal port is no reason to let idle sockets pile up.
-const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Records nothing.
 struct Unobserved;

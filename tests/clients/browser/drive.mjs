@@ -6,7 +6,8 @@
 //
 // The pages are served here on http://localhost:<pagePort>, another origin than Tusk's, so
 // every request is a CORS request, as from an app. Settings:
-//   page        "tus" (tus-js-client, options as in pages/tus-page.js) or "uppy" (Dashboard)
+//   page        "tus" (tus-js-client, options as in pages/tus-page.js), "uppy" (Dashboard), or
+//               "compose" (docker compose's upload page, a Dashboard too)
 //   cookie      {name, value}: a cookie for localhost (sent only with withCredentials)
 //   throttle    upload bytes per second (DevTools network throttling), to keep an upload
 //               in flight while the test acts on the server
@@ -22,6 +23,10 @@ const settings = JSON.parse(process.argv[2]);
 const emit = (line) => process.stdout.write(JSON.stringify(line) + '\n');
 
 const files = {
+  // docker compose's upload page, as its image serves it (deploy/docker/upload-page).
+  '/compose/index.html': join(here, '../../../deploy/docker/upload-page/index.html'),
+  '/compose/vendor/uppy.min.js': join(here, 'node_modules/uppy/dist/uppy.min.js'),
+  '/compose/vendor/uppy.min.css': join(here, 'node_modules/uppy/dist/uppy.min.css'),
   '/vendor/tus.min.js': join(here, 'node_modules/tus-js-client/dist/tus.min.js'),
   '/vendor/uppy.min.js': join(here, 'node_modules/uppy/dist/uppy.min.js'),
   '/vendor/uppy.min.css': join(here, 'node_modules/uppy/dist/uppy.min.css'),
@@ -70,8 +75,9 @@ try {
   }
   const origin = `http://localhost:${settings.pagePort}`;
   const timeout = settings.timeoutMs ?? 120000;
-  if (settings.page === 'uppy') {
-    await page.goto(`${origin}/uppy.html?endpoint=${encodeURIComponent(settings.endpoint)}`);
+  if (settings.page === 'uppy' || settings.page === 'compose') {
+    const path = settings.page === 'uppy' ? 'uppy.html' : 'compose/index.html';
+    await page.goto(`${origin}/${path}?endpoint=${encodeURIComponent(settings.endpoint)}`);
     await page.locator('.uppy-Dashboard-input').first().setInputFiles(settings.file);
     await page.locator('.uppy-StatusBar-actionBtn--upload').click();
     await page.waitForFunction(() => window.uppyResult, null, { timeout });
