@@ -78,7 +78,26 @@ struct Shared {
 }
 
 pub(crate) fn unavailable(e: etcd_client::Error) -> CoordError {
-    CoordError::Unavailable(format!("etcd: {e}"))
+    CoordError::Unavailable(format!("etcd: {}", one_line(&e)))
+}
+
+/// A gRPC status as `code: message (innermost cause)`; tonic's own text is a debug dump of
+/// its transport error. The whole error goes to the debug log.
+fn one_line(e: &etcd_client::Error) -> String {
+    tracing::debug!(error = ?e, "etcd call failed");
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return e.to_string();
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut innermost = None;
+    while let Some(next) = cause {
+        innermost = Some(next);
+        cause = next.source();
+    }
+    match innermost {
+        Some(root) => format!("{:?}: {} ({root})", status.code(), status.message()),
+        None => format!("{:?}: {}", status.code(), status.message()),
+    }
 }
 
 /// Milliseconds since the Unix epoch on this node's clock.

@@ -495,6 +495,15 @@ async fn start_backends(
             Err(error) => return Err(error),
         }
     };
+    // Some clients connect lazily (etcd): ask once it is open.
+    while let Err(error) = coordinator.ping().await {
+        waiting
+            .wait(
+                admin,
+                format!("{} coordinator: {error}", coordinator.name()),
+            )
+            .await;
+    }
     if waiting.tries > 0 {
         tracing::info!(tries = waiting.tries, "backends answer: starting");
     }
