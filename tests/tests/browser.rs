@@ -119,53 +119,49 @@ async fn an_aborted_browser_upload_resumes_where_the_node_stands() -> Result<()>
     check_upload(&node, url, size, &sha).await
 }
 
-#[tokio::test]
-async fn the_uppy_dashboard_completes_an_upload() -> Result<()> {
+/// Uploads a file of `size` bytes through a Dashboard `page` ("uppy" or "compose"), checks
+/// the node's copy, and keeps a screenshot named `shot` when given.
+async fn upload_through_dashboard(page: &str, size: u64, shot: Option<&str>) -> Result<()> {
     browser::require()?;
     let page_port = free_port()?;
     let node = node_for_page(page_port, &[]).await?;
     let dir = tempfile::tempdir()?;
-    let size = 5 * MIB + 7;
     let (file, sha) = random_file(dir.path(), "dashboard.bin", size)?;
-    let screenshot = artifacts_dir()?.join("uppy-dashboard.png");
-    let _ = std::fs::remove_file(&screenshot);
-    let mut drive = settings("uppy", page_port, &node, &file, json!({}));
-    drive["screenshot"] = json!(screenshot);
+    let mut drive = settings(page, page_port, &node, &file, json!({}));
+    let screenshot = match shot {
+        Some(name) => Some(artifacts_dir()?.join(name)),
+        None => None,
+    };
+    if let Some(path) = &screenshot {
+        let _ = std::fs::remove_file(path);
+        drive["screenshot"] = json!(path);
+    }
     let result = browser::run(&drive, BROWSER_DEADLINE).await?;
     let uploaded = result["successful"]
         .as_array()
         .filter(|files| files.len() == 1)
-        .with_context(|| format!("the Dashboard did not upload one file: {result}"))?;
+        .with_context(|| format!("the {page} Dashboard did not upload one file: {result}"))?;
     let url = uploaded[0]["url"].as_str().context("no uploadURL")?;
     check_upload(&node, url, size, &sha).await?;
-    let shot = std::fs::metadata(&screenshot)
-        .with_context(|| format!("no screenshot at {}", screenshot.display()))?;
-    ensure!(shot.len() > 1000, "the screenshot is empty");
-    eprintln!("the Dashboard after the upload: {}", screenshot.display());
+    if let Some(path) = screenshot {
+        let shot = std::fs::metadata(&path)
+            .with_context(|| format!("no screenshot at {}", path.display()))?;
+        ensure!(shot.len() > 1000, "the screenshot is empty");
+        eprintln!("the Dashboard after the upload: {}", path.display());
+    }
     Ok(())
+}
+
+#[tokio::test]
+async fn the_uppy_dashboard_completes_an_upload() -> Result<()> {
+    upload_through_dashboard("uppy", 5 * MIB + 7, Some("uppy-dashboard.png")).await
 }
 
 /// docker compose's upload page (deploy/docker/upload-page, served here as its image serves
 /// it, with the same Uppy build) uploads through its Dashboard.
 #[tokio::test]
 async fn the_compose_upload_page_uploads() -> Result<()> {
-    browser::require()?;
-    let page_port = free_port()?;
-    let node = node_for_page(page_port, &[]).await?;
-    let dir = tempfile::tempdir()?;
-    let size = 9 * MIB + 1;
-    let (file, sha) = random_file(dir.path(), "from-compose.bin", size)?;
-    let result = browser::run(
-        &settings("compose", page_port, &node, &file, json!({})),
-        BROWSER_DEADLINE,
-    )
-    .await?;
-    let uploaded = result["successful"]
-        .as_array()
-        .filter(|files| files.len() == 1)
-        .with_context(|| format!("the compose page did not upload one file: {result}"))?;
-    let url = uploaded[0]["url"].as_str().context("no uploadURL")?;
-    check_upload(&node, url, size, &sha).await
+    upload_through_dashboard("compose", 9 * MIB + 1, Some("compose-upload-page.png")).await
 }
 
 /// kill -9 of the node while the browser's one PATCH is in flight (the browser is throttled

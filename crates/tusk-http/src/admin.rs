@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use tower::ServiceExt;
 use tusk_core::Engine;
@@ -24,18 +24,20 @@ pub fn admin_router(engine: Arc<Engine>, metrics: RenderMetrics) -> Router {
         .route("/uploads", get(inspect::writing_here))
         .route("/uploads/{id}", get(inspect::one))
         .with_state(engine)
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        metrics(),
-                    )
-                }
-            }),
-        )
+        .route("/metrics", metrics_route(metrics))
+}
+
+/// `/metrics`: the Prometheus text format.
+fn metrics_route(metrics: RenderMetrics) -> MethodRouter {
+    get(move || {
+        let metrics = metrics.clone();
+        async move {
+            (
+                [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                metrics(),
+            )
+        }
+    })
 }
 
 async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
@@ -83,18 +85,7 @@ impl AdminRoutes {
                     }
                 }),
             )
-            .route(
-                "/metrics",
-                get(move || {
-                    let metrics = metrics.clone();
-                    async move {
-                        (
-                            [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                            metrics(),
-                        )
-                    }
-                }),
-            )
+            .route("/metrics", metrics_route(metrics))
             .fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, "starting\n") });
         Self {
             current: Arc::new(RwLock::new(router)),

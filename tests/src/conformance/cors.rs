@@ -73,14 +73,7 @@ pub async fn cors_preflight_and_exposed_headers(t: Ctx) -> Result<()> {
         }
     }
 
-    let resp = t
-        .send(
-            t.tus(Method::POST, &t.endpoint)
-                .header("Origin", origin)
-                .header("Upload-Length", "5"),
-            "POST with Origin",
-        )
-        .await?;
+    let resp = create_from(&t, origin).await?;
     let resp = expect(resp, 201, "creation: 201").await?;
     let acao = header(&resp, "Access-Control-Allow-Origin");
     ensure!(
@@ -113,57 +106,27 @@ pub async fn cors_preflight_and_exposed_headers(t: Ctx) -> Result<()> {
 /// --cors-allow-origin sets Access-Control-Allow-Origin.
 pub async fn cors_custom_origin(t: Ctx) -> Result<()> {
     let origin = "https://app.example";
-    let resp = t
-        .send(
-            t.plain(Method::OPTIONS, &t.endpoint)
-                .header("Origin", origin)
-                .header("Access-Control-Request-Method", "POST")
-                .header(
-                    "Access-Control-Request-Headers",
-                    "tus-resumable,upload-length",
-                ),
-            "CORS preflight",
-        )
-        .await?;
-    let status = resp.status().as_u16();
+    let preflighted = preflight(&t, origin).await?;
+    let status = preflighted.status().as_u16();
     ensure!(
         status == 200 || status == 204,
         "contract (CORS): a preflight answers 200/204, got {status}"
     );
-    ensure_header(
-        &resp,
-        "Access-Control-Allow-Origin",
-        origin,
-        "contract (CORS): Access-Control-Allow-Origin comes from --cors-allow-origin",
-    )?;
-    let resp = t
-        .send(
-            t.tus(Method::POST, &t.endpoint)
-                .header("Origin", origin)
-                .header("Upload-Length", "5"),
-            "POST with Origin",
-        )
-        .await?;
-    let resp = expect(resp, 201, "creation: 201").await?;
-    ensure_header(
-        &resp,
-        "Access-Control-Allow-Origin",
-        origin,
-        "contract (CORS): Access-Control-Allow-Origin comes from --cors-allow-origin",
-    )?;
+    let created = expect(create_from(&t, origin).await?, 201, "creation: 201").await?;
+    for resp in [&preflighted, &created] {
+        ensure_header(
+            resp,
+            "Access-Control-Allow-Origin",
+            origin,
+            "contract (CORS): Access-Control-Allow-Origin comes from --cors-allow-origin",
+        )?;
+    }
     Ok(())
 }
 
 /// --disable-cors: no CORS headers on responses to a cross-origin request.
 pub async fn cors_disabled(t: Ctx) -> Result<()> {
-    let resp = t
-        .send(
-            t.tus(Method::POST, &t.endpoint)
-                .header("Origin", "https://app.example")
-                .header("Upload-Length", "5"),
-            "POST with Origin",
-        )
-        .await?;
+    let resp = create_from(&t, "https://app.example").await?;
     let resp = expect(resp, 201, "creation: 201").await?;
     ensure_absent(
         &resp,
@@ -176,6 +139,17 @@ pub async fn cors_disabled(t: Ctx) -> Result<()> {
         "contract (CORS): --disable-cors sends no Access-Control-Expose-Headers",
     )?;
     Ok(())
+}
+
+/// A creation of 5 bytes from a page of `origin`.
+async fn create_from(t: &Ctx, origin: &str) -> Result<reqwest::Response> {
+    t.send(
+        t.tus(Method::POST, &t.endpoint)
+            .header("Origin", origin)
+            .header("Upload-Length", "5"),
+        "POST with Origin",
+    )
+    .await
 }
 
 /// A preflight from `origin` for a creation.
@@ -230,14 +204,7 @@ pub async fn cors_origin_list(t: Ctx) -> Result<()> {
             );
         }
     }
-    let resp = t
-        .send(
-            t.tus(Method::POST, &t.endpoint)
-                .header("Origin", "https://upload.b.example")
-                .header("Upload-Length", "5"),
-            "POST with Origin",
-        )
-        .await?;
+    let resp = create_from(&t, "https://upload.b.example").await?;
     let resp = expect(resp, 201, "creation: 201").await?;
     ensure_header(
         &resp,
@@ -245,14 +212,7 @@ pub async fn cors_origin_list(t: Ctx) -> Result<()> {
         "https://upload.b.example",
         "contract (CORS): an actual answer echoes the matching origin",
     )?;
-    let resp = t
-        .send(
-            t.tus(Method::POST, &t.endpoint)
-                .header("Origin", "https://evil.example")
-                .header("Upload-Length", "5"),
-            "POST from an unlisted origin",
-        )
-        .await?;
+    let resp = create_from(&t, "https://evil.example").await?;
     let resp = expect(resp, 201, "creation: 201 (CORS is the browser's check)").await?;
     ensure_absent(
         &resp,
@@ -289,14 +249,7 @@ pub async fn cors_credentials_and_max_age(t: Ctx) -> Result<()> {
         allowed.contains(&"x-app-token".to_string()),
         "contract (CORS): --cors-allow-headers adds X-App-Token, got {allowed:?}"
     );
-    let resp = t
-        .send(
-            t.tus(Method::POST, &t.endpoint)
-                .header("Origin", origin)
-                .header("Upload-Length", "5"),
-            "POST with Origin",
-        )
-        .await?;
+    let resp = create_from(&t, origin).await?;
     let resp = expect(resp, 201, "creation: 201").await?;
     ensure_header(
         &resp,
