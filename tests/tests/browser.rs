@@ -74,6 +74,18 @@ async fn tus_js_client_in_chromium_default_chunked_and_parallel() -> Result<()> 
         check_upload(&node, url, size, &sha)
             .await
             .with_context(|| format!("options {options}"))?;
+        // The file's non-ASCII name went through Upload-Metadata and back.
+        let got = reqwest::get(url.replacen("://localhost:", "://127.0.0.1:", 1)).await?;
+        let disposition = got
+            .headers()
+            .get("Content-Disposition")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        ensure!(
+            disposition.contains("filename*=UTF-8''photo%20%F0%9F%93%B7%20%C3%A9t%C3%A9.bin"),
+            "options {options}: the name came back as {disposition:?}"
+        );
     }
     Ok(())
 }

@@ -184,6 +184,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Whether the backend can serve requests now (for readiness).
     async fn ping(&self) -> Result<(), StorageError>;
 
+    /// The check a node makes once at start, before it takes uploads: by default
+    /// [`Storage::ping`]; a backend whose ping cannot tell whether writes will work (an
+    /// object store with read-only credentials) also writes and removes a probe.
+    async fn check_at_start(&self) -> Result<(), StorageError> {
+        self.ping().await
+    }
+
     /// The concatenation capability, if this backend has it (advertised as the
     /// `concatenation` extensions only then).
     fn concatenation(&self) -> Option<&dyn Concatenation> {

@@ -114,6 +114,11 @@ impl Keys {
         format!("{}{upload}", self.prefix)
     }
 
+    /// The object a node writes and removes at start to learn that it may write.
+    pub fn start_probe(&self, node: &str) -> String {
+        format!("{}.probe/{node}", self.prefix)
+    }
+
     /// The folder of every upload's tails.
     pub fn all_tails(&self) -> String {
         format!("{}.tails/", self.prefix)

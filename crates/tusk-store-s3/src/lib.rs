@@ -463,6 +463,36 @@ impl Storage for S3Storage {
         }
     }
 
+    async fn check_at_start(&self) -> Result<(), StorageError> {
+        self.ping().await?;
+        // Unique enough: nodes starting at once must not remove each other's probe early.
+        let started = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let probe = self
+            .keys
+            .start_probe(&format!("{}-{started}", std::process::id()));
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&probe)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"tusk"))
+            .send()
+            .await;
+        if let Err(error) = put {
+            return Err(match client::status_of(&error) {
+                Some(401 | 403) => StorageError::Misconfigured {
+                    setting: "the S3 credentials or the bucket's policy (Tusk needs \
+                              s3:PutObject, see helm/tusk/README.md)",
+                    problem: format!("S3 refuses writes to bucket {:?}", self.bucket),
+                },
+                _ => backend_error("PutObject", error),
+            });
+        }
+        client::delete_keys(&self.client, &self.bucket, vec![probe]).await
+    }
+
     fn concatenation(&self) -> Option<&dyn Concatenation> {
         Some(self)
     }

@@ -462,7 +462,7 @@ async fn start_backends(
     let mut waiting = StartWait::default();
     let storage = open_storage(config).await?;
     loop {
-        match storage.ping().await {
+        match storage.check_at_start().await {
             Ok(()) => break,
             Err(error @ tusk_core::StorageError::Misconfigured { .. }) => {
                 anyhow::bail!("{} storage cannot work: {error}", storage.name())
