@@ -305,6 +305,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
             "environment variable ignored: only TUSK_<SECTION>__<KEY> is configuration"
         );
     }
+    let mut signalled = watch_for_signals();
     let metrics = Arc::new(tusk_telemetry::Metrics::new().context("setting up metrics")?);
     let render_metrics: tusk_http::RenderMetrics = {
         let metrics = metrics.clone();
@@ -359,7 +360,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
     stdout.flush().await?;
     let backends = tokio::select! {
         backends = start_backends(&config, &admin_routes) => backends?,
-        () = wait_for_signal() => {
+        _ = signalled.wait_for(|s| *s) => {
             tracing::info!("stopped before the backends came up");
             return Ok(());
         }
@@ -425,7 +426,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
     let shutdown = {
         let engine = engine.clone();
         async move {
-            wait_for_signal().await;
+            let _ = signalled.wait_for(|s| *s).await;
             tracing::info!("shutting down: committing in-flight uploads");
             engine.begin_shutdown();
             let _ = stop_tx.send(true);
@@ -477,10 +478,13 @@ async fn start_backends(
     let coordinator = loop {
         match open_coordinator(config).await {
             Ok(coordinator) => break coordinator,
+            // A remote coordinator may come up; the embedded one's directory held by another
+            // process is a second process started by mistake, refused at once.
             Err(error)
-                if error
-                    .chain()
-                    .any(|e| matches!(e.downcast_ref(), Some(CoordError::Unavailable(_)))) =>
+                if config.coordinator.backend != CoordinatorBackend::Embedded
+                    && error
+                        .chain()
+                        .any(|e| matches!(e.downcast_ref(), Some(CoordError::Unavailable(_)))) =>
             {
                 waiting
                     .wait(
@@ -664,6 +668,18 @@ async fn open_coordinator(config: &Config) -> Result<Arc<dyn tusk_core::Coordina
 struct Unobserved;
 
 impl tusk_core::Observer for Unobserved {}
+
+/// SIGTERM or SIGINT as a flag that stays set, listened for from the start: a wait that
+/// begins later still sees a signal that came before it (once Tusk handles a signal, the
+/// default action no longer ends the process, so a missed one would be ignored).
+fn watch_for_signals() -> tokio::sync::watch::Receiver<bool> {
+    let (signal, signalled) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = signal.send(true);
+    });
+    signalled
+}
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
