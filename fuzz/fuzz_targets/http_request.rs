@@ -316,6 +316,7 @@ impl Server {
                 max_metadata_bytes: 1024,
                 max_header_bytes: 4096,
                 presigned_get: None,
+                download: true,
             },
         );
         Self {

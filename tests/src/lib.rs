@@ -20,4 +20,5 @@ pub mod rufh;
 pub mod s3;
 pub mod s3proxy;
 pub mod tls;
+pub mod tusd_cli;
 pub mod uploaded;

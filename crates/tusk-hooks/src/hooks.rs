@@ -16,10 +16,15 @@ use crate::progress::ProgressLimiter;
 use crate::queue::{self, Job, Queue};
 use crate::sender::Sender;
 use crate::settings::{self, HookSettings};
+use crate::tusd_payload;
 
 /// Why [`HttpHooks::new`] refused its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    #[error("hooks.endpoint and hooks.dir are exclusive: give one (an HTTP endpoint or a directory of executables)")]
+    TwoTargets,
+    #[error("hooks.dir {0:?} is not a directory")]
+    NotADirectory(String),
     #[error("hook endpoint {endpoint:?} is not a usable URL: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
     #[error("unknown hook event {0:?} (known: pre-create, post-create, post-receive, pre-finish, post-finish, post-terminate, pre-access)")]
@@ -32,7 +37,8 @@ pub enum HookError {
     Tls(#[from] tusk_tls::TlsError),
 }
 
-/// Hooks POSTed as JSON to one HTTP endpoint. See the crate documentation.
+/// Hooks POSTed as JSON to one HTTP endpoint, or run as the executables of a directory.
+/// See the crate documentation.
 pub struct HttpHooks {
     events: HashSet<HookEvent>,
     sender: Arc<Sender>,
@@ -43,7 +49,8 @@ pub struct HttpHooks {
 }
 
 impl HttpHooks {
-    /// Checks `settings` and, unless hooks are disabled (empty endpoint or no events),
+    /// Checks `settings` and, unless hooks are disabled (neither endpoint nor directory, or
+    /// no events),
     /// spawns the task that delivers notifications: it must then be called inside a tokio
     /// runtime, which the task lives on ([`HookError::NoRuntime`] otherwise).
     pub fn new(
@@ -58,14 +65,20 @@ impl HttpHooks {
                 .ok_or_else(|| HookError::UnknownEvent(name.clone()))?;
             events.insert(event);
         }
-        let uri = if endpoint.is_empty() {
-            events.clear();
-            Uri::default()
-        } else {
-            parse_endpoint(endpoint)?
+        let dir = settings.dir.clone().filter(|d| !d.as_os_str().is_empty());
+        let sender = match (endpoint.is_empty(), dir) {
+            (false, Some(_)) => return Err(HookError::TwoTargets),
+            (true, Some(dir)) if !dir.is_dir() => {
+                return Err(HookError::NotADirectory(dir.display().to_string()))
+            }
+            (true, Some(dir)) => Sender::dir(dir, &settings, observer.clone()),
+            (false, None) => Sender::http(parse_endpoint(endpoint)?, &settings, observer.clone())?,
+            (true, None) => {
+                events.clear();
+                Sender::http(Uri::default(), &settings, observer.clone())?
+            }
         };
-
-        let sender = Arc::new(Sender::new(uri, &settings, observer.clone())?);
+        let sender = Arc::new(sender);
         let queue = Arc::new(Queue::new(settings.queue, settings.queue_bytes, observer));
         if events.iter().any(|e| !is_blocking(*e)) {
             let runtime =
@@ -107,6 +120,9 @@ impl HttpHooks {
         request: Option<&RequestInfo>,
     ) -> Bytes {
         let request = request.map(|r| self.headers.forwarded(r));
+        if self.sender.speaks_tusd() {
+            return Bytes::from(tusd_payload::body(event, upload, access, request.as_ref()));
+        }
         Bytes::from(payload::body(event, key, upload, access, request.as_ref()))
     }
 }

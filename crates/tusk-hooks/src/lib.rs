@@ -1,5 +1,6 @@
-//! Tusk's HTTP hooks, as tusd's `-hooks-http`: every enabled event is POSTed as JSON to one
-//! endpoint.
+//! Tusk's hooks: every enabled event is POSTed as JSON to one endpoint (tusd's
+//! `-hooks-http`), or run as an executable of a directory with tusd's JSON on stdin (tusd's
+//! `-hooks-dir`, see `tusd_payload.rs` and [`HookSettings::dir`]).
 //!
 //! - Blocking hooks (pre-create, pre-access, pre-finish) wait for the answer: a 2xx with an
 //!   empty body allows, `{"reject": true, "status": 403, "body": "..."}` rejects, and on
@@ -25,6 +26,7 @@ mod pruned;
 mod queue;
 mod sender;
 mod settings;
+mod tusd_payload;
 
 pub use hooks::{HookError, HttpHooks};
 pub use settings::HookSettings;

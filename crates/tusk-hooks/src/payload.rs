@@ -88,7 +88,7 @@ pub(crate) fn body(
 
 /// Decoded metadata: key to UTF-8 text (lossy), `None` for a bare key. Unparseable
 /// metadata (the engine validated it at creation, so this does not happen) gives no keys.
-fn decode_metadata(raw: Option<&str>) -> BTreeMap<String, Option<String>> {
+pub(crate) fn decode_metadata(raw: Option<&str>) -> BTreeMap<String, Option<String>> {
     let Some(raw) = raw else {
         return BTreeMap::new();
     };
@@ -141,7 +141,7 @@ pub(crate) enum Decision {
 }
 
 /// Status of a rejection that names none, or one that is not an error status.
-const DEFAULT_REJECT_STATUS: u16 = 403;
+pub(crate) const DEFAULT_REJECT_STATUS: u16 = 403;
 
 /// Reads a 2xx answer: empty (allow), `{"reject": true, ...}` or `{"change": {...}}`.
 pub(crate) fn parse_answer(body: &[u8]) -> Result<Decision, String> {

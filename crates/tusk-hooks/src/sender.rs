@@ -1,3 +1,5 @@
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -6,27 +8,42 @@ use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tusk_core::{CreateChanges, HookEvent, HookRefusal, Observer};
 
 use crate::hooks::HookError;
 use crate::payload::{self, Decision};
 use crate::queue::Job;
 use crate::settings::HookSettings;
+use crate::tusd_payload;
 
 /// Largest hook answer read; a longer one is a failed call.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// How one HTTP attempt ended.
+/// How one attempt ended.
 enum Attempt {
     Answered(StatusCode, Bytes),
     TimedOut,
+    /// Worth another attempt (the connection failed).
     Failed(String),
+    /// Not worth another: a hook executable that exited with an error.
+    Exited(String),
 }
 
-/// The HTTP side: one attempt, and the retry loop both kinds of hooks go through.
+/// Where the hooks go.
+pub(crate) enum Target {
+    /// POSTed to an HTTP endpoint, as Tusk's JSON.
+    Http {
+        client: Box<Client<tusk_tls::Connector, Full<Bytes>>>,
+        endpoint: Uri,
+    },
+    /// Run as the executables of a directory, as tusd's file hooks (tusd's JSON).
+    Dir(PathBuf),
+}
+
+/// One attempt at whichever target, and the retry loop both kinds of hooks go through.
 pub(crate) struct Sender {
-    client: Client<tusk_tls::Connector, Full<Bytes>>,
-    endpoint: Uri,
+    target: Target,
     timeout: Duration,
     retries: u32,
     backoff: Duration,
@@ -36,7 +53,7 @@ pub(crate) struct Sender {
 impl Sender {
     /// A sender POSTing to `endpoint` with the timeout, retries and TLS roots of `settings`
     /// (an `https://` endpoint must present a certificate those roots vouch for).
-    pub(crate) fn new(
+    pub(crate) fn http(
         endpoint: Uri,
         settings: &HookSettings,
         observer: Arc<dyn Observer>,
@@ -46,52 +63,48 @@ impl Sender {
             "hooks.ca_file",
             Some(settings.timeout),
         )?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-        Ok(Self {
-            client,
-            endpoint,
+        let client = Box::new(
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .build(connector),
+        );
+        Ok(Self::new(
+            Target::Http { client, endpoint },
+            settings,
+            observer,
+        ))
+    }
+
+    /// A sender running the executables of `dir`, with the timeout and retries of
+    /// `settings`.
+    pub(crate) fn dir(dir: PathBuf, settings: &HookSettings, observer: Arc<dyn Observer>) -> Self {
+        Self::new(Target::Dir(dir), settings, observer)
+    }
+
+    fn new(target: Target, settings: &HookSettings, observer: Arc<dyn Observer>) -> Self {
+        Self {
+            target,
             timeout: settings.timeout,
             retries: settings.retries,
             backoff: settings.backoff,
             observer,
-        })
+        }
     }
 
-    async fn attempt(&self, key: &str, body: Bytes) -> Attempt {
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(self.endpoint.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("tusk/", env!("CARGO_PKG_VERSION")),
-            )
-            .header("idempotency-key", key)
-            .body(Full::new(body));
-        let request = match request {
-            Ok(r) => r,
-            // Only an upload ID with characters a header cannot carry gets here.
-            Err(e) => return Attempt::Failed(format!("cannot build the request: {e}")),
+    /// Whether the hooks get tusd's messages (file hooks) rather than Tusk's.
+    pub(crate) fn speaks_tusd(&self) -> bool {
+        matches!(self.target, Target::Dir(_))
+    }
+
+    async fn attempt(&self, event: HookEvent, key: &str, body: Bytes) -> Attempt {
+        let attempt = async {
+            match &self.target {
+                Target::Http { client, endpoint } => post(client, endpoint, key, body).await,
+                Target::Dir(dir) => run(dir, event, body).await,
+            }
         };
-        let call = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| format!("request failed: {}", with_causes(&e)))?;
-            let status = response.status();
-            let answer = Limited::new(response.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| format!("reading the answer failed: {e}"))?
-                .to_bytes();
-            Ok::<_, String>((status, answer))
-        };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok((status, answer))) => Attempt::Answered(status, answer),
-            Ok(Err(e)) => Attempt::Failed(e),
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(attempt) => attempt,
             Err(_) => Attempt::TimedOut,
         }
     }
@@ -114,7 +127,7 @@ impl Sender {
         let name = event.name();
         let mut retries = 0;
         loop {
-            let (problem, retryable) = match self.attempt(key, body.clone()).await {
+            let (problem, retryable) = match self.attempt(event, key, body.clone()).await {
                 Attempt::Answered(status, answer) if status.is_success() => match accept(&answer) {
                     Ok(accepted) => return Ok(accepted),
                     Err(problem) => (problem, false),
@@ -127,6 +140,7 @@ impl Sender {
                     retry.on_timeout(),
                 ),
                 Attempt::Failed(e) => (e, true),
+                Attempt::Exited(e) => (e, false),
             };
             self.observer.hook_call(name, "failed");
             if !retryable || retries >= self.retries {
@@ -184,7 +198,13 @@ impl Sender {
     ) -> Result<CreateChanges, HookRefusal> {
         let name = event.name();
         match self
-            .send(event, key, body, Retry::Blocking, payload::parse_answer)
+            .send(event, key, body, Retry::Blocking, |answer| {
+                if self.speaks_tusd() {
+                    tusd_payload::parse_answer(answer)
+                } else {
+                    payload::parse_answer(answer)
+                }
+            })
             .await
         {
             Ok(Decision::Allow(changes)) => {
@@ -206,6 +226,105 @@ impl Sender {
                 Err(HookRefusal::Unavailable)
             }
         }
+    }
+}
+
+/// POSTs `body` to `endpoint` (Tusk's JSON).
+async fn post(
+    client: &Client<tusk_tls::Connector, Full<Bytes>>,
+    endpoint: &Uri,
+    key: &str,
+    body: Bytes,
+) -> Attempt {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(endpoint.clone())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::USER_AGENT,
+            concat!("tusk/", env!("CARGO_PKG_VERSION")),
+        )
+        .header("idempotency-key", key)
+        .body(Full::new(body));
+    let request = match request {
+        Ok(r) => r,
+        // Only an upload ID with characters a header cannot carry gets here.
+        Err(e) => return Attempt::Failed(format!("cannot build the request: {e}")),
+    };
+    let call = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("request failed: {}", with_causes(&e)))?;
+        let status = response.status();
+        let answer = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer failed: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, answer))
+    };
+    match call.await {
+        Ok((status, answer)) => Attempt::Answered(status, answer),
+        Err(e) => Attempt::Failed(e),
+    }
+}
+
+/// Runs `dir/<event>` with `body` (tusd's HookRequest) on stdin, as tusd runs a file hook;
+/// its stdout is the answer. An event without a file is allowed, as in tusd. The process is
+/// killed if the attempt is dropped (its timeout).
+async fn run(dir: &Path, event: HookEvent, body: Bytes) -> Attempt {
+    let path = dir.join(event.name());
+    if !path.exists() {
+        return Attempt::Answered(StatusCode::OK, Bytes::new());
+    }
+    let upload: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let field = |name: &str| upload["Event"]["Upload"][name].to_string();
+    let child = tokio::process::Command::new(&path)
+        .current_dir(dir)
+        .env(
+            "TUS_ID",
+            upload["Event"]["Upload"]["ID"].as_str().unwrap_or(""),
+        )
+        .env("TUS_SIZE", field("Size"))
+        .env("TUS_OFFSET", field("Offset"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => return Attempt::Exited(format!("cannot run {}: {e}", path.display())),
+    };
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Attempt::Exited("the hook's stdin or stdout was not piped".into());
+    };
+    // A hook that never reads its stdin must not block the write: write alongside reading.
+    let write = async move {
+        let _ = stdin.write_all(&body).await;
+    };
+    let mut answer = Vec::new();
+    let mut limited = stdout.take(MAX_ANSWER as u64 + 1);
+    let read = limited.read_to_end(&mut answer);
+    let (_, read) = tokio::join!(write, read);
+    if let Err(e) = read {
+        return Attempt::Exited(format!("reading {}'s output failed: {e}", path.display()));
+    }
+    if answer.len() > MAX_ANSWER {
+        return Attempt::Exited(format!(
+            "{} wrote more than {MAX_ANSWER} bytes",
+            path.display()
+        ));
+    }
+    match child.wait().await {
+        Ok(status) if status.success() => Attempt::Answered(StatusCode::OK, answer.into()),
+        Ok(status) => Attempt::Exited(format!(
+            "{} exited with {status}: {}",
+            path.display(),
+            String::from_utf8_lossy(&answer).trim()
+        )),
+        Err(e) => Attempt::Exited(format!("waiting for {} failed: {e}", path.display())),
     }
 }
 

@@ -52,6 +52,13 @@ pub struct HookSettings {
     /// for its host (see `ca_file`); there is no way to skip that check. Empty disables hooks
     /// altogether.
     pub endpoint: String,
+    /// A directory of executables named after the events (`pre-create`, `post-finish`,
+    /// ...), as tusd's `-hooks-dir`: each event runs its file with tusd's HookRequest JSON
+    /// on stdin, `TUS_ID`, `TUS_SIZE` and `TUS_OFFSET` in the environment and the directory
+    /// as working directory; stdout is read as tusd's HookResponse (empty: allow). An event
+    /// without a file is skipped; a non-zero exit fails the call (blocking hooks: 503).
+    /// Exclusive with `endpoint`.
+    pub dir: Option<PathBuf>,
     /// A PEM file of CA certificates: when set, an `https://` endpoint is trusted only if
     /// one of them vouches for it (a private CA); unset or empty, the Mozilla roots are
     /// used. A file that cannot be read or holds no certificate stops startup.
@@ -103,6 +110,7 @@ impl Default for HookSettings {
     fn default() -> Self {
         Self {
             endpoint: String::new(),
+            dir: None,
             ca_file: None,
             events: ALL_EVENTS
                 .into_iter()

@@ -14,20 +14,28 @@ use crate::inspect;
 /// Renders the metrics in the Prometheus text format.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Where the admin listener serves the metrics, and how they are rendered.
+#[derive(Clone)]
+pub struct MetricsEndpoint {
+    /// Path of the Prometheus endpoint (tusd's -metrics-path), `/metrics` by default.
+    pub path: String,
+    pub render: RenderMetrics,
+}
+
 /// `/healthz`: the process serves requests. `/readyz`: it should get traffic: not draining,
-/// and its coordinator answers. `/metrics`: Prometheus. `/uploads/{id}` and `/uploads`: an
+/// and its coordinator answers. `/metrics` (or the configured path): Prometheus. `/uploads/{id}` and `/uploads`: an
 /// upload's record and who writes it, and the uploads this node writes now (JSON).
-pub fn admin_router(engine: Arc<Engine>, metrics: RenderMetrics) -> Router {
+pub fn admin_router(engine: Arc<Engine>, metrics: MetricsEndpoint) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/uploads", get(inspect::writing_here))
         .route("/uploads/{id}", get(inspect::one))
         .with_state(engine)
-        .route("/metrics", metrics_route(metrics))
+        .route(&metrics.path, metrics_route(metrics.render))
 }
 
-/// `/metrics`: the Prometheus text format.
+/// The Prometheus text format.
 fn metrics_route(metrics: RenderMetrics) -> MethodRouter {
     get(move || {
         let metrics = metrics.clone();
@@ -61,7 +69,7 @@ pub struct AdminRoutes {
 }
 
 impl AdminRoutes {
-    pub fn starting(metrics: RenderMetrics) -> Self {
+    pub fn starting(metrics: MetricsEndpoint) -> Self {
         let waiting_for = Arc::new(Mutex::new(
             "starting: opening storage and coordinator".to_owned(),
         ));
@@ -85,7 +93,7 @@ impl AdminRoutes {
                     }
                 }),
             )
-            .route("/metrics", metrics_route(metrics))
+            .route(&metrics.path, metrics_route(metrics.render))
             .fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, "starting\n") });
         Self {
             current: Arc::new(RwLock::new(router)),

@@ -66,6 +66,9 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
                 .map(HeaderValue::as_bytes),
         )?;
     }
+    if !served(app, &method) {
+        return Err(Refusal::MethodNotAllowed.into());
+    }
     let info = request_info(&request, &method);
     if let Some(id) = &id {
         let access = access_of(&method).ok_or(Refusal::MethodNotAllowed)?;
@@ -78,6 +81,16 @@ async fn route(app: &AppState, request: Request) -> Result<Response> {
         (Method::DELETE, Some(id)) => terminate(app, &id, &info).await,
         (Method::GET, Some(id)) => get(app, &id, request.headers()).await,
         _ => Err(Refusal::MethodNotAllowed.into()),
+    }
+}
+
+/// False for a method the operator turned off (tusd's -disable-download and
+/// -disable-termination): refused before any hook or lookup.
+pub(crate) fn served(app: &AppState, method: &Method) -> bool {
+    match *method {
+        Method::GET => app.config.download,
+        Method::DELETE => app.engine.config().termination,
+        _ => true,
     }
 }
 

@@ -28,24 +28,24 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
+
+use crate::listener::Io;
 
 /// An accepted connection, as hyper reads and writes it: the plain socket, or one that
 /// also lets handlers write interim responses.
 pub(crate) enum Socket {
-    Plain(TcpStream),
+    Plain(Io),
     Shared(SharedSocket),
 }
 
 impl Socket {
     /// `stream` as hyper's I/O, and the sender of interim responses when `interim` is on.
-    pub(crate) fn new(stream: TcpStream, interim: bool) -> (Self, Option<InterimSender>) {
+    pub(crate) fn new(stream: Io, interim: bool) -> (Self, Option<InterimSender>) {
         if !interim {
             return (Self::Plain(stream), None);
         }
-        let (read, write) = stream.into_split();
+        let (read, write) = tokio::io::split(stream);
         let writer = Arc::new(Mutex::new(Writer {
             socket: write,
             pending: BytesMut::new(),
@@ -59,12 +59,12 @@ impl Socket {
 
 /// The socket split: hyper alone reads; hyper and [`InterimSender`]s write, in turn.
 pub(crate) struct SharedSocket {
-    read: OwnedReadHalf,
+    read: ReadHalf<Io>,
     writer: Arc<Mutex<Writer>>,
 }
 
 struct Writer {
-    socket: OwnedWriteHalf,
+    socket: WriteHalf<Io>,
     /// Interim bytes the socket has not taken yet; they go before anything hyper writes.
     pending: BytesMut,
     /// Whether hyper's own buffer is empty: its last write was followed by a completed

@@ -15,6 +15,7 @@ mod handlers;
 mod header_limit;
 mod inspect;
 mod interim;
+mod listener;
 mod method_override;
 mod metrics;
 mod proxy;
@@ -30,9 +31,10 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use tusk_core::Engine;
 
-pub use admin::{admin_router, AdminRoutes, RenderMetrics};
+pub use admin::{admin_router, AdminRoutes, MetricsEndpoint, RenderMetrics};
 pub use cors::{CorsPolicy, CorsSettingError, CorsSettings};
 pub use error::{ApiError, Refusal};
+pub use listener::Listener;
 pub use proxy::{ProxyHeaders, TrustedProxy};
 pub use serve::{serve, ServeLimits};
 
@@ -53,6 +55,8 @@ pub struct HttpConfig {
     /// Answer GET of a finished upload with a redirect to a storage URL valid this long,
     /// when the storage can presign one; `None` streams the bytes through Tusk.
     pub presigned_get: Option<std::time::Duration>,
+    /// Serve GET of an upload's bytes (tusd's download endpoint); off, GET answers 405.
+    pub download: bool,
 }
 
 pub(crate) struct AppState {

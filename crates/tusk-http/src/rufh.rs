@@ -72,6 +72,9 @@ async fn route_version(
         Target::Collection => None,
         Target::Upload(id) => Some(id.to_string()),
     };
+    if !handlers::served(app, &method) {
+        return Err(Refusal::MethodNotAllowed.into());
+    }
     let info = handlers::request_info(&request, &method);
     if let Some(id) = &id {
         let access = handlers::access_of(&method).ok_or(Refusal::MethodNotAllowed)?;

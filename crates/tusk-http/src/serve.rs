@@ -25,7 +25,7 @@ use futures_util::future::Either;
 use http::{header, HeaderValue, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
 use tower::ServiceExt;
 use tusk_core::Observer;
 use tusk_protocol::{headers::TUS_RESUMABLE, TUS_VERSION};
@@ -33,7 +33,8 @@ use tusk_protocol::{headers::TUS_RESUMABLE, TUS_VERSION};
 use crate::connections::{Admission, Connections, Cut, Tracked};
 use crate::error::{ApiError, Refusal};
 use crate::handlers::PeerAddr;
-use crate::interim::Socket;
+use crate::interim::{InterimSender, Socket};
+use crate::listener::{handshake, Listener};
 
 /// How long a connection being closed (graceful shutdown: HTTP/1 after its response,
 /// HTTP/2 after GOAWAY) may linger with nothing in flight before it is dropped: a peer that
@@ -72,14 +73,16 @@ pub struct ServeLimits {
     pub interim_responses: bool,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains connections.
+/// Serves `router` on `listener` (through TLS when `tls` is given) until `shutdown`
+/// resolves, then drains connections.
 ///
 /// Past `max_connections`, a new connection closes the open connection idle longest (no
 /// request in flight; counted as `evicted`); when every connection has a request in flight,
 /// the new one is closed at once, before reading a byte (`connection_refused`), and the
 /// connections already open are served as before.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
+    tls: Option<Arc<ServerConfig>>,
     router: Router,
     limits: ServeLimits,
     observer: Arc<dyn Observer>,
@@ -117,48 +120,71 @@ pub async fn serve(
         let slot = match connections.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {
-                tracing::debug!(%peer, "connection refused: at the limit, every connection busy");
+                tracing::debug!(
+                    ?peer,
+                    "connection refused: at the limit, every connection busy"
+                );
                 observer.connection_refused();
                 drop(stream);
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let (socket, interim) = Socket::new(stream, limits.interim_responses);
         let activity = slot.activity().clone();
-        let service = hyper::service::service_fn({
+        let service = {
             let router = router.clone();
             let activity = activity.clone();
-            move |mut request: http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(PeerAddr(peer));
-                if let Some(interim) = interim
-                    .clone()
-                    .filter(|_| request.version() == Version::HTTP_11)
-                {
-                    request.extensions_mut().insert(interim);
-                }
-                let in_flight = activity.begin();
-                let response = match in_flight {
-                    Some(_) => Either::Left(router.clone().oneshot(request)),
-                    None => Either::Right(std::future::ready(Ok(evicted_refusal()))),
-                };
-                async move {
-                    let response = response.await?;
-                    Ok::<_, Infallible>(response.map(|body| Tracked {
-                        body,
-                        _in_flight: in_flight,
-                    }))
-                }
+            move |interim: Option<InterimSender>| {
+                hyper::service::service_fn(
+                    move |mut request: http::Request<hyper::body::Incoming>| {
+                        if let Some(peer) = peer {
+                            request.extensions_mut().insert(PeerAddr(peer));
+                        }
+                        if let Some(interim) = interim
+                            .clone()
+                            .filter(|_| request.version() == Version::HTTP_11)
+                        {
+                            request.extensions_mut().insert(interim);
+                        }
+                        let in_flight = activity.begin();
+                        let response = match in_flight {
+                            Some(_) => Either::Left(router.clone().oneshot(request)),
+                            None => Either::Right(std::future::ready(Ok(evicted_refusal()))),
+                        };
+                        async move {
+                            let response = response.await?;
+                            Ok::<_, Infallible>(response.map(|body| Tracked {
+                                body,
+                                _in_flight: in_flight,
+                            }))
+                        }
+                    },
+                )
             }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(socket), service)
-            .into_owned();
+        };
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let interim_responses = limits.interim_responses;
         let observer = observer.clone();
         let mut stop = stop.subscribe();
         let (header_read_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
         observer.connection_opened();
         tokio::spawn(async move {
+            let io = match handshake(stream, tls.as_ref(), header_read_timeout).await {
+                Ok(io) => io,
+                Err(error) => {
+                    tracing::debug!(?peer, %error, "TLS handshake failed");
+                    if error.kind() == std::io::ErrorKind::TimedOut {
+                        observer.connection_cut(Cut::HeaderTimeout.label());
+                    }
+                    observer.connection_closed();
+                    drop(slot);
+                    return;
+                }
+            };
+            let (socket, interim) = Socket::new(io, interim_responses);
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(socket), service(interim))
+                .into_owned();
             let mut connection = std::pin::pin!(connection);
             let cut = tokio::select! {
                 result = connection.as_mut() => {
@@ -170,7 +196,7 @@ pub async fn serve(
             };
             if let Some(cut) = cut {
                 if let Some(cut) = cut {
-                    tracing::debug!(%peer, reason = cut.label(), "closing connection");
+                    tracing::debug!(?peer, reason = cut.label(), "closing connection");
                     observer.connection_cut(cut.label());
                 }
                 // HTTP/1 closes after the response in flight, if any; HTTP/2 sends GOAWAY
@@ -209,7 +235,7 @@ fn evicted_refusal() -> axum::response::Response {
 /// Reports how a connection ended; hyper's own timeouts count as cuts.
 fn ended(
     result: Result<(), Box<dyn std::error::Error + Send + Sync>>,
-    peer: std::net::SocketAddr,
+    peer: Option<std::net::SocketAddr>,
     observer: &dyn Observer,
 ) {
     let Err(error) = result else { return };
@@ -222,10 +248,10 @@ fn ended(
             } else {
                 Cut::PingTimeout.label()
             };
-            tracing::debug!(%peer, reason, "connection closed: timeout");
+            tracing::debug!(?peer, reason, "connection closed: timeout");
             observer.connection_cut(reason);
             return;
         }
     }
-    tracing::debug!(%peer, %error, "connection ended with an error");
+    tracing::debug!(?peer, %error, "connection ended with an error");
 }

@@ -110,6 +110,7 @@ impl Server {
                 max_metadata_bytes: 100,
                 max_header_bytes: 2048,
                 presigned_get: None,
+                download: true,
             },
         );
         Self {

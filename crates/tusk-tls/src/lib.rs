@@ -1,5 +1,6 @@
-//! Outgoing TLS for the HTTP clients Tusk starts itself (hooks, OTLP trace export): one
-//! rustls configuration, built the same way for both.
+//! TLS: incoming for the upload listener ([`server`]), and outgoing for the HTTP clients
+//! Tusk starts itself (hooks, OTLP trace export): one rustls client configuration, built the
+//! same way for both.
 //!
 //! - The crypto provider is aws-lc-rs, named explicitly: it is the one the AWS SDK and the
 //!   Redis client already link, so the binary carries a single TLS stack, and naming it keeps
@@ -12,6 +13,10 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod server;
+
+pub use server::{ServerTls, TlsMode};
 
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -40,6 +45,13 @@ pub enum TlsError {
     },
     #[error("{setting}: {path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
     EmptyCaFile { setting: String, path: String },
+    #[error("cannot read {path:?}: {source}")]
+    ReadServerFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path:?}: {reason}")]
+    BadServerFile { path: String, reason: String },
     #[error("the TLS library refused its configuration: {0}")]
     Config(#[from] rustls::Error),
 }

@@ -10,8 +10,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::cli::ServeFlags;
-
 /// Which node to ask.
 #[derive(Debug, Args, Clone)]
 pub struct AdminTarget {
@@ -42,11 +40,9 @@ impl AdminTarget {
                 .next()
                 .with_context(|| format!("--admin-addr {addr} resolves to nothing"));
         }
-        let flags = ServeFlags {
-            config: self.config.clone(),
-            ..ServeFlags::default()
-        };
-        let server = crate::load_config(&flags)?.config.server;
+        let server = crate::load_config(self.config.as_deref(), Vec::new())?
+            .config
+            .server;
         // A listener on every address is reached on loopback.
         let host: IpAddr = match server.admin_host.parse() {
             Ok(IpAddr::V4(v4)) if v4.is_unspecified() => Ipv4Addr::LOCALHOST.into(),

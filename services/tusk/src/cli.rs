@@ -6,12 +6,15 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, Parser, Subcommand};
+
+use crate::config::Config;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "tusk",
     version,
+    long_version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("TUSK_GIT_COMMIT"), ")"),
     about = "Tusk: a horizontally scalable tus resumable-upload server."
 )]
 #[command(args_conflicts_with_subcommands = true)]
@@ -28,8 +31,9 @@ pub enum Command {
     Serve(Box<ServeFlags>),
     /// Run a load benchmark against any tus server and print one JSON line per scenario.
     Bench(tusk_bench::BenchArgs),
-    /// Print the configuration reference as a Markdown table (the README's table).
-    ConfigReference,
+    /// Print the configuration reference as a Markdown table (the README's table); with
+    /// --tusd, the table of tusd's flags (docs/tusd-migration.md).
+    ConfigReference(ConfigReferenceArgs),
     /// Check the embedded coordinator's directory for damage; --salvage rebuilds it from
     /// every intact frame. Run it with the server stopped.
     CheckData(crate::check_data::CheckDataArgs),
@@ -43,87 +47,20 @@ pub enum Command {
     Uploads(crate::inspect::UploadsArgs),
 }
 
-/// Flags of the server. Each maps to a configuration key (see FLAGS).
+#[derive(Debug, Args)]
+pub struct ConfigReferenceArgs {
+    /// Print how each tusd flag maps to Tusk instead.
+    #[arg(long)]
+    pub tusd: bool,
+}
+
+/// The flags of the server besides the settings: those are built from [`FLAGS`] by
+/// [`command`] and read back by [`setting_overrides`].
 #[derive(Debug, Args, Default, Clone)]
 pub struct ServeFlags {
+    /// TOML configuration file; environment variables and flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    #[arg(long)]
-    pub host: Option<String>,
-    #[arg(long)]
-    pub port: Option<u16>,
-    #[arg(long)]
-    pub base_path: Option<String>,
-    #[arg(long, value_name = "DIR")]
-    pub upload_dir: Option<PathBuf>,
-    #[arg(long, value_name = "BYTES")]
-    pub max_size: Option<u64>,
-    #[arg(long)]
-    pub behind_proxy: bool,
-    #[arg(long)]
-    pub disable_cors: bool,
-    #[arg(long)]
-    pub interim_responses: bool,
-    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
-    pub cors_allow_origin: Option<Vec<String>>,
-    #[arg(long)]
-    pub cors_allow_credentials: bool,
-    #[arg(long, value_name = "DURATION")]
-    pub cors_max_age: Option<String>,
-    #[arg(long, value_name = "HEADERS", value_delimiter = ',')]
-    pub cors_allow_headers: Option<Vec<String>>,
-    #[arg(long, value_name = "HEADERS", value_delimiter = ',')]
-    pub cors_expose_headers: Option<Vec<String>>,
-    #[arg(long, value_name = "DURATION")]
-    pub expire_after: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    pub tombstone_ttl: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    pub sweep_interval: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    pub lease_wait: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    pub network_timeout: Option<String>,
-    #[arg(long, value_name = "BYTES")]
-    pub max_metadata_size: Option<usize>,
-    #[arg(long, value_enum)]
-    pub log_format: Option<tusk_telemetry::LogFormat>,
-    #[arg(long, value_name = "PORT")]
-    pub admin_port: Option<u16>,
-    #[arg(long, value_parser = ["fs", "s3", "gcs"])]
-    pub storage: Option<String>,
-    #[arg(long, value_name = "BUCKET")]
-    pub s3_bucket: Option<String>,
-    #[arg(long, value_name = "PREFIX")]
-    pub s3_object_prefix: Option<String>,
-    #[arg(long, value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-    #[arg(long)]
-    pub s3_path_style: bool,
-    #[arg(long, value_name = "BYTES")]
-    pub s3_part_size: Option<u64>,
-    #[arg(long, value_name = "BUCKET")]
-    pub gcs_bucket: Option<String>,
-    #[arg(long, value_name = "PREFIX")]
-    pub gcs_object_prefix: Option<String>,
-    #[arg(long, value_name = "URL")]
-    pub gcs_endpoint: Option<String>,
-    #[arg(long, value_parser = ["embedded", "redis", "etcd"])]
-    pub coordinator: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    pub lease_ttl: Option<String>,
-    #[arg(long, value_name = "URL")]
-    pub redis_url: Option<String>,
-    #[arg(long, value_name = "PREFIX")]
-    pub redis_prefix: Option<String>,
-    #[arg(long, value_name = "URLS", value_delimiter = ',')]
-    pub redis_cluster_nodes: Option<Vec<String>>,
-    #[arg(long, value_name = "URLS", value_delimiter = ',')]
-    pub etcd_endpoints: Option<Vec<String>>,
-    #[arg(long, value_name = "URL")]
-    pub hooks_http: Option<String>,
-    #[arg(long, value_name = "EVENTS", value_delimiter = ',')]
-    pub hooks_enabled_events: Option<Vec<String>>,
 }
 
 /// One setting: its flag (if any), configuration key, default and meaning.
@@ -134,7 +71,9 @@ pub struct Flag {
     pub help: &'static str,
 }
 
-/// The table behind `--help` annotations and the README reference.
+/// Every setting: the table behind the flags, their `--help`, the environment variables
+/// accepted and the README reference. A setting without a flag name is set in the file or
+/// the environment only.
 pub const FLAGS: &[Flag] = &[
     Flag {
         flag: "storage",
@@ -209,6 +148,30 @@ pub const FLAGS: &[Flag] = &[
         default: "/files/",
     },
     Flag {
+        flag: "unix-socket",
+        help: "Listen on this unix socket instead of host and port (a proxy on the same machine); a stale socket file is replaced.",
+        key: "server.unix_socket",
+        default: "(none: TCP)",
+    },
+    Flag {
+        flag: "tls-certificate",
+        help: "PEM certificate chain (leaf first) to serve HTTPS with, HTTP/2 offered by ALPN; reloaded on SIGHUP and when the file changes, without dropping open connections.",
+        key: "server.tls_certificate",
+        default: "(none: plain HTTP)",
+    },
+    Flag {
+        flag: "tls-key",
+        help: "PEM private key of the TLS certificate (PKCS#8, PKCS#1 or SEC1).",
+        key: "server.tls_key",
+        default: "(none)",
+    },
+    Flag {
+        flag: "tls-mode",
+        help: "tls12 (TLS 1.2 and 1.3), tls12-strong (TLS 1.2 with ECDHE AES-256-GCM only) or tls13 (TLS 1.3 only), as in tusd.",
+        key: "server.tls_mode",
+        default: "tls12",
+    },
+    Flag {
         flag: "behind-proxy",
         help: "Build the URLs handed out from the proxy's headers (the family server.proxy_headers names) instead of Host alone.",
         key: "server.behind_proxy",
@@ -275,6 +238,24 @@ pub const FLAGS: &[Flag] = &[
         default: "0",
     },
     Flag {
+        flag: "disable-download",
+        help: "Serve an upload's bytes on GET (the flag turns it off: 405).",
+        key: "uploads.download",
+        default: "true",
+    },
+    Flag {
+        flag: "disable-termination",
+        help: "Serve DELETE, the termination extension (the flag turns it off: 405, and Tus-Extension no longer announces it).",
+        key: "uploads.termination",
+        default: "true",
+    },
+    Flag {
+        flag: "disable-concatenation",
+        help: "Serve the concatenation extension where the storage can (the flag turns it off: Upload-Concat answers 400, and Tus-Extension no longer announces it).",
+        key: "uploads.concatenation",
+        default: "true",
+    },
+    Flag {
         flag: "max-metadata-size",
         help: "Largest Upload-Metadata header in bytes.",
         key: "uploads.max_metadata_size",
@@ -309,6 +290,12 @@ pub const FLAGS: &[Flag] = &[
         help: "Port of the admin listener (/healthz, /readyz); 0 picks a free one.",
         key: "server.admin_port",
         default: "8081",
+    },
+    Flag {
+        flag: "metrics-path",
+        help: "Path of the Prometheus metrics on the admin listener.",
+        key: "server.metrics_path",
+        default: "/metrics",
     },
     Flag {
         flag: "coordinator",
@@ -353,6 +340,12 @@ pub const FLAGS: &[Flag] = &[
         default: "(none)",
     },
     Flag {
+        flag: "hooks-dir",
+        help: "Directory of hook executables named after the events (pre-create, post-finish, ...), run as tusd runs them: tusd's HookRequest JSON on stdin, TUS_ID/TUS_SIZE/TUS_OFFSET in the environment, tusd's HookResponse on stdout. An event without a file is skipped. Exclusive with --hooks-http.",
+        key: "hooks.dir",
+        default: "(none)",
+    },
+    Flag {
         flag: "hooks-enabled-events",
         help: "Comma-separated hook events to send: pre-create, post-create, post-receive, pre-finish, post-finish, post-terminate, pre-access.",
         key: "hooks.events",
@@ -364,10 +357,6 @@ pub const FLAGS: &[Flag] = &[
         key: "log.format",
         default: "text",
     },
-];
-
-/// Settings with no flag of their own (file or environment only).
-pub const FILE_ONLY: &[Flag] = &[
     Flag {
         flag: "",
         help: "With --behind-proxy, the one header family the proxy sets: x-forwarded (X-Forwarded-Host/Proto: nginx, ingress-nginx, HAProxy) or forwarded (RFC 7239). The other family is ignored.",
@@ -405,7 +394,7 @@ pub const FILE_ONLY: &[Flag] = &[
         default: "",
     },
     Flag {
-        flag: "",
+        flag: "s3-min-part-size",
         help: "The S3 provider's smallest part but the last, bytes.",
         key: "storage.s3.min_part_size",
         default: "5242880",
@@ -423,7 +412,7 @@ pub const FILE_ONLY: &[Flag] = &[
         default: "false",
     },
     Flag {
-        flag: "",
+        flag: "s3-parts-in-flight",
         help: "S3 parts one PATCH holds at most (the one being gathered and those being sent): spool per PATCH is at most part size x this.",
         key: "storage.s3.parts_in_flight",
         default: "4",
@@ -549,7 +538,7 @@ pub const FILE_ONLY: &[Flag] = &[
         default: "65536",
     },
     Flag {
-        flag: "",
+        flag: "shutdown-drain",
         help: "On SIGTERM, how long in-flight requests get to commit and finish.",
         key: "server.shutdown_drain",
         default: "30s",
@@ -627,31 +616,31 @@ pub const FILE_ONLY: &[Flag] = &[
         default: "(none)",
     },
     Flag {
-        flag: "",
+        flag: "hooks-ca-file",
         help: "PEM file of CA certificates that alone are trusted for an https:// hook endpoint (a private CA); empty: the Mozilla roots. Certificates are always verified; an unreadable file stops startup.",
         key: "hooks.ca_file",
         default: "(none)",
     },
     Flag {
-        flag: "",
+        flag: "hooks-timeout",
         help: "Time a hook call may take (connect and answer).",
         key: "hooks.timeout",
         default: "5s",
     },
     Flag {
-        flag: "",
+        flag: "hooks-retries",
         help: "Retries of a failed hook call (notify hooks, and blocking ones on connection errors and 5xx).",
         key: "hooks.retries",
         default: "3",
     },
     Flag {
-        flag: "",
+        flag: "hooks-backoff",
         help: "First pause between hook retries; doubles each time.",
         key: "hooks.backoff",
         default: "200ms",
     },
     Flag {
-        flag: "",
+        flag: "hooks-post-receive-interval",
         help: "At most one post-receive per upload per this interval.",
         key: "hooks.post_receive_interval",
         default: "1s",
@@ -663,13 +652,13 @@ pub const FILE_ONLY: &[Flag] = &[
         default: "10s",
     },
     Flag {
-        flag: "",
+        flag: "hooks-credential-headers",
         help: "Comma-separated request headers that say who the client is (e.g. authorization,x-api-key): forwarded to hooks, and a cached pre-access yes serves only the same values. Empty: none forwarded, no yes reused.",
         key: "hooks.credential_headers",
         default: "(none)",
     },
     Flag {
-        flag: "",
+        flag: "hooks-forward-headers",
         help: "Comma-separated request headers forwarded in hook payloads besides the credential headers; authorization, cookie and proxy-authorization only if listed.",
         key: "hooks.forward_headers",
         default: "tus headers, content-*, host, origin, user-agent, forwarded, x-forwarded-*, x-real-ip, x-request-id",
@@ -705,7 +694,7 @@ pub const FILE_ONLY: &[Flag] = &[
         default: "<storage.fs.dir>/.tusk",
     },
     Flag {
-        flag: "",
+        flag: "log-level",
         help: "tracing filter, e.g. info or tusk_core=debug; RUST_LOG overrides it.",
         key: "log.level",
         default: "info",
@@ -732,11 +721,7 @@ pub const FILE_ONLY: &[Flag] = &[
 
 /// Every configuration key, as the environment may set it.
 pub fn setting_keys() -> BTreeSet<String> {
-    FLAGS
-        .iter()
-        .chain(FILE_ONLY)
-        .map(|f| f.key.to_string())
-        .collect()
+    FLAGS.iter().map(|f| f.key.to_string()).collect()
 }
 
 /// The environment variable of a configuration key.
@@ -744,28 +729,97 @@ pub fn env_name(key: &str) -> String {
     format!("TUSK_{}", key.replace('.', "__").to_ascii_uppercase())
 }
 
-/// The command with every flag's help annotated with its key, env variable and default.
+/// What a setting's flag takes, read from the type of the key's default: a switch for a
+/// bool (a `disable-` flag sets the key to false, any other flag to true), comma-separated
+/// values for a list, one value otherwise (checked when the configuration is read).
+enum Takes {
+    Switch { sets: bool },
+    List,
+    Value,
+}
+
+fn takes(defaults: &::config::Config, f: &Flag) -> Takes {
+    match defaults.get::<::config::Value>(f.key).map(|v| v.kind) {
+        Ok(::config::ValueKind::Boolean(_)) => Takes::Switch {
+            sets: !f.flag.starts_with("disable-"),
+        },
+        Ok(::config::ValueKind::Array(_)) => Takes::List,
+        _ => Takes::Value,
+    }
+}
+
+fn default_settings() -> ::config::Config {
+    ::config::Config::try_from(&Config::default()).expect("the defaults serialize")
+}
+
+fn setting_arg(f: &Flag, takes: &Takes) -> Arg {
+    let arg = Arg::new(f.flag).long(f.flag).help(format!(
+        "{} [{} / {}; default {}]",
+        f.help,
+        f.key,
+        env_name(f.key),
+        f.default
+    ));
+    let value_name = f
+        .key
+        .rsplit('.')
+        .next()
+        .unwrap_or(f.key)
+        .to_ascii_uppercase();
+    match takes {
+        Takes::Switch { .. } => arg.action(ArgAction::SetTrue),
+        Takes::List => arg
+            .value_name(value_name)
+            .value_delimiter(',')
+            .action(ArgAction::Append),
+        Takes::Value => arg.value_name(value_name).action(ArgAction::Set),
+    }
+}
+
+/// The command: the derived subcommands, and a flag for every setting in [`FLAGS`], both on
+/// the bare command and on `serve`.
 pub fn command() -> clap::Command {
+    let defaults = default_settings();
     let mut cmd = <Cli as clap::CommandFactory>::command();
-    for f in FLAGS {
-        cmd = cmd.mut_arg(f.flag.replace('-', "_"), |arg| {
-            arg.help(format!(
-                "{} [{} / {}; default {}]",
-                f.help,
-                f.key,
-                env_name(f.key),
-                f.default
-            ))
-        });
+    for f in FLAGS.iter().filter(|f| !f.flag.is_empty()) {
+        let arg = setting_arg(f, &takes(&defaults, f));
+        cmd = cmd
+            .arg(arg.clone())
+            .mut_subcommand("serve", |serve| serve.arg(arg));
     }
     cmd
+}
+
+/// The settings the command line sets, as configuration overrides.
+pub fn setting_overrides(matches: &ArgMatches) -> Vec<(&'static str, ::config::Value)> {
+    let defaults = default_settings();
+    let mut out = Vec::new();
+    for f in FLAGS.iter().filter(|f| !f.flag.is_empty()) {
+        let value = match takes(&defaults, f) {
+            Takes::Switch { sets } => matches.get_flag(f.flag).then(|| sets.into()),
+            Takes::List => matches.get_many::<String>(f.flag).map(|items| {
+                ::config::Value::from(
+                    items
+                        .map(|item| ::config::Value::from(item.trim()))
+                        .collect::<Vec<_>>(),
+                )
+            }),
+            Takes::Value => matches
+                .get_one::<String>(f.flag)
+                .map(|v| ::config::Value::from(v.as_str())),
+        };
+        if let Some(value) = value {
+            out.push((f.key, value));
+        }
+    }
+    out
 }
 
 /// The README's configuration table.
 pub fn reference_markdown() -> String {
     let mut out =
         String::from("| key | flag | environment | default | meaning |\n|---|---|---|---|---|\n");
-    for f in FLAGS.iter().chain(FILE_ONLY) {
+    for f in FLAGS.iter() {
         let flag = if f.flag.is_empty() {
             String::new()
         } else {
@@ -790,10 +844,9 @@ mod tests {
     #[test]
     fn every_flag_in_the_table_exists() {
         let cmd = command();
-        for f in FLAGS {
-            let id = f.flag.replace('-', "_");
+        for f in FLAGS.iter().filter(|f| !f.flag.is_empty()) {
             assert!(
-                cmd.get_arguments().any(|a| a.get_id() == id.as_str()),
+                cmd.get_arguments().any(|a| a.get_id() == f.flag),
                 "{} missing",
                 f.flag
             );

@@ -31,6 +31,18 @@ pub struct ServerConfig {
     pub port: u16,
     /// Path under which uploads live. Default `/files/`.
     pub base_path: String,
+    /// Listen on this unix socket instead of `host`:`port` (tusd's -unix-sock): for a proxy
+    /// on the same machine. A stale socket file left by a crash is replaced; one a live
+    /// process listens on stops the start. Default empty (TCP).
+    pub unix_socket: String,
+    /// PEM file of the certificate chain (leaf first) to serve HTTPS with; needs `tls_key`.
+    /// Reloaded on SIGHUP and when the file changes. Default empty (plain HTTP).
+    pub tls_certificate: String,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1). Default empty.
+    pub tls_key: String,
+    /// tusd's TLS modes: `tls12` (TLS 1.2 and 1.3), `tls12-strong` (TLS 1.2 with
+    /// ECDHE-AES-256-GCM only), `tls13` (TLS 1.3 only). Default `tls12`.
+    pub tls_mode: String,
     /// Build the URLs Tusk hands out from what the proxy in front of it says (the family
     /// `proxy_headers` names), not from Host alone. Default false.
     pub behind_proxy: bool,
@@ -101,6 +113,9 @@ pub struct ServerConfig {
     pub admin_host: String,
     /// Port of the admin listener; 0 picks a free one. Default 8081.
     pub admin_port: u16,
+    /// Path of the Prometheus metrics on the admin listener (tusd's -metrics-path).
+    /// Default `/metrics`.
+    pub metrics_path: String,
     /// On SIGTERM, how long in-flight requests get to commit and finish. Default 30s.
     #[serde(with = "humantime_serde")]
     pub shutdown_drain: Duration,
@@ -130,12 +145,36 @@ impl Default for ServerConfig {
             interim_responses: false,
             admin_host: "127.0.0.1".into(),
             admin_port: 8081,
+            unix_socket: String::new(),
+            tls_certificate: String::new(),
+            tls_key: String::new(),
+            tls_mode: "tls12".into(),
+            metrics_path: "/metrics".into(),
             shutdown_drain: Duration::from_secs(30),
         }
     }
 }
 
 impl ServerConfig {
+    /// The TLS configuration of the upload listener, read from its files; `None` for plain
+    /// HTTP.
+    pub fn tls(&self) -> Result<Option<tusk_tls::ServerTls>, String> {
+        if self.tls_certificate.is_empty() {
+            return Ok(None);
+        }
+        let mode = self
+            .tls_mode
+            .parse()
+            .map_err(|e| format!("server.tls_mode: {e}"))?;
+        tusk_tls::ServerTls::load(
+            std::path::Path::new(&self.tls_certificate),
+            std::path::Path::new(&self.tls_key),
+            mode,
+        )
+        .map(Some)
+        .map_err(|e| format!("server.tls_certificate / server.tls_key: {e}"))
+    }
+
     /// The checked CORS policy; `None` when CORS is off.
     pub fn cors_policy(&self) -> Result<Option<tusk_http::CorsPolicy>, String> {
         if !self.cors {
@@ -228,6 +267,15 @@ pub struct UploadsConfig {
     /// so this bounds one request's coordinator work. Default 100 (tus clients split an
     /// upload into a handful of parallel partials); at most 10000 (S3's part count).
     pub max_parts_per_final: usize,
+    /// Serve an upload's bytes on GET; false answers 405 (tusd's -disable-download).
+    /// Default true.
+    pub download: bool,
+    /// Serve DELETE (the termination extension, and the draft's cancellation); false answers
+    /// 405 and drops `termination` from Tus-Extension. Default true.
+    pub termination: bool,
+    /// Serve the concatenation extension (where the storage can); false refuses
+    /// `Upload-Concat` with 400 and drops it from Tus-Extension. Default true.
+    pub concatenation: bool,
 }
 
 impl Default for UploadsConfig {
@@ -242,6 +290,9 @@ impl Default for UploadsConfig {
             commit_interval_bytes: 64 << 20,
             commit_interval: Duration::from_secs(2),
             max_parts_per_final: 100,
+            download: true,
+            termination: true,
+            concatenation: true,
         }
     }
 }
@@ -450,6 +501,31 @@ impl Config {
         if !base.starts_with('/') || !base.ends_with('/') {
             return Err(format!(
                 "server.base_path must start and end with '/', got {base:?}"
+            ));
+        }
+        let server = &self.server;
+        if server.tls_certificate.is_empty() != server.tls_key.is_empty() {
+            return Err(
+                "server.tls_certificate and server.tls_key go together: give both or neither"
+                    .into(),
+            );
+        }
+        server
+            .tls_mode
+            .parse::<tusk_tls::TlsMode>()
+            .map_err(|e| format!("server.tls_mode: {e}"))?;
+        let metrics = &self.server.metrics_path;
+        let taken = ["/healthz", "/readyz", "/uploads"];
+        let clashes = taken
+            .iter()
+            .any(|t| metrics == t || metrics.starts_with(&format!("{t}/")));
+        if !metrics.starts_with('/')
+            || metrics.len() < 2
+            || clashes
+            || metrics.contains(['{', '}', '*'])
+        {
+            return Err(format!(
+                "server.metrics_path must be a path of its own on the admin listener (not /, /healthz, /readyz or /uploads), got {metrics:?}"
             ));
         }
         if !(1..=16).contains(&self.server.proxy_hops) {

@@ -8,7 +8,9 @@ mod config;
 mod environment;
 mod healthcheck;
 mod inspect;
+mod tusd;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,12 +26,22 @@ use tusk_store_fs::{FsOptions, FsStorage};
 use tusk_store_gcs::GcsStorage;
 use tusk_store_s3::S3Storage;
 
-use crate::cli::{Cli, Command, ServeFlags};
+use crate::cli::{Cli, Command};
 use crate::config::{Config, CoordinatorBackend, ProxyHeaders, StorageBackend};
 
 fn main() -> Result<()> {
     return_large_buffers_to_the_system();
-    let matches = cli::command().get_matches();
+    let (args, warnings) = match tusd::translate(std::env::args_os().collect()) {
+        Ok(translated) => translated,
+        Err(refusal) => {
+            eprintln!("error: {refusal}");
+            std::process::exit(2);
+        }
+    };
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    let matches = cli::command().get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,12 +52,26 @@ fn main() -> Result<()> {
         Some(Command::Healthcheck(args)) => healthcheck::run(&args),
         Some(Command::Inspect(args)) => inspect::inspect(&args),
         Some(Command::Uploads(args)) => inspect::uploads(&args),
-        Some(Command::ConfigReference) => {
+        Some(Command::ConfigReference(args)) if args.tusd => {
+            print!("{}", tusd::migration_table());
+            Ok(())
+        }
+        Some(Command::ConfigReference(_)) => {
             print!("{}", cli::reference_markdown());
             Ok(())
         }
-        Some(Command::Serve(flags)) => runtime.block_on(serve(load_config(&flags)?)),
-        None => runtime.block_on(serve(load_config(&cli.serve)?)),
+        Some(Command::Serve(flags)) => {
+            let settings = matches.subcommand_matches("serve").unwrap_or(&matches);
+            let loaded = load_config(flags.config.as_deref(), cli::setting_overrides(settings))?;
+            runtime.block_on(serve(loaded))
+        }
+        None => {
+            let loaded = load_config(
+                cli.serve.config.as_deref(),
+                cli::setting_overrides(&matches),
+            )?;
+            runtime.block_on(serve(loaded))
+        }
     }
 }
 
@@ -69,15 +95,17 @@ struct Loaded {
 }
 
 /// Defaults < TOML file < TUSK_<SECTION>__<KEY> environment < flags.
-fn load_config(flags: &ServeFlags) -> Result<Loaded> {
+fn load_config(
+    file: Option<&Path>,
+    overrides: Vec<(&'static str, ::config::Value)>,
+) -> Result<Loaded> {
     let defaults = ::config::Config::try_from(&Config::default())?;
     let variables = environment::settings_in(std::env::vars(), &cli::setting_keys())
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
     let mut builder = ::config::Config::builder().add_source(defaults);
-    if let Some(path) = &flags.config {
-        builder = builder
-            .add_source(::config::File::from(path.as_path()).format(::config::FileFormat::Toml));
+    if let Some(path) = file {
+        builder = builder.add_source(::config::File::from(path).format(::config::FileFormat::Toml));
     }
     builder = builder.add_source(
         ::config::Environment::with_prefix("TUSK")
@@ -96,152 +124,8 @@ fn load_config(flags: &ServeFlags) -> Result<Loaded> {
             .with_list_parse_key("server.cors_expose_headers")
             .source(Some(variables.settings.into_iter().collect())),
     );
-    let text = |v: &Option<String>| v.clone();
-    let list = |items: &Vec<String>| {
-        ::config::Value::from(
-            items
-                .iter()
-                .map(|e| ::config::Value::from(e.trim()))
-                .collect::<Vec<_>>(),
-        )
-    };
-    let etcd_endpoints = flags.etcd_endpoints.as_ref().map(list);
-    let redis_cluster_nodes = flags.redis_cluster_nodes.as_ref().map(list);
-    let events = flags.hooks_enabled_events.as_ref().map(list);
-    let overrides: [(&str, Option<::config::Value>); 38] = [
-        ("storage.backend", text(&flags.storage).map(Into::into)),
-        ("storage.s3.bucket", text(&flags.s3_bucket).map(Into::into)),
-        (
-            "storage.s3.prefix",
-            text(&flags.s3_object_prefix).map(Into::into),
-        ),
-        (
-            "storage.s3.endpoint",
-            text(&flags.s3_endpoint).map(Into::into),
-        ),
-        (
-            "storage.s3.path_style",
-            flags.s3_path_style.then_some(true.into()),
-        ),
-        (
-            "storage.s3.part_size",
-            flags.s3_part_size.map(|n| n.to_string().into()),
-        ),
-        (
-            "storage.gcs.bucket",
-            text(&flags.gcs_bucket).map(Into::into),
-        ),
-        (
-            "storage.gcs.prefix",
-            text(&flags.gcs_object_prefix).map(Into::into),
-        ),
-        (
-            "storage.gcs.endpoint",
-            text(&flags.gcs_endpoint).map(Into::into),
-        ),
-        ("hooks.endpoint", text(&flags.hooks_http).map(Into::into)),
-        ("hooks.events", events),
-        (
-            "server.admin_port",
-            flags.admin_port.map(|p| i64::from(p).into()),
-        ),
-        (
-            "coordinator.backend",
-            text(&flags.coordinator).map(Into::into),
-        ),
-        (
-            "coordinator.lease_ttl",
-            text(&flags.lease_ttl).map(Into::into),
-        ),
-        (
-            "coordinator.redis.url",
-            text(&flags.redis_url).map(Into::into),
-        ),
-        (
-            "coordinator.redis.prefix",
-            text(&flags.redis_prefix).map(Into::into),
-        ),
-        ("coordinator.redis.cluster_nodes", redis_cluster_nodes),
-        ("coordinator.etcd.endpoints", etcd_endpoints),
-        ("server.host", text(&flags.host).map(Into::into)),
-        ("server.port", flags.port.map(|p| i64::from(p).into())),
-        ("server.base_path", text(&flags.base_path).map(Into::into)),
-        (
-            "server.behind_proxy",
-            flags.behind_proxy.then_some(true.into()),
-        ),
-        ("server.cors", flags.disable_cors.then_some(false.into())),
-        (
-            "server.interim_responses",
-            flags.interim_responses.then_some(true.into()),
-        ),
-        (
-            "server.cors_allow_origin",
-            flags.cors_allow_origin.as_ref().map(list),
-        ),
-        (
-            "server.cors_allow_credentials",
-            flags.cors_allow_credentials.then_some(true.into()),
-        ),
-        (
-            "server.cors_max_age",
-            text(&flags.cors_max_age).map(Into::into),
-        ),
-        (
-            "server.cors_allow_headers",
-            flags.cors_allow_headers.as_ref().map(list),
-        ),
-        (
-            "server.cors_expose_headers",
-            flags.cors_expose_headers.as_ref().map(list),
-        ),
-        (
-            "server.network_timeout",
-            text(&flags.network_timeout).map(Into::into),
-        ),
-        (
-            "storage.fs.dir",
-            flags
-                .upload_dir
-                .as_ref()
-                .map(|d| d.display().to_string().into()),
-        ),
-        (
-            "uploads.max_size",
-            flags.max_size.map(|n| n.to_string().into()),
-        ),
-        (
-            "uploads.max_metadata_size",
-            flags.max_metadata_size.map(|n| n.to_string().into()),
-        ),
-        (
-            "uploads.expire_after",
-            text(&flags.expire_after).map(Into::into),
-        ),
-        (
-            "uploads.tombstone_ttl",
-            text(&flags.tombstone_ttl).map(Into::into),
-        ),
-        (
-            "uploads.sweep_interval",
-            text(&flags.sweep_interval).map(Into::into),
-        ),
-        (
-            "uploads.lease_wait",
-            text(&flags.lease_wait).map(Into::into),
-        ),
-        (
-            "log.format",
-            flags.log_format.map(|f| match f {
-                tusk_telemetry::LogFormat::Text => "text".into(),
-                tusk_telemetry::LogFormat::Json => "json".into(),
-            }),
-        ),
-    ];
     for (key, value) in overrides {
-        if let Some(value) = value {
-            builder = builder.set_override(key, value)?;
-        }
+        builder = builder.set_override(key, value)?;
     }
     let config: Config = builder
         .build()
@@ -268,6 +152,8 @@ fn engine_config(config: &Config) -> EngineConfig {
         commit_interval: config.uploads.commit_interval,
         max_parts_per_final: config.uploads.max_parts_per_final,
         node: node_name(),
+        termination: config.uploads.termination,
+        concatenation: config.uploads.concatenation,
     }
 }
 
@@ -335,10 +221,15 @@ async fn serve(loaded: Loaded) -> Result<()> {
         )
     })?;
     let admin_addr = admin_listener.local_addr()?;
-    let admin_routes = tusk_http::AdminRoutes::starting(render_metrics.clone());
+    let metrics_endpoint = tusk_http::MetricsEndpoint {
+        path: config.server.metrics_path.clone(),
+        render: render_metrics,
+    };
+    let admin_routes = tusk_http::AdminRoutes::starting(metrics_endpoint.clone());
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(tusk_http::serve(
-        admin_listener,
+        admin_listener.into(),
+        None,
         admin_routes.router(),
         ServeLimits {
             max_connections: ADMIN_MAX_CONNECTIONS,
@@ -397,13 +288,21 @@ async fn serve(loaded: Loaded) -> Result<()> {
         max_metadata_bytes: config.uploads.max_metadata_size,
         max_header_bytes: config.server.max_header_bytes,
         presigned_get: config.storage.presigned_get(),
+        download: config.uploads.download,
     };
     let router = tusk_http::router(engine.clone(), http);
-    let listener = tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))
-        .await
-        .with_context(|| format!("binding {}:{}", config.server.host, config.server.port))?;
-    let addr = listener.local_addr()?;
-    admin_routes.serve_engine(tusk_http::admin_router(engine.clone(), render_metrics));
+    let tls = config
+        .server
+        .tls()
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    if let Some(tls) = &tls {
+        tls.clone()
+            .watch()
+            .context("listening for SIGHUP (TLS certificate reloads)")?;
+    }
+    let (listener, addr) = bind(&config.server, tls.is_some()).await?;
+    admin_routes.serve_engine(tusk_http::admin_router(engine.clone(), metrics_endpoint));
     tracing::info!(
         %addr,
         %admin_addr,
@@ -412,7 +311,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
         "tusk serving"
     );
     stdout
-        .write_all(format!("listening on http://{addr}{}\n", config.server.base_path).as_bytes())
+        .write_all(format!("listening on {addr}{}\n", config.server.base_path).as_bytes())
         .await?;
     stdout.flush().await?;
 
@@ -434,6 +333,7 @@ async fn serve(loaded: Loaded) -> Result<()> {
     };
     tusk_http::serve(
         listener,
+        tls.map(|tls| tls.config()),
         router,
         limits,
         engine.observer().clone(),
@@ -446,6 +346,50 @@ async fn serve(loaded: Loaded) -> Result<()> {
     let _ = sweeper.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The upload listener: the unix socket when one is configured, else `host`:`port`; and its
+/// URL without the base path (`http://127.0.0.1:8080`, `https://...`, `unix:/run/tusk.sock`).
+async fn bind(server: &config::ServerConfig, tls: bool) -> Result<(tusk_http::Listener, String)> {
+    if !server.unix_socket.is_empty() {
+        let path = Path::new(&server.unix_socket);
+        remove_stale_socket(path).await?;
+        let listener = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("binding the unix socket {}", path.display()))?;
+        return Ok((
+            tusk_http::Listener::Unix(listener),
+            format!("unix:{}", path.display()),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port))
+        .await
+        .with_context(|| format!("binding {}:{}", server.host, server.port))?;
+    let scheme = if tls { "https" } else { "http" };
+    let addr = format!("{scheme}://{}", listener.local_addr()?);
+    Ok((listener.into(), addr))
+}
+
+/// Removes a socket file nothing listens on any more (a crashed node's); refuses to take
+/// over one a live process serves, and any file that is not a socket.
+async fn remove_stale_socket(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        anyhow::bail!(
+            "server.unix_socket: {} exists and is not a socket",
+            path.display()
+        );
+    }
+    if tokio::net::UnixStream::connect(path).await.is_ok() {
+        anyhow::bail!(
+            "server.unix_socket: another process listens on {}",
+            path.display()
+        );
+    }
+    std::fs::remove_file(path)
+        .with_context(|| format!("removing the stale socket {}", path.display()))
 }
 
 /// Connections the admin listener (metrics, health probes) keeps open at most: scrapers and

@@ -49,6 +49,11 @@ pub struct EngineConfig {
     /// This node's name in the commits it makes (`UploadRecord::last_commit`), so an
     /// operator can tell which node writes an upload.
     pub node: String,
+    /// Serve the termination extension (DELETE); off, it is not announced either.
+    pub termination: bool,
+    /// Serve the concatenation extension (where the storage can); off, `Upload-Concat` is
+    /// refused and the extension not announced.
+    pub concatenation: bool,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +69,8 @@ impl Default for EngineConfig {
             commit_interval: Duration::from_secs(2),
             max_parts_per_final: 100,
             node: "tusk".into(),
+            termination: true,
+            concatenation: true,
         }
     }
 }
@@ -258,17 +265,15 @@ impl Engine {
 
     /// The tus extensions this engine and its storage support, for `Tus-Extension`.
     pub fn extensions(&self) -> Vec<&'static str> {
-        let mut list = vec![
-            "creation",
-            "creation-with-upload",
-            "creation-defer-length",
-            "termination",
-            "checksum",
-        ];
+        let mut list = vec!["creation", "creation-with-upload", "creation-defer-length"];
+        if self.config.termination {
+            list.push("termination");
+        }
+        list.push("checksum");
         if self.config.expire_after.is_some() {
             list.push("expiration");
         }
-        if self.storage.concatenation().is_some() {
+        if self.config.concatenation && self.storage.concatenation().is_some() {
             list.extend(["concatenation", "concatenation-unfinished"]);
         }
         list
@@ -298,6 +303,11 @@ impl Engine {
                     "Upload-Length exceeds the maximum upload size",
                 ));
             }
+        }
+        if request.concat.is_some() && !self.config.concatenation {
+            return Err(Error::InvalidConcat(
+                "concatenation is disabled on this server",
+            ));
         }
         let concat = match request.concat {
             None => None,
