@@ -20,6 +20,11 @@ use tokio_rustls::TlsConnector;
 
 use crate::harness::tusk_binary;
 
+/// tusd's hook service, server side, for a hook server written in a test.
+pub mod hook_service {
+    tonic::include_proto!("proto");
+}
+
 /// A running `tusk` and what it printed on start.
 pub struct TusdStyleNode {
     pub child: Child,
@@ -28,8 +33,10 @@ pub struct TusdStyleNode {
     pub admin: Option<String>,
 }
 
-/// Starts `tusk` with `args` as they are; fails with its stderr if it exits first.
-pub async fn start(args: &[&str]) -> Result<TusdStyleNode> {
+/// Starts `tusk` with the command line `line` (split on spaces) as it is; fails if it exits
+/// before it listens.
+pub async fn start(line: &str) -> Result<TusdStyleNode> {
+    let args: Vec<&str> = line.split_whitespace().collect();
     let mut child = Command::new(tusk_binary()?)
         .args(args)
         .env("RUST_LOG", "warn")
@@ -48,7 +55,7 @@ pub async fn start(args: &[&str]) -> Result<TusdStyleNode> {
                 return Ok::<_, anyhow::Error>(url.trim().to_string());
             }
         }
-        bail!("tusk {args:?} exited before it listened")
+        bail!("tusk {line} exited before it listened")
     })
     .await
     .context("no listening line within 30s")??;
@@ -60,12 +67,12 @@ pub async fn start(args: &[&str]) -> Result<TusdStyleNode> {
     })
 }
 
-/// Runs `tusk` with `args` to its end: exit code and stderr.
-pub async fn run_to_end(args: &[&str]) -> Result<(i32, String)> {
+/// Runs `tusk` with the command line `line` to its end: exit code, stdout and stderr.
+pub async fn run_to_end(line: &str) -> Result<(i32, String)> {
     let out = tokio::time::timeout(
         Duration::from_secs(30),
         Command::new(tusk_binary()?)
-            .args(args)
+            .args(line.split_whitespace())
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .kill_on_drop(true)

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio_rustls::rustls::version::{TLS12, TLS13};
-use tusk_tests::tusd_cli::{self, client_tls, connect_tls, tus, unix_request};
+use tusk_tests::tusd_cli::{self, client_tls, connect_tls, hook_service, tus, unix_request};
 
 fn dir() -> Result<tempfile::TempDir> {
     Ok(tempfile::Builder::new().prefix("tusk-tusd-").tempdir()?)
@@ -34,31 +34,10 @@ fn host_port(endpoint: &str) -> String {
 #[tokio::test]
 async fn protocol_and_operation_flags_in_tusd_spelling() -> Result<()> {
     let data = dir()?;
-    let node = tusd_cli::start(&[
-        "-host",
-        "127.0.0.1",
-        "-port",
-        "0",
-        "-admin-port",
-        "0",
-        "-upload-dir",
-        path(data.path()),
-        "-base-path",
-        "/up/",
-        "-disable-download",
-        "-disable-termination",
-        "-max-size=100",
-        "-acquire-lock-timeout",
-        "2s",
-        "-shutdown-timeout=5s",
-        "-verbose=false",
-        "-enable-experimental-protocol",
-        "-expose-metrics",
-        "-metrics-path",
-        "/m",
-        "-filelock-holder-poll-interval",
-        "3s",
-    ])
+    let node = tusd_cli::start(&format!(
+        "-host 127.0.0.1 -port 0 -admin-port 0 -upload-dir {} -base-path /up/ -disable-download -disable-termination -disable-concatenation -max-size=100 -acquire-lock-timeout 2s -shutdown-timeout=5s -verbose=false -enable-experimental-protocol -expose-metrics -metrics-path /m -filelock-holder-poll-interval 3s",
+        path(data.path())
+    ))
     .await?;
     assert!(node.endpoint.ends_with("/up/"), "{}", node.endpoint);
     let http = reqwest::Client::new();
@@ -70,6 +49,7 @@ async fn protocol_and_operation_flags_in_tusd_spelling() -> Result<()> {
     let extensions = options.headers()["tus-extension"].to_str()?.to_string();
     assert!(extensions.contains("creation"), "{extensions}");
     assert!(!extensions.contains("termination"), "{extensions}");
+    assert!(!extensions.contains("concatenation"), "{extensions}");
     assert_eq!(options.headers()["tus-max-size"], "100");
 
     let created = http
@@ -114,6 +94,14 @@ async fn protocol_and_operation_flags_in_tusd_spelling() -> Result<()> {
         .send()
         .await?;
     assert_eq!(too_big.status(), 413, "-max-size");
+    let partial = http
+        .post(&node.endpoint)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "1")
+        .header("upload-concat", "partial")
+        .send()
+        .await?;
+    assert_eq!(partial.status(), 400, "-disable-concatenation");
 
     let admin = node.admin.clone().context("admin line")?;
     let metrics = http.get(format!("{admin}m")).send().await?;
@@ -131,25 +119,27 @@ async fn protocol_and_operation_flags_in_tusd_spelling() -> Result<()> {
 
 #[tokio::test]
 async fn flags_tusk_does_not_have_are_refused_with_advice() -> Result<()> {
-    for (args, advice) in [
-        (&["-azure-storage", "uploads"][..], "S3"),
-        (&["-hooks-plugin", "./hook.so"][..], "-hooks-http"),
-        (&["-expose-pprof"][..], "perf"),
-        (&["-s3-disable-ssl"][..], "http://"),
+    for (line, advice) in [
+        ("-azure-storage uploads", "S3"),
+        ("-hooks-plugin ./hook.so", "-hooks-http"),
+        ("-hooks-grpc-secure", "not supported"),
+        ("-expose-pprof", "perf"),
+        ("-s3-disable-ssl", "http://"),
         (
-            &["-cors-allow-origin", "^https://app\\.example$"][..],
+            "-cors-allow-origin ^https://app\\.example$",
             "list of origins",
         ),
-        (&["-file-perms", "0644"][..], "umask"),
+        ("-file-perms 0644", "umask"),
     ] {
-        let (code, output) = tusd_cli::run_to_end(args).await?;
-        assert_eq!(code, 2, "{args:?}: {output}");
+        let (code, output) = tusd_cli::run_to_end(line).await?;
+        let flag = line.split(' ').next().unwrap_or(line);
+        assert_eq!(code, 2, "{line}: {output}");
         assert!(
-            output.contains(args[0]) && output.contains(advice),
-            "{args:?} should name the flag and advise {advice:?}: {output}"
+            output.contains(flag) && output.contains(advice),
+            "{line} should name the flag and advise {advice:?}: {output}"
         );
     }
-    let (code, output) = tusd_cli::run_to_end(&["-version"]).await?;
+    let (code, output) = tusd_cli::run_to_end("-version").await?;
     assert_eq!(code, 0, "{output}");
     assert!(
         output.contains("(git "),
@@ -162,14 +152,11 @@ async fn flags_tusk_does_not_have_are_refused_with_advice() -> Result<()> {
 async fn a_unix_socket_in_tusd_spelling() -> Result<()> {
     let data = dir()?;
     let socket = data.path().join("tusk.sock");
-    let node = tusd_cli::start(&[
-        "-unix-sock",
+    let node = tusd_cli::start(&format!(
+        "-unix-sock {} -upload-dir {} -admin-port 0",
         path(&socket),
-        "-upload-dir",
-        path(&data.path().join("up")),
-        "-admin-port",
-        "0",
-    ])
+        path(&data.path().join("up"))
+    ))
     .await?;
     assert_eq!(node.endpoint, format!("unix:{}/files/", socket.display()));
     let created = unix_request(
@@ -193,14 +180,11 @@ async fn a_unix_socket_in_tusd_spelling() -> Result<()> {
     );
     assert_eq!(unix_request(&socket, patch).await?.status, 204);
     // A second node on the same socket is refused while the first lives.
-    let (code, output) = tusd_cli::run_to_end(&[
-        "-unix-sock",
+    let (code, output) = tusd_cli::run_to_end(&format!(
+        "-unix-sock {} -upload-dir {} -admin-port 0",
         path(&socket),
-        "-upload-dir",
-        path(&data.path().join("up2")),
-        "-admin-port",
-        "0",
-    ])
+        path(&data.path().join("up2"))
+    ))
     .await?;
     assert_ne!(code, 0);
     assert!(output.contains("another process listens"), "{output}");
@@ -210,23 +194,10 @@ async fn a_unix_socket_in_tusd_spelling() -> Result<()> {
 #[tokio::test]
 async fn cors_flags_in_tusd_spelling() -> Result<()> {
     let data = dir()?;
-    let node = tusd_cli::start(&[
-        "-port",
-        "0",
-        "-admin-port",
-        "0",
-        "-upload-dir",
-        path(data.path()),
-        "-cors-allow-origin",
-        "https://app.example",
-        "-cors-allow-credentials",
-        "-cors-max-age",
-        "600",
-        "-cors-expose-headers",
-        "X-Extra",
-        "-cors-allow-methods",
-        "PURGE",
-    ])
+    let node = tusd_cli::start(&format!(
+        "-port 0 -admin-port 0 -upload-dir {} -cors-allow-origin https://app.example -cors-allow-credentials -cors-max-age 600 -cors-expose-headers X-Extra -cors-allow-methods PURGE",
+        path(data.path())
+    ))
     .await?;
     let preflight = reqwest::Client::new()
         .request(reqwest::Method::OPTIONS, &node.endpoint)
@@ -281,18 +252,10 @@ async fn file_hooks_run_as_tusd_runs_them() -> Result<()> {
     std::fs::create_dir(&hooks)?;
     executable(&hooks, "pre-create", PRE_CREATE)?;
     executable(&hooks, "post-finish", POST_FINISH)?;
-    let node = tusd_cli::start(&[
-        "-port",
-        "0",
-        "-admin-port",
-        "0",
-        "-upload-dir",
-        path(&data.path().join("up")),
-        "-hooks-dir",
-        path(&hooks),
-        "-hooks-enabled-events",
-        "pre-create,post-create,post-finish",
-    ])
+    let node = tusd_cli::start(&format!(
+        "-port 0 -admin-port 0 -upload-dir {} -hooks-dir {} -hooks-enabled-events pre-create,post-create,post-finish",
+        path(&data.path().join("up")), path(&hooks)
+    ))
     .await?;
     let name = |n: &str| {
         format!(
@@ -388,28 +351,10 @@ async fn http_hook_flags_in_tusd_spelling() -> Result<()> {
     for (retries, status, calls_made) in [("2", 201, 3), ("0", 503, 1)] {
         calls.store(0, Ordering::SeqCst);
         let data = dir()?;
-        let node = tusd_cli::start(&[
-            "-port",
-            "0",
-            "-admin-port",
-            "0",
-            "-upload-dir",
-            path(data.path()),
-            "-hooks-http",
-            &url,
-            "-hooks-enabled-events",
-            "pre-create",
-            "-hooks-http-retry",
-            retries,
-            "-hooks-http-backoff",
-            "10ms",
-            "-hooks-http-timeout",
-            "2s",
-            "-hooks-http-forward-headers",
-            "x-app",
-            "-progress-hooks-interval",
-            "0s",
-        ])
+        let node = tusd_cli::start(&format!(
+        "-port 0 -admin-port 0 -upload-dir {} -hooks-http {} -hooks-enabled-events pre-create -hooks-http-retry {} -hooks-http-backoff 10ms -hooks-http-timeout 2s -hooks-http-forward-headers x-app -progress-hooks-interval 0s",
+        path(data.path()), url, retries
+    ))
         .await?;
         let created = reqwest::Client::new()
             .post(&node.endpoint)
@@ -468,20 +413,12 @@ async fn tls_in_tusd_spelling_serves_h2_and_reloads_under_a_running_upload() -> 
     let ca = TestCa::new()?;
     let (cert, key) = (data.path().join("cert.pem"), data.path().join("key.pem"));
     let first_leaf = ca.issue(&cert, &key)?;
-    let node = tusd_cli::start(&[
-        "-port",
-        "0",
-        "-admin-port",
-        "0",
-        "-upload-dir",
+    let node = tusd_cli::start(&format!(
+        "-port 0 -admin-port 0 -upload-dir {} -tls-certificate {} -tls-key {} -tls-mode tls12",
         path(&data.path().join("up")),
-        "-tls-certificate",
         path(&cert),
-        "-tls-key",
-        path(&key),
-        "-tls-mode",
-        "tls12",
-    ])
+        path(&key)
+    ))
     .await?;
     assert!(node.endpoint.starts_with("https://"), "{}", node.endpoint);
     let addr = host_port(&node.endpoint);
@@ -584,20 +521,13 @@ async fn tls_modes_choose_the_protocol_versions() -> Result<()> {
     let (cert, key) = (data.path().join("cert.pem"), data.path().join("key.pem"));
     ca.issue(&cert, &key)?;
     for (mode, tls12, tls13) in [("tls13", false, true), ("tls12-strong", true, false)] {
-        let node = tusd_cli::start(&[
-            "-port",
-            "0",
-            "-admin-port",
-            "0",
-            "-upload-dir",
+        let node = tusd_cli::start(&format!(
+            "-port 0 -admin-port 0 -upload-dir {} -tls-certificate {} -tls-key {} -tls-mode {}",
             path(&data.path().join(mode)),
-            "-tls-certificate",
             path(&cert),
-            "-tls-key",
             path(&key),
-            "-tls-mode",
-            mode,
-        ])
+            mode
+        ))
         .await?;
         let addr = host_port(&node.endpoint);
         let with_12 = connect_tls(&addr, client_tls(&ca.pem(), &[&TLS12])?).await;
@@ -616,18 +546,12 @@ async fn tls_modes_choose_the_protocol_versions() -> Result<()> {
             );
         }
     }
-    let (code, output) = tusd_cli::run_to_end(&[
-        "-port",
-        "0",
-        "-upload-dir",
+    let (code, output) = tusd_cli::run_to_end(&format!(
+        "-port 0 -upload-dir {} -tls-certificate {} -tls-key {} -admin-port 0",
         path(data.path()),
-        "-tls-certificate",
         path(&cert),
-        "-tls-key",
-        path(&cert),
-        "-admin-port",
-        "0",
-    ])
+        path(&cert)
+    ))
     .await?;
     assert_ne!(
         code, 0,
@@ -635,4 +559,140 @@ async fn tls_modes_choose_the_protocol_versions() -> Result<()> {
     );
     assert!(output.contains("tls"), "{output}");
     Ok(())
+}
+
+/// A gRPC hook server as a tusd user would have written it: it refuses executables at
+/// pre-create and records every call.
+#[derive(Default, Clone)]
+struct HookServer {
+    calls: Arc<std::sync::Mutex<Vec<hook_service::HookRequest>>>,
+}
+
+#[tonic::async_trait]
+impl hook_service::hook_handler_server::HookHandler for HookServer {
+    async fn invoke_hook(
+        &self,
+        request: tonic::Request<hook_service::HookRequest>,
+    ) -> Result<tonic::Response<hook_service::HookResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let filename = request
+            .event
+            .as_ref()
+            .and_then(|e| e.upload.as_ref())
+            .and_then(|u| u.meta_data.get("filename").cloned())
+            .unwrap_or_default();
+        let refuse = request.r#type == "pre-create" && filename.ends_with(".exe");
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push(request);
+        }
+        let mut answer = hook_service::HookResponse::default();
+        if refuse {
+            answer.reject_upload = true;
+            answer.http_response = Some(hook_service::HttpResponse {
+                status_code: 422,
+                body: "no executables".into(),
+                ..Default::default()
+            });
+        }
+        Ok(tonic::Response::new(answer))
+    }
+}
+
+#[tokio::test]
+async fn grpc_hooks_speak_tusds_hook_service() -> Result<()> {
+    let server = HookServer::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn({
+        let server = server.clone();
+        async move {
+            tonic::transport::Server::builder()
+                .add_service(hook_service::hook_handler_server::HookHandlerServer::new(
+                    server,
+                ))
+                .serve_with_incoming(tokio_stream_of(listener))
+                .await
+        }
+    });
+    let data = dir()?;
+    let node = tusd_cli::start(&format!(
+        "-port 0 -admin-port 0 -upload-dir {} -hooks-grpc {addr} -hooks-grpc-retry 1 -hooks-grpc-backoff 10ms -hooks-grpc-forward-headers x-app -hooks-enabled-events pre-create,post-finish",
+        path(data.path())
+    ))
+    .await?;
+    let name = |n: &str| {
+        format!(
+            "filename {}",
+            base64::engine::general_purpose::STANDARD.encode(n)
+        )
+    };
+    let http = reqwest::Client::new();
+    let refused = http
+        .post(&node.endpoint)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "2")
+        .header("upload-metadata", name("evil.exe"))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(refused.text().await?.trim(), "no executables");
+    let created = http
+        .post(&node.endpoint)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "2")
+        .header("upload-metadata", name("notes.txt"))
+        .header("x-app", "mobile")
+        .body("ok")
+        .header("content-type", "application/offset+octet-stream")
+        .send()
+        .await?;
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["upload-offset"], "2");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let calls = loop {
+        let calls = server.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        if calls.iter().any(|c| c.r#type == "post-finish") {
+            break calls;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "post-finish never came: {calls:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let pre_create = calls
+        .iter()
+        .filter(|c| c.r#type == "pre-create")
+        .nth(1)
+        .context("the second pre-create")?;
+    let event = pre_create.event.as_ref().context("event")?;
+    let upload = event.upload.as_ref().context("upload")?;
+    assert_eq!(upload.size, 2);
+    assert_eq!(upload.meta_data["filename"], "notes.txt");
+    let request = event.http_request.as_ref().context("request")?;
+    assert_eq!(request.method, "POST");
+    assert_eq!(
+        request.header["X-App"], "mobile",
+        "-hooks-grpc-forward-headers"
+    );
+    let finish = calls
+        .iter()
+        .find(|c| c.r#type == "post-finish")
+        .context("post-finish")?;
+    let finished = finish
+        .event
+        .as_ref()
+        .and_then(|e| e.upload.as_ref())
+        .context("upload")?;
+    assert_eq!((finished.offset, finished.size), (2, 2));
+    Ok(())
+}
+
+fn tokio_stream_of(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    })
 }

@@ -10,18 +10,19 @@ use tusk_core::{
 };
 
 use crate::access_cache::AccessCache;
+use crate::grpc::GrpcTarget;
 use crate::headers::HeaderPolicy;
 use crate::payload;
 use crate::progress::ProgressLimiter;
 use crate::queue::{self, Job, Queue};
-use crate::sender::Sender;
+use crate::sender::{Sender, Target};
 use crate::settings::{self, HookSettings};
 use crate::tusd_payload;
 
 /// Why [`HttpHooks::new`] refused its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("hooks.endpoint and hooks.dir are exclusive: give one (an HTTP endpoint or a directory of executables)")]
+    #[error("hooks.endpoint, hooks.dir and hooks.grpc are exclusive: give one (an HTTP endpoint, a directory of executables or a gRPC server)")]
     TwoTargets,
     #[error("hooks.dir {0:?} is not a directory")]
     NotADirectory(String),
@@ -37,7 +38,8 @@ pub enum HookError {
     Tls(#[from] tusk_tls::TlsError),
 }
 
-/// Hooks POSTed as JSON to one HTTP endpoint, or run as the executables of a directory.
+/// Hooks POSTed as JSON to one HTTP endpoint, run as the executables of a directory, or
+/// called on a gRPC server.
 /// See the crate documentation.
 pub struct HttpHooks {
     events: HashSet<HookEvent>,
@@ -66,17 +68,27 @@ impl HttpHooks {
             events.insert(event);
         }
         let dir = settings.dir.clone().filter(|d| !d.as_os_str().is_empty());
-        let sender = match (endpoint.is_empty(), dir) {
-            (false, Some(_)) => return Err(HookError::TwoTargets),
-            (true, Some(dir)) if !dir.is_dir() => {
-                return Err(HookError::NotADirectory(dir.display().to_string()))
+        let grpc = Some(settings.grpc.trim()).filter(|g| !g.is_empty());
+        let targets = [!endpoint.is_empty(), dir.is_some(), grpc.is_some()];
+        if targets.iter().filter(|given| **given).count() > 1 {
+            return Err(HookError::TwoTargets);
+        }
+        let sender = if let Some(dir) = dir {
+            if !dir.is_dir() {
+                return Err(HookError::NotADirectory(dir.display().to_string()));
             }
-            (true, Some(dir)) => Sender::dir(dir, &settings, observer.clone()),
-            (false, None) => Sender::http(parse_endpoint(endpoint)?, &settings, observer.clone())?,
-            (true, None) => {
-                events.clear();
-                Sender::http(Uri::default(), &settings, observer.clone())?
-            }
+            Sender::new(Target::Dir(dir), &settings, observer.clone())
+        } else if let Some(grpc) = grpc {
+            Sender::new(
+                Target::Grpc(GrpcTarget::new(grpc)?),
+                &settings,
+                observer.clone(),
+            )
+        } else if !endpoint.is_empty() {
+            Sender::http(parse_endpoint(endpoint)?, &settings, observer.clone())?
+        } else {
+            events.clear();
+            Sender::http(Uri::default(), &settings, observer.clone())?
         };
         let sender = Arc::new(sender);
         let queue = Arc::new(Queue::new(settings.queue, settings.queue_bytes, observer));

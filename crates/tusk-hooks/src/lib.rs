@@ -1,6 +1,7 @@
 //! Tusk's hooks: every enabled event is POSTed as JSON to one endpoint (tusd's
 //! `-hooks-http`), or run as an executable of a directory with tusd's JSON on stdin (tusd's
-//! `-hooks-dir`, see `tusd_payload.rs` and [`HookSettings::dir`]).
+//! `-hooks-dir`, see `tusd_payload.rs` and [`HookSettings::dir`]), or called on tusd's gRPC
+//! hook service (tusd's `-hooks-grpc`, `grpc.rs`).
 //!
 //! - Blocking hooks (pre-create, pre-access, pre-finish) wait for the answer: a 2xx with an
 //!   empty body allows, `{"reject": true, "status": 403, "body": "..."}` rejects, and on
@@ -18,6 +19,7 @@
 //! reported as "dropped".
 
 mod access_cache;
+mod grpc;
 mod headers;
 mod hooks;
 mod payload;

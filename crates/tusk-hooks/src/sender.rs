@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tusk_core::{CreateChanges, HookEvent, HookRefusal, Observer};
 
+use crate::grpc::{Called, GrpcTarget};
 use crate::hooks::HookError;
 use crate::payload::{self, Decision};
 use crate::queue::Job;
@@ -26,8 +27,9 @@ enum Attempt {
     TimedOut,
     /// Worth another attempt (the connection failed).
     Failed(String),
-    /// Not worth another: a hook executable that exited with an error.
-    Exited(String),
+    /// Not worth another: a hook executable that exited with an error, a gRPC call the
+    /// server refused as such.
+    Refused(String),
 }
 
 /// Where the hooks go.
@@ -39,6 +41,8 @@ pub(crate) enum Target {
     },
     /// Run as the executables of a directory, as tusd's file hooks (tusd's JSON).
     Dir(PathBuf),
+    /// Called on tusd's gRPC hook service.
+    Grpc(GrpcTarget),
 }
 
 /// One attempt at whichever target, and the retry loop both kinds of hooks go through.
@@ -75,13 +79,13 @@ impl Sender {
         ))
     }
 
-    /// A sender running the executables of `dir`, with the timeout and retries of
-    /// `settings`.
-    pub(crate) fn dir(dir: PathBuf, settings: &HookSettings, observer: Arc<dyn Observer>) -> Self {
-        Self::new(Target::Dir(dir), settings, observer)
-    }
-
-    fn new(target: Target, settings: &HookSettings, observer: Arc<dyn Observer>) -> Self {
+    /// A sender for `target` (a directory or a gRPC server), with the timeout and retries
+    /// of `settings`.
+    pub(crate) fn new(
+        target: Target,
+        settings: &HookSettings,
+        observer: Arc<dyn Observer>,
+    ) -> Self {
         Self {
             target,
             timeout: settings.timeout,
@@ -91,9 +95,9 @@ impl Sender {
         }
     }
 
-    /// Whether the hooks get tusd's messages (file hooks) rather than Tusk's.
+    /// Whether the hooks get tusd's messages (file and gRPC hooks) rather than Tusk's.
     pub(crate) fn speaks_tusd(&self) -> bool {
-        matches!(self.target, Target::Dir(_))
+        matches!(self.target, Target::Dir(_) | Target::Grpc(_))
     }
 
     async fn attempt(&self, event: HookEvent, key: &str, body: Bytes) -> Attempt {
@@ -101,6 +105,11 @@ impl Sender {
             match &self.target {
                 Target::Http { client, endpoint } => post(client, endpoint, key, body).await,
                 Target::Dir(dir) => run(dir, event, body).await,
+                Target::Grpc(grpc) => match grpc.call(&body).await {
+                    Called::Answered(answer) => Attempt::Answered(StatusCode::OK, answer),
+                    Called::Failed(problem) => Attempt::Failed(problem),
+                    Called::Refused(problem) => Attempt::Refused(problem),
+                },
             }
         };
         match tokio::time::timeout(self.timeout, attempt).await {
@@ -140,7 +149,7 @@ impl Sender {
                     retry.on_timeout(),
                 ),
                 Attempt::Failed(e) => (e, true),
-                Attempt::Exited(e) => (e, false),
+                Attempt::Refused(e) => (e, false),
             };
             self.observer.hook_call(name, "failed");
             if !retryable || retries >= self.retries {
@@ -295,10 +304,10 @@ async fn run(dir: &Path, event: HookEvent, body: Bytes) -> Attempt {
         .spawn();
     let mut child = match child {
         Ok(child) => child,
-        Err(e) => return Attempt::Exited(format!("cannot run {}: {e}", path.display())),
+        Err(e) => return Attempt::Refused(format!("cannot run {}: {e}", path.display())),
     };
     let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Attempt::Exited("the hook's stdin or stdout was not piped".into());
+        return Attempt::Refused("the hook's stdin or stdout was not piped".into());
     };
     // A hook that never reads its stdin must not block the write: write alongside reading.
     let write = async move {
@@ -309,22 +318,22 @@ async fn run(dir: &Path, event: HookEvent, body: Bytes) -> Attempt {
     let read = limited.read_to_end(&mut answer);
     let (_, read) = tokio::join!(write, read);
     if let Err(e) = read {
-        return Attempt::Exited(format!("reading {}'s output failed: {e}", path.display()));
+        return Attempt::Refused(format!("reading {}'s output failed: {e}", path.display()));
     }
     if answer.len() > MAX_ANSWER {
-        return Attempt::Exited(format!(
+        return Attempt::Refused(format!(
             "{} wrote more than {MAX_ANSWER} bytes",
             path.display()
         ));
     }
     match child.wait().await {
         Ok(status) if status.success() => Attempt::Answered(StatusCode::OK, answer.into()),
-        Ok(status) => Attempt::Exited(format!(
+        Ok(status) => Attempt::Refused(format!(
             "{} exited with {status}: {}",
             path.display(),
             String::from_utf8_lossy(&answer).trim()
         )),
-        Err(e) => Attempt::Exited(format!("waiting for {} failed: {e}", path.display())),
+        Err(e) => Attempt::Refused(format!("waiting for {} failed: {e}", path.display())),
     }
 }
 

@@ -57,8 +57,12 @@ pub struct HookSettings {
     /// on stdin, `TUS_ID`, `TUS_SIZE` and `TUS_OFFSET` in the environment and the directory
     /// as working directory; stdout is read as tusd's HookResponse (empty: allow). An event
     /// without a file is skipped; a non-zero exit fails the call (blocking hooks: 503).
-    /// Exclusive with `endpoint`.
+    /// Exclusive with `endpoint` and `grpc`.
     pub dir: Option<PathBuf>,
+    /// A gRPC server (`host:port`, plaintext) speaking tusd's hook service
+    /// (`proto.HookHandler/InvokeHook`, tusd's `-hooks-grpc`): each event is tusd's
+    /// HookRequest, the answer tusd's HookResponse. Exclusive with `endpoint` and `dir`.
+    pub grpc: String,
     /// A PEM file of CA certificates: when set, an `https://` endpoint is trusted only if
     /// one of them vouches for it (a private CA); unset or empty, the Mozilla roots are
     /// used. A file that cannot be read or holds no certificate stops startup.
@@ -111,6 +115,7 @@ impl Default for HookSettings {
         Self {
             endpoint: String::new(),
             dir: None,
+            grpc: String::new(),
             ca_file: None,
             events: ALL_EVENTS
                 .into_iter()

@@ -346,6 +346,12 @@ pub const FLAGS: &[Flag] = &[
         default: "(none)",
     },
     Flag {
+        flag: "hooks-grpc",
+        help: "gRPC server (host:port, plaintext) speaking tusd's hook service (proto.HookHandler/InvokeHook): tusd's HookRequest in, HookResponse out, so tusd's gRPC hook servers answer as they are. Exclusive with --hooks-http and --hooks-dir.",
+        key: "hooks.grpc",
+        default: "(none)",
+    },
+    Flag {
         flag: "hooks-enabled-events",
         help: "Comma-separated hook events to send: pre-create, post-create, post-receive, pre-finish, post-finish, post-terminate, pre-access.",
         key: "hooks.events",

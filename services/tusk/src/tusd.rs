@@ -102,6 +102,7 @@ impl TusdFlag {
 use Value::{OriginRegex, Same, Seconds, Switch};
 
 const NO_AZURE: &str = "Tusk has no Azure storage: use a shared disk, S3 or GCS";
+const NO_GRPC_TLS: &str = "gRPC hooks over TLS are not supported: keep the hook server on a trusted network, or use `-hooks-http` with an https URL (and `-hooks-ca-file`)";
 const NO_PPROF: &str =
     "Tusk is not a Go program: profile it with perf (`perf record -g -p PID`); /metrics is on the admin listener";
 
@@ -235,34 +236,18 @@ pub const TUSD: &[TusdFlag] = &[
         Switch,
         "certificates are always verified: give the hook server's CA with `-hooks-ca-file`",
     ),
-    refused(
-        "hooks-grpc",
-        Same,
-        "gRPC hooks are not supported yet: use `-hooks-http` or `-hooks-dir`",
-    ),
-    refused("hooks-grpc-retry", Same, "gRPC hooks are not supported yet"),
-    refused("hooks-grpc-backoff", Same, "gRPC hooks are not supported yet"),
-    refused("hooks-grpc-secure", Switch, "gRPC hooks are not supported yet"),
-    refused(
-        "hooks-grpc-server-tls-certificate",
-        Same,
-        "gRPC hooks are not supported yet",
-    ),
-    refused(
-        "hooks-grpc-client-tls-certificate",
-        Same,
-        "gRPC hooks are not supported yet",
-    ),
-    refused(
-        "hooks-grpc-client-tls-key",
-        Same,
-        "gRPC hooks are not supported yet",
-    ),
-    refused(
-        "hooks-grpc-forward-headers",
-        Same,
-        "gRPC hooks are not supported yet",
-    ),
+    flag("hooks-grpc", "hooks-grpc", Same)
+        .note("tusd's hook service and messages, plaintext only"),
+    flag("hooks-grpc-retry", "hooks-retries", Same).default("3"),
+    flag("hooks-grpc-backoff", "hooks-backoff", Same)
+        .default("1s")
+        .note("the first pause; it doubles after each retry"),
+    refused("hooks-grpc-secure", Switch, NO_GRPC_TLS),
+    refused("hooks-grpc-server-tls-certificate", Same, NO_GRPC_TLS),
+    refused("hooks-grpc-client-tls-certificate", Same, NO_GRPC_TLS),
+    refused("hooks-grpc-client-tls-key", Same, NO_GRPC_TLS),
+    flag("hooks-grpc-forward-headers", "hooks-forward-headers", Same)
+        .note("forwarded in the event's HTTPRequest.Header"),
     refused(
         "hooks-plugin",
         Same,
@@ -271,7 +256,7 @@ pub const TUSD: &[TusdFlag] = &[
     ignored(
         "expose-metrics",
         Switch,
-        "always on, on the admin listener (`-admin-port`, default 9090), not on the upload port",
+        "always on, on the admin listener (`-admin-port`, default 8081), not on the upload port",
     ),
     flag("metrics-path", "metrics-path", Same).default("/metrics"),
     refused("expose-pprof", Switch, NO_PPROF),
