@@ -504,6 +504,21 @@ async fn tls_in_tusd_spelling_serves_h2_and_reloads_under_a_running_upload() -> 
     let stream = connect_tls(&addr, client_tls(&ca.pem(), &[&TLS13])?).await?;
     let head = tusd_cli::request(stream, true, tus("HEAD", &upload_path, &[], b"")).await?;
     assert_eq!(head.headers["upload-offset"], "8");
+
+    // A renewal that only rewrites the files (no signal) is picked up too.
+    let third_leaf = ca.issue(&cert, &key)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let stream = connect_tls(&addr, client_tls(&ca.pem(), &[&TLS13])?).await?;
+        if peer_leaf(&stream) == third_leaf {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the rewritten certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 

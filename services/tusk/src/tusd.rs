@@ -30,6 +30,11 @@ pub enum Value {
     Same,
     /// tusd counts seconds (`86400`); Tusk takes a duration: a bare number becomes seconds.
     Seconds,
+    /// A Go duration (`1m30s`, `1.5s`, `250ms`): one with a fraction or in `µs` (which
+    /// Tusk's duration reader does not take) is written out in nanoseconds.
+    GoDuration,
+    /// tusd adds the slashes a base path lacks (`files` serves `/files/`); Tusk requires them.
+    BasePath,
     /// tusd takes a regular expression; Tusk a list of origins and `https://*.` patterns.
     /// `.*` becomes `*`, a list passes, anything else that reads as a regex is refused.
     OriginRegex,
@@ -99,7 +104,7 @@ impl TusdFlag {
     }
 }
 
-use Value::{OriginRegex, Same, Seconds, Switch};
+use Value::{BasePath, GoDuration, OriginRegex, Same, Seconds, Switch};
 
 const NO_AZURE: &str = "Tusk has no Azure storage: use a shared disk, S3 or GCS";
 const NO_GRPC_TLS: &str = "gRPC hooks over TLS are not supported: keep the hook server on a trusted network, or use `-hooks-http` with an https URL (and `-hooks-ca-file`)";
@@ -113,7 +118,7 @@ pub const TUSD: &[TusdFlag] = &[
         .note("Tusk listens on loopback unless told: give `-host 0.0.0.0` to listen on every address"),
     flag("port", "port", Same).default("8080"),
     flag("unix-sock", "unix-socket", Same),
-    flag("base-path", "base-path", Same).default("/files/"),
+    flag("base-path", "base-path", BasePath).default("/files/"),
     flag("behind-proxy", "behind-proxy", Switch).default("false").note(
         "one header family only: X-Forwarded-Host/Proto (default) or Forwarded (`server.proxy_headers`)",
     ),
@@ -216,16 +221,16 @@ pub const TUSD: &[TusdFlag] = &[
     flag("hooks-enabled-events", "hooks-enabled-events", Same)
         .default("pre-create,post-create,post-receive,post-terminate,post-finish")
         .note("Tusk adds pre-access (before every request on an upload) and enables every event but it by default"),
-    flag("progress-hooks-interval", "hooks-post-receive-interval", Same).default("1s"),
+    flag("progress-hooks-interval", "hooks-post-receive-interval", GoDuration).default("1s"),
     flag("hooks-dir", "hooks-dir", Same),
     flag("hooks-http", "hooks-http", Same).note("the JSON body is Tusk's own, not tusd's: see the README's hooks section"),
     flag("hooks-http-forward-headers", "hooks-forward-headers", Same)
         .note("forwarded in the event's `request.headers`; tusd sets them on the hook request itself"),
     flag("hooks-http-retry", "hooks-retries", Same).default("3"),
-    flag("hooks-http-backoff", "hooks-backoff", Same)
+    flag("hooks-http-backoff", "hooks-backoff", GoDuration)
         .default("1s")
         .note("the first pause; it doubles after each retry"),
-    flag("hooks-http-timeout", "hooks-timeout", Same).default("15s"),
+    flag("hooks-http-timeout", "hooks-timeout", GoDuration).default("15s"),
     ignored(
         "hooks-http-size-limit",
         Same,
@@ -239,7 +244,7 @@ pub const TUSD: &[TusdFlag] = &[
     flag("hooks-grpc", "hooks-grpc", Same)
         .note("tusd's hook service and messages, plaintext only"),
     flag("hooks-grpc-retry", "hooks-retries", Same).default("3"),
-    flag("hooks-grpc-backoff", "hooks-backoff", Same)
+    flag("hooks-grpc-backoff", "hooks-backoff", GoDuration)
         .default("1s")
         .note("the first pause; it doubles after each retry"),
     refused("hooks-grpc-secure", Switch, NO_GRPC_TLS),
@@ -280,9 +285,9 @@ pub const TUSD: &[TusdFlag] = &[
         "the settings in effect are logged at start at info level",
     ),
     flag("log-format", "log-format", Same).default("text"),
-    flag("network-timeout", "network-timeout", Same).default("1m0s"),
-    flag("shutdown-timeout", "shutdown-drain", Same).default("10s"),
-    flag("acquire-lock-timeout", "lease-wait", Same)
+    flag("network-timeout", "network-timeout", GoDuration).default("1m0s"),
+    flag("shutdown-timeout", "shutdown-drain", GoDuration).default("10s"),
+    flag("acquire-lock-timeout", "lease-wait", GoDuration)
         .default("20s")
         .note("then 423 Locked"),
     ignored(
@@ -412,12 +417,60 @@ fn convert(value: Value, arg: &OsString) -> Result<OsString, String> {
         Value::Seconds if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
             Ok(format!("{text}s").into())
         }
+        Value::GoDuration => match go_duration_nanos(text) {
+            None => Err(format!("{text:?} is not a duration (e.g. 30s, 1m30s, 1.5s)")),
+            Some(nanos) if text.contains(['.', 'µ', 'μ']) => Ok(format!("{nanos}ns").into()),
+            Some(_) => Ok(arg.clone()),
+        },
+        Value::BasePath => {
+            let trimmed = text.trim_matches('/');
+            Ok(if trimmed.is_empty() {
+                "/".into()
+            } else {
+                format!("/{trimmed}/").into()
+            })
+        }
         Value::OriginRegex if text == ".*" => Ok("*".into()),
         Value::OriginRegex if text.contains(['^', '$', '\\', '(', ')', '|', '+', '?', '[', '{']) || text.contains(".*") => Err(format!(
             "-cors-allow-origin {text:?} is a regular expression; Tusk takes a comma-separated list of origins and subdomain patterns instead, e.g. https://app.example.com,https://*.example.com"
         )),
         _ => Ok(arg.clone()),
     }
+}
+
+/// A Go duration in nanoseconds: a sequence of decimal numbers with units (`ns`, `us`,
+/// `µs`, `ms`, `s`, `m`, `h`), or a bare `0`.
+fn go_duration_nanos(text: &str) -> Option<u128> {
+    if text == "0" {
+        return Some(0);
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&end| end > 0)?;
+        let number: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += number * scale;
+        rest = &rest[unit_end..];
+    }
+    Some(total.round() as u128)
 }
 
 /// docs/tusd-migration.md's table: every tusd flag, the Tusk flag that does the same (with
@@ -492,10 +545,25 @@ mod tests {
     }
 
     #[test]
+    fn go_durations_and_base_paths_read_as_tusd_reads_them() {
+        assert_eq!(
+            run("tusk -shutdown-timeout=1.5s -network-timeout 1m0s -hooks-http-backoff 250ms -base-path files").unwrap(),
+            [
+                "tusk", "--shutdown-drain", "1500000000ns", "--network-timeout", "1m0s",
+                "--hooks-backoff", "250ms", "--base-path", "/files/"
+            ]
+        );
+        assert!(run("tusk -acquire-lock-timeout 5").is_err());
+        assert!(run("tusk -acquire-lock-timeout 5parsecs").is_err());
+        assert_eq!(go_duration_nanos("0"), Some(0));
+        assert_eq!(go_duration_nanos("1h2m3.5s"), Some(3_723_500_000_000));
+    }
+
+    #[test]
     fn a_value_that_looks_like_a_flag_stays_a_value() {
         assert_eq!(
             run("tusk -base-path -files- -port 1").unwrap(),
-            ["tusk", "--base-path", "-files-", "--port", "1"]
+            ["tusk", "--base-path", "/-files-/", "--port", "1"]
         );
     }
 
