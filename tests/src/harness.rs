@@ -34,6 +34,31 @@ pub trait Backend: Send + Sync {
 }
 
 /// Path of the `tusk` binary built in the same profile as the running test.
+/// Reads a starting node's stdout until its listening line: the server prints `admin on
+/// http://HOST:PORT/` (when it has an admin listener), then `listening on URL/BASE/` once it
+/// accepts connections. Returns both URLs, and keeps draining stdout so the node never
+/// blocks on a full pipe.
+pub async fn await_listening(
+    stdout: tokio::process::ChildStdout,
+) -> Result<(String, Option<String>)> {
+    let mut lines = BufReader::new(stdout).lines();
+    let mut admin = None;
+    let endpoint = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(url) = line.strip_prefix("admin on ") {
+                admin = Some(url.trim().to_string());
+            } else if let Some(url) = line.strip_prefix("listening on ") {
+                return Ok::<_, anyhow::Error>(url.trim().to_string());
+            }
+        }
+        bail!("tusk exited before it listened")
+    })
+    .await
+    .context("tusk did not print its listening line within 30s")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((endpoint, admin))
+}
+
 pub fn tusk_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("TUSK_BIN") {
         return Ok(PathBuf::from(path));
@@ -226,25 +251,8 @@ impl TestServer {
             });
         }
         let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        // The server prints `admin on http://HOST:PORT/` (when it has an admin listener), then
-        // `listening on http://HOST:PORT/BASE/` once it accepts connections.
-        let mut admin = None;
-        let line = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(url) = line.strip_prefix("admin on ") {
-                    admin = Some(url.trim().to_string());
-                } else if let Some(url) = line.strip_prefix("listening on ") {
-                    return Ok::<_, anyhow::Error>(url.trim().to_string());
-                }
-            }
-            bail!("tusk exited before it listened")
-        })
-        .await
-        .context("tusk did not print its listening line within 30s")??;
+        let (line, admin) = await_listening(stdout).await?;
         self.admin = admin;
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let addr = line
             .trim_start_matches("http://")
             .split('/')

@@ -7,18 +7,18 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::process::{Child, Command};
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 use tokio_rustls::TlsConnector;
 
-use crate::harness::tusk_binary;
+use crate::harness::{await_listening, tusk_binary};
 
 /// tusd's hook service, server side, for a hook server written in a test.
 pub mod hook_service {
@@ -45,21 +45,10 @@ pub async fn start(line: &str) -> Result<TusdStyleNode> {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let mut admin = None;
-    let endpoint = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(url) = line.strip_prefix("admin on ") {
-                admin = Some(url.trim().to_string());
-            } else if let Some(url) = line.strip_prefix("listening on ") {
-                return Ok::<_, anyhow::Error>(url.trim().to_string());
-            }
-        }
-        bail!("tusk {line} exited before it listened")
-    })
-    .await
-    .context("no listening line within 30s")??;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let stdout = child.stdout.take().context("stdout")?;
+    let (endpoint, admin) = await_listening(stdout)
+        .await
+        .with_context(|| format!("tusk {line}"))?;
     Ok(TusdStyleNode {
         child,
         endpoint,

@@ -224,6 +224,43 @@ async fn cors_flags_in_tusd_spelling() -> Result<()> {
     Ok(())
 }
 
+/// Creates an upload named `filename` of `body`'s length (4 bytes when `body` is empty, to
+/// be sent later), with `body` sent along (creation-with-upload) when given.
+async fn create_named(
+    endpoint: &str,
+    filename: &str,
+    headers: &[(&str, &str)],
+    body: &'static [u8],
+) -> Result<reqwest::Response> {
+    let metadata = format!(
+        "filename {}",
+        base64::engine::general_purpose::STANDARD.encode(filename)
+    );
+    let length = if body.is_empty() { 4 } else { body.len() };
+    let mut request = reqwest::Client::new()
+        .post(endpoint)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", length.to_string())
+        .header("upload-metadata", metadata);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if !body.is_empty() {
+        request = request
+            .header("content-type", "application/offset+octet-stream")
+            .body(body);
+    }
+    Ok(request.send().await?)
+}
+
+/// Both tusd-style hooks in these tests refuse `.exe` names with 422 "no executables".
+async fn executables_are_refused(endpoint: &str) -> Result<()> {
+    let refused = create_named(endpoint, "evil.exe", &[], b"").await?;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(refused.text().await?.trim(), "no executables");
+    Ok(())
+}
+
 const PRE_CREATE: &str = r#"#!/bin/sh
 # tusd's HookRequest on stdin; reject .exe names the tusd way.
 cat > last-pre-create.json
@@ -257,35 +294,14 @@ async fn file_hooks_run_as_tusd_runs_them() -> Result<()> {
         path(&data.path().join("up")), path(&hooks)
     ))
     .await?;
-    let name = |n: &str| {
-        format!(
-            "filename {}",
-            base64::engine::general_purpose::STANDARD.encode(n)
-        )
-    };
-    let http = reqwest::Client::new();
-    let refused = http
-        .post(&node.endpoint)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", "4")
-        .header("upload-metadata", name("evil.exe"))
-        .send()
-        .await?;
-    assert_eq!(refused.status(), 422);
-    assert_eq!(refused.text().await?.trim(), "no executables");
-
-    let created = http
-        .post(&node.endpoint)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", "4")
-        .header("upload-metadata", name("photo.jpg"))
-        .send()
-        .await?;
+    executables_are_refused(&node.endpoint).await?;
+    let created = create_named(&node.endpoint, "photo.jpg", &[], b"").await?;
     assert_eq!(
         created.status(),
         201,
         "no post-create file: the event is skipped"
     );
+    let http = reqwest::Client::new();
     let location = created.headers()["location"].to_str()?.to_string();
     let id = location.rsplit('/').next().context("id")?.to_string();
     let request: serde_json::Value =
@@ -635,32 +651,8 @@ async fn grpc_hooks_speak_tusds_hook_service() -> Result<()> {
         path(data.path())
     ))
     .await?;
-    let name = |n: &str| {
-        format!(
-            "filename {}",
-            base64::engine::general_purpose::STANDARD.encode(n)
-        )
-    };
-    let http = reqwest::Client::new();
-    let refused = http
-        .post(&node.endpoint)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", "2")
-        .header("upload-metadata", name("evil.exe"))
-        .send()
-        .await?;
-    assert_eq!(refused.status(), 422);
-    assert_eq!(refused.text().await?.trim(), "no executables");
-    let created = http
-        .post(&node.endpoint)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", "2")
-        .header("upload-metadata", name("notes.txt"))
-        .header("x-app", "mobile")
-        .body("ok")
-        .header("content-type", "application/offset+octet-stream")
-        .send()
-        .await?;
+    executables_are_refused(&node.endpoint).await?;
+    let created = create_named(&node.endpoint, "notes.txt", &[("x-app", "mobile")], b"ok").await?;
     assert_eq!(created.status(), 201);
     assert_eq!(created.headers()["upload-offset"], "2");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -191,10 +191,11 @@ pub(crate) fn encode_metadata(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record() -> UploadRecord {
+    /// An upload with metadata and a final concatenation, for payload tests.
+    pub(crate) fn record() -> UploadRecord {
         UploadRecord {
             id: "abc".into(),
             offset: 5,

@@ -182,19 +182,11 @@ mod tests {
     #[test]
     fn a_creation_reads_as_tusd_writes_it() {
         let upload = UploadRecord {
-            id: "abc".into(),
-            offset: 0,
             length: Some(10),
             metadata: Some("filename aGkudHh0".into()),
             concat: None,
-            created_at: 100,
-            expires_at: None,
-            state: tusk_core::UploadState::Active,
-            segments: vec![],
-            session: None,
-            notice: None,
-            expected_digest: None,
-            last_commit: None,
+            offset: 0,
+            ..crate::payload::tests::record()
         };
         let request = RequestInfo {
             method: "POST".into(),
