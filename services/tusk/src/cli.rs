@@ -744,18 +744,21 @@ enum Takes {
     Value,
 }
 
-fn takes(defaults: &::config::Config, f: &Flag) -> Takes {
-    match defaults.get::<::config::Value>(f.key).map(|v| v.kind) {
-        Ok(::config::ValueKind::Boolean(_)) => Takes::Switch {
-            sets: !f.flag.starts_with("disable-"),
-        },
-        Ok(::config::ValueKind::Array(_)) => Takes::List,
-        _ => Takes::Value,
-    }
+/// The defaults as JSON: unlike the `config` crate's tree, it keeps empty lists, whose type
+/// decides how their flag is read.
+fn default_settings() -> serde_json::Value {
+    serde_json::to_value(Config::default()).expect("the defaults serialize")
 }
 
-fn default_settings() -> ::config::Config {
-    ::config::Config::try_from(&Config::default()).expect("the defaults serialize")
+fn takes(defaults: &serde_json::Value, f: &Flag) -> Takes {
+    let pointer = format!("/{}", f.key.replace('.', "/"));
+    match defaults.pointer(&pointer) {
+        Some(serde_json::Value::Bool(_)) => Takes::Switch {
+            sets: !f.flag.starts_with("disable-"),
+        },
+        Some(serde_json::Value::Array(_)) => Takes::List,
+        _ => Takes::Value,
+    }
 }
 
 fn setting_arg(f: &Flag, takes: &Takes) -> Arg {

@@ -647,6 +647,30 @@ mod tests {
 
     use super::*;
 
+    /// Every list setting reads a comma-separated flag as a list, also one whose default is
+    /// empty (found by the cluster tests: `--redis-cluster-nodes a,b` was read as one string).
+    #[test]
+    fn list_flags_take_comma_separated_values() {
+        let matches = cli::command().get_matches_from([
+            "tusk",
+            "--redis-cluster-nodes",
+            "redis://a:1/,redis://b:2/",
+            "--hooks-credential-headers",
+            "authorization,cookie",
+            "--cors-allow-headers",
+            "x-a,x-b",
+            "--etcd-endpoints",
+            "http://e1:2379,http://e2:2379",
+        ]);
+        let config = load_config(None, cli::setting_overrides(&matches))
+            .expect("the flags read")
+            .config;
+        assert_eq!(config.coordinator.redis.cluster_nodes.len(), 2);
+        assert_eq!(config.hooks.credential_headers, ["authorization", "cookie"]);
+        assert_eq!(config.server.cors_allow_headers, ["x-a", "x-b"]);
+        assert_eq!(config.coordinator.etcd.endpoints.len(), 2);
+    }
+
     /// The dotted keys that hold a value in `config` (an empty list holds none).
     fn keys_with_values(config: &::config::Config) -> BTreeSet<String> {
         fn walk(
