@@ -454,6 +454,10 @@ async fn tls_in_tusd_spelling_serves_h2_and_reloads_under_a_running_upload() -> 
         (201, http::Version::HTTP_2)
     );
     let location = created.headers["location"].to_str()?.to_string();
+    assert!(
+        location.starts_with("https://"),
+        "a client that came over TLS is sent back over TLS: {location}"
+    );
     let upload_path = format!("/files/{}", location.rsplit('/').next().context("id")?);
     assert!(connect_tls(&addr, client_tls(&ca.pem(), &[&TLS12])?)
         .await

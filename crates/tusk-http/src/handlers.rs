@@ -109,6 +109,10 @@ pub(crate) fn access_of(method: &Method) -> Option<Access> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerAddr(pub std::net::SocketAddr);
 
+/// Marks a request that came over TLS terminated by Tusk itself: its URLs are `https://`.
+#[derive(Clone, Copy)]
+pub(crate) struct OverTls;
+
 /// What hooks see of a request: method, URI, client address and headers.
 pub(crate) fn request_info(request: &Request, method: &Method) -> RequestInfo {
     RequestInfo {
@@ -200,7 +204,12 @@ async fn create(app: &AppState, request: Request, info: RequestInfo) -> Result<R
         .await?;
     let location = format!(
         "{}{}{}",
-        url::origin(headers, &parts.uri, app.config.proxy),
+        url::origin(
+            headers,
+            &parts.uri,
+            app.config.proxy,
+            parts.extensions.get::<OverTls>().is_some(),
+        ),
         app.config.base_path,
         record.id
     );

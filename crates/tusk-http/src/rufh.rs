@@ -167,7 +167,12 @@ async fn create(
         .await?;
     let location = format!(
         "{}{}{}",
-        url::origin(&parts.headers, &parts.uri, app.config.proxy),
+        url::origin(
+            &parts.headers,
+            &parts.uri,
+            app.config.proxy,
+            parts.extensions.get::<handlers::OverTls>().is_some(),
+        ),
         app.config.base_path,
         record.id
     );

@@ -32,7 +32,7 @@ use tusk_protocol::{headers::TUS_RESUMABLE, TUS_VERSION};
 
 use crate::connections::{Admission, Connections, Cut, Tracked};
 use crate::error::{ApiError, Refusal};
-use crate::handlers::PeerAddr;
+use crate::handlers::{OverTls, PeerAddr};
 use crate::interim::{InterimSender, Socket};
 use crate::listener::{handshake, Listener};
 
@@ -130,6 +130,7 @@ pub async fn serve(
             }
         };
         let activity = slot.activity().clone();
+        let over_tls = tls.is_some();
         let service = {
             let router = router.clone();
             let activity = activity.clone();
@@ -138,6 +139,9 @@ pub async fn serve(
                     move |mut request: http::Request<hyper::body::Incoming>| {
                         if let Some(peer) = peer {
                             request.extensions_mut().insert(PeerAddr(peer));
+                        }
+                        if over_tls {
+                            request.extensions_mut().insert(OverTls);
                         }
                         if let Some(interim) = interim
                             .clone()

@@ -32,16 +32,22 @@ pub(crate) fn target<'a>(path: &'a str, base_path: &str) -> Target<'a> {
 }
 
 /// The scheme and authority clients reached us at, for absolute Location URLs: what the
-/// trusted proxy says (when Tusk runs behind one), else the Host header. A value that is not
+/// trusted proxy says (when Tusk runs behind one), else the Host header and `https` when the
+/// connection came over Tusk's own TLS (`over_tls`), `http` otherwise. A value that is not
 /// a plausible scheme or host is ignored, so a Location never points anywhere a header
 /// could smuggle in.
-pub(crate) fn origin(headers: &HeaderMap, uri: &Uri, proxy: Option<TrustedProxy>) -> String {
+pub(crate) fn origin(
+    headers: &HeaderMap,
+    uri: &Uri,
+    proxy: Option<TrustedProxy>,
+    over_tls: bool,
+) -> String {
     let forwarded = proxy.map(|p| p.read(headers)).unwrap_or_default();
     let proto = forwarded
         .proto
         .map(|p| p.to_ascii_lowercase())
         .filter(|p| p == "http" || p == "https")
-        .unwrap_or_else(|| "http".to_string());
+        .unwrap_or_else(|| if over_tls { "https" } else { "http" }.to_string());
     let host = forwarded
         .host
         .filter(|h| is_plausible_host(h))
@@ -163,17 +169,23 @@ mod tests {
             headers: ProxyHeaders::Forwarded,
             hops: 1,
         };
-        assert_eq!(origin(&h, &uri, None), "http://internal:8080");
-        assert_eq!(origin(&h, &uri, Some(x)), "https://uploads.example.com");
-        assert_eq!(origin(&h, &uri, Some(f)), "http://a.example");
+        assert_eq!(origin(&h, &uri, None, false), "http://internal:8080");
+        assert_eq!(
+            origin(&h, &uri, Some(x), false),
+            "https://uploads.example.com"
+        );
+        assert_eq!(origin(&h, &uri, Some(f), false), "http://a.example");
         // An implausible forwarded host falls back to Host; an implausible Host to localhost.
         h.insert(
             "x-forwarded-host",
             "a.example@evil".parse().expect("header"),
         );
-        assert_eq!(origin(&h, &uri, Some(x)), "https://internal:8080");
+        assert_eq!(origin(&h, &uri, Some(x), false), "https://internal:8080");
         h.insert("host", "evil\"host".parse().expect("header"));
-        assert_eq!(origin(&h, &uri, None), "http://localhost");
+        assert_eq!(origin(&h, &uri, None, false), "http://localhost");
+        assert_eq!(origin(&h, &uri, None, true), "https://localhost");
+        // Behind a proxy, the proxy's word on the scheme wins over the connection's.
+        assert_eq!(origin(&h, &uri, Some(f), true), "http://a.example");
     }
 
     #[test]
