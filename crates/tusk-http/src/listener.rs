@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -49,10 +49,17 @@ pub(crate) enum Stream {
     Unix(UnixStream),
 }
 
+/// What one read from a TLS connection's socket takes at most. rustls asks for 4 KiB at a
+/// time: straight from the socket that is a syscall per 4 KiB. Measured with one 1 GiB
+/// PATCH over loopback (curl), the server's CPU was 2.5x plain HTTP's unbuffered, 1.9x with
+/// 64 KiB and 1.9x with 32 KiB (medians of 3 each). Every TLS connection holds this buffer
+/// for its life, so the smaller.
+const TLS_READ_BUFFER: usize = 32 << 10;
+
 /// A connection as hyper reads it: in clear, or after the TLS handshake.
 pub(crate) enum Io {
     Clear(Stream),
-    Tls(Box<TlsStream<Stream>>),
+    Tls(Box<TlsStream<BufReader<Stream>>>),
 }
 
 /// Runs the TLS handshake when `tls` is given; fails when it takes longer than `limit`.
@@ -64,7 +71,8 @@ pub(crate) async fn handshake(
     let Some(config) = tls else {
         return Ok(Io::Clear(stream));
     };
-    let accept = TlsAcceptor::from(config.clone()).accept(stream);
+    let buffered = BufReader::with_capacity(TLS_READ_BUFFER, stream);
+    let accept = TlsAcceptor::from(config.clone()).accept(buffered);
     match tokio::time::timeout(limit, accept).await {
         Ok(stream) => Ok(Io::Tls(Box::new(stream?))),
         Err(_) => Err(io::Error::new(
