@@ -3,7 +3,9 @@
 #
 #   services/tusk-bench/scripts/compare.sh [SCENARIOS] [SERVERS]
 #     SCENARIOS  comma list of big,small,parallel,resume   (default: all four)
-#     SERVERS    comma list of tusk,node,rustus,tusk-prev  (default: tusk,node,rustus)
+#     SERVERS    comma list of tusk,node,rustus,null,tusk-prev  (default: tusk,node,rustus,null)
+#                null: tusnull with --fsync, a bare receiver that fdatasyncs each PATCH body
+#                before its 204 (the durable limit of this machine's disk and CPU)
 #   REPEAT=5     runs per (scenario, server); the summary prints medians
 #   PEERS=../shared/peers   where node.sh and rustus.sh live
 #   OTHER_TUSK=path         another tusk binary (e.g. the previous commit's release build),
@@ -17,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 scenarios=${1:-big,small,parallel,resume}
-servers=${2:-tusk,node,rustus}
+servers=${2:-tusk,node,rustus,null}
 repeat=${REPEAT:-5}
 peers=${PEERS:-../shared/peers}
 tusk=target/release/tusk
@@ -36,11 +38,13 @@ start_server() { # name dir -> sets pid, url
       --admin-port 0 --upload-dir "$2" >/dev/null 2>&1 & ;;
     node) "$peers/node.sh" "$port" "$2" >/dev/null 2>&1 & ;;
     rustus) "$peers/rustus.sh" "$port" "$2" >/dev/null 2>&1 & ;;
+    null) "$peers/tusnull.sh" "$port" disk "$2" --fsync >/dev/null 2>&1 & ;;
     *) echo "unknown server $1" >&2; exit 2 ;;
   esac
   pid=$!
   url="http://127.0.0.1:$port/files/"
-  for _ in $(seq 100); do
+  # Up to a minute: a peer's launcher builds or installs it on first use.
+  for _ in $(seq 600); do
     curl -s -o /dev/null -X OPTIONS "$url" && return 0
     sleep 0.1
   done
