@@ -3,6 +3,8 @@
 //! Under one configurable prefix:
 //! - `u/<id>/h`: the record's head, JSON: every field but the segments, the next write
 //!   target's sequence number and how many segments there are;
+//! - `u/<id>/r`: write targets reserved as leases were taken (see [`Keys::reservations`]):
+//!   its version counts them, so the next sequence number is the head's plus that version;
 //! - `u/<id>/s/<group>`: the committed segments, [`GROUP`] to a key (a JSON list), the
 //!   group's number zero-padded so that keys sort in segment order. Never the whole list in
 //!   one value: etcd keeps every revision of a value until compaction, so a commit rewrites
@@ -54,6 +56,14 @@ impl Keys {
 
     pub fn head(&self, id: &str) -> String {
         format!("{}u/{id}/h", self.prefix)
+    }
+
+    /// Taking a lease to write puts this key (an etcd transaction cannot increment a
+    /// number it has not read) and reserves the sequence number its previous version
+    /// counted to; the holder's next change of the head takes the count into the head's
+    /// sequence number and deletes the key, which starts its version from zero again.
+    pub fn reservations(&self, id: &str) -> String {
+        format!("{}u/{id}/r", self.prefix)
     }
 
     pub fn segment_group(&self, id: &str, group: usize) -> String {
@@ -115,7 +125,8 @@ impl Keys {
 pub(crate) struct Head {
     /// The record without its segments.
     pub record: UploadRecord,
-    /// The next write target's sequence number.
+    /// The next write target's sequence number, but for those [`Keys::reservations`]
+    /// counts.
     pub seq: u32,
     /// How many segment keys there are.
     pub segments: usize,
@@ -186,8 +197,8 @@ pub(crate) fn segment_writes(
     Ok(ops)
 }
 
-/// A record from the keys under [`Keys::upload`] (as etcd lists them: sorted), with its
-/// head's sequence number and mod revision; `None` without a head.
+/// A record from the keys under [`Keys::upload`] (as etcd lists them: sorted), with the
+/// next write target's sequence number and the head's mod revision; `None` without a head.
 pub(crate) fn assemble(
     keys: &Keys,
     id: &str,
@@ -214,9 +225,18 @@ pub(crate) fn assemble(
             head.segments
         )));
     }
+    let reservations_key = keys.reservations(id);
+    let reserved = kvs
+        .iter()
+        .find(|kv| kv.key() == reservations_key.as_bytes())
+        .map_or(0, |kv| kv.version());
+    let seq = u32::try_from(reserved)
+        .ok()
+        .and_then(|reserved| head.seq.checked_add(reserved))
+        .ok_or_else(|| corrupt(format!("upload {id} ran out of write target numbers")))?;
     let mut record = head.record;
     record.segments = segments;
-    Ok(Some((record, head.seq, head_kv.mod_revision())))
+    Ok(Some((record, seq, head_kv.mod_revision())))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tusk_core::{Commit, CoordError, HeldLease, OwedNotice, UploadRecord, WriteTarget};
 
 use crate::keys::{assemble, padded, segment_writes, Head};
-use crate::{now_ms, read_kvs, unavailable, Shared};
+use crate::{now_ms, read_kvs, unavailable, Shared, Taken};
 
 /// The record as the holder last wrote (or read) it.
 #[derive(Clone)]
@@ -30,6 +30,8 @@ pub(crate) struct EtcdLease {
     id: String,
     token: u64,
     known: Mutex<Known>,
+    /// The sequence number reserved as the lease was taken, until the first `reserve`.
+    first_target: std::sync::Mutex<Option<u32>>,
 }
 
 /// How many times a change is worked out again after the record moved under the lease.
@@ -44,23 +46,17 @@ struct Step<T> {
 }
 
 impl EtcdLease {
-    pub fn new(
-        shared: Arc<Shared>,
-        id: String,
-        token: u64,
-        record: UploadRecord,
-        seq: u32,
-        head_revision: i64,
-    ) -> Self {
+    pub fn new(shared: Arc<Shared>, id: String, taken: Taken) -> Self {
         Self {
             shared,
             id,
-            token,
+            token: taken.token,
             known: Mutex::new(Known {
-                record,
-                seq,
-                head_revision,
+                record: taken.record,
+                seq: taken.seq,
+                head_revision: taken.head_revision,
             }),
+            first_target: std::sync::Mutex::new(taken.first_target),
         }
     }
 
@@ -104,6 +100,9 @@ impl EtcdLease {
                 }
             };
             if let Some((record, seq)) = &head {
+                // The head's sequence number now counts every reservation, also those the
+                // reservations key counted.
+                ops.insert(0, TxnOp::delete(keys.reservations(&self.id), None));
                 ops.insert(
                     0,
                     TxnOp::put(head_key.as_str(), Head::of(record, *seq).encode()?, None),
@@ -259,6 +258,14 @@ impl HeldLease for EtcdLease {
 
     async fn reserve(&self) -> Result<WriteTarget, CoordError> {
         let token = self.token;
+        let reserved = self
+            .first_target
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(seq) = reserved {
+            return Ok(WriteTarget { token, seq });
+        }
         self.change(|known| {
             let next = known
                 .seq

@@ -112,6 +112,18 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// The first key-value pair of the `n`th response of a transaction, if it was a range read.
+/// A lease etcd granted, as `try_acquire` took it.
+pub(crate) struct Taken {
+    /// The lock key's create revision.
+    token: u64,
+    record: UploadRecord,
+    /// The next write target's sequence number.
+    seq: u32,
+    head_revision: i64,
+    /// The write target reserved with the lease, for its holder's first reservation.
+    first_target: Option<u32>,
+}
+
 pub(crate) fn read_kvs(responses: &[TxnOpResponse], n: usize) -> &[etcd_client::KeyValue] {
     match responses.get(n) {
         Some(TxnOpResponse::Get(get)) => get.kvs(),
@@ -164,6 +176,50 @@ impl EtcdCoordinator {
         tokio::spawn(requests::listen(Arc::downgrade(&shared)));
         Ok(Arc::new(Self { shared }))
     }
+
+    /// Takes the lease of `id` (see `Coordinator::acquire`); with `reserve_first`, reserves
+    /// the first write target in the same transaction.
+    async fn acquire_reserving(
+        &self,
+        id: &str,
+        wait: Duration,
+        reserve_first: bool,
+    ) -> Result<Lease, CoordError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut asked_at: Option<tokio::time::Instant> = None;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            // The TTL starts when the transaction runs, not when this request began waiting.
+            let attempt_at = tokio::time::Instant::now();
+            if let Some(taken) = self.shared.try_acquire(id, reserve_first).await? {
+                let (ask, release) = ReleaseRequest::channel();
+                self.shared
+                    .local()
+                    .insert(id.to_string(), (taken.token, ask));
+                let record = taken.record.clone();
+                let held = EtcdLease::new(self.shared.clone(), id.to_string(), taken);
+                return Ok(Lease::grant(
+                    Box::new(held),
+                    record,
+                    release,
+                    asked_at.is_some(),
+                    attempt_at,
+                ));
+            }
+            let now = tokio::time::Instant::now();
+            if wait.is_zero() || now >= deadline {
+                return Err(CoordError::Locked);
+            }
+            // Ask the holder (on whatever node) to let go; again now and then in case a
+            // request was missed while a watch reconnected.
+            if asked_at.is_none_or(|at| now.duration_since(at) > Duration::from_millis(500)) {
+                self.shared.ask_to_release(id).await?;
+                asked_at = Some(now);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Shared {
@@ -183,16 +239,17 @@ impl Shared {
         }
     }
 
-    /// Takes the lease of `id` if it is free or expired: `Ok(Some)` with the token, record,
-    /// sequence number and head revision; `Ok(None)` while another holds it.
+    /// Takes the lease of `id` if it is free or expired; `Ok(None)` while another holds it.
+    /// With `reserve_first`, also reserves the first write target.
     async fn try_acquire(
         &self,
         id: &str,
-    ) -> Result<Option<(u64, UploadRecord, u32, i64)>, CoordError> {
+        reserve_first: bool,
+    ) -> Result<Option<Taken>, CoordError> {
         // An expired lock is cleared by the first attempt and taken by the second (or by
         // whoever came first: then this one finds it held).
         for _ in 0..2 {
-            if let Some(taken) = self.try_acquire_once(id).await? {
+            if let Some(taken) = self.try_acquire_once(id, reserve_first).await? {
                 return Ok(Some(taken));
             }
         }
@@ -204,9 +261,19 @@ impl Shared {
     async fn try_acquire_once(
         &self,
         id: &str,
-    ) -> Result<Option<(u64, UploadRecord, u32, i64)>, CoordError> {
+        reserve_first: bool,
+    ) -> Result<Option<Taken>, CoordError> {
         let (lock, head) = (self.keys.lock(id), self.keys.head(id));
         let expires = padded(now_ms().saturating_add(ms(self.settings.lease_ttl)));
+        // The record is read before the reservation is counted: its sequence number is the
+        // one reserved.
+        let mut take = vec![
+            TxnOp::put(lock.as_str(), expires, None),
+            TxnOp::get(self.keys.upload(id), Some(GetOptions::new().with_prefix())),
+        ];
+        if reserve_first {
+            take.push(TxnOp::put(self.keys.reservations(id), "", None));
+        }
         let answer = self
             .kv()
             .txn(
@@ -215,10 +282,7 @@ impl Shared {
                         Compare::create_revision(lock.as_str(), CompareOp::Equal, 0),
                         Compare::version(head.as_str(), CompareOp::Greater, 0),
                     ])
-                    .and_then([
-                        TxnOp::put(lock.as_str(), expires, None),
-                        TxnOp::get(self.keys.upload(id), Some(GetOptions::new().with_prefix())),
-                    ])
+                    .and_then(take)
                     .or_else([
                         TxnOp::get(lock.as_str(), None),
                         TxnOp::get(head.as_str(), None),
@@ -237,7 +301,21 @@ impl Shared {
             let (record, seq, head_revision) =
                 assemble(&self.keys, id, read_kvs(&responses, 1))?
                     .ok_or_else(|| keys::corrupt(format!("upload {id} vanished under its lock")))?;
-            return Ok(Some((token, record, seq, head_revision)));
+            let (first_target, seq) = if reserve_first {
+                let next = seq
+                    .checked_add(1)
+                    .ok_or_else(|| CoordError::Corrupt("write target numbers ran out".into()))?;
+                (Some(seq), next)
+            } else {
+                (None, seq)
+            };
+            return Ok(Some(Taken {
+                token,
+                record,
+                seq,
+                head_revision,
+                first_target,
+            }));
         }
         if read_kvs(&responses, 1).is_empty() {
             return Err(CoordError::NotFound);
@@ -326,44 +404,11 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut asked_at: Option<tokio::time::Instant> = None;
-        let mut pause = Duration::from_millis(10);
-        loop {
-            // The TTL starts when the transaction runs, not when this request began waiting.
-            let attempt_at = tokio::time::Instant::now();
-            if let Some((token, record, seq, head_revision)) = self.shared.try_acquire(id).await? {
-                let (ask, release) = ReleaseRequest::channel();
-                self.shared.local().insert(id.to_string(), (token, ask));
-                let held = EtcdLease::new(
-                    self.shared.clone(),
-                    id.to_string(),
-                    token,
-                    record.clone(),
-                    seq,
-                    head_revision,
-                );
-                return Ok(Lease::grant(
-                    Box::new(held),
-                    record,
-                    release,
-                    asked_at.is_some(),
-                    attempt_at,
-                ));
-            }
-            let now = tokio::time::Instant::now();
-            if wait.is_zero() || now >= deadline {
-                return Err(CoordError::Locked);
-            }
-            // Ask the holder (on whatever node) to let go; again now and then in case a
-            // request was missed while a watch reconnected.
-            if asked_at.is_none_or(|at| now.duration_since(at) > Duration::from_millis(500)) {
-                self.shared.ask_to_release(id).await?;
-                asked_at = Some(now);
-            }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
+        self.acquire_reserving(id, wait, false).await
+    }
+
+    async fn acquire_to_write(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
+        self.acquire_reserving(id, wait, true).await
     }
 
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tusk_coord_etcd::{EtcdCoordinator, EtcdSettings};
-use tusk_core::contract::{coordinator_contract, record, CoordinatorFixture};
-use tusk_core::{CoordError, Coordinator};
+use tusk_core::contract::{commit_and_release, coordinator_contract, record, CoordinatorFixture};
+use tusk_core::{Commit, CoordError, Coordinator, Segment};
 
 /// A single-member etcd on free loopback ports, with its data in a temporary directory,
 /// killed on drop. Short heartbeat and election timeouts so that it elects itself at once.
@@ -295,4 +295,63 @@ async fn a_node_with_credentials_starts_while_etcd_is_down() {
         message.contains("authentication failed"),
         "a node with a password etcd refuses must not start: {message:?}"
     );
+}
+
+impl Etcd {
+    /// Requests etcd's key-value service has started so far (its own Prometheus metrics):
+    /// every call a coordinator makes to it is one round trip.
+    fn kv_requests(&self) -> u64 {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.client_port)).expect("metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .expect("ask for metrics");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("metrics");
+        text.lines()
+            .filter(|line| {
+                line.starts_with("grpc_server_started_total{")
+                    && line.contains("grpc_service=\"etcdserverpb.KV\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+/// A PATCH that writes one target costs two round trips: taking the lease reserves its
+/// first target, and the commit lets go of the lease.
+#[tokio::test]
+async fn a_patch_of_one_target_costs_two_round_trips() {
+    let etcd = Etcd::start();
+    let node = etcd.node(Duration::from_secs(30)).await;
+    let id = "RoundTripsRoundTrips0000";
+    node.create(&record(id, Some(10), None))
+        .await
+        .expect("create");
+    for offset in 0..3 {
+        let before = etcd.kv_requests();
+        let lease = node
+            .acquire_to_write(id, Duration::ZERO)
+            .await
+            .expect("lease");
+        let target = lease.reserve().await.expect("reserve");
+        let commit = Commit {
+            expected_offset: offset,
+            added: 1,
+            append: vec![Segment::new(target, 1)],
+            fold: 0,
+            session: None,
+            declare_length: None,
+            expires_at: None,
+            notice: None,
+            stamp: None,
+        };
+        commit_and_release(lease, &commit).await.expect("commit");
+        assert_eq!(
+            etcd.kv_requests() - before,
+            2,
+            "etcd round trips for PATCH {offset}"
+        );
+    }
 }

@@ -160,6 +160,84 @@ impl RedisCoordinator {
         tokio::spawn(requests::listen(Arc::downgrade(&shared)));
         Ok(Arc::new(Self { shared }))
     }
+
+    /// Takes the lease of `id` (see `Coordinator::acquire`); with `reserve_first`, reserves
+    /// the first write target in the same script.
+    async fn acquire_reserving(
+        &self,
+        id: &str,
+        wait: Duration,
+        reserve_first: bool,
+    ) -> Result<Lease, CoordError> {
+        let [lease_key, up, seg, _] = self.shared.upload_keys(id);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut asked_at: Option<tokio::time::Instant> = None;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            // The TTL starts when the script runs, not when this request began waiting.
+            let attempt_at = tokio::time::Instant::now();
+            let answer: Vec<redis::Value> = self
+                .shared
+                .scripts
+                .acquire
+                .key(&up)
+                .key(&lease_key)
+                .key(&seg)
+                .arg(ms(self.shared.settings.lease_ttl))
+                .arg(if reserve_first { "1" } else { "0" })
+                .invoke_async(&mut self.shared.conn())
+                .await
+                .map_err(unavailable)?;
+            match answer.as_slice() {
+                [redis::Value::Int(-1)] => return Err(CoordError::NotFound),
+                [redis::Value::Int(0)] => {}
+                [redis::Value::Int(token), fields, segments, redis::Value::Int(first)]
+                    if *token > 0 =>
+                {
+                    let token = *token as u64;
+                    let fields: HashMap<String, String> =
+                        redis::FromRedisValue::from_redis_value(fields.clone()).map_err(corrupt)?;
+                    let segments: Vec<String> =
+                        redis::FromRedisValue::from_redis_value(segments.clone())
+                            .map_err(corrupt)?;
+                    let record = parse_record(fields, segments)?;
+                    let (ask, release) = ReleaseRequest::channel();
+                    self.shared.local().insert(id.to_string(), (token, ask));
+                    let held = RedisLease {
+                        shared: self.shared.clone(),
+                        upload_id: id.to_string(),
+                        token,
+                        first_target: Mutex::new(u32::try_from(*first).ok()),
+                    };
+                    return Ok(Lease::grant(
+                        Box::new(held),
+                        record,
+                        release,
+                        asked_at.is_some(),
+                        attempt_at,
+                    ));
+                }
+                other => return Err(corrupt(format!("acquire answered {other:?}"))),
+            }
+            let now = tokio::time::Instant::now();
+            if wait.is_zero() || now >= deadline {
+                return Err(CoordError::Locked);
+            }
+            // Ask the holder (on whatever node) to let go; again now and then in case a
+            // message was lost while a subscriber reconnected.
+            if asked_at.is_none_or(|at| now.duration_since(at) > Duration::from_millis(500)) {
+                let _: i64 = self
+                    .shared
+                    .conn()
+                    .publish(self.shared.key("release"), id)
+                    .await
+                    .map_err(unavailable)?;
+                asked_at = Some(now);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Shared {
@@ -476,70 +554,11 @@ impl Coordinator for RedisCoordinator {
     }
 
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
-        let [lease_key, up, seg, _] = self.shared.upload_keys(id);
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut asked_at: Option<tokio::time::Instant> = None;
-        let mut pause = Duration::from_millis(10);
-        loop {
-            // The TTL starts when the script runs, not when this request began waiting.
-            let attempt_at = tokio::time::Instant::now();
-            let answer: Vec<redis::Value> = self
-                .shared
-                .scripts
-                .acquire
-                .key(&up)
-                .key(&lease_key)
-                .key(&seg)
-                .arg(ms(self.shared.settings.lease_ttl))
-                .invoke_async(&mut self.shared.conn())
-                .await
-                .map_err(unavailable)?;
-            match answer.as_slice() {
-                [redis::Value::Int(-1)] => return Err(CoordError::NotFound),
-                [redis::Value::Int(0)] => {}
-                [redis::Value::Int(token), fields, segments] if *token > 0 => {
-                    let token = *token as u64;
-                    let fields: HashMap<String, String> =
-                        redis::FromRedisValue::from_redis_value(fields.clone()).map_err(corrupt)?;
-                    let segments: Vec<String> =
-                        redis::FromRedisValue::from_redis_value(segments.clone())
-                            .map_err(corrupt)?;
-                    let record = parse_record(fields, segments)?;
-                    let (ask, release) = ReleaseRequest::channel();
-                    self.shared.local().insert(id.to_string(), (token, ask));
-                    let held = RedisLease {
-                        shared: self.shared.clone(),
-                        upload_id: id.to_string(),
-                        token,
-                    };
-                    return Ok(Lease::grant(
-                        Box::new(held),
-                        record,
-                        release,
-                        asked_at.is_some(),
-                        attempt_at,
-                    ));
-                }
-                other => return Err(corrupt(format!("acquire answered {other:?}"))),
-            }
-            let now = tokio::time::Instant::now();
-            if wait.is_zero() || now >= deadline {
-                return Err(CoordError::Locked);
-            }
-            // Ask the holder (on whatever node) to let go; again now and then in case a
-            // message was lost while a subscriber reconnected.
-            if asked_at.is_none_or(|at| now.duration_since(at) > Duration::from_millis(500)) {
-                let _: i64 = self
-                    .shared
-                    .conn()
-                    .publish(self.shared.key("release"), id)
-                    .await
-                    .map_err(unavailable)?;
-                asked_at = Some(now);
-            }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
+        self.acquire_reserving(id, wait, false).await
+    }
+
+    async fn acquire_to_write(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
+        self.acquire_reserving(id, wait, true).await
     }
 
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {
@@ -604,6 +623,8 @@ struct RedisLease {
     shared: Arc<Shared>,
     upload_id: String,
     token: u64,
+    /// The sequence number the acquiring script reserved, until the first `reserve` takes it.
+    first_target: Mutex<Option<u32>>,
 }
 
 #[async_trait]
@@ -632,6 +653,17 @@ impl HeldLease for RedisLease {
     }
 
     async fn reserve(&self) -> Result<WriteTarget, CoordError> {
+        let reserved = self
+            .first_target
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(seq) = reserved {
+            return Ok(WriteTarget {
+                token: self.token,
+                seq,
+            });
+        }
         let shared = &self.shared;
         let [lease_key, up, _, _] = shared.upload_keys(&self.upload_id);
         let seq: i64 = shared

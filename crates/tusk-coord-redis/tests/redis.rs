@@ -349,3 +349,45 @@ async fn a_sentinel_failover_keeps_every_acknowledged_commit() {
         .cli(&["hget", "test:{t}:up:EEEEEEEEEEEEEEEEEEEEEEEE", "offset"])
         .contains("10"));
 }
+
+/// Scripts Redis has run so far. Every coordinator call on a PATCH's path is one script,
+/// one round trip; the commands inside a script are counted apart, as its own.
+fn scripts_run(redis: &Redis) -> u64 {
+    redis
+        .cli(&["info", "commandstats"])
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            let calls = line.split("calls=").nth(1)?.split(',').next()?;
+            calls.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// A PATCH that writes one target costs two round trips: taking the lease reserves its
+/// first target, and the commit lets go of the lease.
+#[tokio::test]
+async fn a_patch_of_one_target_costs_two_round_trips() {
+    let redis = Redis::start();
+    let node = redis.node(LEASE_TTL).await;
+    let id = "RoundTripsRoundTrips0000";
+    node.create(&record(id, 10)).await.expect("create");
+    let mut offset = 0;
+    // The first PATCH loads the scripts; the second is the one measured.
+    for _ in 0..2 {
+        let before = scripts_run(&redis);
+        let lease = node
+            .acquire_to_write(id, Duration::ZERO)
+            .await
+            .expect("lease");
+        let target = lease.reserve().await.expect("reserve");
+        commit_and_release(lease, &commit(offset, target, 1))
+            .await
+            .expect("commit");
+        offset += 1;
+        let served = scripts_run(&redis) - before;
+        if offset == 2 {
+            assert_eq!(served, 2, "Redis round trips for one PATCH");
+        }
+    }
+}

@@ -133,6 +133,15 @@ pub trait Coordinator: Send + Sync + 'static {
     /// zero `wait` the holder is not asked: the caller only takes a free lease.
     async fn acquire(&self, id: &str, wait: Duration) -> Result<Lease, CoordError>;
 
+    /// [`Coordinator::acquire`] for a writer about to reserve a target: a coordinator whose
+    /// calls are round trips reserves the first target in the same step, so the lease's
+    /// first [`Lease::reserve`] costs none. Only a writer calls it: a lease that reserves
+    /// nothing leaves a gap in the upload's sequence numbers, which costs a tidying lease
+    /// once the upload finishes.
+    async fn acquire_to_write(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
+        self.acquire(id, wait).await
+    }
+
     /// IDs of uploads that need the sweeper at `now`: active uploads whose `expires_at` has
     /// passed, and tombstones whose `purge_at` has passed. At most `limit` of them.
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError>;

@@ -135,6 +135,14 @@ impl Lease {
 
     /// Reserves a write target nobody else was or will be given.
     pub async fn reserve(&self) -> Result<WriteTarget, CoordError> {
+        // The coordinator may hand out a target it reserved as the lease was taken without
+        // asking again, and past its deadline the lease may be another writer's.
+        if self
+            .deadline()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Err(CoordError::LeaseLost);
+        }
         self.held.reserve().await
     }
 

@@ -195,6 +195,37 @@ impl ObservedCoordinator {
             .coordinator_call(self.inner.name(), op, started.elapsed());
         result
     }
+
+    /// Counts what taking a lease took, and wraps the lease so its calls are timed too.
+    fn observe_lease(
+        &self,
+        lease: Result<Lease, CoordError>,
+        wait: Duration,
+    ) -> Result<Lease, CoordError> {
+        // Waiting means the holder was asked to let go (the embedded and Redis
+        // coordinators ask whenever they wait).
+        let asked = match &lease {
+            Ok(lease) => lease.waited(),
+            Err(CoordError::Locked) => !wait.is_zero(),
+            Err(_) => false,
+        };
+        if asked {
+            self.observer.release_requested();
+        }
+        let lease = lease?;
+        self.observer.lease_acquired(lease.waited());
+        let upload_id = lease.upload_id().to_string();
+        let backend = self.inner.name();
+        let observer = self.observer.clone();
+        Ok(lease.wrap_held(|inner| {
+            Box::new(ObservedLease {
+                inner,
+                upload_id,
+                backend,
+                observer,
+            })
+        }))
+    }
 }
 
 #[async_trait]
@@ -229,29 +260,18 @@ impl Coordinator for ObservedCoordinator {
                 self.inner.acquire(id, wait),
             )
             .await;
-        // Waiting means the holder was asked to let go (the embedded and Redis
-        // coordinators ask whenever they wait).
-        let asked = match &lease {
-            Ok(lease) => lease.waited(),
-            Err(CoordError::Locked) => !wait.is_zero(),
-            Err(_) => false,
-        };
-        if asked {
-            self.observer.release_requested();
-        }
-        let lease = lease?;
-        self.observer.lease_acquired(lease.waited());
-        let upload_id = lease.upload_id().to_string();
-        let backend = self.inner.name();
-        let observer = self.observer.clone();
-        Ok(lease.wrap_held(|inner| {
-            Box::new(ObservedLease {
-                inner,
-                upload_id,
-                backend,
-                observer,
-            })
-        }))
+        self.observe_lease(lease, wait)
+    }
+
+    async fn acquire_to_write(&self, id: &str, wait: Duration) -> Result<Lease, CoordError> {
+        let lease = self
+            .timed(
+                "acquire",
+                coordinator_span!(self, "acquire", id),
+                self.inner.acquire_to_write(id, wait),
+            )
+            .await;
+        self.observe_lease(lease, wait)
     }
 
     async fn due_for_sweep(&self, now: u64, limit: usize) -> Result<Vec<String>, CoordError> {

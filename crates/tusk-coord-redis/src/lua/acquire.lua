@@ -1,7 +1,8 @@
--- KEYS: upload hash, lease, segment list. ARGV: lease ttl in ms.
--- Returns {token, record hash as a flat list, segments} when taken, {0} when another holder
--- has the lease, {-1} for no such upload. Returning the record saves the new holder a round
--- trip.
+-- KEYS: upload hash, lease, segment list. ARGV: lease ttl in ms, '1' to reserve the first
+-- write target too.
+-- Returns {token, record hash as a flat list, segments, first target's sequence number or -1}
+-- when taken, {0} when another holder has the lease, {-1} for no such upload. Returning the
+-- record, and reserving for a writer, each save the new holder a round trip.
 --
 -- Fencing tokens must never repeat for an upload ID, also after the ID is purged and
 -- created again or after a failover to a replica that missed the last increments. So a
@@ -18,4 +19,7 @@ local last = tonumber(redis.call('HGET', KEYS[1], 'token') or '0')
 local token = string.format('%.0f', math.max(last + 1, floor))
 redis.call('HSET', KEYS[1], 'token', token)
 redis.call('SET', KEYS[2], token, 'PX', ARGV[1])
-return {tonumber(token), redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[3], 0, -1)}
+local record = redis.call('HGETALL', KEYS[1])
+local first = -1
+if ARGV[2] == '1' then first = redis.call('HINCRBY', KEYS[1], 'seq', 1) - 1 end
+return {tonumber(token), record, redis.call('LRANGE', KEYS[3], 0, -1), first}

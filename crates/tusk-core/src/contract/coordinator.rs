@@ -304,10 +304,18 @@ pub async fn reserved_targets_never_repeat(fixture: &dyn CoordinatorFixture) {
     node.create(&record(&id, None, None)).await.expect("create");
     let mut seen: Vec<WriteTarget> = Vec::new();
     let mut last_seq = None;
-    for round in 0..3 {
-        let mut lease = node.acquire(&id, Duration::ZERO).await.expect("lease");
+    // Leases taken to write may reserve their first target as they are taken; one of them
+    // (round 2) reserves nothing, and what it held must not be given out again either.
+    for round in 0..4 {
+        let mut lease = if round % 2 == 0 {
+            node.acquire_to_write(&id, Duration::ZERO).await
+        } else {
+            node.acquire(&id, Duration::ZERO).await
+        }
+        .expect("lease");
         let mut mine = Vec::new();
-        for _ in 0..3 {
+        let reservations = if round == 2 { 0 } else { 3 };
+        for _ in 0..reservations {
             let target = lease.reserve().await.expect("reserve");
             assert!(
                 !seen.contains(&target),
@@ -445,6 +453,16 @@ pub async fn a_lost_lease_changes_nothing(fixture: &dyn CoordinatorFixture) {
         .await
         .expect("lease");
     let zombie_target = zombie.reserve().await.expect("reserve");
+    // A writer's lease whose first target was reserved as it was taken, never used.
+    let other = new_id();
+    zombie_node
+        .create(&record(&other, Some(10), Some(100)))
+        .await
+        .expect("create");
+    let writer = zombie_node
+        .acquire_to_write(&other, Duration::ZERO)
+        .await
+        .expect("lease");
     // The holder pauses past its TTL (a GC pause, SIGSTOP, a partition)...
     tokio::time::sleep(ttl * 2).await;
     let mut live = live_node
@@ -466,6 +484,10 @@ pub async fn a_lost_lease_changes_nothing(fixture: &dyn CoordinatorFixture) {
     };
     lost("confirm", zombie.confirm().await);
     lost("reserve", zombie.reserve().await.map(|_| ()));
+    lost(
+        "reserve of the target reserved with the lease",
+        writer.reserve().await.map(|_| ()),
+    );
     lost(
         "commit",
         zombie

@@ -31,7 +31,7 @@ impl Engine {
             .storage
             .concatenation()
             .ok_or(Error::InvalidConcat("this storage cannot concatenate"))?;
-        let mut lease = self.acquire(&record.id).await?;
+        let mut lease = self.acquire_to_write(&record.id).await?;
         let result = async {
             let current = lease.record();
             if current.state != UploadState::Active {

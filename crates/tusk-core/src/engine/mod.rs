@@ -465,7 +465,22 @@ impl Engine {
     }
 
     async fn acquire(&self, id: &str) -> Result<Lease, Error> {
-        match self.coord.acquire(id, self.config.lease_wait).await {
+        let acquired = self.coord.acquire(id, self.config.lease_wait).await;
+        self.lease_or_locked(acquired)
+    }
+
+    /// Takes the lease for a write, waiting for its holder (see `Coordinator::acquire_to_write`).
+    async fn acquire_to_write(&self, id: &str) -> Result<Lease, Error> {
+        let acquired = self
+            .coord
+            .acquire_to_write(id, self.config.lease_wait)
+            .await;
+        self.lease_or_locked(acquired)
+    }
+
+    /// A lease still held after `lease_wait` is a 423 with Retry-After.
+    fn lease_or_locked(&self, acquired: Result<Lease, CoordError>) -> Result<Lease, Error> {
+        match acquired {
             Ok(lease) => Ok(lease),
             Err(CoordError::Locked) => Err(Error::Locked {
                 retry_after: self.config.lease_wait,

@@ -127,7 +127,7 @@ impl Engine {
         }
         let started = std::time::Instant::now();
         // Most PATCHes find the lease free: taking it also returns the record.
-        let mut lease = match self.coord.acquire(id, Duration::ZERO).await {
+        let mut lease = match self.coord.acquire_to_write(id, Duration::ZERO).await {
             Ok(lease) => lease,
             Err(CoordError::Locked) => {
                 // Another request writes: only a request that could succeed once it has
@@ -138,7 +138,7 @@ impl Engine {
                 if request.offset < record.offset {
                     return Err(offset_mismatch(&record, request.offset));
                 }
-                self.acquire(id).await?
+                self.acquire_to_write(id).await?
             }
             Err(e) => return Err(e.into()),
         };
