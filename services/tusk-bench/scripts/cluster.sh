@@ -4,7 +4,13 @@
 # coordinator, one after the other on this machine.
 #
 #   services/tusk-bench/scripts/cluster.sh [SCENARIOS]     (default: small,big)
-#   REPEAT=3   runs per setup; every JSON line is printed, medians last.
+#   REPEAT=3          runs per setup; every JSON line is printed, medians last.
+#   OTHER_TUSK=path   another tusk binary (e.g. the previous commit's release build): its 3
+#                     nodes, on the same Redis, take turns with this build's as the setup
+#                     `cluster-prev`, to compare a change side by side.
+# Each cluster run also counts the Lua scripts Redis ran during it (every coordinator call
+# on an upload's path is one script, one round trip) and prints them per upload: a small
+# upload is a creation (1) and one PATCH.
 # Needs redis-server and nginx (apt-get install -y redis-server nginx) and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -30,35 +36,53 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save '' \
 pids+=($!)
 sleep 0.5
 
-upstreams=""
-for i in 1 2 3; do
-  port=$(free_port)
-  "$tusk" --port "$port" --admin-port 0 --upload-dir "$work/shared" --behind-proxy \
-    --coordinator redis --redis-url "redis://127.0.0.1:$redis_port/" >/dev/null 2>&1 &
-  pids+=($!)
-  upstreams+="        server 127.0.0.1:$port;\n"
-  wait_http "http://127.0.0.1:$port/files/"
-done
-start_nginx "$work/nginx" "$upstreams"
-lb_port=$nginx_port
+# cluster_of NAME BINARY: 3 nodes of BINARY behind an nginx of their own; sets lb_port.
+cluster_of() {
+  local upstreams="" port
+  for _ in 1 2 3; do
+    port=$(free_port)
+    "$2" --port "$port" --admin-port 0 --upload-dir "$work/shared-$1" --behind-proxy \
+      --coordinator redis --redis-url "redis://127.0.0.1:$redis_port/" >/dev/null 2>&1 &
+    pids+=($!)
+    upstreams+="        server 127.0.0.1:$port;\n"
+    wait_http "http://127.0.0.1:$port/files/"
+  done
+  start_nginx "$work/nginx-$1" "$upstreams"
+  lb_port=$nginx_port
+}
+
+setups="single cluster"
+declare -A urls
+cluster_of cluster "$tusk"
+urls[cluster]="http://127.0.0.1:$lb_port/files/"
+if [ -n "${OTHER_TUSK:-}" ]; then
+  cluster_of cluster-prev "$OTHER_TUSK"
+  urls[cluster-prev]="http://127.0.0.1:$lb_port/files/"
+  setups="single cluster-prev cluster"
+fi
 
 single_port=$(free_port)
 "$tusk" --port "$single_port" --admin-port 0 --upload-dir "$work/single" >/dev/null 2>&1 &
 pids+=($!)
-wait_http "http://127.0.0.1:$single_port/files/"
+urls[single]="http://127.0.0.1:$single_port/files/"
+wait_http "${urls[single]}"
 sleep 2 # let the nodes create their shard directories
+
+scripts_run() {
+  redis-cli -p "$redis_port" info commandstats | tr -d '\r' |
+    awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ {s+=$3} END {print s+0}'
+}
 
 for scenario in ${scenarios//,/ }; do
   for run in $(seq "$repeat"); do
-    for setup in single cluster; do
-      if [ $setup = single ]; then url="http://127.0.0.1:$single_port/files/"; else url="http://127.0.0.1:$lb_port/files/"; fi
-      line=$("$tusk" bench --scenario "$scenario" "$url" 2>/dev/null) || line="{\"scenario\":\"$scenario\",\"error\":true}"
-      echo "{\"setup\":\"$setup\",\"run\":$run,${line#\{}" | tee -a "$raw"
+    for setup in $setups; do
+      before=$(scripts_run)
+      line=$("$tusk" bench --scenario "$scenario" "${urls[$setup]}" 2>/dev/null) || line="{\"scenario\":\"$scenario\",\"error\":true}"
+      scripts=$(($(scripts_run) - before))
+      echo "{\"setup\":\"$setup\",\"run\":$run,\"redis_scripts\":$scripts,${line#\{}" | tee -a "$raw"
     done
   done
 done
-redis_calls=$(redis-cli -p "$redis_port" info commandstats | tr -d '\r' | awk -F'[=,:]' '/^cmdstat_/ {s+=$3} END {print s}')
-echo "redis commands over the whole run: $redis_calls"
 
 python3 - "$raw" <<'PY'
 import json, statistics, sys
@@ -72,5 +96,9 @@ for (scenario, setup), rs in sorted(groups.items()):
     ok = [r for r in rs if not r.get("error")]
     k = key.get(scenario, "mib_per_s")
     value = statistics.median(r[k] for r in ok) if ok else float("nan")
-    print(f"  {scenario:8} {setup:8} {k} {value:.1f} ({len(ok)}/{len(rs)} ok)")
+    extra = ""
+    if scenario == "small" and setup != "single" and ok:
+        per_upload = statistics.median(r["redis_scripts"] / r["uploads"] for r in ok)
+        extra = f"  Redis round trips per upload {per_upload:.2f} (a creation's 1 and the PATCH's)"
+    print(f"  {scenario:8} {setup:12} {k} {value:.1f}{extra} ({len(ok)}/{len(rs)} ok)")
 PY
