@@ -20,7 +20,7 @@ mod shards;
 mod tombstones;
 
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -136,24 +136,25 @@ impl FsStorage {
         mut chunks: Chunks<'_>,
     ) -> Result<u64, StorageError> {
         // Small bodies (the whole body within the first SMALL_WRITE bytes) share a group
-        // commit through the journal; larger ones stream into their own file.
-        let mut pending = BytesMut::new();
+        // commit through the journal; larger ones stream into their own file. The body's
+        // chunks are written as they came (vectored), never copied into a buffer of ours.
+        let mut pending = Window::default();
         let mut small = true;
         while let Some(chunk) = chunks.next().await {
-            pending.extend_from_slice(&chunk);
-            if pending.len() > journal::SMALL_WRITE {
+            pending.push(chunk);
+            if pending.len > journal::SMALL_WRITE {
                 small = false;
                 break;
             }
         }
         if small {
-            let len = pending.len() as u64;
+            let len = pending.len as u64;
             if len > 0 {
                 self.journal
                     .write(
                         upload.to_string(),
                         file_name(upload, target),
-                        pending.freeze(),
+                        pending.into_contiguous(),
                     )
                     .await
                     .map_err(|e| match e.kind() {
@@ -166,38 +167,31 @@ impl FsStorage {
         let shards = self.shards.clone();
         let upload = upload.to_string();
         // A blocking thread writes while this task keeps reading the network.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Window>(2);
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
             let dir = shards.ensure(&upload)?;
             let mut file = open_target(&dir.join(file_name(&upload, target)), target)?;
             let mut written = 0u64;
-            while let Some(buf) = rx.blocking_recv() {
-                file.write_all(&buf)?;
-                written += buf.len() as u64;
+            while let Some(window) = rx.blocking_recv() {
+                window.write_to(&mut file)?;
+                written += window.len as u64;
             }
             file.sync_data()?;
             // The new file's directory entry must be durable too.
             sync_dir(&dir)?;
             Ok(written)
         });
-        let first = pending.split().freeze();
-        let _ = tx.send(first).await;
+        let _ = tx.send(std::mem::take(&mut pending)).await;
         while let Some(chunk) = chunks.next().await {
-            let full = if pending.is_empty() && chunk.len() >= self.write_window {
-                chunk
-            } else {
-                pending.extend_from_slice(&chunk);
-                if pending.len() < self.write_window {
-                    continue;
-                }
-                pending.split().freeze()
-            };
-            if tx.send(full).await.is_err() {
+            pending.push(chunk);
+            if pending.len >= self.write_window
+                && tx.send(std::mem::take(&mut pending)).await.is_err()
+            {
                 break; // the writer failed; its error is reported below
             }
         }
-        if !pending.is_empty() {
-            let _ = tx.send(pending.freeze()).await;
+        if pending.len > 0 {
+            let _ = tx.send(pending).await;
         }
         drop(tx);
         writer
@@ -303,6 +297,47 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(&str, WriteTarget)> {
         seq: u32::from_str_radix(seq, 16).ok()?,
     };
     Some((upload, target))
+}
+
+/// Body chunks gathered for one write, as they came off the network.
+#[derive(Default)]
+struct Window {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl Window {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    /// The chunks as one buffer (a copy only if there are several).
+    fn into_contiguous(mut self) -> Bytes {
+        if self.chunks.len() == 1 {
+            return self.chunks.pop().unwrap_or_default();
+        }
+        let mut joined = BytesMut::with_capacity(self.len);
+        for chunk in &self.chunks {
+            joined.extend_from_slice(chunk);
+        }
+        joined.freeze()
+    }
+
+    /// Writes every chunk with as few `writev` calls as the kernel takes.
+    fn write_to(&self, file: &mut std::fs::File) -> io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = self.chunks.iter().map(|c| IoSlice::new(c)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match file.write_vectored(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 fn open_target(path: &Path, target: WriteTarget) -> Result<std::fs::File, StorageError> {
