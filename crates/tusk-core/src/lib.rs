@@ -17,6 +17,7 @@ pub mod embedded;
 mod engine;
 mod error;
 pub mod fold;
+pub mod group_commit;
 mod hooks;
 mod lease;
 mod observed;

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tusk_core::group_commit::{GroupAppend, GroupCommit, WriterStopped};
 
 use crate::shards::{sync_dir, Shards};
 use crate::tombstones::Tombstones;
@@ -40,8 +41,8 @@ pub(crate) const SMALL_WRITE: usize = 64 << 10;
 /// A journal is rotated (and checkpointed) after this many bytes, or after the checkpoint
 /// interval.
 const ROTATE_BYTES: u64 = 64 << 20;
-/// Most writes one group commit takes.
-const MAX_BATCH: usize = 1024;
+/// The writer thread's name in errors.
+const WRITER: &str = "small-write journal";
 /// The directory of the nodes' journal directories, under the root.
 const JOURNALS: &str = ".journal";
 /// The lock file a node holds in its journal directory for as long as it lives.
@@ -61,7 +62,7 @@ struct Request {
 }
 
 pub(crate) struct Journal {
-    requests: mpsc::Sender<Request>,
+    writer: GroupCommit<Request>,
     recovery: Arc<Recovery>,
     /// Dropping it stops the adoption thread.
     _stop_adopting: mpsc::Sender<()>,
@@ -170,21 +171,18 @@ impl Journal {
         let recovery = Arc::new(Recovery::new(root, &own)?);
         recovery.adopt()?;
         let (dir, lock) = claim(&base, &own)?;
-        let (requests, rx) = mpsc::channel::<Request>();
         let (checkpoints, checkpoint_rx) = mpsc::channel::<(PathBuf, Vec<PathBuf>)>();
         std::thread::Builder::new()
             .name("tusk-fs-checkpoint".into())
             .spawn(move || checkpoint(checkpoint_rx))?;
-        let mut writer = Writer::new(
+        let writer = Writer::new(
             root.to_path_buf(),
             shards,
             dir,
             checkpoint_after,
             checkpoints,
         )?;
-        std::thread::Builder::new()
-            .name("tusk-fs-journal".into())
-            .spawn(move || writer.run(rx))?;
+        let writer = GroupCommit::start("tusk-fs-journal", writer)?;
         let (stop_adopting, stopped) = mpsc::channel::<()>();
         let adopter = recovery.clone();
         std::thread::Builder::new()
@@ -198,7 +196,7 @@ impl Journal {
                 }
             })?;
         Ok(Self {
-            requests,
+            writer,
             recovery,
             _stop_adopting: stop_adopting,
             _lock: lock,
@@ -214,16 +212,17 @@ impl Journal {
     /// Durably writes `bytes` as the part file `name` of `upload` (which must not exist).
     pub async fn write(&self, upload: String, name: String, bytes: Bytes) -> io::Result<()> {
         let (reply, done) = oneshot::channel();
-        self.requests
-            .send(Request {
-                upload,
-                name,
-                bytes,
-                reply,
-            })
-            .map_err(|_| io::Error::other("journal writer stopped"))?;
+        let request = Request {
+            upload,
+            name,
+            bytes,
+            reply,
+        };
+        self.writer
+            .send(request, WRITER)
+            .map_err(io::Error::other)?;
         done.await
-            .map_err(|_| io::Error::other("journal writer stopped"))?
+            .map_err(|_| io::Error::other(WriterStopped(WRITER)))?
     }
 }
 
@@ -566,9 +565,67 @@ struct Writer {
     first_write: Option<Instant>,
     checkpoint_after: Duration,
     len: u64,
+    /// Bytes the batch being written adds to the journal.
+    framed: u64,
     /// Part files written under the current journal, to be synced at its checkpoint.
     written: Vec<PathBuf>,
     checkpoints: mpsc::Sender<(PathBuf, Vec<PathBuf>)>,
+}
+
+impl GroupAppend for Writer {
+    type Request = Request;
+    /// `Err` if the batch could not be framed (its shard directory could not be made).
+    type Verdict = io::Result<()>;
+    /// At most 64 MiB of frames in memory.
+    const MAX_BATCH: usize = 1024;
+
+    fn frame(&mut self, batch: &[Request], frames: &mut Vec<u8>) -> io::Result<()> {
+        let framed = (|| {
+            for r in batch {
+                let dir = self.shards.ensure(&r.upload)?;
+                let shard = dir.strip_prefix(&self.root).map_err(io::Error::other)?;
+                frame(frames, &format!("{}/{}", shard.display(), r.name), &r.bytes)?;
+            }
+            Ok(())
+        })();
+        if framed.is_err() {
+            frames.clear();
+        }
+        self.framed = frames.len() as u64;
+        framed
+    }
+
+    fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    fn settle(&mut self, batch: Vec<Request>, framed: io::Result<()>, durable: io::Result<()>) {
+        let appended = framed.and(durable);
+        if appended.is_ok() {
+            if self.len == 0 {
+                self.first_write = Some(Instant::now());
+            }
+            self.len += self.framed;
+        }
+        for request in batch {
+            let result = match &appended {
+                Ok(()) => self.create_part(&request),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            let _ = request.reply.send(result);
+        }
+    }
+
+    /// Wakes up when the current journal is due for its checkpoint.
+    fn tend_within(&self) -> Option<Duration> {
+        Some(self.first_write.map_or(self.checkpoint_after, |first| {
+            self.checkpoint_after.saturating_sub(first.elapsed())
+        }))
+    }
+
+    fn tend(&mut self) {
+        self.rotate_if_due();
+    }
 }
 
 impl Writer {
@@ -589,6 +646,7 @@ impl Writer {
             first_write: None,
             checkpoint_after,
             len: 0,
+            framed: 0,
             written: Vec::new(),
             checkpoints,
         })
@@ -601,54 +659,6 @@ impl Writer {
             .open(dir.join(journal_name(number)))?;
         sync_dir(dir)?;
         Ok(file)
-    }
-
-    fn run(&mut self, rx: mpsc::Receiver<Request>) {
-        loop {
-            // Wake up when the current journal is due for its checkpoint.
-            let wait = self.first_write.map_or(self.checkpoint_after, |first| {
-                self.checkpoint_after.saturating_sub(first.elapsed())
-            });
-            let first = match rx.recv_timeout(wait) {
-                Ok(r) => r,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.rotate_if_due();
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            };
-            let mut batch = vec![first];
-            batch.extend(rx.try_iter().take(MAX_BATCH));
-            let appended = self.append(&batch);
-            for request in batch {
-                let result = match &appended {
-                    Ok(()) => self.create_part(&request),
-                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                };
-                let _ = request.reply.send(result);
-            }
-            self.rotate_if_due();
-        }
-    }
-
-    fn append(&mut self, batch: &[Request]) -> io::Result<()> {
-        let mut buf = Vec::new();
-        for r in batch {
-            let dir = self.shards.ensure(&r.upload)?;
-            let shard = dir.strip_prefix(&self.root).map_err(io::Error::other)?;
-            frame(
-                &mut buf,
-                &format!("{}/{}", shard.display(), r.name),
-                &r.bytes,
-            )?;
-        }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
-        if self.len == 0 {
-            self.first_write = Some(Instant::now());
-        }
-        self.len += buf.len() as u64;
-        Ok(())
     }
 
     /// The part file itself, unsynced: the journal already holds its bytes durably.

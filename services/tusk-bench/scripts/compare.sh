@@ -24,14 +24,16 @@ repeat=${REPEAT:-5}
 peers=${PEERS:-../shared/peers}
 tusk=target/release/tusk
 raw=$(mktemp /tmp/tusk-compare.XXXXXX.jsonl)
-port=18500
 # Data directories are removed only at the end: mass deletions slow file creation on ext4
 # for minutes, which would penalise whichever server runs next.
 used_dirs=()
 trap 'rm -rf "${used_dirs[@]}"' EXIT
 
+# shellcheck source=services/tusk-bench/scripts/lib.sh
+. services/tusk-bench/scripts/lib.sh
+
 start_server() { # name dir -> sets pid, url
-  port=$((port + 1))
+  port=$(free_port)
   case $1 in
     tusk) "$tusk" --port "$port" --admin-port 0 --upload-dir "$2" >/dev/null 2>&1 & ;;
     tusk-prev) "${OTHER_TUSK:?set OTHER_TUSK to the other tusk binary}" --port "$port" \
@@ -63,6 +65,11 @@ for scenario in ${scenarios//,/ }; do
       dir=$(mktemp -d /tmp/tusk-compare-data.XXXXXX)
       start_server "$server" "$dir"
       sleep 2
+      # A server that could not bind its port exits, and another process may answer there.
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "$server exited right after starting (is port $port taken?)" >&2
+        exit 1
+      fi
       line=$("$tusk" bench --scenario "$scenario" ${BENCH_ARGS:-} "$url" 2>/dev/null) || line="{\"scenario\":\"$scenario\",\"error\":true}"
       rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
       # CPU the server process used (user + system, clock ticks): steadier than throughput

@@ -21,12 +21,13 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::group_commit::{GroupAppend, GroupCommit, WriterStopped};
 use crate::{Commit, OwedNotice, UploadRecord};
 
 /// One durable change.
@@ -215,8 +216,6 @@ pub(super) const SNAPSHOT: &str = "snapshot.bin";
 const LEGACY_SNAPSHOT: &str = "snapshot.jsonl";
 /// Past this many log bytes, the writer compacts into a snapshot (the default).
 pub(super) const COMPACT_AFTER_BYTES: u64 = 64 << 20;
-/// Most entries one group commit takes.
-const MAX_BATCH: usize = 4096;
 /// Frame header: length and checksum.
 const HEADER: usize = 8;
 
@@ -687,9 +686,12 @@ struct Request {
     done: oneshot::Sender<Result<(), AppendError>>,
 }
 
+/// The writer thread's name, also in its errors.
+const WRITER: &str = "coordinator log";
+
 /// Handle to the writer thread.
 pub(super) struct LogWriter {
-    tx: mpsc::Sender<Request>,
+    writer: GroupCommit<Request>,
 }
 
 impl LogWriter {
@@ -708,29 +710,28 @@ impl LogWriter {
         file.set_len(valid_len)?;
         file.sync_all()?;
         sync_dir(&dir)?;
-        let (tx, rx) = mpsc::channel::<Request>();
-        let mut writer = Writer {
+        let writer = Writer {
             compact_after,
             dir,
             generation,
             file,
             len: valid_len,
+            framed: 0,
             state,
             failed: None,
         };
-        std::thread::Builder::new()
-            .name("tusk-coord-log".into())
-            .spawn(move || writer.run(rx))?;
-        Ok(Self { tx })
+        Ok(Self {
+            writer: GroupCommit::start("tusk-coord-log", writer)?,
+        })
     }
 
     /// Appends `entry` if it may follow the state (with every entry before it), and waits
     /// until it is durable and applied.
     pub async fn append(&self, entry: Entry) -> Result<(), AppendError> {
-        let stopped = || AppendError::Io(io::Error::other("coordinator log writer stopped"));
+        let stopped = || AppendError::Io(io::Error::other(WriterStopped(WRITER)));
         let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Request { entry, done })
+        self.writer
+            .send(Request { entry, done }, WRITER)
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
@@ -742,28 +743,63 @@ struct Writer {
     generation: u64,
     file: File,
     len: u64,
+    /// Bytes the batch being written adds to the log.
+    framed: u64,
     state: Arc<Mutex<Durable>>,
     /// After a failed write the log's tail is unknown; refuse everything from then on
     /// rather than acknowledge changes that might not survive a restart.
     failed: Option<String>,
 }
 
-impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
+impl GroupAppend for Writer {
+    type Request = Request;
+    /// Per entry, whether it may follow the state; `Err` if nothing of the batch may be
+    /// written (the log failed before, or an entry could not be encoded).
+    type Verdict = io::Result<Vec<Result<(), Refusal>>>;
+    /// Entries are small: a batch is at most a few MiB.
+    const MAX_BATCH: usize = 4096;
+
+    fn frame(&mut self, batch: &[Request], frames: &mut Vec<u8>) -> Self::Verdict {
+        if let Some(reason) = &self.failed {
+            return Err(io::Error::other(format!(
+                "coordinator log is failed: {reason}"
+            )));
+        }
+        let admitted = self.admit(batch);
+        for (r, admitted) in batch.iter().zip(&admitted) {
+            if admitted.is_ok() {
+                if let Err(error) = append_frame(frames, &r.entry) {
+                    frames.clear();
+                    return Err(error);
                 }
             }
-            let admitted = self.admit(&batch);
-            let result = self.write_batch(&batch, &admitted);
-            if let Err(e) = &result {
+        }
+        self.framed = frames.len() as u64;
+        Ok(admitted)
+    }
+
+    fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    fn settle(&mut self, batch: Vec<Request>, verdict: Self::Verdict, durable: io::Result<()>) {
+        let copy = |e: &io::Error| AppendError::Io(io::Error::new(e.kind(), e.to_string()));
+        let admitted = match verdict {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                for r in batch {
+                    let _ = r.done.send(Err(copy(&error)));
+                }
+                return;
+            }
+        };
+        match &durable {
+            Err(e) => {
                 tracing::error!(error = %e, "coordinator log write failed; refusing further changes");
                 self.failed.get_or_insert_with(|| e.to_string());
-            } else {
+            }
+            Ok(()) => {
+                self.len += self.framed;
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 for (r, admitted) in batch.iter().zip(&admitted) {
                     if admitted.is_ok() {
@@ -773,24 +809,27 @@ impl Writer {
                     }
                 }
             }
-            for (r, admitted) in batch.into_iter().zip(admitted) {
-                let reply = match (&result, admitted) {
-                    (_, Err(why)) => Err(AppendError::Refused(why)),
-                    (Ok(()), Ok(())) => Ok(()),
-                    (Err(e), Ok(())) => {
-                        Err(AppendError::Io(io::Error::new(e.kind(), e.to_string())))
-                    }
-                };
-                let _ = r.done.send(reply);
-            }
-            if self.failed.is_none() && self.len > self.compact_after {
-                if let Err(e) = self.compact() {
-                    tracing::error!(error = %e, "coordinator snapshot failed; the log keeps growing");
-                }
-            }
+        }
+        for (r, admitted) in batch.into_iter().zip(admitted) {
+            let reply = match (&durable, admitted) {
+                (_, Err(why)) => Err(AppendError::Refused(why)),
+                (Ok(()), Ok(())) => Ok(()),
+                (Err(e), Ok(())) => Err(copy(e)),
+            };
+            let _ = r.done.send(reply);
         }
     }
 
+    fn tend(&mut self) {
+        if self.failed.is_none() && self.len > self.compact_after {
+            if let Err(e) = self.compact() {
+                tracing::error!(error = %e, "coordinator snapshot failed; the log keeps growing");
+            }
+        }
+    }
+}
+
+impl Writer {
     /// Which entries of the batch may follow the state and the admitted entries before
     /// them: the compare-and-set, decided here, where entries are ordered, so two commits
     /// expecting the same offset can never both be written.
@@ -821,31 +860,6 @@ impl Writer {
                 Ok(())
             })
             .collect()
-    }
-
-    fn write_batch(
-        &mut self,
-        batch: &[Request],
-        admitted: &[Result<(), Refusal>],
-    ) -> io::Result<()> {
-        if let Some(reason) = &self.failed {
-            return Err(io::Error::other(format!(
-                "coordinator log is failed: {reason}"
-            )));
-        }
-        let mut buf = Vec::with_capacity(batch.len() * 256);
-        for (r, admitted) in batch.iter().zip(admitted) {
-            if admitted.is_ok() {
-                append_frame(&mut buf, &r.entry)?;
-            }
-        }
-        if buf.is_empty() {
-            return Ok(());
-        }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
-        self.len += buf.len() as u64;
-        Ok(())
     }
 
     /// Writes every record into a new snapshot that names the next log generation, then
