@@ -74,12 +74,14 @@ for scenario in ${scenarios//,/ }; do
       rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
       # CPU the server process used (user + system, clock ticks): steadier than throughput
       # on a busy machine. Peers started through a wrapper script count only the wrapper.
-      cpu_ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+      # Minor page faults: fresh pages the server's memory took (each zeroed by the kernel).
+      read -r minor_faults user_ticks system_ticks < <(awk '{print $10, $14, $15}' "/proc/$pid/stat" 2>/dev/null || echo 0 0 0)
       kill "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
       used_dirs+=("$dir")
-      cpu_ms=$((cpu_ticks * 1000 / $(getconf CLK_TCK)))
-      line="{\"server\":\"$server\",\"run\":$run,\"peak_rss_mib\":$((rss_kib / 1024)),\"server_cpu_ms\":$cpu_ms,${line#\{}"
+      tick_ms=$((1000 / $(getconf CLK_TCK)))
+      user_ms=$((user_ticks * tick_ms)) system_ms=$((system_ticks * tick_ms))
+      line="{\"server\":\"$server\",\"run\":$run,\"peak_rss_mib\":$((rss_kib / 1024)),\"server_cpu_ms\":$((user_ms + system_ms)),\"server_user_ms\":$user_ms,\"server_system_ms\":$system_ms,\"server_minor_faults\":$minor_faults,${line#\{}"
       echo "$line" | tee -a "$raw"
     done
   done
@@ -102,10 +104,12 @@ for (scenario, server), rs in sorted(groups.items()):
     value = statistics.median(r.get(key, 0) for r in ok)
     rss = statistics.median(r["peak_rss_mib"] for r in ok)
     cpu = statistics.median(r.get("server_cpu_ms", 0) for r in ok)
+    user = statistics.median(r.get("server_user_ms", 0) for r in ok)
+    faults = statistics.median(r.get("server_minor_faults", 0) for r in ok)
     extra = ""
     if scenario == "small":
         extra = " p99 %.1f ms" % statistics.median(r["p99_ms"] for r in ok)
     if scenario == "resume":
         extra = " kept_all %s sha256_ok %s" % ({r.get("kept_all") for r in ok}, {r.get("sha256_ok") for r in ok})
-    print(f"  {scenario:9} {server:7} {key} {value:.1f}  peak RSS {rss:.0f} MiB  server CPU {cpu:.0f} ms{extra}  ({len(ok)}/{len(rs)} ok)")
+    print(f"  {scenario:9} {server:7} {key} {value:.1f}  peak RSS {rss:.0f} MiB  server CPU {cpu:.0f} ms (user {user:.0f}), {faults:.0f} minor faults{extra}  ({len(ok)}/{len(rs)} ok)")
 PY

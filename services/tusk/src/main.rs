@@ -30,7 +30,7 @@ use crate::cli::{Cli, Command};
 use crate::config::{Config, CoordinatorBackend, ProxyHeaders, StorageBackend};
 
 fn main() -> Result<()> {
-    return_large_buffers_to_the_system();
+    tune_the_allocator();
     let (args, warnings) = match tusd::translate(std::env::args_os().collect()) {
         Ok(translated) => translated,
         Err(refusal) => {
@@ -75,16 +75,24 @@ fn main() -> Result<()> {
     }
 }
 
-/// Makes every allocation of 1 MiB or more its own mapping, unmapped when freed. glibc
-/// otherwise raises that threshold after the first large free and then serves S3 part
-/// buffers (16 MiB) from per-thread arenas that keep the memory: measured with four parts in
-/// flight, peak RSS was 133-148 MiB with the default and 85 MiB with this.
-fn return_large_buffers_to_the_system() {
+/// Tunes glibc's allocator for buffers that stream through.
+///
+/// - Every allocation of 1 MiB or more is its own mapping, unmapped when freed. glibc
+///   otherwise raises that threshold after the first large free and then serves S3 part
+///   buffers (16 MiB) from per-thread arenas that keep the memory: measured with four parts
+///   in flight, peak RSS was 133-148 MiB with the default and 85 MiB with this.
+/// - Freed memory below that stays in the arenas up to 64 MiB instead of 128 KiB. With the
+///   default, the read buffers of a body (hyper's, up to ~400 KiB, freed once their bytes
+///   are on disk) went back to the system and came back as fresh zeroed pages all the time:
+///   a 1 GiB PATCH took 59,000 minor page faults and 1.19 s of system CPU, and 1,700 faults
+///   and 0.93 s with this (`minflt`/`stime` in /proc/PID/stat, same peak RSS, 19 MiB).
+fn tune_the_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes a tuning parameter; it is called before any other thread
+    // SAFETY: mallopt only changes tuning parameters; it is called before any other thread
     // exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 
