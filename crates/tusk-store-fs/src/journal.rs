@@ -567,6 +567,9 @@ struct Writer {
     len: u64,
     /// Bytes the batch being written adds to the journal.
     framed: u64,
+    /// A write to the current journal failed, so it may end in a broken frame, where replay
+    /// stops: nothing more goes into it, and it is rotated as soon as possible.
+    torn: bool,
     /// Part files written under the current journal, to be synced at its checkpoint.
     written: Vec<PathBuf>,
     checkpoints: mpsc::Sender<(PathBuf, Vec<PathBuf>)>,
@@ -580,6 +583,11 @@ impl GroupAppend for Writer {
     const MAX_BATCH: usize = 1024;
 
     fn frame(&mut self, batch: &[Request], frames: &mut Vec<u8>) -> io::Result<()> {
+        if self.torn {
+            return Err(io::Error::other(
+                "the small-write journal could not be rotated after a failed write",
+            ));
+        }
         let framed = (|| {
             for r in batch {
                 let dir = self.shards.ensure(&r.upload)?;
@@ -600,6 +608,10 @@ impl GroupAppend for Writer {
     }
 
     fn settle(&mut self, batch: Vec<Request>, framed: io::Result<()>, durable: io::Result<()>) {
+        if let Err(error) = &durable {
+            tracing::error!(%error, "writing the small-write journal failed; starting a new one");
+            self.torn = true;
+        }
         let appended = framed.and(durable);
         if appended.is_ok() {
             if self.len == 0 {
@@ -647,6 +659,7 @@ impl Writer {
             checkpoint_after,
             len: 0,
             framed: 0,
+            torn: false,
             written: Vec::new(),
             checkpoints,
         })
@@ -674,9 +687,10 @@ impl Writer {
     }
 
     /// Starts a new journal and hands the current one to the checkpoint thread, once it holds
-    /// too many bytes or its first frame is a checkpoint interval old.
+    /// too many bytes, its first frame is a checkpoint interval old, or a write to it failed.
     fn rotate_if_due(&mut self) {
-        let due = self.len >= ROTATE_BYTES
+        let due = self.torn
+            || self.len >= ROTATE_BYTES
             || self
                 .first_write
                 .is_some_and(|first| first.elapsed() >= self.checkpoint_after);
@@ -690,6 +704,7 @@ impl Writer {
                 self.file = file;
                 self.first_write = None;
                 self.len = 0;
+                self.torn = false;
                 let _ = self
                     .checkpoints
                     .send((old, std::mem::take(&mut self.written)));
@@ -730,6 +745,63 @@ fn checkpoint(rx: mpsc::Receiver<(PathBuf, Vec<PathBuf>)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write the disk refused may have left part of a frame in the journal, and replay
+    /// stops at the first broken frame: nothing acknowledged may follow it there.
+    #[test]
+    fn after_a_failed_write_the_next_frames_go_to_a_new_journal() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("node");
+        fs::create_dir_all(&dir).expect("node dir");
+        let shards = Shards::open(root.path()).expect("shards");
+        let (checkpoints, _checkpointed) = mpsc::channel();
+        let mut writer = Writer::new(
+            root.path().to_path_buf(),
+            shards,
+            dir.clone(),
+            Duration::from_secs(3600),
+            checkpoints,
+        )
+        .expect("writer");
+        let request = |name: &str| {
+            let (reply, answer) = oneshot::channel();
+            let request = Request {
+                upload: "ABCDEFGH".into(),
+                name: name.into(),
+                bytes: Bytes::from_static(b"hello"),
+                reply,
+            };
+            (request, answer)
+        };
+        // The disk is full: the write fails.
+        writer.file = OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let (first, answer) = request("ABCDEFGH.1-0.part");
+        let mut frames = Vec::new();
+        let verdict = writer.frame(std::slice::from_ref(&first), &mut frames);
+        let durable = writer.file().write_all(&frames);
+        assert!(durable.is_err(), "/dev/full refuses writes");
+        writer.settle(vec![first], verdict, durable);
+        writer.tend();
+        assert!(
+            answer.blocking_recv().expect("answered").is_err(),
+            "the failed write is refused"
+        );
+        assert_eq!(writer.number, 1, "a new journal follows a failed write");
+        let (second, answer) = request("ABCDEFGH.1-1.part");
+        let mut frames = Vec::new();
+        let verdict = writer.frame(std::slice::from_ref(&second), &mut frames);
+        let durable = writer.file().write_all(&frames);
+        writer.settle(vec![second], verdict, durable);
+        answer.blocking_recv().expect("answered").expect("written");
+        let replayed = fs::read(dir.join(journal_name(1))).expect("new journal");
+        assert_eq!(
+            read_frame(&mut &replayed[..]).map(|(name, _)| name),
+            Some("AB/ABCDEFGH.1-1.part".to_string())
+        );
+    }
 
     #[test]
     fn frames_round_trip_and_torn_tails_stop_replay() {
