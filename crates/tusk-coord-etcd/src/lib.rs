@@ -111,7 +111,6 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// The first key-value pair of the `n`th response of a transaction, if it was a range read.
 /// A lease etcd granted, as `try_acquire` took it.
 pub(crate) struct Taken {
     /// The lock key's create revision.
@@ -124,6 +123,7 @@ pub(crate) struct Taken {
     first_target: Option<u32>,
 }
 
+/// The first key-value pair of the `n`th response of a transaction, if it was a range read.
 pub(crate) fn read_kvs(responses: &[TxnOpResponse], n: usize) -> &[etcd_client::KeyValue] {
     match responses.get(n) {
         Some(TxnOpResponse::Get(get)) => get.kvs(),
