@@ -299,34 +299,59 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(&str, WriteTarget)> {
     Some((upload, target))
 }
 
-/// Body chunks gathered for one write, as they came off the network.
+/// Chunks at least this long are kept as they came; shorter ones are copied together, so a
+/// body that arrives a few bytes per read cannot make a window of thousands of chunks.
+const KEPT_CHUNK: usize = 4 << 10;
+
+/// Body chunks gathered for one write: as they came off the network, but short ones, which
+/// are copied together into `joined` (whose bytes follow every chunk kept so far).
 #[derive(Default)]
 struct Window {
     chunks: Vec<Bytes>,
+    joined: BytesMut,
     len: usize,
 }
 
 impl Window {
     fn push(&mut self, chunk: Bytes) {
         self.len += chunk.len();
-        self.chunks.push(chunk);
+        if chunk.len() < KEPT_CHUNK {
+            self.joined.extend_from_slice(&chunk);
+            if self.joined.len() >= KEPT_CHUNK {
+                self.keep_joined();
+            }
+        } else {
+            self.keep_joined();
+            self.chunks.push(chunk);
+        }
     }
 
-    /// The chunks as one buffer (a copy only if there are several).
+    fn keep_joined(&mut self) {
+        if !self.joined.is_empty() {
+            self.chunks.push(self.joined.split().freeze());
+        }
+    }
+
+    /// The bytes as one buffer (a copy only if there are several pieces).
     fn into_contiguous(mut self) -> Bytes {
+        self.keep_joined();
         if self.chunks.len() == 1 {
             return self.chunks.pop().unwrap_or_default();
         }
-        let mut joined = BytesMut::with_capacity(self.len);
+        let mut whole = BytesMut::with_capacity(self.len);
         for chunk in &self.chunks {
-            joined.extend_from_slice(chunk);
+            whole.extend_from_slice(chunk);
         }
-        joined.freeze()
+        whole.freeze()
     }
 
-    /// Writes every chunk with as few `writev` calls as the kernel takes.
+    /// Writes every piece with as few `writev` calls as the kernel takes.
     fn write_to(&self, file: &mut std::fs::File) -> io::Result<()> {
-        let mut slices: Vec<IoSlice<'_>> = self.chunks.iter().map(|c| IoSlice::new(c)).collect();
+        let pieces = self.chunks.iter().map(|c| &c[..]).chain([&self.joined[..]]);
+        let mut slices: Vec<IoSlice<'_>> = pieces
+            .filter(|piece| !piece.is_empty())
+            .map(IoSlice::new)
+            .collect();
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
             match file.write_vectored(rest) {
@@ -673,6 +698,39 @@ impl FsStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes arriving one per read make a handful of pieces, not one per byte, and every
+    /// byte keeps its place among the long chunks kept as they came.
+    #[test]
+    fn a_window_keeps_long_chunks_joins_short_ones_and_keeps_the_order() {
+        let mut expected = Vec::new();
+        let mut window = Window::default();
+        for round in 0..3u8 {
+            for n in 0..10_000u32 {
+                let byte = Bytes::from(vec![(n % 251) as u8]);
+                expected.extend_from_slice(&byte);
+                window.push(byte);
+            }
+            let long = Bytes::from(vec![round; 64 << 10]);
+            expected.extend_from_slice(&long);
+            window.push(long);
+        }
+        window.push(Bytes::from_static(b"tail"));
+        expected.extend_from_slice(b"tail");
+        assert!(
+            window.chunks.len() <= 3 * (10_000 / KEPT_CHUNK + 2),
+            "{} pieces",
+            window.chunks.len()
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part");
+        window
+            .write_to(&mut std::fs::File::create(&path).expect("create"))
+            .expect("write");
+        assert_eq!(std::fs::read(&path).expect("read"), expected);
+        assert_eq!(window.len, expected.len());
+        assert_eq!(window.into_contiguous(), expected);
+    }
 
     #[test]
     fn only_a_trailing_run_of_small_files_is_folded() {
