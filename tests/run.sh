@@ -6,10 +6,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "build and test dependencies: protoc (etcd-client's build), redis-server, etcd, nginx, haproxy (cluster tests start their own), promtool, Chromium (the browser tests)"
+step "build and test dependencies: protoc (etcd-client's build), redis-server, etcd, nginx, haproxy (cluster tests start their own), promtool, Chromium (the browser tests), strace (counts a node's flushes)"
 if [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/haproxy ] ||
   [ ! -x /usr/bin/promtool ] || [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/protoc ] ||
-  [ ! -x /usr/bin/chromium ]; then
+  [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/strace ]; then
   # Debian/Ubuntu; CI runs as root. The tests only run the binaries: a policy-rc.d that
   # answers 101 keeps the packages from starting their system services while installing.
   SUDO=""
@@ -22,7 +22,7 @@ if [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbi
   fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    redis-server etcd-server nginx haproxy prometheus protobuf-compiler chromium
+    redis-server etcd-server nginx haproxy prometheus protobuf-compiler chromium strace
   if [ -n "$made_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 

@@ -1,10 +1,12 @@
-//! The fs small-write journal against real `tusk` processes: small PATCH bodies (at most
-//! 64 KiB, so journaled) are acknowledged, the node is killed with kill -9 before its
-//! checkpoint, and a power cut is simulated by editing the part files it left, the way a
-//! filesystem that had not written them back leaves them (XFS, ext4 data=writeback, network
-//! filesystems): the same length, zeros; or short, or missing. What must hold: every
-//! acknowledged byte is served exactly (sha256), by the restarted node, or on a shared
-//! directory by a node that lives on, without a restart.
+//! Small writes against real `tusk` processes: small PATCH bodies (at most 64 KiB) are
+//! acknowledged while their part files are unsynced, durable only in a log: on a single
+//! node, the embedded coordinator's log, which carries them; on a shared directory, the fs
+//! small-write journal. The node is killed with kill -9 before the part files are synced,
+//! and a power cut is simulated by editing the part files it left, the way a filesystem that
+//! had not written them back leaves them (XFS, ext4 data=writeback, network filesystems):
+//! the same length, zeros; or short, or missing. What must hold: every acknowledged byte is
+//! served exactly (sha256), by the restarted node, or on a shared directory by a node that
+//! lives on, without a restart.
 //!
 //! The two-node cases need redis-server (tests/run.sh installs it); a missing one fails the
 //! test with the `apt-get install` command.
@@ -28,12 +30,22 @@ struct Sent {
     data: Vec<u8>,
 }
 
+/// How an upload's bytes are sent.
+#[derive(Clone, Copy, PartialEq)]
+enum Bodies {
+    /// In two PATCHes (or one, for a single byte), so an upload has several files.
+    Two,
+    /// In one PATCH.
+    One,
+}
+
 /// POSTs and PATCHes to `endpoint` (a node's own): uploads of these lengths, each in bodies
 /// of at most [`SMALL`] bytes, every PATCH answered 204.
 async fn send_small_uploads(
     http: &reqwest::Client,
     endpoint: &str,
     lengths: &[usize],
+    bodies: Bodies,
 ) -> Result<Vec<Sent>> {
     let mut sent = Vec::new();
     for &len in lengths {
@@ -61,7 +73,11 @@ async fn send_small_uploads(
             .with_context(|| format!("no upload ID in {location}"))?
             .to_string();
         // Two bodies where the upload is longer than one, so an upload has several files.
-        let cut = if len > SMALL { SMALL } else { len / 2 };
+        let cut = match bodies {
+            _ if len > SMALL => SMALL,
+            Bodies::Two => len / 2,
+            Bodies::One => len,
+        };
         let mut offset = 0;
         for end in [cut, len] {
             if end == offset {
@@ -201,34 +217,53 @@ fn power_cut(root: &Path, uploads: &[Sent], loss: Loss) -> Result<usize> {
 /// limit, and one in two bodies of which the first is exactly the limit.
 const LENGTHS: [usize; 5] = [1, 1000, 33_333, SMALL, SMALL + 4321];
 
+/// Coordinator log frames that carry small writes, in the embedded coordinator's directory
+/// `records`.
+fn carried_frames(records: &Path) -> usize {
+    walk(records)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("wal-") && n.ends_with(".log"))
+        })
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|log| log.windows(10).filter(|w| w == b"{\"Carried\"").count())
+        .sum()
+}
+
+/// On a single node the part files of small writes stay unsynced until the coordinator's log
+/// compacts (64 MiB): whatever a power cut does to them, the log's frames restore them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zeroed_part_files_of_acknowledged_small_writes_are_restored_at_restart() -> Result<()> {
+async fn part_files_of_acknowledged_small_writes_are_restored_from_the_log_at_restart() -> Result<()>
+{
     let http = reqwest::Client::new();
-    // The checkpoint (which syncs the part files and deletes the journal) comes a couple of
-    // seconds after the first write; a machine too slow to kill the node before it is retried.
-    for attempt in 1..=3 {
+    for loss in [Loss::Zeros, Loss::Short, Loss::Missing] {
         let mut node = TestServer::start(&FsEmbedded, &[]).await?;
         let root = node.dir.join("data");
-        let uploads = send_small_uploads(&http, &node.endpoint, &LENGTHS).await?;
+        let uploads = send_small_uploads(&http, &node.endpoint, &LENGTHS, Bodies::Two).await?;
         node.kill9().await?;
-        if journaled(&root).is_empty() {
-            eprintln!("attempt {attempt}: the node checkpointed before kill -9; again");
-            continue;
-        }
-        let damaged = power_cut(&root, &uploads, Loss::Zeros)?;
+        let records = node.dir.join("records");
+        ensure!(
+            carried_frames(&records) >= LENGTHS.len(),
+            "the coordinator log carries {} small writes, expected one per body at least",
+            carried_frames(&records)
+        );
+        ensure!(
+            journaled(&root).is_empty(),
+            "a single node journaled its small writes instead of having its log carry them"
+        );
+        let damaged = power_cut(&root, &uploads, loss)?;
         node.restart().await?;
         for upload in &uploads {
             check_exact(&http, &node.endpoint, upload)
                 .await
-                .with_context(|| format!("after kill -9, {damaged} part files zeroed, restart"))?;
+                .with_context(|| {
+                    format!("after kill -9, {damaged} part files {loss:?}, restart")
+                })?;
         }
-        ensure!(
-            journaled(&root).is_empty(),
-            "the journal is still there after the restart"
-        );
-        return Ok(());
     }
-    bail!("the node checkpointed its journal before kill -9 in every attempt")
+    Ok(())
 }
 
 /// Two nodes on one shared upload directory (records in Redis): `live`, then `dying`, both
@@ -279,7 +314,8 @@ async fn a_live_node_serves_a_dead_peers_small_writes_within_one_sweep() -> Resu
     let sweep = Duration::from_secs(2);
     for attempt in 1..=3 {
         let mut nodes = TwoNodes::start("2s").await?;
-        let uploads = send_small_uploads(&http, &nodes.dying.endpoint, &LENGTHS).await?;
+        let uploads =
+            send_small_uploads(&http, &nodes.dying.endpoint, &LENGTHS, Bodies::Two).await?;
         nodes.dying.kill9().await?;
         if journaled(&nodes.root).is_empty() {
             eprintln!("attempt {attempt}: the node checkpointed before kill -9; again");
@@ -320,8 +356,9 @@ async fn a_read_that_finds_a_dead_peers_part_file_short_or_missing_recovers_it_a
     for attempt in 1..=3 {
         // A sweep an hour away: only the read itself can make the live node look.
         let mut nodes = TwoNodes::start("1h").await?;
-        let short = send_small_uploads(&http, &nodes.dying.endpoint, &LENGTHS).await?;
-        let missing = send_small_uploads(&http, &nodes.dying.endpoint, &LENGTHS).await?;
+        let short = send_small_uploads(&http, &nodes.dying.endpoint, &LENGTHS, Bodies::Two).await?;
+        let missing =
+            send_small_uploads(&http, &nodes.dying.endpoint, &LENGTHS, Bodies::Two).await?;
         nodes.dying.kill9().await?;
         if journaled(&nodes.root).is_empty() {
             eprintln!("attempt {attempt}: the node checkpointed before kill -9; again");
@@ -337,4 +374,92 @@ async fn a_read_that_finds_a_dead_peers_part_file_short_or_missing_recovers_it_a
         return Ok(());
     }
     bail!("the node checkpointed its journal before kill -9 in every attempt")
+}
+
+/// The flushes `strace` saw in its output file: calls of fsync, fdatasync, sync_file_range
+/// and syncfs (a call cut by another thread's line is counted at its start).
+fn flushes_in(trace: &str) -> usize {
+    trace
+        .lines()
+        .filter(|l| {
+            ["fsync(", "fdatasync(", "sync_file_range(", "syncfs("]
+                .iter()
+                .any(|call| l.contains(call))
+        })
+        .count()
+}
+
+/// On a single node a small upload, created then sent in one PATCH, costs one flush per
+/// request: the creation's record, then the body and its commit together (the coordinator's
+/// log carries the body). Counted by `strace` on the real process, one upload at a time, so
+/// no group commit shares a flush between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_upload_on_a_single_node_costs_one_flush_per_request() -> Result<()> {
+    const UPLOADS: usize = 30;
+    let strace = which_strace()?;
+    let http = reqwest::Client::new();
+    let node = TestServer::start(&FsEmbedded, &[]).await?;
+    // The shard directories are created (and the root synced) in the background at start.
+    let root = node.dir.join("data");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !root.join("__").exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "the shard directories were not created"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = node.pid().context("the node is not running")?;
+    let trace = node.dir.join("flushes.strace");
+    let mut tracer = tokio::process::Command::new(&strace)
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,sync_file_range,syncfs",
+            "-o",
+        ])
+        .arg(&trace)
+        .args(["-p", &pid.to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting strace")?;
+    // strace writes its file once attached; give it the threads too.
+    while !trace.exists() {
+        ensure!(Instant::now() < deadline, "strace did not attach");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = flushes_in(&std::fs::read_to_string(&trace)?);
+    let lengths = [4096; UPLOADS];
+    let uploads = send_small_uploads(&http, &node.endpoint, &lengths, Bodies::One).await?;
+    let during = flushes_in(&std::fs::read_to_string(&trace)?) - before;
+    tracer.start_kill().ok();
+    tracer.wait().await.ok();
+    for upload in &uploads[..3] {
+        check_exact(&http, &node.endpoint, upload).await?;
+    }
+    // A few for the fencing-token ceiling, the sweeper or the shards, whatever the timing.
+    let most = 2 * UPLOADS + 3;
+    ensure!(
+        during <= most,
+        "{UPLOADS} small uploads (POST, then one PATCH of 4 KiB) cost {during} flushes; at \
+         most {most} expected: one for each request"
+    );
+    ensure!(
+        during >= 2 * UPLOADS,
+        "{UPLOADS} small uploads cost only {during} flushes: is strace seeing the node?"
+    );
+    Ok(())
+}
+
+/// The strace binary, or an error saying how to install it.
+fn which_strace() -> Result<PathBuf> {
+    let path = PathBuf::from("/usr/bin/strace");
+    ensure!(
+        path.exists(),
+        "strace counts the node's flushes; install it: apt-get install strace (tests/run.sh does)"
+    );
+    Ok(path)
 }

@@ -8,7 +8,8 @@
 //! lost its lease (stamped with an older token) can never touch a file another writer
 //! committed, even on a shared volume. Upload IDs are validated by the protocol layer to be
 //! single safe path components before they get here. Small writes go through a journal
-//! (see `journal.rs`), whose recovery restores exactly the acknowledged bytes.
+//! (see `journal.rs`), whose recovery restores exactly the acknowledged bytes; beside the
+//! embedded coordinator, through its log instead (see `part_files.rs`).
 //!
 //! Every write makes a file, so past [`tusk_core::fold::MOST_PIECES`] small files (under 1
 //! MiB) at the end a write first copies them into its own (its commit replaces them; the
@@ -16,8 +17,11 @@
 //! and goes on.
 
 mod journal;
+mod part_files;
 mod shards;
 mod tombstones;
+
+pub use part_files::PartFiles;
 
 use std::collections::HashSet;
 use std::io::{self, IoSlice, Write};
@@ -31,6 +35,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use shards::{sync_dir, Shards};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tusk_core::embedded::Carrier;
 use tusk_core::fold::pieces_to_fold;
 use tusk_core::{
     ByteStream, Chunks, Concatenation, Lease, Segment, Storage, StorageError, Stored, UploadRecord,
@@ -72,6 +77,9 @@ pub struct FsOptions {
     /// Longest a small write's bytes are durable in the journal only, before a checkpoint
     /// syncs its part file and deletes the journal. Default 2s.
     pub checkpoint_interval: Duration,
+    /// The embedded coordinator's log, when it carries the small writes instead of the
+    /// journal (opened with this root's [`PartFiles`]). Default none.
+    pub carrier: Option<Carrier>,
 }
 
 impl Default for FsOptions {
@@ -80,6 +88,7 @@ impl Default for FsOptions {
             write_window: 256 << 10,
             adopt_interval: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(2),
+            carrier: None,
         }
     }
 }
@@ -87,6 +96,8 @@ impl Default for FsOptions {
 pub struct FsStorage {
     shards: Arc<Shards>,
     journal: journal::Journal,
+    /// See [`FsOptions::carrier`].
+    carrier: Option<Carrier>,
     /// See [`FsOptions::write_window`].
     write_window: usize,
 }
@@ -107,17 +118,23 @@ impl FsStorage {
     /// Storage under `root`, which is created if missing. Recovers, before it returns, the
     /// journals of nodes sharing the root that are gone.
     pub fn with_options(root: impl Into<PathBuf>, options: FsOptions) -> io::Result<Self> {
-        let root = root.into();
-        std::fs::create_dir_all(&root)?;
-        let shards = Shards::open(&root)?;
+        let files = PartFiles::open(&root.into())?;
+        Self::on(&files, options)
+    }
+
+    /// Storage of `files` (what a carrying coordinator log was opened with), as
+    /// [`Self::with_options`].
+    pub fn on(files: &PartFiles, options: FsOptions) -> io::Result<Self> {
+        let shards = files.shards().clone();
         Ok(Self {
             journal: journal::Journal::open(
-                &root,
+                shards.root(),
                 shards.clone(),
                 options.adopt_interval,
                 options.checkpoint_interval,
             )?,
             shards,
+            carrier: options.carrier,
             write_window: options.write_window.max(4096),
         })
     }
@@ -150,17 +167,19 @@ impl FsStorage {
         if small {
             let len = pending.len as u64;
             if len > 0 {
-                self.journal
-                    .write(
-                        upload.to_string(),
-                        file_name(upload, target),
-                        pending.into_contiguous(),
-                    )
-                    .await
-                    .map_err(|e| match e.kind() {
-                        io::ErrorKind::AlreadyExists => StorageError::TargetExists(target),
-                        _ => StorageError::Io(e),
-                    })?;
+                let bytes = pending.into_contiguous();
+                let written = match &self.carrier {
+                    Some(carrier) => carrier.carry(upload, target, bytes).await,
+                    None => {
+                        self.journal
+                            .write(upload.to_string(), file_name(upload, target), bytes)
+                            .await
+                    }
+                };
+                written.map_err(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => StorageError::TargetExists(target),
+                    _ => StorageError::Io(e),
+                })?;
             }
             return Ok(len);
         }
@@ -676,7 +695,14 @@ impl FsStorage {
             let dir = shards.ensure(&into)?;
             let to = dir.join(file_name(&into, target));
             // A hard link shares the immutable bytes; removing the partial later only drops
-            // its name. Copy where links are impossible (another filesystem).
+            // its name. Copy where links are impossible (another filesystem). A small write's
+            // file may be durable only through the partial's journal or log frame, which
+            // names the partial's file, not the link: it is synced first.
+            match std::fs::File::open(&from) {
+                Ok(file) => file.sync_data()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing),
+                Err(e) => return Err(e.into()),
+            }
             match std::fs::hard_link(&from, &to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing),

@@ -19,10 +19,10 @@ use clap::FromArgMatches;
 use tokio::io::AsyncWriteExt;
 use tusk_coord_etcd::{EtcdCoordinator, EtcdSettings, EtcdTls};
 use tusk_coord_redis::{RedisCoordinator, RedisSettings, SentinelSettings};
-use tusk_core::embedded::EmbeddedCoordinator;
+use tusk_core::embedded::{self, EmbeddedCoordinator};
 use tusk_core::{CoordError, Engine, EngineConfig};
 use tusk_http::{HttpConfig, ServeLimits, TrustedProxy};
-use tusk_store_fs::{FsOptions, FsStorage};
+use tusk_store_fs::{FsOptions, FsStorage, PartFiles};
 use tusk_store_gcs::GcsStorage;
 use tusk_store_s3::S3Storage;
 
@@ -412,6 +412,11 @@ async fn start_backends(
     config: &Config,
     admin: &tusk_http::AdminRoutes,
 ) -> Result<(Arc<dyn tusk_core::Storage>, Arc<dyn tusk_core::Coordinator>)> {
+    if config.storage.backend == StorageBackend::Fs
+        && config.coordinator.backend == CoordinatorBackend::Embedded
+    {
+        return open_single_node(config).await;
+    }
     let mut waiting = StartWait::default();
     let storage = open_storage(config).await?;
     loop {
@@ -491,21 +496,40 @@ impl StartWait {
     }
 }
 
+/// Local disk and the embedded coordinator: the coordinator's log carries the small
+/// writes, so one sync makes a small PATCH's bytes and its commit durable.
+async fn open_single_node(
+    config: &Config,
+) -> Result<(Arc<dyn tusk_core::Storage>, Arc<dyn tusk_core::Coordinator>)> {
+    let dir = &config.storage.fs.dir;
+    let opening = || format!("opening upload dir {}", dir.display());
+    let files = PartFiles::open(dir).with_context(opening)?;
+    let coordinator = open_embedded(config, Some(files.clone())).await?;
+    let options = FsOptions {
+        carrier: coordinator.carrier(),
+        ..fs_options(config)
+    };
+    let storage = FsStorage::on(&files, options).with_context(opening)?;
+    Ok((Arc::new(storage), coordinator))
+}
+
+fn fs_options(config: &Config) -> FsOptions {
+    FsOptions {
+        write_window: config.storage.fs.write_window,
+        // Nodes sharing the directory look for each other's orphaned journals as often as
+        // the sweeper runs.
+        adopt_interval: config.uploads.sweep_interval,
+        ..FsOptions::default()
+    }
+}
+
 /// The storage backend the configuration names.
 async fn open_storage(config: &Config) -> Result<Arc<dyn tusk_core::Storage>> {
     Ok(match config.storage.backend {
         StorageBackend::Fs => Arc::new(
-            FsStorage::with_options(
-                &config.storage.fs.dir,
-                FsOptions {
-                    write_window: config.storage.fs.write_window,
-                    // Nodes sharing the directory look for each other's orphaned journals
-                    // as often as the sweeper runs.
-                    adopt_interval: config.uploads.sweep_interval,
-                    ..FsOptions::default()
-                },
-            )
-            .with_context(|| format!("opening upload dir {}", config.storage.fs.dir.display()))?,
+            FsStorage::with_options(&config.storage.fs.dir, fs_options(config)).with_context(
+                || format!("opening upload dir {}", config.storage.fs.dir.display()),
+            )?,
         ),
         StorageBackend::S3 => Arc::new(
             S3Storage::connect(&config.storage.s3, engine_config(config).max_size)
@@ -520,36 +544,43 @@ async fn open_storage(config: &Config) -> Result<Arc<dyn tusk_core::Storage>> {
     })
 }
 
+/// The embedded coordinator, carrying the small writes of `files` if given.
+async fn open_embedded(
+    config: &Config,
+    files: Option<Arc<PartFiles>>,
+) -> Result<Arc<EmbeddedCoordinator>> {
+    let dir = config
+        .coordinator
+        .embedded
+        .dir
+        .clone()
+        .unwrap_or_else(|| config.storage.fs.dir.join(".tusk"));
+    let opened = match files {
+        Some(files) => {
+            EmbeddedCoordinator::open_carrying(&dir, files, embedded::COMPACT_AFTER_BYTES).await
+        }
+        None => EmbeddedCoordinator::open(&dir).await,
+    };
+    opened.map_err(|e| match e {
+        CoordError::Corrupt(_) => anyhow::Error::new(e).context(format!(
+            "the embedded coordinator's directory {} is damaged, so Tusk does not start: \
+             `tusk check-data --dir {} --salvage` keeps every intact frame (README: \
+             Recovering a damaged data directory)",
+            dir.display(),
+            dir.display()
+        )),
+        e => anyhow::Error::new(e).context(format!(
+            "opening the embedded coordinator in {}",
+            dir.display()
+        )),
+    })
+}
+
 /// The coordinator the configuration names; `CoordError::Unavailable` when it cannot be
 /// reached now (the caller retries), anything else when the settings are wrong.
 async fn open_coordinator(config: &Config) -> Result<Arc<dyn tusk_core::Coordinator>> {
     Ok(match config.coordinator.backend {
-        CoordinatorBackend::Embedded => {
-            let dir = config
-                .coordinator
-                .embedded
-                .dir
-                .clone()
-                .unwrap_or_else(|| config.storage.fs.dir.join(".tusk"));
-            match EmbeddedCoordinator::open(&dir).await {
-                Ok(coordinator) => coordinator,
-                Err(e @ CoordError::Corrupt(_)) => {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "the embedded coordinator's directory {} is damaged, so Tusk does not \
-                         start: `tusk check-data --dir {} --salvage` keeps every intact frame \
-                         (README: Recovering a damaged data directory)",
-                        dir.display(),
-                        dir.display()
-                    )))
-                }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "opening the embedded coordinator in {}",
-                        dir.display()
-                    )))
-                }
-            }
-        }
+        CoordinatorBackend::Embedded => open_embedded(config, None).await?,
         CoordinatorBackend::Redis => {
             let redis = &config.coordinator.redis;
             if !redis.cluster_nodes.is_empty() && !redis.sentinels.is_empty() {

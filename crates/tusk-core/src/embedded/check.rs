@@ -94,17 +94,17 @@ fn existing(dir: &Path) -> Result<(), CoordError> {
     }
 }
 
-fn read(dir: &Path) -> Result<(DataCheck, log::Durable), CoordError> {
-    let replay = log::replay(dir).map_err(|e| unreadable(dir, e))?;
+fn read(dir: &Path) -> Result<(DataCheck, log::Replay), CoordError> {
+    let mut replay = log::replay(dir).map_err(|e| unreadable(dir, e))?;
     let check = DataCheck {
         dir: dir.to_path_buf(),
         generation: replay.generation,
         records: replay.durable.records.len(),
-        snapshot: replay.snapshot,
-        log: replay.log,
-        skipped: replay.skipped,
+        snapshot: replay.snapshot.clone(),
+        log: replay.log.clone(),
+        skipped: std::mem::take(&mut replay.skipped),
     };
-    Ok((check, replay.durable))
+    Ok((check, replay))
 }
 
 /// Reads coordinator directory `dir` as a start would, and reports every fault, without
@@ -129,14 +129,14 @@ pub fn check(dir: &Path) -> Result<DataCheck, CoordError> {
 pub fn salvage(dir: &Path) -> Result<Salvaged, CoordError> {
     existing(dir)?;
     let _lock = lock_dir(dir)?;
-    let (check, mut durable) = read(dir)?;
+    let (check, mut replay) = read(dir)?;
     if check.damage().is_none() {
         return Ok(Salvaged {
             check,
             written: None,
         });
     }
-    let written = write_salvaged(dir, &check, &mut durable)
+    let written = write_salvaged(dir, &check, &mut replay)
         .map_err(|e| CoordError::Unavailable(format!("salvaging {}: {e}", dir.display())))?;
     Ok(Salvaged {
         check,
@@ -144,11 +144,8 @@ pub fn salvage(dir: &Path) -> Result<Salvaged, CoordError> {
     })
 }
 
-fn write_salvaged(
-    dir: &Path,
-    check: &DataCheck,
-    durable: &mut log::Durable,
-) -> io::Result<Written> {
+fn write_salvaged(dir: &Path, check: &DataCheck, replay: &mut log::Replay) -> io::Result<Written> {
+    let durable = &mut replay.durable;
     durable.token_ceiling = durable
         .token_ceiling
         .max(durable.largest_committed_token().saturating_add(1))
@@ -177,6 +174,8 @@ fn write_salvaged(
         kept_aside.push((damaged.path.clone(), aside));
     }
     log::install_snapshot(dir, &snapshot, generation)?;
+    // The carried writes go on in the new log: the files of those committed may be unsynced.
+    log::append_carried(&log::wal_path(dir, generation), &replay.carried)?;
     // The old log is out of use from the rename on.
     if let Some(damaged) = check.log.as_ref().filter(|l| !l.faults.is_empty()) {
         let aside = aside_name(&damaged.path, stamp)?;
@@ -286,6 +285,46 @@ mod tests {
             .expect("lease")
             .token();
         assert!(token >= (1 << 20) + TOKEN_MARGIN, "token {token}");
+    }
+
+    /// A carried write before the damage is kept in the salvaged log: its file may never
+    /// have been synced, and its commit stands.
+    #[test]
+    fn salvage_keeps_the_carried_writes_of_the_damaged_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let carried = Entry::Carried {
+            id: "a".into(),
+            target: crate::WriteTarget { token: 1, seq: 0 },
+            data: bytes::Bytes::from_static(b"small body"),
+        };
+        let (mut damaged, frames) = write_log(
+            dir.path(),
+            &[
+                Entry::Create(record("a", 10)),
+                carried,
+                commit("a", 0, 10, 1),
+                Entry::Create(record("b", 3)),
+                Entry::Create(record("c", 4)),
+            ],
+        );
+        // Damage with an intact frame after it: no torn tail.
+        let (start, end) = frames[3];
+        damaged[(start + end) / 2] ^= 0x40;
+        fs::write(log::wal_path(dir.path(), 0), &damaged).expect("write");
+
+        let written = salvage(dir.path())
+            .expect("salvage")
+            .written
+            .expect("something was written");
+        let replay = log::replay(dir.path()).expect("replay");
+        assert_eq!(replay.log.map(|l| l.path), Some(written.log));
+        let kept: Vec<(&str, &[u8])> = replay
+            .carried
+            .iter()
+            .map(|c| (c.id.as_str(), &c.data[..]))
+            .collect();
+        assert_eq!(kept, [("a", &b"small body"[..])]);
+        assert_eq!(replay.durable.records["a"].offset, 10);
     }
 
     /// Damage inside one upload's chain of commits: the commits before it stand, the ones

@@ -27,8 +27,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use bytes::Bytes;
+
+use super::carry::{CarriedFiles, CarriedWrite};
 use crate::group_commit::{GroupAppend, GroupCommit, WriterStopped};
-use crate::{Commit, OwedNotice, UploadRecord};
+use crate::{Commit, OwedNotice, UploadRecord, WriteTarget};
 
 /// One durable change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +63,34 @@ pub(super) enum Entry {
         id: String,
         ceiling: u32,
     },
+    /// The bytes of a small write the storage placed unsynced ([`super::carry`]); no state.
+    Carried {
+        id: String,
+        target: WriteTarget,
+        #[serde(with = "base64_bytes")]
+        data: Bytes,
+    },
+}
+
+/// Carried bytes as base64 in the JSON frame: a third more than the bytes, where a JSON
+/// array of numbers would be three to four times as much.
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+        let text = <&str>::deserialize(deserializer)?;
+        STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(D::Error::custom)
+    }
 }
 
 /// Why an entry cannot follow the state it would apply to: the log's compare-and-set.
@@ -105,7 +136,8 @@ impl Entry {
             | Entry::Gone { id, .. }
             | Entry::Notice { id, .. }
             | Entry::Purge { id }
-            | Entry::SeqCeiling { id, .. } => Some(id),
+            | Entry::SeqCeiling { id, .. }
+            | Entry::Carried { id, .. } => Some(id),
             Entry::TokenCeiling(_) => None,
         }
     }
@@ -168,6 +200,7 @@ impl Durable {
                 let known = self.seq_ceilings.entry(id).or_insert(0);
                 *known = (*known).max(ceiling);
             }
+            Entry::Carried { .. } => {}
         }
         Ok(())
     }
@@ -215,7 +248,7 @@ pub(super) const SNAPSHOT: &str = "snapshot.bin";
 /// replaces it.
 const LEGACY_SNAPSHOT: &str = "snapshot.jsonl";
 /// Past this many log bytes, the writer compacts into a snapshot (the default).
-pub(super) const COMPACT_AFTER_BYTES: u64 = 64 << 20;
+pub const COMPACT_AFTER_BYTES: u64 = 64 << 20;
 /// Frame header: length and checksum.
 const HEADER: usize = 8;
 
@@ -391,6 +424,11 @@ pub(super) struct Replay {
     pub snapshot: Option<FileReport>,
     pub log: Option<FileReport>,
     pub skipped: Vec<Skipped>,
+    /// The carried writes of the older logs and the log, in that order.
+    pub carried: Vec<CarriedWrite>,
+    /// Logs of generations before the snapshot's: compacted, but kept until the files of
+    /// their carried writes were durable.
+    pub older_logs: Vec<PathBuf>,
 }
 
 /// The first fault that is no torn tail of the log, with its file: what stops a start.
@@ -432,11 +470,15 @@ pub(super) fn replay(dir: &Path) -> io::Result<Replay> {
         }
         Err(e) => return Err(e),
     }
+    let (older_logs, mut carried) = older_carried_writes(dir, generation)?;
     let log_path = wal_path(dir, generation);
     let log = match fs::read(&log_path) {
         Ok(buf) => {
-            let (frames, faults) = scan::<Entry>(&buf, |entry, offset| {
-                apply_logged(&mut durable, entry, &log_path, offset, &mut skipped);
+            let (frames, faults) = scan::<Entry>(&buf, |entry, offset| match entry {
+                Entry::Carried { id, target, data } => {
+                    carried.push(CarriedWrite { id, target, data });
+                }
+                entry => apply_logged(&mut durable, entry, &log_path, offset, &mut skipped),
             });
             Some(FileReport {
                 path: log_path,
@@ -454,7 +496,48 @@ pub(super) fn replay(dir: &Path) -> io::Result<Replay> {
         snapshot,
         log,
         skipped,
+        carried,
+        older_logs,
     })
+}
+
+/// The logs of generations before `generation` in `dir`, oldest first, and their carried
+/// writes. Their other entries are in the snapshot. They were synced before the snapshot
+/// replaced them, so damage in one is not a torn write: it is reported, and its intact
+/// frames are kept.
+fn older_carried_writes(
+    dir: &Path,
+    generation: u64,
+) -> io::Result<(Vec<PathBuf>, Vec<CarriedWrite>)> {
+    let mut older = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(older_generation) = name.to_str().and_then(wal_generation) {
+            if older_generation < generation {
+                older.push((older_generation, dir.join(&name)));
+            }
+        }
+    }
+    older.sort();
+    let mut carried = Vec::new();
+    for (_, path) in &older {
+        let buf = fs::read(path)?;
+        let (_, faults) = scan::<Entry>(&buf, |entry, _| {
+            if let Entry::Carried { id, target, data } = entry {
+                carried.push(CarriedWrite { id, target, data });
+            }
+        });
+        for fault in faults {
+            tracing::warn!(
+                log = %path.display(),
+                offset = fault.offset,
+                bytes = fault.len,
+                kind = %fault.kind,
+                "damage in a compacted log kept for its carried writes"
+            );
+        }
+    }
+    Ok((older.into_iter().map(|(_, path)| path).collect(), carried))
 }
 
 fn apply_logged(
@@ -579,6 +662,8 @@ pub(super) struct Recovered {
     /// The torn tail that will be cut, if any.
     pub torn: Option<Fault>,
     pub skipped: Vec<Skipped>,
+    pub carried: Vec<CarriedWrite>,
+    pub older_logs: Vec<PathBuf>,
 }
 
 /// Replays the snapshot and the log of its generation for a start. Only a torn tail at the
@@ -618,6 +703,8 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
         valid_len,
         torn,
         skipped: replay.skipped,
+        carried: replay.carried,
+        older_logs: replay.older_logs,
     })
 }
 
@@ -672,6 +759,25 @@ pub(super) fn install_snapshot(dir: &Path, snapshot: &[u8], generation: u64) -> 
     }
 }
 
+/// Appends `carried` to the log at `path`, synced (salvage keeps them past a damaged log).
+pub(super) fn append_carried(path: &Path, carried: &[CarriedWrite]) -> io::Result<()> {
+    if carried.is_empty() {
+        return Ok(());
+    }
+    let mut frames = Vec::new();
+    for write in carried {
+        let entry = Entry::Carried {
+            id: write.id.clone(),
+            target: write.target,
+            data: write.data.clone(),
+        };
+        append_frame(&mut frames, &entry)?;
+    }
+    let mut file = OpenOptions::new().append(true).open(path)?;
+    file.write_all(&frames)?;
+    file.sync_data()
+}
+
 /// Why an append was not made.
 #[derive(Debug)]
 pub(super) enum AppendError {
@@ -690,19 +796,22 @@ struct Request {
 const WRITER: &str = "coordinator log";
 
 /// Handle to the writer thread.
+#[derive(Clone)]
 pub(super) struct LogWriter {
     writer: GroupCommit<Request>,
 }
 
 impl LogWriter {
     /// Starts the writer thread over a recovered state. `state` is the shared in-memory
-    /// state the writer applies entries to once they are durable.
+    /// state the writer applies entries to once they are durable; `files`, the storage
+    /// whose small writes the log carries, if any.
     pub fn start(
         dir: PathBuf,
         generation: u64,
         valid_len: u64,
         state: Arc<Mutex<Durable>>,
         compact_after: u64,
+        files: Option<Arc<dyn CarriedFiles>>,
     ) -> io::Result<Self> {
         let path = wal_path(&dir, generation);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -710,6 +819,17 @@ impl LogWriter {
         file.set_len(valid_len)?;
         file.sync_all()?;
         sync_dir(&dir)?;
+        let checkpoints = match &files {
+            Some(files) => {
+                let (checkpoints, compacted) = std::sync::mpsc::channel();
+                let (files, dir) = (files.clone(), dir.clone());
+                std::thread::Builder::new()
+                    .name("tusk-coord-checkpoint".into())
+                    .spawn(move || checkpoint(&*files, &dir, &compacted))?;
+                Some(checkpoints)
+            }
+            None => None,
+        };
         let writer = Writer {
             compact_after,
             dir,
@@ -719,6 +839,9 @@ impl LogWriter {
             framed: 0,
             state,
             failed: None,
+            files,
+            placed: Vec::new(),
+            checkpoints,
         };
         Ok(Self {
             writer: GroupCommit::start("tusk-coord-log", writer)?,
@@ -749,6 +872,34 @@ struct Writer {
     /// After a failed write the log's tail is unknown; refuse everything from then on
     /// rather than acknowledge changes that might not survive a restart.
     failed: Option<String>,
+    /// The storage whose small writes this log carries, if any.
+    files: Option<Arc<dyn CarriedFiles>>,
+    /// The files placed for carried writes in this generation: made durable before the
+    /// generation's log may go.
+    placed: Vec<(String, WriteTarget)>,
+    /// To the thread that makes a compacted generation's files durable, then deletes it.
+    checkpoints: Option<std::sync::mpsc::Sender<Compacted>>,
+}
+
+/// A compacted generation's log, and the files placed for the writes it carried.
+type Compacted = (PathBuf, Vec<(String, WriteTarget)>);
+
+/// Makes the files placed under each compacted generation durable, then deletes its log.
+fn checkpoint(
+    files: &dyn CarriedFiles,
+    dir: &Path,
+    compacted: &std::sync::mpsc::Receiver<Compacted>,
+) {
+    while let Ok((old_log, placed)) = compacted.recv() {
+        let done = files
+            .make_durable(&placed)
+            .and_then(|()| fs::remove_file(&old_log))
+            .and_then(|()| sync_dir(dir));
+        if let Err(error) = done {
+            // The log stays, and the next start restores its files from it.
+            tracing::warn!(%error, log = %old_log.display(), "checkpoint of carried writes failed");
+        }
+    }
 }
 
 impl GroupAppend for Writer {
@@ -782,6 +933,14 @@ impl GroupAppend for Writer {
         &mut self.file
     }
 
+    /// Carried writes alone are written without a sync: the commit that names them syncs
+    /// them (and one that never comes leaves bytes nobody was promised).
+    fn needs_sync(&self, batch: &[Request]) -> bool {
+        batch
+            .iter()
+            .any(|r| !matches!(r.entry, Entry::Carried { .. }))
+    }
+
     fn settle(&mut self, batch: Vec<Request>, verdict: Self::Verdict, durable: io::Result<()>) {
         let copy = |e: &io::Error| AppendError::Io(io::Error::new(e.kind(), e.to_string()));
         let admitted = match verdict {
@@ -802,7 +961,7 @@ impl GroupAppend for Writer {
                 self.len += self.framed;
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 for (r, admitted) in batch.iter().zip(&admitted) {
-                    if admitted.is_ok() {
+                    if admitted.is_ok() && !matches!(r.entry, Entry::Carried { .. }) {
                         if let Err(why) = state.apply(r.entry.clone()) {
                             tracing::error!(%why, "an admitted coordinator entry did not apply");
                         }
@@ -813,7 +972,10 @@ impl GroupAppend for Writer {
         for (r, admitted) in batch.into_iter().zip(admitted) {
             let reply = match (&durable, admitted) {
                 (_, Err(why)) => Err(AppendError::Refused(why)),
-                (Ok(()), Ok(())) => Ok(()),
+                (Ok(()), Ok(())) => match &r.entry {
+                    Entry::Carried { id, target, data } => self.place(id, *target, data),
+                    _ => Ok(()),
+                },
                 (Err(e), Ok(())) => Err(copy(e)),
             };
             let _ = r.done.send(reply);
@@ -830,6 +992,18 @@ impl GroupAppend for Writer {
 }
 
 impl Writer {
+    /// Has the storage write the file of a carried write whose frame is in the log.
+    fn place(&mut self, id: &str, target: WriteTarget, data: &[u8]) -> Result<(), AppendError> {
+        let files = self.files.as_ref().ok_or_else(|| {
+            AppendError::Io(io::Error::other(
+                "this coordinator was opened without a storage to carry writes for",
+            ))
+        })?;
+        files.place(id, target, data).map_err(AppendError::Io)?;
+        self.placed.push((id.to_string(), target));
+        Ok(())
+    }
+
     /// Which entries of the batch may follow the state and the admitted entries before
     /// them: the compare-and-set, decided here, where entries are ordered, so two commits
     /// expecting the same offset can never both be written.
@@ -866,6 +1040,11 @@ impl Writer {
     /// switches to that log. Entries applied so far are all in the snapshot; entries not yet
     /// written go to the new log.
     fn compact(&mut self) -> io::Result<()> {
+        if !self.placed.is_empty() {
+            // Carried writes no commit synced yet must not be lost with this generation's
+            // log (before the checkpoint makes their files durable).
+            self.file.sync_data()?;
+        }
         let next = self.generation + 1;
         let snapshot = {
             let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -878,7 +1057,15 @@ impl Writer {
             .open(wal_path(&self.dir, next))?;
         self.generation = next;
         self.len = 0;
-        fs::remove_file(old)?;
+        match &self.checkpoints {
+            Some(checkpoints) if !self.placed.is_empty() => {
+                let placed = std::mem::take(&mut self.placed);
+                if checkpoints.send((old, placed)).is_err() {
+                    tracing::warn!("the checkpoint thread is gone; the compacted log stays");
+                }
+            }
+            _ => fs::remove_file(old)?,
+        }
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 //! coordinator lives. [`check`] and [`salvage`] inspect and repair a directory no process
 //! holds.
 
+mod carry;
 mod check;
 mod log;
 
@@ -24,7 +25,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{watch, Notify};
 
+pub use self::carry::{CarriedFiles, Carrier};
 pub use self::check::{check, salvage, DataCheck, Salvaged, Written};
+pub use self::log::COMPACT_AFTER_BYTES;
 use self::log::{AppendError, Durable, Entry, LogWriter};
 pub use self::log::{Fault, FaultKind, FileReport, Refusal, Skipped};
 use crate::{
@@ -60,6 +63,8 @@ struct Shared {
     next_seqs: Mutex<HashMap<String, u32>>,
     /// Woken whenever any lease is released; waiters re-check their upload.
     released: Notify,
+    /// Whether the log carries a storage's small writes ([`carry`]).
+    carrying: bool,
     next_token: AtomicU64,
     /// Ceiling already durable or requested; a new block is requested at half way.
     requested_ceiling: AtomicU64,
@@ -148,15 +153,35 @@ impl EmbeddedCoordinator {
         dir: impl Into<PathBuf>,
         compact_after: u64,
     ) -> Result<Arc<Self>, CoordError> {
-        let dir = dir.into();
+        Self::open_inner(dir.into(), compact_after, None).await
+    }
+
+    /// As [`Self::open_with_compaction`], with a log that carries the small writes of a
+    /// storage whose files are `files` ([`carry`]; [`Self::carrier`] is what the storage
+    /// hands them to). Before it returns, the files of committed carried writes are
+    /// restored from the log.
+    pub async fn open_carrying(
+        dir: impl Into<PathBuf>,
+        files: Arc<dyn CarriedFiles>,
+        compact_after: u64,
+    ) -> Result<Arc<Self>, CoordError> {
+        Self::open_inner(dir.into(), compact_after, Some(files)).await
+    }
+
+    async fn open_inner(
+        dir: PathBuf,
+        compact_after: u64,
+        files: Option<Arc<dyn CarriedFiles>>,
+    ) -> Result<Arc<Self>, CoordError> {
         let (dir_lock, recovered) = {
-            let dir = dir.clone();
+            let (dir, files) = (dir.clone(), files.clone());
             tokio::task::spawn_blocking(move || {
                 let dir_lock = lock_dir(&dir)?;
                 let recovered = log::recover(&dir).map_err(|e| match e.kind() {
                     std::io::ErrorKind::InvalidData => CoordError::Corrupt(e.to_string()),
                     _ => CoordError::Unavailable(format!("reading {}: {e}", dir.display())),
                 })?;
+                restore_carried(&dir, &recovered, files.as_ref())?;
                 Ok::<_, CoordError>((dir_lock, recovered))
             })
             .await
@@ -168,6 +193,7 @@ impl EmbeddedCoordinator {
             valid_len,
             torn,
             skipped,
+            ..
         } = recovered;
         if let Some(torn) = torn {
             tracing::warn!(
@@ -194,13 +220,22 @@ impl EmbeddedCoordinator {
         }
         let first_token = durable.token_ceiling.max(1);
         let state = Arc::new(Mutex::new(durable));
-        let log = LogWriter::start(dir, generation, valid_len, state.clone(), compact_after)
-            .map_err(unavailable)?;
+        let carrying = files.is_some();
+        let log = LogWriter::start(
+            dir,
+            generation,
+            valid_len,
+            state.clone(),
+            compact_after,
+            files,
+        )
+        .map_err(unavailable)?;
         let shared = Arc::new(Shared {
             state,
             leases: Mutex::new(HashMap::new()),
             next_seqs: Mutex::new(HashMap::new()),
             released: Notify::new(),
+            carrying,
             next_token: AtomicU64::new(first_token),
             requested_ceiling: AtomicU64::new(first_token + TOKEN_BLOCK),
             log,
@@ -214,6 +249,50 @@ impl EmbeddedCoordinator {
         )?;
         Ok(Arc::new(Self { shared }))
     }
+
+    /// What the storage hands its small writes to, if the log carries them (opened with
+    /// [`Self::open_carrying`]).
+    pub fn carrier(&self) -> Option<Carrier> {
+        self.shared
+            .carrying
+            .then(|| Carrier::new(self.shared.log.clone()))
+    }
+}
+
+/// At a start: restores the files of the committed carried writes the logs hold, then
+/// deletes the compacted logs kept for them. Without a storage to restore to, those logs
+/// stay.
+fn restore_carried(
+    dir: &Path,
+    recovered: &log::Recovered,
+    files: Option<&Arc<dyn CarriedFiles>>,
+) -> Result<(), CoordError> {
+    let failed = |e: std::io::Error| CoordError::Unavailable(format!("{}: {e}", dir.display()));
+    let Some(files) = files else {
+        if !recovered.carried.is_empty() {
+            tracing::warn!(
+                carried = recovered.carried.len(),
+                "the coordinator log carries writes of a storage it was not opened with; \
+                 their files are not checked"
+            );
+        }
+        return Ok(());
+    };
+    let restored = carry::restore_committed(files, &recovered.carried, &recovered.durable.records)
+        .map_err(failed)?;
+    if restored > 0 {
+        tracing::info!(
+            restored,
+            "restored the files of carried writes from the coordinator log"
+        );
+    }
+    for older in &recovered.older_logs {
+        std::fs::remove_file(older).map_err(failed)?;
+    }
+    if !recovered.older_logs.is_empty() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
+    }
+    Ok(())
 }
 
 impl Shared {
