@@ -28,13 +28,6 @@ pub trait GroupAppend: Send + 'static {
     /// The file the frames go to.
     fn file(&mut self) -> &mut File;
 
-    /// Whether the batch's frames must be synced before it is settled. A batch that only
-    /// orders its frames before later ones (which a later sync then covers) is written
-    /// without one.
-    fn needs_sync(&self, _batch: &[Self::Request]) -> bool {
-        true
-    }
-
     /// Answers the batch once its frames are durable (`durable` is `Ok`), or could not be
     /// made so; nothing of it may be visible before.
     fn settle(
@@ -117,10 +110,8 @@ fn run<A: GroupAppend>(appender: &mut A, rx: &mpsc::Receiver<A::Request>) {
         let durable = if frames.is_empty() {
             Ok(())
         } else {
-            let sync = appender.needs_sync(&batch);
             let file = appender.file();
-            file.write_all(&frames)
-                .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
+            file.write_all(&frames).and_then(|()| file.sync_data())
         };
         appender.settle(batch, verdict, durable);
         appender.tend();

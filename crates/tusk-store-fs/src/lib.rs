@@ -169,7 +169,11 @@ impl FsStorage {
             if len > 0 {
                 let bytes = pending.into_contiguous();
                 let written = match &self.carrier {
-                    Some(carrier) => carrier.carry(upload, target, bytes).await,
+                    // The commit writes the file, and the log the bytes, with one sync.
+                    Some(carrier) => {
+                        carrier.stage(upload, target, bytes);
+                        Ok(())
+                    }
                     None => {
                         self.journal
                             .write(upload.to_string(), file_name(upload, target), bytes)

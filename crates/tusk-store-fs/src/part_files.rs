@@ -1,6 +1,7 @@
 //! The part files of a root, as the embedded coordinator's log sees them when it carries
-//! the small writes ([`tusk_core::embedded::CarriedFiles`]): one sync, the log's, makes a
-//! small write's bytes and its commit durable together.
+//! the small writes ([`tusk_core::embedded::CarriedFiles`]): the log's writer has a small
+//! write's file written unsynced when its commit comes, and one sync, the log's, makes its
+//! bytes and its commit durable together.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};

@@ -63,7 +63,8 @@ pub(super) enum Entry {
         id: String,
         ceiling: u32,
     },
-    /// The bytes of a small write the storage placed unsynced ([`super::carry`]); no state.
+    /// The bytes of a small write whose file the storage wrote unsynced, written with the
+    /// commit that names it ([`super::carry`]); no state.
     Carried {
         id: String,
         target: WriteTarget,
@@ -766,12 +767,7 @@ pub(super) fn append_carried(path: &Path, carried: &[CarriedWrite]) -> io::Resul
     }
     let mut frames = Vec::new();
     for write in carried {
-        let entry = Entry::Carried {
-            id: write.id.clone(),
-            target: write.target,
-            data: write.data.clone(),
-        };
-        append_frame(&mut frames, &entry)?;
+        append_frame(&mut frames, &write.entry())?;
     }
     let mut file = OpenOptions::new().append(true).open(path)?;
     file.write_all(&frames)?;
@@ -789,6 +785,8 @@ pub(super) enum AppendError {
 
 struct Request {
     entry: Entry,
+    /// Written before the entry, if it is admitted ([`super::carry`]).
+    carried: Vec<CarriedWrite>,
     done: oneshot::Sender<Result<(), AppendError>>,
 }
 
@@ -851,11 +849,24 @@ impl LogWriter {
     /// Appends `entry` if it may follow the state (with every entry before it), and waits
     /// until it is durable and applied.
     pub async fn append(&self, entry: Entry) -> Result<(), AppendError> {
+        self.append_carrying(entry, Vec::new()).await
+    }
+
+    /// As [`Self::append`], with the frames of `carried` written just before the entry's,
+    /// if it is admitted (none otherwise).
+    pub async fn append_carrying(
+        &self,
+        entry: Entry,
+        carried: Vec<CarriedWrite>,
+    ) -> Result<(), AppendError> {
         let stopped = || AppendError::Io(io::Error::other(WriterStopped(WRITER)));
         let (done, rx) = oneshot::channel();
-        self.writer
-            .send(Request { entry, done }, WRITER)
-            .map_err(|_| stopped())?;
+        let request = Request {
+            entry,
+            carried,
+            done,
+        };
+        self.writer.send(request, WRITER).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
@@ -874,8 +885,8 @@ struct Writer {
     failed: Option<String>,
     /// The storage whose small writes this log carries, if any.
     files: Option<Arc<dyn CarriedFiles>>,
-    /// The files placed for carried writes in this generation: made durable before the
-    /// generation's log may go.
+    /// The files of the writes this generation's log carries: made durable before the log
+    /// may go.
     placed: Vec<(String, WriteTarget)>,
     /// To the thread that makes a compacted generation's files durable, then deletes it.
     checkpoints: Option<std::sync::mpsc::Sender<Compacted>>,
@@ -906,7 +917,7 @@ impl GroupAppend for Writer {
     type Request = Request;
     /// Per entry, whether it may follow the state; `Err` if nothing of the batch may be
     /// written (the log failed before, or an entry could not be encoded).
-    type Verdict = io::Result<Vec<Result<(), Refusal>>>;
+    type Verdict = io::Result<Vec<Result<(), AppendError>>>;
     /// Entries are small: a batch is at most a few MiB.
     const MAX_BATCH: usize = 4096;
 
@@ -916,10 +927,15 @@ impl GroupAppend for Writer {
                 "coordinator log is failed: {reason}"
             )));
         }
-        let admitted = self.admit(batch);
+        let admitted = self.place_carried(batch, self.admit(batch));
         for (r, admitted) in batch.iter().zip(&admitted) {
             if admitted.is_ok() {
-                if let Err(error) = append_frame(frames, &r.entry) {
+                let framed = r
+                    .carried
+                    .iter()
+                    .try_for_each(|c| append_frame(frames, &c.entry()))
+                    .and_then(|()| append_frame(frames, &r.entry));
+                if let Err(error) = framed {
                     frames.clear();
                     return Err(error);
                 }
@@ -931,14 +947,6 @@ impl GroupAppend for Writer {
 
     fn file(&mut self) -> &mut File {
         &mut self.file
-    }
-
-    /// Carried writes alone are written without a sync: the commit that names them syncs
-    /// them (and one that never comes leaves bytes nobody was promised).
-    fn needs_sync(&self, batch: &[Request]) -> bool {
-        batch
-            .iter()
-            .any(|r| !matches!(r.entry, Entry::Carried { .. }))
     }
 
     fn settle(&mut self, batch: Vec<Request>, verdict: Self::Verdict, durable: io::Result<()>) {
@@ -961,21 +969,20 @@ impl GroupAppend for Writer {
                 self.len += self.framed;
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 for (r, admitted) in batch.iter().zip(&admitted) {
-                    if admitted.is_ok() && !matches!(r.entry, Entry::Carried { .. }) {
+                    if admitted.is_ok() {
                         if let Err(why) = state.apply(r.entry.clone()) {
                             tracing::error!(%why, "an admitted coordinator entry did not apply");
                         }
+                        let carried = r.carried.iter().map(|c| (c.id.clone(), c.target));
+                        self.placed.extend(carried);
                     }
                 }
             }
         }
         for (r, admitted) in batch.into_iter().zip(admitted) {
             let reply = match (&durable, admitted) {
-                (_, Err(why)) => Err(AppendError::Refused(why)),
-                (Ok(()), Ok(())) => match &r.entry {
-                    Entry::Carried { id, target, data } => self.place(id, *target, data),
-                    _ => Ok(()),
-                },
+                (_, Err(refused)) => Err(refused),
+                (Ok(()), Ok(())) => Ok(()),
                 (Err(e), Ok(())) => Err(copy(e)),
             };
             let _ = r.done.send(reply);
@@ -992,16 +999,39 @@ impl GroupAppend for Writer {
 }
 
 impl Writer {
-    /// Has the storage write the file of a carried write whose frame is in the log.
-    fn place(&mut self, id: &str, target: WriteTarget, data: &[u8]) -> Result<(), AppendError> {
-        let files = self.files.as_ref().ok_or_else(|| {
-            AppendError::Io(io::Error::other(
-                "this coordinator was opened without a storage to carry writes for",
-            ))
-        })?;
-        files.place(id, target, data).map_err(AppendError::Io)?;
-        self.placed.push((id.to_string(), target));
-        Ok(())
+    /// Has the storage write the files of the carried writes of the admitted entries, before
+    /// their frames are written, so a commit is never durable before its file exists. An
+    /// entry whose files cannot be written is refused, and so is any later entry of the
+    /// batch for the same upload (admitted as if it would follow it).
+    fn place_carried(
+        &self,
+        batch: &[Request],
+        admitted: Vec<Result<(), Refusal>>,
+    ) -> Vec<Result<(), AppendError>> {
+        let mut failed: HashMap<&str, String> = HashMap::new();
+        batch
+            .iter()
+            .zip(admitted)
+            .map(|(r, admitted)| {
+                admitted.map_err(AppendError::Refused)?;
+                let id = r.entry.upload_id().unwrap_or_default();
+                if let Some(why) = failed.get(id) {
+                    return Err(AppendError::Io(io::Error::other(format!(
+                        "an earlier change to the upload failed: {why}"
+                    ))));
+                }
+                let placed = r.carried.iter().try_for_each(|c| match &self.files {
+                    Some(files) => files.place(&c.id, c.target, &c.data),
+                    None => Err(io::Error::other(
+                        "the coordinator was opened without a storage to carry writes for",
+                    )),
+                });
+                placed.map_err(|e| {
+                    failed.insert(id, e.to_string());
+                    AppendError::Io(e)
+                })
+            })
+            .collect()
     }
 
     /// Which entries of the batch may follow the state and the admitted entries before
@@ -1040,11 +1070,6 @@ impl Writer {
     /// switches to that log. Entries applied so far are all in the snapshot; entries not yet
     /// written go to the new log.
     fn compact(&mut self) -> io::Result<()> {
-        if !self.placed.is_empty() {
-            // Carried writes no commit synced yet must not be lost with this generation's
-            // log (before the checkpoint makes their files durable).
-            self.file.sync_data()?;
-        }
         let next = self.generation + 1;
         let snapshot = {
             let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);

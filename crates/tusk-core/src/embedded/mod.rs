@@ -65,6 +65,8 @@ struct Shared {
     released: Notify,
     /// Whether the log carries a storage's small writes ([`carry`]).
     carrying: bool,
+    /// The small writes staged for the commits that name them.
+    staged: Arc<carry::Staged>,
     next_token: AtomicU64,
     /// Ceiling already durable or requested; a new block is requested at half way.
     requested_ceiling: AtomicU64,
@@ -236,6 +238,7 @@ impl EmbeddedCoordinator {
             next_seqs: Mutex::new(HashMap::new()),
             released: Notify::new(),
             carrying,
+            staged: Arc::default(),
             next_token: AtomicU64::new(first_token),
             requested_ceiling: AtomicU64::new(first_token + TOKEN_BLOCK),
             log,
@@ -255,7 +258,7 @@ impl EmbeddedCoordinator {
     pub fn carrier(&self) -> Option<Carrier> {
         self.shared
             .carrying
-            .then(|| Carrier::new(self.shared.log.clone()))
+            .then(|| Carrier::new(self.shared.staged.clone()))
     }
 }
 
@@ -468,6 +471,7 @@ impl HeldLease for EmbeddedLease {
             if let Some(held) = leases.remove(&self.upload_id) {
                 lock(&shared.next_seqs).insert(self.upload_id.clone(), held.next_seq);
             }
+            shared.staged.forget(&self.upload_id);
         }
         drop(leases);
         shared.released.notify_waiters();
@@ -479,17 +483,15 @@ impl EmbeddedLease {
     /// The compare-and-set on the offset is the log writer's ([`Refusal::OffsetMismatch`]):
     /// it decides in the order entries are written, so of two commits expecting the same
     /// offset only the first is written.
+    /// The small writes the commit names go with it ([`carry`]).
     async fn commit_held(&self, commit: &Commit) -> Result<(), CoordError> {
+        let carried = self.shared.staged.take(&self.upload_id, &commit.append);
         self.check()?;
-        appended(
-            self.shared
-                .log
-                .append(Entry::Commit {
-                    id: self.upload_id.clone(),
-                    commit: commit.clone(),
-                })
-                .await,
-        )
+        let entry = Entry::Commit {
+            id: self.upload_id.clone(),
+            commit: commit.clone(),
+        };
+        appended(self.shared.log.append_carrying(entry, carried).await)
     }
 }
 
@@ -603,6 +605,131 @@ mod tests {
     use super::log::testing::{five_uploads, write_log};
     use super::*;
     use crate::{Segment, UploadState};
+
+    /// The storage side, for the log alone: no files.
+    struct NoFiles;
+
+    impl CarriedFiles for NoFiles {
+        fn place(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn make_durable(&self, _: &[(String, WriteTarget)]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn restore(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn staged_uploads(coord: &EmbeddedCoordinator) -> usize {
+        lock(&coord.shared.staged.0).len()
+    }
+
+    /// Staged bytes go with the commit that names them, and only those; what a write staged
+    /// that no commit takes is dropped when the lease is released, so memory holds only the
+    /// writes in flight.
+    #[tokio::test]
+    async fn staged_writes_go_with_their_commit_or_are_dropped_at_release() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coord = EmbeddedCoordinator::open_carrying(dir.path(), Arc::new(NoFiles), 1 << 20)
+            .await
+            .expect("open");
+        let carrier = coord.carrier().expect("carrying");
+        coord
+            .create(&log::testing::record("up", 20))
+            .await
+            .expect("create");
+        let mut lease = coord.acquire("up", Duration::ZERO).await.expect("lease");
+        let (named, stray) = (
+            lease.reserve().await.expect("t"),
+            lease.reserve().await.expect("t"),
+        );
+        carrier.stage("up", named, bytes::Bytes::from_static(b"0123456789"));
+        carrier.stage("up", stray, bytes::Bytes::from_static(b"never committed"));
+        let commit = match log::testing::commit("up", 0, 10, named.token) {
+            Entry::Commit { mut commit, .. } => {
+                commit.append = vec![Segment::new(named, 10)];
+                commit
+            }
+            _ => unreachable!("a commit"),
+        };
+        lease.commit(&commit).await.expect("commit");
+        assert_eq!(
+            staged_uploads(&coord),
+            1,
+            "the stray write stays until release"
+        );
+        lease.release().await.expect("release");
+        assert_eq!(
+            staged_uploads(&coord),
+            0,
+            "released with bytes still staged"
+        );
+        let replay = log::replay(dir.path()).expect("replay");
+        let carried: Vec<_> = replay
+            .carried
+            .iter()
+            .map(|c| (c.target, &c.data[..]))
+            .collect();
+        assert_eq!(carried, [(named, &b"0123456789"[..])]);
+    }
+
+    /// A storage whose disk refuses every file.
+    struct FullDisk;
+
+    impl CarriedFiles for FullDisk {
+        fn place(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
+            Err(std::io::Error::other("no space left on device"))
+        }
+        fn make_durable(&self, _: &[(String, WriteTarget)]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn restore(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A commit whose file cannot be written is refused, and neither it nor its bytes reach
+    /// the log: no commit is ever durable without its file.
+    #[tokio::test]
+    async fn a_commit_whose_carried_file_cannot_be_written_is_refused_and_not_logged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coord = EmbeddedCoordinator::open_carrying(dir.path(), Arc::new(FullDisk), 1 << 20)
+            .await
+            .expect("open");
+        coord
+            .create(&log::testing::record("up", 10))
+            .await
+            .expect("create");
+        let mut lease = coord.acquire("up", Duration::ZERO).await.expect("lease");
+        let target = lease.reserve().await.expect("target");
+        let carrier = coord.carrier().expect("carrying");
+        carrier.stage("up", target, bytes::Bytes::from_static(b"0123456789"));
+        let commit = match log::testing::commit("up", 0, 10, target.token) {
+            Entry::Commit { mut commit, .. } => {
+                commit.append = vec![Segment::new(target, 10)];
+                commit
+            }
+            _ => unreachable!("a commit"),
+        };
+        let refused = lease.commit(&commit).await;
+        assert!(
+            matches!(refused, Err(CoordError::Unavailable(ref m)) if m.contains("no space")),
+            "{refused:?}"
+        );
+        let replay = log::replay(dir.path()).expect("replay");
+        assert!(replay.carried.is_empty());
+        assert_eq!(replay.durable.records["up"].offset, 0);
+        assert_eq!(
+            coord
+                .load("up")
+                .await
+                .expect("load")
+                .expect("record")
+                .offset,
+            0
+        );
+    }
 
     /// The 2nd of eleven frames damaged: open fails naming the log and the byte offset, and
     /// no file of the directory changed (beyond the lock file).
