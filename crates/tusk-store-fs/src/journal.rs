@@ -242,7 +242,7 @@ fn claim(base: &Path, own: &str) -> io::Result<(PathBuf, File)> {
 
 /// What a replayed frame found.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Restored {
+enum Restored {
     /// The part file held the journal's bytes; it is synced now.
     Kept,
     /// The part file differed (zeros, short, long) and was rewritten in place, so every hard
@@ -255,7 +255,7 @@ pub(crate) enum Restored {
 }
 
 /// Whether `file` holds exactly `data`.
-fn holds(file: &mut File, data: &[u8]) -> bool {
+pub(crate) fn holds(file: &mut File, data: &[u8]) -> bool {
     if !file.metadata().is_ok_and(|m| m.len() == data.len() as u64) {
         return false;
     }
@@ -265,7 +265,7 @@ fn holds(file: &mut File, data: &[u8]) -> bool {
 
 /// Makes the part file at `part` hold exactly `data`, durably (but not its directory entry);
 /// a missing one is created only if `create`.
-pub(crate) fn restore(part: &Path, data: &[u8], create: bool) -> io::Result<Restored> {
+fn restore(part: &Path, data: &[u8], create: bool) -> io::Result<Restored> {
     match File::open(part) {
         Ok(mut file) => {
             if holds(&mut file, data) {

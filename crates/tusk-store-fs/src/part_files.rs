@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tusk_core::embedded::CarriedFiles;
 use tusk_core::WriteTarget;
 
-use crate::journal::restore;
+use crate::journal::holds;
 use crate::shards::{sync_dir, Shards};
 
 /// The part files under one root.
@@ -69,8 +69,29 @@ impl CarriedFiles for PartFiles {
     }
 
     fn restore(&self, upload: &str, target: WriteTarget, bytes: &[u8]) -> io::Result<()> {
-        let dir = self.shards.ensure(upload)?;
-        restore(&dir.join(crate::file_name(upload, target)), bytes, true)?;
-        sync_dir(&dir)
+        // A shard directory that exists was synced when it was made: no sync of the root
+        // per file restored while the shards are still being created at start.
+        let mut dir = self.shards.dir(upload)?;
+        if !dir.is_dir() {
+            dir = self.shards.ensure(upload)?;
+        }
+        let path = dir.join(crate::file_name(upload, target));
+        let held = match File::open(&path) {
+            Ok(mut file) => holds(&mut file, bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if held {
+            return Ok(());
+        }
+        // Zeros, cut short, or missing: rewritten in place, so a concatenation's hard link
+        // sees the bytes too.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        file.write_all(bytes)?;
+        file.set_len(bytes.len() as u64)
     }
 }

@@ -35,8 +35,9 @@ pub trait CarriedFiles: Send + Sync + 'static {
     /// about to forget their bytes. A file that is gone (discarded, terminated) is skipped.
     fn make_durable(&self, placed: &[(String, WriteTarget)]) -> io::Result<()>;
 
-    /// At a start: makes the file of `upload`'s committed `target` hold exactly `bytes`,
-    /// durably (created if missing, rewritten in place if it differs).
+    /// At a start: makes the file of `upload`'s committed `target` hold exactly `bytes`
+    /// (created if missing, rewritten in place if it differs), unsynced: the log keeps the
+    /// bytes until [`CarriedFiles::make_durable`].
     fn restore(&self, upload: &str, target: WriteTarget, bytes: &[u8]) -> io::Result<()>;
 }
 
@@ -109,7 +110,7 @@ impl Staged {
 
 /// The bytes of a small write, staged, going to the log with its commit, or found there at
 /// a start.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct CarriedWrite {
     pub id: String,
     pub target: WriteTarget,
@@ -138,13 +139,13 @@ impl CarriedWrite {
     }
 }
 
-/// Restores the files of the carried writes that are committed; returns how many.
+/// Restores the files of the carried writes that are committed; returns their targets.
 pub(super) fn restore_committed(
     files: &Arc<dyn CarriedFiles>,
     carried: &[CarriedWrite],
     records: &HashMap<String, UploadRecord>,
-) -> io::Result<usize> {
-    let mut restored = 0;
+) -> io::Result<Vec<(String, WriteTarget)>> {
+    let mut restored = Vec::new();
     for write in carried {
         if write.is_committed_in(records.get(&write.id)) {
             files
@@ -158,7 +159,7 @@ pub(super) fn restore_committed(
                         ),
                     )
                 })?;
-            restored += 1;
+            restored.push((write.id.clone(), write.target));
         }
     }
     Ok(restored)

@@ -175,7 +175,8 @@ fn write_salvaged(dir: &Path, check: &DataCheck, replay: &mut log::Replay) -> io
     }
     log::install_snapshot(dir, &snapshot, generation)?;
     // The carried writes go on in the new log: the files of those committed may be unsynced.
-    log::append_carried(&log::wal_path(dir, generation), &replay.carried)?;
+    let carried = [&replay.older_carried[..], &replay.carried[..]].concat();
+    log::append_carried(&log::wal_path(dir, generation), &carried)?;
     // The old log is out of use from the rename on.
     if let Some(damaged) = check.log.as_ref().filter(|l| !l.faults.is_empty()) {
         let aside = aside_name(&damaged.path, stamp)?;

@@ -425,8 +425,10 @@ pub(super) struct Replay {
     pub snapshot: Option<FileReport>,
     pub log: Option<FileReport>,
     pub skipped: Vec<Skipped>,
-    /// The carried writes of the older logs and the log, in that order.
+    /// The carried writes of the log.
     pub carried: Vec<CarriedWrite>,
+    /// The carried writes of the older logs.
+    pub older_carried: Vec<CarriedWrite>,
     /// Logs of generations before the snapshot's: compacted, but kept until the files of
     /// their carried writes were durable.
     pub older_logs: Vec<PathBuf>,
@@ -471,7 +473,8 @@ pub(super) fn replay(dir: &Path) -> io::Result<Replay> {
         }
         Err(e) => return Err(e),
     }
-    let (older_logs, mut carried) = older_carried_writes(dir, generation)?;
+    let (older_logs, older_carried) = older_carried_writes(dir, generation)?;
+    let mut carried = Vec::new();
     let log_path = wal_path(dir, generation);
     let log = match fs::read(&log_path) {
         Ok(buf) => {
@@ -498,6 +501,7 @@ pub(super) fn replay(dir: &Path) -> io::Result<Replay> {
         log,
         skipped,
         carried,
+        older_carried,
         older_logs,
     })
 }
@@ -664,6 +668,7 @@ pub(super) struct Recovered {
     pub torn: Option<Fault>,
     pub skipped: Vec<Skipped>,
     pub carried: Vec<CarriedWrite>,
+    pub older_carried: Vec<CarriedWrite>,
     pub older_logs: Vec<PathBuf>,
 }
 
@@ -705,6 +710,7 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
         torn,
         skipped: replay.skipped,
         carried: replay.carried,
+        older_carried: replay.older_carried,
         older_logs: replay.older_logs,
     })
 }
@@ -802,7 +808,8 @@ pub(super) struct LogWriter {
 impl LogWriter {
     /// Starts the writer thread over a recovered state. `state` is the shared in-memory
     /// state the writer applies entries to once they are durable; `files`, the storage
-    /// whose small writes the log carries, if any.
+    /// whose small writes the log carries, if any, and `placed`, the files of the writes the
+    /// log already carries that are not known durable.
     pub fn start(
         dir: PathBuf,
         generation: u64,
@@ -810,6 +817,7 @@ impl LogWriter {
         state: Arc<Mutex<Durable>>,
         compact_after: u64,
         files: Option<Arc<dyn CarriedFiles>>,
+        placed: Vec<(String, WriteTarget)>,
     ) -> io::Result<Self> {
         let path = wal_path(&dir, generation);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -838,7 +846,7 @@ impl LogWriter {
             state,
             failed: None,
             files,
-            placed: Vec::new(),
+            placed,
             checkpoints,
         };
         Ok(Self {

@@ -175,7 +175,7 @@ impl EmbeddedCoordinator {
         compact_after: u64,
         files: Option<Arc<dyn CarriedFiles>>,
     ) -> Result<Arc<Self>, CoordError> {
-        let (dir_lock, recovered) = {
+        let (dir_lock, recovered, placed) = {
             let (dir, files) = (dir.clone(), files.clone());
             tokio::task::spawn_blocking(move || {
                 let dir_lock = lock_dir(&dir)?;
@@ -183,8 +183,8 @@ impl EmbeddedCoordinator {
                     std::io::ErrorKind::InvalidData => CoordError::Corrupt(e.to_string()),
                     _ => CoordError::Unavailable(format!("reading {}: {e}", dir.display())),
                 })?;
-                restore_carried(&dir, &recovered, files.as_ref())?;
-                Ok::<_, CoordError>((dir_lock, recovered))
+                let placed = restore_carried(&dir, &recovered, files.as_ref())?;
+                Ok::<_, CoordError>((dir_lock, recovered, placed))
             })
             .await
             .map_err(|e| CoordError::Unavailable(e.to_string()))??
@@ -230,6 +230,7 @@ impl EmbeddedCoordinator {
             state.clone(),
             compact_after,
             files,
+            placed,
         )
         .map_err(unavailable)?;
         let shared = Arc::new(Shared {
@@ -262,40 +263,40 @@ impl EmbeddedCoordinator {
     }
 }
 
-/// At a start: restores the files of the committed carried writes the logs hold, then
-/// deletes the compacted logs kept for them. Without a storage to restore to, those logs
-/// stay.
+/// At a start: restores the files of the committed carried writes the logs hold, syncs
+/// those of the compacted logs and deletes them; returns the files of the log's own carried
+/// writes, which its next compaction makes durable. Without a storage to restore to, the
+/// compacted logs stay.
 fn restore_carried(
     dir: &Path,
     recovered: &log::Recovered,
     files: Option<&Arc<dyn CarriedFiles>>,
-) -> Result<(), CoordError> {
+) -> Result<Vec<(String, WriteTarget)>, CoordError> {
     let failed = |e: std::io::Error| CoordError::Unavailable(format!("{}: {e}", dir.display()));
     let Some(files) = files else {
-        if !recovered.carried.is_empty() {
+        let carried = recovered.carried.len() + recovered.older_carried.len();
+        if carried > 0 {
             tracing::warn!(
-                carried = recovered.carried.len(),
+                carried,
                 "the coordinator log carries writes of a storage it was not opened with; \
                  their files are not checked"
             );
         }
-        return Ok(());
+        return Ok(Vec::new());
     };
-    let restored = carry::restore_committed(files, &recovered.carried, &recovered.durable.records)
-        .map_err(failed)?;
-    if restored > 0 {
-        tracing::info!(
-            restored,
-            "restored the files of carried writes from the coordinator log"
-        );
+    let records = &recovered.durable.records;
+    let older =
+        carry::restore_committed(files, &recovered.older_carried, records).map_err(failed)?;
+    if !older.is_empty() {
+        files.make_durable(&older).map_err(failed)?;
     }
-    for older in &recovered.older_logs {
-        std::fs::remove_file(older).map_err(failed)?;
+    for log in &recovered.older_logs {
+        std::fs::remove_file(log).map_err(failed)?;
     }
     if !recovered.older_logs.is_empty() {
         File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
     }
-    Ok(())
+    carry::restore_committed(files, &recovered.carried, records).map_err(failed)
 }
 
 impl Shared {
@@ -621,6 +622,17 @@ mod tests {
         }
     }
 
+    /// The commit of upload `up`'s first 10 bytes, written to `target`.
+    fn first_commit_of_ten_bytes(target: WriteTarget) -> Commit {
+        match log::testing::commit("up", 0, 10, target.token) {
+            Entry::Commit { mut commit, .. } => {
+                commit.append = vec![Segment::new(target, 10)];
+                commit
+            }
+            _ => unreachable!("a commit"),
+        }
+    }
+
     fn staged_uploads(coord: &EmbeddedCoordinator) -> usize {
         lock(&coord.shared.staged.0).len()
     }
@@ -646,13 +658,7 @@ mod tests {
         );
         carrier.stage("up", named, bytes::Bytes::from_static(b"0123456789"));
         carrier.stage("up", stray, bytes::Bytes::from_static(b"never committed"));
-        let commit = match log::testing::commit("up", 0, 10, named.token) {
-            Entry::Commit { mut commit, .. } => {
-                commit.append = vec![Segment::new(named, 10)];
-                commit
-            }
-            _ => unreachable!("a commit"),
-        };
+        let commit = first_commit_of_ten_bytes(named);
         lease.commit(&commit).await.expect("commit");
         assert_eq!(
             staged_uploads(&coord),
@@ -705,13 +711,7 @@ mod tests {
         let target = lease.reserve().await.expect("target");
         let carrier = coord.carrier().expect("carrying");
         carrier.stage("up", target, bytes::Bytes::from_static(b"0123456789"));
-        let commit = match log::testing::commit("up", 0, 10, target.token) {
-            Entry::Commit { mut commit, .. } => {
-                commit.append = vec![Segment::new(target, 10)];
-                commit
-            }
-            _ => unreachable!("a commit"),
-        };
+        let commit = first_commit_of_ten_bytes(target);
         let refused = lease.commit(&commit).await;
         assert!(
             matches!(refused, Err(CoordError::Unavailable(ref m)) if m.contains("no space")),
