@@ -396,7 +396,6 @@ fn flushes_in(trace: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_upload_on_a_single_node_costs_one_flush_per_request() -> Result<()> {
     const UPLOADS: usize = 30;
-    let strace = which_strace()?;
     let http = reqwest::Client::new();
     let node = TestServer::start(&FsEmbedded, &[]).await?;
     // The shard directories are created (and the root synced) in the background at start.
@@ -412,15 +411,7 @@ async fn a_small_upload_on_a_single_node_costs_one_flush_per_request() -> Result
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = node.pid().context("the node is not running")?;
     let trace = node.dir.join("flushes.strace");
-    let mut tracer = tokio::process::Command::new(&strace)
-        .args([
-            "-f",
-            "-qq",
-            "-e",
-            "trace=fsync,fdatasync,sync_file_range,syncfs",
-            "-o",
-        ])
-        .arg(&trace)
+    let mut tracer = strace_flushes_into(&trace)?
         .args(["-p", &pid.to_string()])
         .kill_on_drop(true)
         .spawn()
@@ -454,6 +445,21 @@ async fn a_small_upload_on_a_single_node_costs_one_flush_per_request() -> Result
     Ok(())
 }
 
+/// strace, to trace the flushes of what it is given into the file `trace`.
+fn strace_flushes_into(trace: &Path) -> Result<tokio::process::Command> {
+    let mut command = tokio::process::Command::new(which_strace()?);
+    command
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,sync_file_range,syncfs",
+            "-o",
+        ])
+        .arg(trace);
+    Ok(command)
+}
+
 /// The strace binary, or an error saying how to install it.
 fn which_strace() -> Result<PathBuf> {
     let path = PathBuf::from("/usr/bin/strace");
@@ -470,22 +476,13 @@ fn which_strace() -> Result<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_does_not_flush_each_small_write_again() -> Result<()> {
     const UPLOADS: usize = 200;
-    let strace = which_strace()?;
     let http = reqwest::Client::new();
     let mut node = TestServer::start(&FsEmbedded, &[]).await?;
     let lengths = [1000; UPLOADS];
     let uploads = send_small_uploads(&http, &node.endpoint, &lengths, Bodies::One).await?;
     node.kill9().await?;
     let trace = node.dir.join("restart.strace");
-    let mut restarted = tokio::process::Command::new(&strace)
-        .args([
-            "-f",
-            "-qq",
-            "-e",
-            "trace=fsync,fdatasync,sync_file_range,syncfs",
-            "-o",
-        ])
-        .arg(&trace)
+    let mut restarted = strace_flushes_into(&trace)?
         .arg(tusk_tests::harness::tusk_binary()?)
         .args(["--host", "127.0.0.1", "--port", "0", "--admin-port", "0"])
         .arg("--upload-dir")

@@ -240,6 +240,9 @@ pub async fn draft_interrupted_creation_resumes(ctx: Ctx) -> Result<()> {
 /// early because that request, arriving late, asked it to (an incomplete answer).
 async fn resume(ctx: &Ctx, draft: &Draft, url: &str, data: &[u8], sent: u64) -> Result<()> {
     let version = draft.version;
+    // What the server can have received: the cut request's bytes, then, once an append was
+    // sent, all of them (an append that stopped early may have stored past the cut).
+    let mut sent = sent;
     for _attempt in 0..20 {
         let resp = ctx
             .send(
@@ -258,6 +261,7 @@ async fn resume(ctx: &Ctx, draft: &Draft, url: &str, data: &[u8], sent: u64) -> 
         let resp = ctx
             .send(draft.append(url, offset, rest, true), "resuming append")
             .await?;
+        sent = data.len() as u64;
         let complete = crate::conformance::util::header(&resp, draft.completeness_header());
         match resp.status().as_u16() {
             204 if complete.as_deref() == Some(draft.completeness(true)) => return Ok(()),
