@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The owner of a file that [`GroupCommit`] appends to.
@@ -48,15 +49,22 @@ pub trait GroupAppend: Send + 'static {
     fn tend(&mut self) {}
 }
 
-/// The sending side of a group-commit writer thread; dropping every sender stops it.
+/// The sending side of a group-commit writer thread. Dropping it stops the thread once the
+/// requests already sent are answered, and waits for that: whoever opens the file next finds
+/// the writer's last batch and upkeep finished, not under way.
 pub struct GroupCommit<R> {
-    requests: mpsc::Sender<R>,
+    requests: Option<mpsc::Sender<R>>,
+    thread: Option<JoinHandle<()>>,
 }
 
-impl<R> Clone for GroupCommit<R> {
-    fn clone(&self) -> Self {
-        Self {
-            requests: self.requests.clone(),
+impl<R> Drop for GroupCommit<R> {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            // The appender is dropped on its own thread, and may drop this handle there.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -73,17 +81,21 @@ impl<R: Send + 'static> GroupCommit<R> {
         mut appender: A,
     ) -> io::Result<Self> {
         let (requests, rx) = mpsc::channel::<R>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || run(&mut appender, &rx))?;
-        Ok(Self { requests })
+        Ok(Self {
+            requests: Some(requests),
+            thread: Some(thread),
+        })
     }
 
     /// Queues a request for the next batch; the appender answers it.
     pub fn send(&self, request: R, writer: &'static str) -> Result<(), WriterStopped> {
-        self.requests
-            .send(request)
-            .map_err(|_| WriterStopped(writer))
+        match &self.requests {
+            Some(requests) => requests.send(request).map_err(|_| WriterStopped(writer)),
+            None => Err(WriterStopped(writer)),
+        }
     }
 }
 

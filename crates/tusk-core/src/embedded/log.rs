@@ -799,8 +799,8 @@ struct Request {
 /// The writer thread's name, also in its errors.
 const WRITER: &str = "coordinator log";
 
-/// Handle to the writer thread.
-#[derive(Clone)]
+/// Handle to the writer thread; dropping it waits for the thread to finish (see
+/// [`GroupCommit`]).
 pub(super) struct LogWriter {
     writer: GroupCommit<Request>,
 }
@@ -827,12 +827,12 @@ impl LogWriter {
         sync_dir(&dir)?;
         let checkpoints = match &files {
             Some(files) => {
-                let (checkpoints, compacted) = std::sync::mpsc::channel();
+                let (queue, compacted) = std::sync::mpsc::channel();
                 let (files, dir) = (files.clone(), dir.clone());
-                std::thread::Builder::new()
+                let thread = std::thread::Builder::new()
                     .name("tusk-coord-checkpoint".into())
                     .spawn(move || checkpoint(&*files, &dir, &compacted))?;
-                Some(checkpoints)
+                Some(Checkpoints { queue, thread })
             }
             None => None,
         };
@@ -896,8 +896,24 @@ struct Writer {
     /// The files of the writes this generation's log carries: made durable before the log
     /// may go.
     placed: Vec<(String, WriteTarget)>,
-    /// To the thread that makes a compacted generation's files durable, then deletes it.
-    checkpoints: Option<std::sync::mpsc::Sender<Compacted>>,
+    /// The thread that makes a compacted generation's files durable, then deletes its log.
+    checkpoints: Option<Checkpoints>,
+}
+
+struct Checkpoints {
+    queue: std::sync::mpsc::Sender<Compacted>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Drop for Writer {
+    /// The checkpoints queued are finished before the writer is gone (and with it the
+    /// coordinator's hold on the directory).
+    fn drop(&mut self) {
+        if let Some(Checkpoints { queue, thread }) = self.checkpoints.take() {
+            drop(queue);
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A compacted generation's log, and the files placed for the writes it carried.
@@ -1093,7 +1109,7 @@ impl Writer {
         match &self.checkpoints {
             Some(checkpoints) if !self.placed.is_empty() => {
                 let placed = std::mem::take(&mut self.placed);
-                if checkpoints.send((old, placed)).is_err() {
+                if checkpoints.queue.send((old, placed)).is_err() {
                     tracing::warn!("the checkpoint thread is gone; the compacted log stays");
                 }
             }

@@ -6,9 +6,10 @@
 //! with it is never written twice.
 //!
 //! One process at a time: [`EmbeddedCoordinator::open`] takes an exclusive lock on the
-//! directory (a `flock` on `lock`, which holds the holder's pid) and keeps it while the
-//! coordinator lives. [`check`] and [`salvage`] inspect and repair a directory no process
-//! holds.
+//! directory (a `flock` on `lock`, which holds the holder's pid) and keeps it until the
+//! coordinator and its leases are dropped and its log's threads have finished what they were
+//! doing, so the next open (in this process or another) finds no compaction under way.
+//! [`check`] and [`salvage`] inspect and repair a directory no process holds.
 
 mod carry;
 mod check;
@@ -70,6 +71,7 @@ struct Shared {
     next_token: AtomicU64,
     /// Ceiling already durable or requested; a new block is requested at half way.
     requested_ceiling: AtomicU64,
+    /// Dropping it waits for the log's threads; declared before the lock, so it drops first.
     log: LogWriter,
     /// The directory's lock, released when the last lease and the coordinator are gone.
     _dir_lock: File,
@@ -693,6 +695,58 @@ mod tests {
         fn restore(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A disk slow to sync: each checkpoint takes a while.
+    struct SlowSync;
+
+    impl CarriedFiles for SlowSync {
+        fn place(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn make_durable(&self, _: &[(String, WriteTarget)]) -> std::io::Result<()> {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        }
+        fn restore(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Dropping the last handle closes the coordinator: the compaction and checkpoint its
+    /// last commit started are finished, and only then is the directory's lock free. (A
+    /// second coordinator opened right after the drop once read the snapshot of one
+    /// generation while the first one's writer deleted that generation's log, and came up
+    /// without the records that log held.)
+    #[tokio::test]
+    async fn the_last_handle_dropped_leaves_a_settled_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coord = EmbeddedCoordinator::open_carrying(dir.path(), Arc::new(SlowSync), 256)
+            .await
+            .expect("open");
+        let carrier = coord.carrier().expect("carrying");
+        coord
+            .create(&log::testing::record("up", 10))
+            .await
+            .expect("create");
+        let mut lease = coord.acquire("up", Duration::ZERO).await.expect("lease");
+        let target = lease.reserve().await.expect("target");
+        carrier.stage("up", target, bytes::Bytes::from(vec![7; 300]));
+        lease
+            .commit(&first_commit_of_ten_bytes(target))
+            .await
+            .expect("commit");
+        drop((lease, carrier, coord));
+
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["lock", "snapshot.bin", "wal-00000001.log"]);
+        let coord = EmbeddedCoordinator::open(dir.path()).await.expect("reopen");
+        let record = coord.load("up").await.expect("load").expect("record");
+        assert_eq!(record.offset, 10);
     }
 
     /// A commit whose file cannot be written is refused, and neither it nor its bytes reach
