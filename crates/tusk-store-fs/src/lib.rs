@@ -26,6 +26,7 @@ pub use part_files::PartFiles;
 use std::collections::HashSet;
 use std::io::{self, IoSlice, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +35,6 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use shards::{sync_dir, Shards};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tusk_core::embedded::Carrier;
 use tusk_core::fold::pieces_to_fold;
 use tusk_core::{
@@ -407,11 +407,25 @@ struct Piece {
     len: u64,
 }
 
+/// Reads from `file` at `at` until `buf` is full or the file ends; returns the bytes read.
+fn read_at_most(file: &std::fs::File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], at + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// The state of a download's stream.
 struct Reading {
     upload: String,
     pieces: std::vec::IntoIter<Piece>,
-    current: Option<(tokio::fs::File, Piece)>,
+    current: Option<(std::fs::File, Piece)>,
     /// Taken by the first part file found missing or short: the journal of a node that is
     /// gone may hold its bytes, so that node's journal is recovered and the read retried,
     /// once.
@@ -421,7 +435,7 @@ struct Reading {
 impl Reading {
     async fn next(mut self) -> Result<Option<(Bytes, Self)>, StorageError> {
         loop {
-            let (mut file, mut piece) = match self.current.take() {
+            let (file, mut piece) = match self.current.take() {
                 Some(current) => current,
                 None => {
                     let Some(piece) = self.pieces.next() else {
@@ -434,8 +448,18 @@ impl Reading {
                 continue;
             }
             let want = piece.len.min(READ_CHUNK as u64);
-            let mut buf = BytesMut::with_capacity(want as usize);
-            let n = (&mut file).take(want).read_buf(&mut buf).await? as u64;
+            // Read straight into the chunk the response sends (tokio's File would read into
+            // a buffer of its own and copy it over).
+            let at = piece.at;
+            let (file, bytes) = tokio::task::spawn_blocking(move || {
+                let mut bytes = vec![0; want as usize];
+                let n = read_at_most(&file, &mut bytes, at)?;
+                bytes.truncate(n);
+                Ok::<_, io::Error>((file, bytes))
+            })
+            .await
+            .map_err(|e| StorageError::Backend(format!("read thread: {e}")))??;
+            let n = bytes.len() as u64;
             if n == 0 {
                 if self.recover().await {
                     self.current = Some((self.open(&piece).await?, piece));
@@ -452,18 +476,19 @@ impl Reading {
             piece.at += n;
             piece.len -= n;
             self.current = Some((file, piece));
-            return Ok(Some((buf.freeze(), self)));
+            return Ok(Some((Bytes::from(bytes), self)));
         }
     }
 
-    /// The file of `piece`, at the piece's position.
-    async fn open(&mut self, piece: &Piece) -> Result<tokio::fs::File, StorageError> {
+    /// The file of `piece` (reads are positional: each takes the piece's position).
+    async fn open(&mut self, piece: &Piece) -> Result<std::fs::File, StorageError> {
         loop {
-            match tokio::fs::File::open(&piece.path).await {
-                Ok(mut file) => {
-                    file.seek(io::SeekFrom::Start(piece.at)).await?;
-                    return Ok(file);
-                }
+            let path = piece.path.clone();
+            let opened = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+                .await
+                .map_err(|e| StorageError::Backend(format!("open thread: {e}")))?;
+            match opened {
+                Ok(file) => return Ok(file),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if !self.recover().await {
                         return Err(StorageError::MissingSegment {
