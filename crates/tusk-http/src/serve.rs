@@ -4,8 +4,9 @@
 //! is being read (a chunk in hand and the next read) and counted by no budget: at hyper's
 //! default (about 400 KiB) 50 clients sending at full speed held 30 MiB in it. Each read is a
 //! `recv` and a wake-up of the task that writes, so a smaller buffer costs CPU per byte: a
-//! 1 GiB upload took 34,000 system calls at 128 KiB, 24,500 at 256 KiB and 17,000 at 512 KiB;
-//! 16 uploads at once on a slow disk peaked at 48, 55 and 89 MiB of RSS. The buffer is
+//! 1 GiB upload took 34,000-38,000 system calls at 128 KiB, 24,500-31,600 at 256 KiB and
+//! 17,000-21,000 at 512 KiB; 16 uploads at once on a slow disk peaked at up to 50, 55 and
+//! 89 MiB of RSS (2026-12-03, README's benchmark section). The buffer is
 //! 256 KiB, or the header limit and 16 KiB if larger (hyper answers 431 to a head past its
 //! buffer). The configured header limit is enforced per request by a layer
 //! (`header_limit.rs`).
