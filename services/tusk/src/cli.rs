@@ -539,7 +539,7 @@ pub const FLAGS: &[Flag] = &[
     },
     Flag {
         flag: "",
-        help: "Largest request head (request line and headers) in bytes; beyond it 431. Each connection's read buffer is 128 KiB, or this and 16 KiB if larger.",
+        help: "Largest request head (request line and headers) in bytes; beyond it 431. Each connection's read buffer is 256 KiB, or this and 16 KiB if larger.",
         key: "server.max_header_bytes",
         default: "65536",
     },
