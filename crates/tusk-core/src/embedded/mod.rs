@@ -609,19 +609,56 @@ mod tests {
     use super::*;
     use crate::{Segment, UploadState};
 
-    /// The storage side, for the log alone: no files.
-    struct NoFiles;
+    /// The storage side, for the log alone: no files are written; `full` refuses every one,
+    /// and each sync takes `sync_takes`.
+    struct TestDisk {
+        full: bool,
+        sync_takes: Duration,
+    }
 
-    impl CarriedFiles for NoFiles {
+    impl TestDisk {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                full: false,
+                sync_takes: Duration::ZERO,
+            })
+        }
+    }
+
+    impl CarriedFiles for TestDisk {
         fn place(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
+            if self.full {
+                return Err(std::io::Error::other("no space left on device"));
+            }
             Ok(())
         }
         fn make_durable(&self, _: &[(String, WriteTarget)]) -> std::io::Result<()> {
+            std::thread::sleep(self.sync_takes);
             Ok(())
         }
         fn restore(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A coordinator on `dir` whose log carries the writes of `disk`, an upload `up` of
+    /// `length` bytes, and its lease.
+    async fn carrying_upload(
+        dir: &Path,
+        disk: Arc<TestDisk>,
+        compact_after: u64,
+        length: u64,
+    ) -> (Arc<EmbeddedCoordinator>, Carrier, crate::Lease) {
+        let coord = EmbeddedCoordinator::open_carrying(dir, disk, compact_after)
+            .await
+            .expect("open");
+        let carrier = coord.carrier().expect("carrying");
+        coord
+            .create(&log::testing::record("up", length))
+            .await
+            .expect("create");
+        let lease = coord.acquire("up", Duration::ZERO).await.expect("lease");
+        (coord, carrier, lease)
     }
 
     /// The commit of upload `up`'s first 10 bytes, written to `target`.
@@ -645,15 +682,8 @@ mod tests {
     #[tokio::test]
     async fn staged_writes_go_with_their_commit_or_are_dropped_at_release() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let coord = EmbeddedCoordinator::open_carrying(dir.path(), Arc::new(NoFiles), 1 << 20)
-            .await
-            .expect("open");
-        let carrier = coord.carrier().expect("carrying");
-        coord
-            .create(&log::testing::record("up", 20))
-            .await
-            .expect("create");
-        let mut lease = coord.acquire("up", Duration::ZERO).await.expect("lease");
+        let (coord, carrier, mut lease) =
+            carrying_upload(dir.path(), TestDisk::new(), 1 << 20, 20).await;
         let (named, stray) = (
             lease.reserve().await.expect("t"),
             lease.reserve().await.expect("t"),
@@ -682,37 +712,6 @@ mod tests {
         assert_eq!(carried, [(named, &b"0123456789"[..])]);
     }
 
-    /// A storage whose disk refuses every file.
-    struct FullDisk;
-
-    impl CarriedFiles for FullDisk {
-        fn place(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
-            Err(std::io::Error::other("no space left on device"))
-        }
-        fn make_durable(&self, _: &[(String, WriteTarget)]) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn restore(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// A disk slow to sync: each checkpoint takes a while.
-    struct SlowSync;
-
-    impl CarriedFiles for SlowSync {
-        fn place(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn make_durable(&self, _: &[(String, WriteTarget)]) -> std::io::Result<()> {
-            std::thread::sleep(Duration::from_millis(300));
-            Ok(())
-        }
-        fn restore(&self, _: &str, _: WriteTarget, _: &[u8]) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Dropping the last handle closes the coordinator: the compaction and checkpoint its
     /// last commit started are finished, and only then is the directory's lock free. (A
     /// second coordinator opened right after the drop once read the snapshot of one
@@ -721,15 +720,12 @@ mod tests {
     #[tokio::test]
     async fn the_last_handle_dropped_leaves_a_settled_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let coord = EmbeddedCoordinator::open_carrying(dir.path(), Arc::new(SlowSync), 256)
-            .await
-            .expect("open");
-        let carrier = coord.carrier().expect("carrying");
-        coord
-            .create(&log::testing::record("up", 10))
-            .await
-            .expect("create");
-        let mut lease = coord.acquire("up", Duration::ZERO).await.expect("lease");
+        // A disk slow to sync: the checkpoint is still under way when the handles go.
+        let slow = Arc::new(TestDisk {
+            full: false,
+            sync_takes: Duration::from_millis(300),
+        });
+        let (coord, carrier, mut lease) = carrying_upload(dir.path(), slow, 256, 10).await;
         let target = lease.reserve().await.expect("target");
         carrier.stage("up", target, bytes::Bytes::from(vec![7; 300]));
         lease
@@ -754,16 +750,12 @@ mod tests {
     #[tokio::test]
     async fn a_commit_whose_carried_file_cannot_be_written_is_refused_and_not_logged() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let coord = EmbeddedCoordinator::open_carrying(dir.path(), Arc::new(FullDisk), 1 << 20)
-            .await
-            .expect("open");
-        coord
-            .create(&log::testing::record("up", 10))
-            .await
-            .expect("create");
-        let mut lease = coord.acquire("up", Duration::ZERO).await.expect("lease");
+        let full = Arc::new(TestDisk {
+            full: true,
+            sync_takes: Duration::ZERO,
+        });
+        let (coord, carrier, mut lease) = carrying_upload(dir.path(), full, 1 << 20, 10).await;
         let target = lease.reserve().await.expect("target");
-        let carrier = coord.carrier().expect("carrying");
         carrier.stage("up", target, bytes::Bytes::from_static(b"0123456789"));
         let commit = first_commit_of_ten_bytes(target);
         let refused = lease.commit(&commit).await;
