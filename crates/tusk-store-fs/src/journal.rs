@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tusk_core::group_commit::{GroupAppend, GroupCommit, WriterStopped};
 
-use crate::shards::{sync_dir, Shards};
+use crate::shards::{sync_dir, sync_parts, Shards};
 use crate::tombstones::Tombstones;
 
 /// Bodies up to this size go through the journal.
@@ -242,7 +242,7 @@ fn claim(base: &Path, own: &str) -> io::Result<(PathBuf, File)> {
 
 /// What a replayed frame found.
 #[derive(Debug, PartialEq)]
-enum Restored {
+pub(crate) enum Restored {
     /// The part file held the journal's bytes; it is synced now.
     Kept,
     /// The part file differed (zeros, short, long) and was rewritten in place, so every hard
@@ -255,7 +255,7 @@ enum Restored {
 }
 
 /// Whether `file` holds exactly `data`.
-pub(crate) fn holds(file: &mut File, data: &[u8]) -> bool {
+fn holds(file: &mut File, data: &[u8]) -> bool {
     if !file.metadata().is_ok_and(|m| m.len() == data.len() as u64) {
         return false;
     }
@@ -266,19 +266,32 @@ pub(crate) fn holds(file: &mut File, data: &[u8]) -> bool {
 /// Makes the part file at `part` hold exactly `data`, durably (but not its directory entry);
 /// a missing one is created only if `create`.
 fn restore(part: &Path, data: &[u8], create: bool) -> io::Result<Restored> {
+    let (restored, file) = rewrite(part, data, create)?;
+    if let Some(file) = file {
+        file.sync_data()?;
+    }
+    Ok(restored)
+}
+
+/// Makes the part file at `part` hold exactly `data`, unsynced (a file that differs is
+/// rewritten in place, so every hard link to it sees the bytes); a missing one is created
+/// only if `create`. Returns what it found, and the file unless it is absent.
+pub(crate) fn rewrite(
+    part: &Path,
+    data: &[u8],
+    create: bool,
+) -> io::Result<(Restored, Option<File>)> {
     match File::open(part) {
         Ok(mut file) => {
             if holds(&mut file, data) {
-                file.sync_data()?;
-                return Ok(Restored::Kept);
+                return Ok((Restored::Kept, Some(file)));
             }
             drop(file);
             match OpenOptions::new().write(true).open(part) {
                 Ok(mut file) => {
                     file.write_all(data)?;
                     file.set_len(data.len() as u64)?;
-                    file.sync_data()?;
-                    return Ok(Restored::Rewritten);
+                    return Ok((Restored::Rewritten, Some(file)));
                 }
                 // Removed meanwhile: created below, like a missing one.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -289,7 +302,7 @@ fn restore(part: &Path, data: &[u8], create: bool) -> io::Result<Restored> {
         Err(e) => return Err(e),
     }
     if !create {
-        return Ok(Restored::Absent);
+        return Ok((Restored::Absent, None));
     }
     if let Some(shard) = part.parent() {
         fs::create_dir_all(shard)?;
@@ -300,8 +313,7 @@ fn restore(part: &Path, data: &[u8], create: bool) -> io::Result<Restored> {
         .truncate(true)
         .open(part)?;
     file.write_all(data)?;
-    file.sync_data()?;
-    Ok(Restored::Created)
+    Ok((Restored::Created, Some(file)))
 }
 
 /// Replays the journals of nodes that are gone; buries terminated uploads.
@@ -717,24 +729,7 @@ impl Writer {
 /// Syncs the part files a journal covered, then deletes the journal.
 fn checkpoint(rx: mpsc::Receiver<(PathBuf, Vec<PathBuf>)>) {
     while let Ok((journal, parts)) = rx.recv() {
-        let result = (|| -> io::Result<()> {
-            let mut dirs = BTreeSet::new();
-            for part in &parts {
-                match File::open(part) {
-                    Ok(f) => f.sync_data()?,
-                    // Discarded or deleted since: nothing to keep.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                }
-                if let Some(dir) = part.parent() {
-                    dirs.insert(dir.to_path_buf());
-                }
-            }
-            for dir in dirs {
-                sync_dir(&dir)?;
-            }
-            fs::remove_file(&journal)
-        })();
+        let result = sync_parts(parts).and_then(|()| fs::remove_file(&journal));
         if let Err(error) = result {
             // The journal stays; whoever adopts it once this node is gone recovers its files.
             tracing::warn!(%error, journal = %journal.display(), "checkpoint failed");

@@ -3,8 +3,7 @@
 //! write's file written unsynced when its commit comes, and one sync, the log's, makes its
 //! bytes and its commit durable together.
 
-use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,8 +11,8 @@ use std::sync::Arc;
 use tusk_core::embedded::CarriedFiles;
 use tusk_core::WriteTarget;
 
-use crate::journal::holds;
-use crate::shards::{sync_dir, Shards};
+use crate::journal::rewrite;
+use crate::shards::{sync_parts, Shards};
 
 /// The part files under one root.
 pub struct PartFiles {
@@ -52,20 +51,11 @@ impl CarriedFiles for PartFiles {
     }
 
     fn make_durable(&self, placed: &[(String, WriteTarget)]) -> io::Result<()> {
-        let mut dirs = BTreeSet::new();
-        for (upload, target) in placed {
-            let path = self.path(upload, *target)?;
-            match File::open(&path) {
-                Ok(file) => file.sync_data()?,
-                // Discarded, folded away or terminated since: nothing to keep.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-            if let Some(dir) = path.parent() {
-                dirs.insert(dir.to_path_buf());
-            }
-        }
-        dirs.iter().try_for_each(|dir| sync_dir(dir))
+        let parts = placed
+            .iter()
+            .map(|(upload, target)| self.path(upload, *target))
+            .collect::<io::Result<Vec<_>>>()?;
+        sync_parts(parts)
     }
 
     fn restore(&self, upload: &str, target: WriteTarget, bytes: &[u8]) -> io::Result<()> {
@@ -76,22 +66,7 @@ impl CarriedFiles for PartFiles {
             dir = self.shards.ensure(upload)?;
         }
         let path = dir.join(crate::file_name(upload, target));
-        let held = match File::open(&path) {
-            Ok(mut file) => holds(&mut file, bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
-        };
-        if held {
-            return Ok(());
-        }
-        // Zeros, cut short, or missing: rewritten in place, so a concatenation's hard link
-        // sees the bytes too.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        file.write_all(bytes)?;
-        file.set_len(bytes.len() as u64)
+        // Unsynced: the log keeps the bytes until `make_durable`.
+        rewrite(&path, bytes, true).map(drop)
     }
 }

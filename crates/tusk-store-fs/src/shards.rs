@@ -24,6 +24,23 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Syncs each of the part files `parts` that still exists (one gone was discarded, folded
+/// away or terminated since: nothing to keep), then each directory that holds one.
+pub(crate) fn sync_parts(parts: impl IntoIterator<Item = PathBuf>) -> io::Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for part in parts {
+        match std::fs::File::open(&part) {
+            Ok(file) => file.sync_data()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(dir) = part.parent() {
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+    dirs.iter().try_for_each(|dir| sync_dir(dir))
+}
+
 fn create(dir: &Path) -> io::Result<()> {
     match std::fs::create_dir(dir) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),

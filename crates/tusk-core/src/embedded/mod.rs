@@ -296,7 +296,7 @@ fn restore_carried(
         std::fs::remove_file(log).map_err(failed)?;
     }
     if !recovered.older_logs.is_empty() {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
+        log::sync_dir(dir).map_err(failed)?;
     }
     carry::restore_committed(files, &recovered.carried, records).map_err(failed)
 }
