@@ -924,7 +924,7 @@ NONDEFAULT = {
                    "interimResponses": True},
         "uploads": {"maxSize": 10737418240, "maxMetadataSize": 8192, "expireAfter": "3d",
                     "tombstoneTtl": "12h", "sweepInterval": "5m", "leaseWait": "4s"},
-        "storage": {"fs": {"writeWindow": 1048576}},
+        "storage": {"fs": {"writeWindow": 524288, "writeBuffer": 8388608}},
         "coordinator": {"backend": "redis", "leaseTtl": "15s",
                         "redis": {"url": "rediss://redis.db:6380/2", "existingSecret": "redis-auth",
                                   "urlKey": "", "passwordKey": "pw", "prefix": "up:",
@@ -1220,7 +1220,7 @@ def check_values_reach_pod():
                    "shutdown_drain": "50s"},
         "uploads": {"max_size": 10737418240, "max_metadata_size": 8192, "expire_after": "3d",
                     "tombstone_ttl": "12h", "sweep_interval": "5m", "lease_wait": "4s"},
-        "storage": {"backend": "fs", "fs": {"write_window": 1048576}},
+        "storage": {"backend": "fs", "fs": {"write_window": 524288, "write_buffer": 8388608}},
         "coordinator": {"backend": "redis", "lease_ttl": "15s",
                         "redis": {"prefix": "up:", "timeout": "3s", "sentinels": ["s1:26379", "s2:26379"],
                                   "sentinel_master": "primary", "wait_replicas": 1},
@@ -1348,7 +1348,7 @@ def check_s3_values_reach_pod():
     # The default (fs) render has no S3 table and no AWS_* env.
     docs = render()
     toml = tomllib.loads(by_kind(docs, "ConfigMap")[0]["data"]["tusk.toml"])
-    assert toml["storage"] == {"backend": "fs", "fs": {"write_window": 262144}}, toml["storage"]
+    assert toml["storage"] == {"backend": "fs", "fs": {"write_window": 1048576, "write_buffer": 16777216}}, toml["storage"]
     c = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     assert not any(k.startswith("AWS_") for k in env_of(c))
 

@@ -20,11 +20,12 @@ mod journal;
 mod part_files;
 mod shards;
 mod tombstones;
+mod window;
 
 pub use part_files::PartFiles;
 
 use std::collections::HashSet;
-use std::io::{self, IoSlice, Write};
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use shards::{sync_dir, Shards};
 use tusk_core::embedded::Carrier;
@@ -41,6 +42,7 @@ use tusk_core::{
     ByteStream, Chunks, Concatenation, Lease, Segment, Storage, StorageError, Stored, UploadRecord,
     WriteContext, WriteTarget,
 };
+use window::{Window, WindowBudget};
 
 /// Files at least this big are never folded: copying them again would cost more than the
 /// file does (a long upload's progress commits leave a file per 64 MiB; clients often send
@@ -66,10 +68,14 @@ const READ_CHUNK: usize = 256 << 10;
 /// How an [`FsStorage`] runs.
 #[derive(Clone, Debug)]
 pub struct FsOptions {
-    /// Bytes gathered before one write to disk; with the two buffers queued to the writer
-    /// thread this bounds the memory one PATCH uses at about three windows. At least 4 KiB.
-    /// Default 256 KiB.
+    /// The most bytes a body gathers before one write to disk (what a body streaming alone
+    /// gathers). At least 4 KiB. Default 1 MiB.
     pub write_window: usize,
+    /// The memory the bodies streaming to disk hold together: with N streaming, each writes
+    /// in windows of a third of `write_buffer / N` (the one filling, the one queued to its
+    /// writer thread, the one being written), at most `write_window` and at least 64 KiB.
+    /// Default 16 MiB.
+    pub write_buffer: usize,
     /// How often the storage looks for the journal of a node that is gone (its lock is free)
     /// under a shared root and recovers it; a read that finds a part file missing or short
     /// looks at once. `tusk` passes `uploads.sweep_interval`. Default 60s.
@@ -85,7 +91,8 @@ pub struct FsOptions {
 impl Default for FsOptions {
     fn default() -> Self {
         Self {
-            write_window: 256 << 10,
+            write_window: 1 << 20,
+            write_buffer: 16 << 20,
             adopt_interval: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(2),
             carrier: None,
@@ -98,8 +105,8 @@ pub struct FsStorage {
     journal: journal::Journal,
     /// See [`FsOptions::carrier`].
     carrier: Option<Carrier>,
-    /// See [`FsOptions::write_window`].
-    write_window: usize,
+    /// Sizes the windows of bodies streaming to disk; see [`FsOptions::write_buffer`].
+    windows: WindowBudget,
 }
 
 impl FsStorage {
@@ -135,7 +142,7 @@ impl FsStorage {
             )?,
             shards,
             carrier: options.carrier,
-            write_window: options.write_window.max(4096),
+            windows: WindowBudget::new(options.write_buffer, options.write_window.max(4096)),
         })
     }
 
@@ -189,8 +196,10 @@ impl FsStorage {
         }
         let shards = self.shards.clone();
         let upload = upload.to_string();
-        // A blocking thread writes while this task keeps reading the network.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Window>(2);
+        let _streaming = self.windows.enter();
+        // A blocking thread writes while this task keeps reading the network; one window
+        // waits for it while it writes another (see window::WINDOWS_PER_BODY).
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Window>(1);
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
             let dir = shards.ensure(&upload)?;
             let mut file = open_target(&dir.join(file_name(&upload, target)), target)?;
@@ -207,7 +216,7 @@ impl FsStorage {
         let _ = tx.send(std::mem::take(&mut pending)).await;
         while let Some(chunk) = chunks.next().await {
             pending.push(chunk);
-            if pending.len >= self.write_window
+            if pending.len >= self.windows.window()
                 && tx.send(std::mem::take(&mut pending)).await.is_err()
             {
                 break; // the writer failed; its error is reported below
@@ -320,72 +329,6 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(&str, WriteTarget)> {
         seq: u32::from_str_radix(seq, 16).ok()?,
     };
     Some((upload, target))
-}
-
-/// Chunks at least this long are kept as they came; shorter ones are copied together, so a
-/// body that arrives a few bytes per read cannot make a window of thousands of chunks.
-const KEPT_CHUNK: usize = 4 << 10;
-
-/// Body chunks gathered for one write: as they came off the network, but short ones, which
-/// are copied together into `joined` (whose bytes follow every chunk kept so far).
-#[derive(Default)]
-struct Window {
-    chunks: Vec<Bytes>,
-    joined: BytesMut,
-    len: usize,
-}
-
-impl Window {
-    fn push(&mut self, chunk: Bytes) {
-        self.len += chunk.len();
-        if chunk.len() < KEPT_CHUNK {
-            self.joined.extend_from_slice(&chunk);
-            if self.joined.len() >= KEPT_CHUNK {
-                self.keep_joined();
-            }
-        } else {
-            self.keep_joined();
-            self.chunks.push(chunk);
-        }
-    }
-
-    fn keep_joined(&mut self) {
-        if !self.joined.is_empty() {
-            self.chunks.push(self.joined.split().freeze());
-        }
-    }
-
-    /// The bytes as one buffer (a copy only if there are several pieces).
-    fn into_contiguous(mut self) -> Bytes {
-        self.keep_joined();
-        if self.chunks.len() == 1 {
-            return self.chunks.pop().unwrap_or_default();
-        }
-        let mut whole = BytesMut::with_capacity(self.len);
-        for chunk in &self.chunks {
-            whole.extend_from_slice(chunk);
-        }
-        whole.freeze()
-    }
-
-    /// Writes every piece with as few `writev` calls as the kernel takes.
-    fn write_to(&self, file: &mut std::fs::File) -> io::Result<()> {
-        let pieces = self.chunks.iter().map(|c| &c[..]).chain([&self.joined[..]]);
-        let mut slices: Vec<IoSlice<'_>> = pieces
-            .filter(|piece| !piece.is_empty())
-            .map(IoSlice::new)
-            .collect();
-        let mut rest = &mut slices[..];
-        while !rest.is_empty() {
-            match file.write_vectored(rest) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut rest, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
 }
 
 fn open_target(path: &Path, target: WriteTarget) -> Result<std::fs::File, StorageError> {
@@ -753,39 +696,6 @@ impl FsStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Bytes arriving one per read make a handful of pieces, not one per byte, and every
-    /// byte keeps its place among the long chunks kept as they came.
-    #[test]
-    fn a_window_keeps_long_chunks_joins_short_ones_and_keeps_the_order() {
-        let mut expected = Vec::new();
-        let mut window = Window::default();
-        for round in 0..3u8 {
-            for n in 0..10_000u32 {
-                let byte = Bytes::from(vec![(n % 251) as u8]);
-                expected.extend_from_slice(&byte);
-                window.push(byte);
-            }
-            let long = Bytes::from(vec![round; 64 << 10]);
-            expected.extend_from_slice(&long);
-            window.push(long);
-        }
-        window.push(Bytes::from_static(b"tail"));
-        expected.extend_from_slice(b"tail");
-        assert!(
-            window.chunks.len() <= 3 * (10_000 / KEPT_CHUNK + 2),
-            "{} pieces",
-            window.chunks.len()
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("part");
-        window
-            .write_to(&mut std::fs::File::create(&path).expect("create"))
-            .expect("write");
-        assert_eq!(std::fs::read(&path).expect("read"), expected);
-        assert_eq!(window.len, expected.len());
-        assert_eq!(window.into_contiguous(), expected);
-    }
 
     #[test]
     fn only_a_trailing_run_of_small_files_is_folded() {

@@ -683,9 +683,15 @@ pub const FLAGS: &[Flag] = &[
     },
     Flag {
         flag: "",
-        help: "Bytes gathered per disk write; one PATCH holds about three.",
+        help: "The most bytes a PATCH body gathers for one disk write (an upload streaming alone).",
         key: "storage.fs.write_window",
-        default: "262144",
+        default: "1048576",
+    },
+    Flag {
+        flag: "",
+        help: "Memory the PATCH bodies streaming to disk hold together: with N of them, each writes in windows of write_buffer / 3N (at most write_window, at least 64 KiB).",
+        key: "storage.fs.write_buffer",
+        default: "16777216",
     },
     Flag {
         flag: "",

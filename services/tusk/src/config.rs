@@ -326,16 +326,21 @@ pub enum StorageBackend {
 pub struct FsConfig {
     /// Directory for upload bytes. Default `./data`.
     pub dir: PathBuf,
-    /// Bytes gathered per disk write; a PATCH holds about three of these. Default 256 KiB
-    /// (16 parallel uploads then stay under 64 MiB RSS at full speed).
+    /// The most bytes a PATCH body gathers for one disk write: what an upload streaming
+    /// alone writes in. Default 1 MiB.
     pub write_window: usize,
+    /// Memory the PATCH bodies streaming to disk hold together: with N of them, each
+    /// writes in windows of write_buffer / 3N (at most write_window, at least 64 KiB) and
+    /// holds three. Default 16 MiB.
+    pub write_buffer: usize,
 }
 
 impl Default for FsConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("./data"),
-            write_window: 256 << 10,
+            write_window: 1 << 20,
+            write_buffer: 16 << 20,
         }
     }
 }

@@ -516,6 +516,7 @@ async fn open_single_node(
 fn fs_options(config: &Config) -> FsOptions {
     FsOptions {
         write_window: config.storage.fs.write_window,
+        write_buffer: config.storage.fs.write_buffer,
         // Nodes sharing the directory look for each other's orphaned journals as often as
         // the sweeper runs.
         adopt_interval: config.uploads.sweep_interval,
