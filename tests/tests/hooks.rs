@@ -336,8 +336,8 @@ async fn post_finish_arrives_once_across_a_cluster() -> Result<()> {
 }
 
 /// One attempt of at most 2 s per delivery and a sweep every second: a notice a dead node
-/// owed falls due about 2 s after the change that owed it, and is delivered again within
-/// seconds.
+/// owed falls due 2-3 s after the change that owed it (records count whole seconds), and is
+/// delivered again within seconds.
 fn quick_redelivery_config(dir: &Path) -> Result<String> {
     let path = dir.join("redelivery.toml");
     std::fs::write(

@@ -83,12 +83,12 @@ impl OwedNotice {
     /// Longest wait between two deliveries of a notice the receiver keeps refusing.
     const MAX_WAIT: u64 = 3600;
 
-    /// A notice of `event`, first delivered by the node that makes the change; the sweeper
-    /// takes over after `delivery_time`.
+    /// A notice of `event`, first delivered by the node that makes the change at `now` (the
+    /// whole second the clock reads); the sweeper takes over after `delivery_time`.
     pub fn new(event: crate::HookEvent, now: u64, delivery_time: u64) -> Self {
         Self {
             event,
-            due_at: now + delivery_time.max(1),
+            due_at: Self::after(now, delivery_time.max(1)),
             claims: 0,
         }
     }
@@ -101,10 +101,16 @@ impl OwedNotice {
             .saturating_mul(1 << self.claims.min(16))
             .min(Self::MAX_WAIT);
         Self {
-            due_at: now + wait,
+            due_at: Self::after(now, wait),
             claims: self.claims.saturating_add(1),
             ..self
         }
+    }
+
+    /// The first whole second by which `wait` seconds have surely passed since `now`, a
+    /// whole second the clock read anywhere within it.
+    fn after(now: u64, wait: u64) -> u64 {
+        now.saturating_add(1).saturating_add(wait)
     }
 }
 
@@ -214,5 +220,30 @@ impl UploadRecord {
         self.segments.clear();
         self.expires_at = None;
         self.notice = notice;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HookEvent;
+
+    /// Records hold whole seconds: a notice made at 1000.999 s reads `now` = 1000, and the
+    /// sweeper delivers it once the whole second it reads reaches `due_at`. The node that
+    /// made (or claimed) it must still get all of its delivery time first, or a receiver
+    /// that answers a little slowly gets the notice twice.
+    #[test]
+    fn a_notice_falls_due_no_sooner_than_its_delivery_time() {
+        let made_at = 1000.999;
+        let notice = OwedNotice::new(HookEvent::PostFinish, 1000, 1);
+        assert!(notice.due_at as f64 >= made_at + 1.0, "{notice:?}");
+        let claimed_at = 2000.999;
+        let claimed = notice.claimed(2000, 1);
+        assert!(claimed.due_at as f64 >= claimed_at + 1.0, "{claimed:?}");
+        let again = claimed.claimed(2000, 1);
+        assert!(
+            again.due_at as f64 >= claimed_at + 2.0,
+            "doubled: {again:?}"
+        );
     }
 }

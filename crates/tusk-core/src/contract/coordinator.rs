@@ -688,11 +688,11 @@ pub async fn owed_notices_are_kept_until_cleared_and_fall_due(fixture: &dyn Coor
         Some(claimed)
     );
     assert_eq!(
-        due_among(node.as_ref(), base + 149, &ours).await,
+        due_among(node.as_ref(), claimed.due_at - 1, &ours).await,
         Vec::<String>::new()
     );
     assert_eq!(
-        due_among(node.as_ref(), base + 150, &ours).await,
+        due_among(node.as_ref(), claimed.due_at, &ours).await,
         vec![finished.clone()],
         "owed_notices: a claimed notice is due at its new time"
     );
