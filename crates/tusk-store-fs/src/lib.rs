@@ -198,7 +198,7 @@ impl FsStorage {
         let upload = upload.to_string();
         let _streaming = self.windows.enter();
         // A blocking thread writes while this task keeps reading the network; one window
-        // waits for it while it writes another (see window::WINDOWS_PER_BODY).
+        // waits for it while it writes another (three windows per body, as the budget counts).
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Window>(1);
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
             let dir = shards.ensure(&upload)?;

@@ -17,7 +17,7 @@ pub(crate) struct WindowBudget {
 
 /// The windows of one body in memory at once: the one filling, the one queued to its writer
 /// thread and the one being written.
-pub(crate) const WINDOWS_PER_BODY: usize = 3;
+const WINDOWS_PER_BODY: usize = 3;
 
 /// The least window when many bodies share the budget: below it, the system calls and
 /// thread hand-offs per byte cost more than the memory saved (unless `largest` is smaller).
