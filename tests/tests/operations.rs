@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use reqwest::Method;
-use tusk_tests::conformance::util::Ctx;
+use tusk_tests::conformance::util::{random_bytes, Ctx};
+use tusk_tests::faults;
 use tusk_tests::harness::{FsEmbedded, TestServer};
 use tusk_tests::rawpatch::RawPatch;
 
@@ -280,5 +281,111 @@ async fn inspect_shows_an_upload_mid_patch() -> Result<()> {
         after["writing_here"].is_null() && after["last_commit"]["node"] == node,
         "after the PATCH: {after}"
     );
+    Ok(())
+}
+
+/// Nanoseconds each thread of process `pid` has run, by thread id, with its name.
+fn thread_run_times(pid: u32) -> Result<std::collections::HashMap<u32, (String, u64)>> {
+    let mut threads = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let task = entry?.path();
+        let Some(tid) = task.file_name().and_then(|n| n.to_str()?.parse().ok()) else {
+            continue;
+        };
+        // A thread may end between the listing and the reads.
+        let (Ok(name), Ok(schedstat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let ran = schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok())
+            .context("schedstat without run time")?;
+        threads.insert(tid, (name.trim().to_string(), ran));
+    }
+    Ok(threads)
+}
+
+/// A connection thread's name: `tusk-conn-N` (its blocking helpers are `tusk-conn-N-io`).
+fn is_connection_thread(name: &str) -> bool {
+    name.strip_prefix("tusk-conn-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Each connection is served on one connection thread, one per CPU, and uploads at once are
+/// spread over them: while two PATCHes stream 256 MiB each, two connection threads do the
+/// receiving, and the shared runtime's workers (`tokio-rt-worker`, where every body was
+/// read before) do next to nothing. What `top -H` shows an operator, and what keeps a body's
+/// reads from waking a second thread (see `connection_threads.rs` for the figures).
+#[tokio::test]
+async fn uploads_at_once_stream_on_their_own_connection_threads() -> Result<()> {
+    const BODY: usize = 256 << 20;
+    let server = TestServer::start(&FsEmbedded, &[]).await?;
+    let pid = server.pid().context("no pid")?;
+    let t = Ctx::new(&server)?;
+    let data = random_bytes(BODY);
+    let mut patches = Vec::new();
+    for _ in 0..2 {
+        let url = t.create(BODY as u64).await?;
+        patches.push((url.clone(), RawPatch::open(&url, 0, BODY).await?));
+    }
+    let started = thread_run_times(pid)?;
+    let answers = futures_util::future::join_all(patches.iter_mut().map(|(_, patch)| {
+        let data = &data;
+        async move {
+            patch.send(data, 1 << 20, Duration::ZERO).await?;
+            patch.response(Duration::from_secs(120)).await
+        }
+    }))
+    .await;
+    let ended = thread_run_times(pid)?;
+    // Counted once they have surely started (they are started with the listener).
+    let cpus = std::thread::available_parallelism()?.get();
+    let connection_threads = ended
+        .values()
+        .filter(|(name, _)| is_connection_thread(name))
+        .count();
+    ensure!(
+        connection_threads == cpus,
+        "{connection_threads} connection threads on {cpus} CPUs: {ended:?}"
+    );
+    for answer in answers {
+        let (status, head) = answer?.context("a PATCH got no answer")?;
+        ensure!(status == 204, "a PATCH was answered {head:?}");
+    }
+    let ran = |tid: &u32, (name, at_end): &(String, u64)| {
+        let at_start = started.get(tid).map_or(0, |(_, ns)| *ns);
+        (name.clone(), at_end.saturating_sub(at_start))
+    };
+    let mut receiving: Vec<u64> = ended
+        .iter()
+        .map(|(tid, end)| ran(tid, end))
+        .filter(|(name, _)| is_connection_thread(name))
+        .map(|(_, ns)| ns)
+        .collect();
+    receiving.sort_unstable_by(|a, b| b.cmp(a));
+    let shared: u64 = ended
+        .iter()
+        .map(|(tid, end)| ran(tid, end))
+        .filter(|(name, _)| name.starts_with("tokio-"))
+        .map(|(_, ns)| ns)
+        .sum();
+    eprintln!("connection threads ran {receiving:?} ns, the shared runtime {shared} ns");
+    let busy = receiving.iter().filter(|ns| **ns >= 10_000_000).count();
+    ensure!(
+        busy >= cpus.min(2),
+        "two bodies at once kept {busy} connection threads busy (ran {receiving:?} ns)"
+    );
+    let received: u64 = receiving.iter().sum();
+    ensure!(
+        shared * 4 < received,
+        "the shared runtime ran {shared} ns while the connection threads ran {received} ns"
+    );
+    for (url, _) in &patches {
+        faults::check_exact(&t, url, &data).await?;
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! The tus header rules live in `tusk-protocol`; every error status comes from `error.rs`.
 
 mod admin;
+mod connection_threads;
 mod connections;
 mod cors;
 mod download;

@@ -49,6 +49,31 @@ pub(crate) enum Stream {
     Unix(UnixStream),
 }
 
+/// An accepted connection taken off the runtime that accepted it, to be served on another.
+pub(crate) enum Detached {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Stream {
+    pub(crate) fn detach(self) -> io::Result<Detached> {
+        Ok(match self {
+            Self::Tcp(s) => Detached::Tcp(s.into_std()?),
+            Self::Unix(s) => Detached::Unix(s.into_std()?),
+        })
+    }
+}
+
+impl Detached {
+    /// Registers the connection with the runtime this runs on.
+    pub(crate) fn attach(self) -> io::Result<Stream> {
+        Ok(match self {
+            Self::Tcp(s) => Stream::Tcp(TcpStream::from_std(s)?),
+            Self::Unix(s) => Stream::Unix(UnixStream::from_std(s)?),
+        })
+    }
+}
+
 /// What one read from a TLS connection's socket takes at most. rustls asks for 4 KiB at a
 /// time: straight from the socket that is a syscall per 4 KiB. Measured with one 1 GiB
 /// PATCH over loopback (curl), the server's CPU was 2.5x plain HTTP's unbuffered, 1.9x with

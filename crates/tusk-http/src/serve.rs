@@ -29,11 +29,13 @@ use futures_util::future::Either;
 use http::{header, HeaderValue, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::runtime::Handle;
 use tokio_rustls::rustls::ServerConfig;
 use tower::ServiceExt;
 use tusk_core::Observer;
 use tusk_protocol::{headers::TUS_RESUMABLE, TUS_VERSION};
 
+use crate::connection_threads::ConnectionThreads;
 use crate::connections::{Admission, Connections, Cut, Tracked};
 use crate::error::{ApiError, Refusal};
 use crate::handlers::{OverTls, PeerAddr};
@@ -55,7 +57,7 @@ const READ_BUFFER_PAST_HEAD: usize = 16 << 10;
 /// How long an HTTP/2 keep-alive ping may go unanswered.
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Connection-level limits.
+/// Connection-level limits, and the threads connections are served on.
 #[derive(Debug, Clone)]
 pub struct ServeLimits {
     /// Time a client has to send a complete request head (slow-loris guard): from the
@@ -75,6 +77,9 @@ pub struct ServeLimits {
     /// Let handlers send interim (1xx) responses on HTTP/1.1 (`interim.rs`): the draft's
     /// `104 Upload Resumption Supported`.
     pub interim_responses: bool,
+    /// Threads connections are spread over, each served wholly on one
+    /// (`connection_threads.rs`); 0: served on the runtime that calls [`serve`].
+    pub connection_threads: usize,
 }
 
 /// Serves `router` on `listener` (through TLS when `tls` is given) until `shutdown`
@@ -105,6 +110,10 @@ pub async fn serve(
         .keep_alive_interval(limits.http2_keep_alive_interval)
         .keep_alive_timeout(HTTP2_PING_TIMEOUT);
     let connections = Connections::new(limits.max_connections);
+    let threads = match limits.connection_threads {
+        0 => None,
+        count => Some(ConnectionThreads::start(count)?),
+    };
     // Every connection task holds a receiver: `closed()` resolves once the last one ended.
     let (stop, _) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -176,7 +185,35 @@ pub async fn serve(
         let mut stop = stop.subscribe();
         let (header_read_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
         observer.connection_opened();
-        tokio::spawn(async move {
+        // A connection for a connection thread leaves this runtime's reactor here and joins
+        // its thread's in its task.
+        let (runtime, placed, stream) = match &threads {
+            Some(threads) => match stream.detach() {
+                Ok(detached) => {
+                    let (runtime, placed) = threads.place();
+                    (runtime, Some(placed), Either::Left(detached))
+                }
+                Err(error) => {
+                    tracing::debug!(?peer, %error, "accepted connection unusable");
+                    observer.connection_closed();
+                    continue;
+                }
+            },
+            None => (Handle::current(), None, Either::Right(stream)),
+        };
+        runtime.spawn(async move {
+            let _placed = placed;
+            let stream = match stream {
+                Either::Left(detached) => match detached.attach() {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::debug!(?peer, %error, "accepted connection unusable");
+                        observer.connection_closed();
+                        return;
+                    }
+                },
+                Either::Right(stream) => stream,
+            };
             let io = match handshake(stream, tls.as_ref(), header_read_timeout).await {
                 Ok(io) => io,
                 Err(error) => {

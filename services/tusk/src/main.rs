@@ -214,6 +214,8 @@ async fn serve(loaded: Loaded) -> Result<()> {
         max_header_bytes: config.server.max_header_bytes,
         drain: config.server.shutdown_drain,
         interim_responses: config.server.interim_responses,
+        // One per CPU this process may use (affinity and cgroup quota count).
+        connection_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     // The admin listener first: while the backends come up, /healthz answers and /readyz
     // says what the node waits for.
@@ -243,6 +245,8 @@ async fn serve(loaded: Loaded) -> Result<()> {
             max_connections: ADMIN_MAX_CONNECTIONS,
             drain: Duration::from_secs(1),
             interim_responses: false,
+            // A scrape or a probe now and then: the shared runtime serves them.
+            connection_threads: 0,
             ..limits.clone()
         },
         // The connection metrics are the public listener's.
