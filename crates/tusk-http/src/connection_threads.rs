@@ -6,9 +6,10 @@
 //! each arrival on the socket woke the worker parked in `epoll_wait`, which found the
 //! connection's task already running on the other worker, and hyper's hand-off of each chunk
 //! to the PATCH's task could move it between workers. One 1 GiB upload in 64 MiB PATCHes
-//! (`perf stat -e context-switches` on the server, 3 rounds in turns, 2026-12-03) took
-//! 5,400-6,300 context switches on the shared runtime and 2,200-2,800 here (null-fsync, a
-//! thread per connection: 470-690), with 11,100-11,800 system calls instead of 14,300-15,100.
+//! (`perf stat -e context-switches,raw_syscalls:sys_enter` on the server, 3 rounds in turns,
+//! 2026-12-03, README's benchmark section): 6,100-7,000 context switches on the shared
+//! runtime, 3,400-3,500 here (null-fsync, a thread per connection: 940-1,450), and
+//! 12,100-13,400 system calls instead of 15,800-16,700.
 //!
 //! A connection goes to the thread serving the fewest and never moves: CPU spent on one
 //! connection (a TLS handshake, a checksum) delays only those placed on the same thread,

@@ -7,9 +7,14 @@
 free_port() {
   python3 - <<'PY'
 import random, socket
-low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+# Outside the kernel's ephemeral range, so no outgoing connection takes the port meanwhile:
+# below it, or above it where it starts too low to leave room.
+low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+spans = [(start, end) for start, end in ((10000, low), (high + 1, 65536)) if end - start >= 100]
+if not spans:
+    raise SystemExit(f"the ephemeral range {low}-{high} leaves no ports for servers")
 for _ in range(1000):
-    port = random.randrange(10000, low)
+    port = random.randrange(*random.choice(spans))
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", port))
@@ -20,7 +25,7 @@ for _ in range(1000):
     print(port)
     break
 else:
-    raise SystemExit("no free port below the ephemeral range")
+    raise SystemExit("no free port outside the ephemeral range")
 PY
 }
 
