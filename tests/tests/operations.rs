@@ -184,9 +184,12 @@ async fn the_healthcheck_subcommand_probes_a_live_node() -> Result<()> {
 
 /// Runs `tusk <args> --admin-addr <admin> --json` and parses what it printed.
 fn admin_json(admin: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let (command, operands) = args.split_first().context("no subcommand")?;
+    // An upload ID may start with '-': after `--` it is never taken for a flag.
     let out = std::process::Command::new(tusk_tests::harness::tusk_binary()?)
-        .args(args)
-        .args(["--admin-addr", admin, "--json"])
+        .arg(command)
+        .args(["--admin-addr", admin, "--json", "--"])
+        .args(operands)
         .output()
         .context("running tusk")?;
     ensure!(
