@@ -359,22 +359,23 @@ async fn uploads_at_once_stream_on_their_own_connection_threads() -> Result<()> 
         let (status, head) = answer?.context("a PATCH got no answer")?;
         ensure!(status == 204, "a PATCH was answered {head:?}");
     }
-    let ran = |tid: &u32, (name, at_end): &(String, u64)| {
-        let at_start = started.get(tid).map_or(0, |(_, ns)| *ns);
-        (name.clone(), at_end.saturating_sub(at_start))
-    };
-    let mut receiving: Vec<u64> = ended
+    let ran: Vec<(&str, u64)> = ended
         .iter()
-        .map(|(tid, end)| ran(tid, end))
+        .map(|(tid, (name, at_end))| {
+            let at_start = started.get(tid).map_or(0, |(_, ns)| *ns);
+            (name.as_str(), at_end.saturating_sub(at_start))
+        })
+        .collect();
+    let mut receiving: Vec<u64> = ran
+        .iter()
         .filter(|(name, _)| is_connection_thread(name))
-        .map(|(_, ns)| ns)
+        .map(|(_, ns)| *ns)
         .collect();
     receiving.sort_unstable_by(|a, b| b.cmp(a));
-    let shared: u64 = ended
+    let shared: u64 = ran
         .iter()
-        .map(|(tid, end)| ran(tid, end))
         .filter(|(name, _)| name.starts_with("tokio-"))
-        .map(|(_, ns)| ns)
+        .map(|(_, ns)| *ns)
         .sum();
     eprintln!("connection threads ran {receiving:?} ns, the shared runtime {shared} ns");
     let busy = receiving.iter().filter(|ns| **ns >= 10_000_000).count();
